@@ -1,0 +1,31 @@
+"""flowjax: flow-matching generative models in JAX.
+
+Time convention, everywhere: noise ``x0 ~ N(0, I)`` at ``t = 0``, data ``x1`` at ``t = 1``,
+``x_t = t x1 + (1 - t) x0`` on the linear path, and sampling integrates ``dx/dt = v(x, t)``
+forward from 0 to 1. Conversions from the opposite convention (diffusers, SD3, MeanFlow's
+code) happen only at the edges.
+
+Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`,
+:mod:`flowjax.solvers`, :mod:`flowjax.models`, :mod:`flowjax.data`,
+:mod:`flowjax.evaluation`, :mod:`flowjax.training`, :mod:`flowjax.parallel`.
+"""
+
+from flowjax import objectives, paths, solvers, timesteps
+from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
+from flowjax.solvers import make_sampler, make_solver, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "objectives",
+    "paths",
+    "solvers",
+    "timesteps",
+    "LinearPath",
+    "CosinePath",
+    "VPPath",
+    "make_path",
+    "make_sampler",
+    "make_solver",
+    "sample",
+]
