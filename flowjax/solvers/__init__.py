@@ -1,0 +1,34 @@
+"""ODE samplers for flow models (noise at t=0 -> data at t=1), driven by one ``lax.scan``.
+
+Public API: :class:`Solver` (the contract), :func:`sample`, :func:`make_sampler`,
+:func:`make_solver` and the solvers :class:`Euler`, :class:`Heun`, :class:`Midpoint`,
+:class:`RK4`.
+"""
+
+from flowjax.solvers.base import (
+    Solver,
+    VelocityFn,
+    make_sampler,
+    make_solver,
+    register_solver,
+    sample,
+    solver_names,
+)
+from flowjax.solvers.euler import Euler
+from flowjax.solvers.heun import Heun
+from flowjax.solvers.midpoint import Midpoint
+from flowjax.solvers.rk4 import RK4
+
+__all__ = [
+    "Solver",
+    "VelocityFn",
+    "sample",
+    "make_sampler",
+    "make_solver",
+    "register_solver",
+    "solver_names",
+    "Euler",
+    "Heun",
+    "Midpoint",
+    "RK4",
+]

@@ -1,0 +1,211 @@
+"""The solver contract and the one `lax.scan` driver that runs any solver over a time grid.
+
+A *velocity function* has the signature ``v(x, t, cond) -> array like x`` with ``x`` of shape
+``[B, ...]`` and ``t`` of shape ``[B]`` (noise at t=0, data at t=1). Models are adapted into
+this form by closing over their parameters, so solvers never see parameters.
+
+A *solver* is a small immutable value. It declares its ``order`` and how many velocity
+evaluations one step costs (``nfe_per_step``), and implements
+
+    init(x)                                               -> state     (a pytree; default ())
+    step(f, x, t, t_next, state, index, num_steps)        -> (x_next, state)
+
+where ``f(x, t)`` is the velocity with a *scalar* time already broadcast over the batch and
+the condition already bound. ``index`` is the step number (a traced int) and ``num_steps``
+the static number of steps, for multistep methods with warm-up and lower-order final steps.
+
+:func:`sample` integrates ``dx/dt = v(x, t, cond)`` forward over the grid
+``t_0 < t_1 < ... < t_N`` inside one ``jax.lax.scan``, so a whole sampling run is one
+compiled program; jit it (or use :func:`make_sampler`) and a new starting noise or a new grid
+of the same length reuses the same executable.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowjax import timesteps
+
+Array = jax.Array
+VelocityFn = Callable[[Array, Array, Any], Array]
+ScalarTimeVelocity = Callable[[Array, Array], Array]
+
+
+class Solver(abc.ABC):
+    """Base class of one-step and multistep ODE solvers (see the module docstring)."""
+
+    name: str = "solver"
+    order: int = 1
+    nfe_per_step: int = 1
+    min_steps: int = 1
+
+    def init(self, x: Array) -> Any:
+        del x
+        return ()
+
+    @abc.abstractmethod
+    def step(
+        self,
+        f: ScalarTimeVelocity,
+        x: Array,
+        t: Array,
+        t_next: Array,
+        state: Any,
+        index: Array,
+        num_steps: int,
+    ) -> tuple[Array, Any]:
+        """Advance ``x`` from time ``t`` to ``t_next``."""
+
+    def num_steps_for_nfe(self, nfe: int) -> int:
+        """Number of steps that spend exactly ``nfe`` velocity evaluations.
+
+        Raises a ValueError if ``nfe`` is below this solver's minimum or not a multiple of
+        its cost per step: NFE counts in flowjax are always honest.
+        """
+        nfe = int(nfe)
+        minimum = self.nfe_per_step * self.min_steps
+        if nfe < minimum:
+            raise ValueError(
+                f"{self.name} needs at least {minimum} function evaluations "
+                f"({self.min_steps} step(s) x {self.nfe_per_step} NFE); got nfe={nfe}"
+            )
+        if nfe % self.nfe_per_step:
+            lower = nfe - nfe % self.nfe_per_step
+            raise ValueError(
+                f"{self.name} costs {self.nfe_per_step} NFE per step, so nfe must be a "
+                f"multiple of {self.nfe_per_step}; got nfe={nfe}. Use nfe={lower} or "
+                f"{lower + self.nfe_per_step}."
+            )
+        return nfe // self.nfe_per_step
+
+    def nfe(self, num_steps: int) -> int:
+        return self.nfe_per_step * int(num_steps)
+
+
+def check_inputs(x0: Array, cond: Any) -> None:
+    """Check that every leaf of ``cond`` has the batch size of ``x0`` (public boundary)."""
+    if jnp.ndim(x0) < 1:
+        raise ValueError(f"x0 must have a leading batch axis; got shape {jnp.shape(x0)}")
+    batch = x0.shape[0]
+    for leaf in jax.tree.leaves(cond):
+        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch:
+            raise ValueError(
+                f"cond must have the batch size of x ({batch}) on its leading axis; "
+                f"got a cond array of shape {jnp.shape(leaf)} for x of shape {x0.shape}"
+            )
+
+
+def _grid_array(grid, dtype) -> Array:
+    if isinstance(grid, jax.core.Tracer):
+        return grid.astype(dtype)
+    timesteps.validate_grid(np.asarray(grid))
+    return jnp.asarray(grid, dtype=dtype)
+
+
+def bind_condition(velocity_fn: VelocityFn, cond: Any, batch: int) -> ScalarTimeVelocity:
+    """Turn ``v(x, t[B], cond)`` into ``f(x, t_scalar)`` with ``cond`` bound."""
+
+    def f(x, t):
+        return velocity_fn(x, jnp.full((batch,), t, dtype=x.dtype), cond)
+
+    return f
+
+
+def sample(
+    solver: Solver,
+    velocity_fn: VelocityFn,
+    x0: Array,
+    grid,
+    cond: Any = None,
+    *,
+    return_trajectory: bool = False,
+):
+    """Integrate ``dx/dt = velocity_fn(x, t, cond)`` from ``grid[0]`` to ``grid[-1]``.
+
+    Args:
+      solver: a :class:`Solver` value.
+      velocity_fn: ``v(x, t, cond)``; ``t`` arrives with shape ``[B]``.
+      x0: starting points ``[B, ...]`` at time ``grid[0]`` (usually noise at t = 0).
+      grid: strictly increasing times in [0, 1], shape ``[N + 1]`` for N steps. A concrete
+        grid is validated here; a traced grid (inside your own jit) is trusted.
+      cond: optional pytree of per-example conditioning (``[B, ...]`` leaves), e.g. labels.
+      return_trajectory: also return the states at every grid point, ``[N + 1, B, ...]``.
+
+    Returns:
+      ``x`` at ``grid[-1]``, or ``(x, trajectory)`` if ``return_trajectory``.
+
+    Traceable: call it inside ``jax.jit``. Each step costs ``solver.nfe_per_step``
+    evaluations, so the total NFE is ``solver.nfe(len(grid) - 1)``.
+    """
+    check_inputs(x0, cond)
+    ts = _grid_array(grid, x0.dtype)
+    num_steps = ts.shape[0] - 1
+    if num_steps < solver.min_steps:
+        raise ValueError(
+            f"{solver.name} needs at least {solver.min_steps} steps; the grid has {num_steps}"
+        )
+    f = bind_condition(velocity_fn, cond, x0.shape[0])
+
+    def body(carry, inputs):
+        x, state = carry
+        t, t_next, index = inputs
+        x_next, state = solver.step(f, x, t, t_next, state, index, num_steps)
+        return (x_next, state), (x_next if return_trajectory else None)
+
+    inputs = (ts[:-1], ts[1:], jnp.arange(num_steps))
+    (x, _), traj = jax.lax.scan(body, (x0, solver.init(x0)), inputs)
+    if return_trajectory:
+        return x, jnp.concatenate([x0[None], traj], axis=0)
+    return x
+
+
+def make_sampler(
+    solver: Solver,
+    velocity_fn: Callable[..., Array],
+    grid,
+    *,
+    return_trajectory: bool = False,
+):
+    """Compile ``sample`` once for a grid: returns ``fn(params, x0, cond=None)``.
+
+    ``velocity_fn(params, x, t, cond)`` is the model with its parameters as the first
+    argument; the parameters are a jit argument (not a baked-in constant), so new weights,
+    new noise or new labels of the same shapes reuse the same executable.
+    """
+    grid_np = np.asarray(grid, dtype=np.float64)
+    timesteps.validate_grid(grid_np)
+    grid_list = tuple(float(g) for g in grid_np)
+
+    @jax.jit
+    def run(params, x0, cond=None):
+        ts = jnp.asarray(grid_list, dtype=x0.dtype)
+
+        def v(x, t, c):
+            return velocity_fn(params, x, t, c)
+
+        return sample(solver, v, x0, ts, cond, return_trajectory=return_trajectory)
+
+    return run
+
+
+_SOLVERS: dict[str, Callable[[], Solver]] = {}
+
+
+def register_solver(name: str, factory: Callable[..., Solver]) -> None:
+    _SOLVERS[name] = factory
+
+
+def make_solver(name: str, **kwargs) -> Solver:
+    """Build a solver by name (``euler``, ``heun``, ``midpoint``, ``rk4``, ...)."""
+    if name not in _SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(_SOLVERS)}")
+    return _SOLVERS[name](**kwargs)
+
+
+def solver_names() -> list[str]:
+    return sorted(_SOLVERS)
