@@ -1,0 +1,44 @@
+"""A residual MLP velocity network for low-dimensional data (2-D toys, flattened vectors)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flowjax.models.layers import ConditioningEmbedding
+
+Array = jax.Array
+
+
+class MLPVelocity(nn.Module):
+    """``v(x, t, cond)`` for ``x [B, ...]`` (flattened internally; output has x's shape).
+
+    ``depth`` residual blocks ``h += Dense(SiLU(Dense(LN(h) + emb)))`` of width ``hidden``.
+    The output layer starts at zero, so the untrained network predicts ``v = 0``.
+    """
+
+    hidden: int = 256
+    depth: int = 3
+    time_scale: float = 1000.0
+    num_classes: int | None = None
+    use_end_time: bool = False
+
+    @nn.compact
+    def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
+        del train
+        flat = x.reshape(x.shape[0], -1)
+        emb = ConditioningEmbedding(
+            self.hidden, self.time_scale, self.use_end_time, self.num_classes
+        )(t, cond, t_end)
+        h = nn.Dense(self.hidden)(flat)
+        for _ in range(self.depth):
+            z = nn.LayerNorm()(h) + emb
+            z = nn.Dense(self.hidden)(nn.silu(z))
+            h = h + nn.Dense(self.hidden)(nn.silu(z))
+        out = nn.Dense(flat.shape[1], kernel_init=nn.initializers.zeros)(nn.silu(nn.LayerNorm()(h)))
+        return out.reshape(x.shape).astype(x.dtype)
+
+
+def num_params(params) -> int:
+    return sum(int(jnp.size(p)) for p in jax.tree.leaves(params))
