@@ -1,0 +1,38 @@
+"""Data for flowjax: 2-D toy distributions, the bundled digits tfds set, and a tfds image pipeline.
+
+Importing this package registers the tfds builder ``sklearn_digits``, so
+``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run.
+Nothing here imports TensorFlow or downloads anything.
+"""
+
+from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
+from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
+from flowjax.data.digits_arrays import load_digits_numpy
+from flowjax.data.sources import TfdsImageSource, ToySource, make_source
+from flowjax.data.tfds_pipeline import (
+    DatasetNotFoundError,
+    ImageDataset,
+    how_to_prepare,
+    load_split_array,
+    open_source,
+)
+from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
+
+__all__ = [
+    "DIGITS_NAME",
+    "DIGITS_NUM_CLASSES",
+    "TOY_DISTRIBUTIONS",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "SklearnDigits",
+    "eight_gaussians_centres",
+    "how_to_prepare",
+    "load_digits_numpy",
+    "load_split_array",
+    "make_source",
+    "TfdsImageSource",
+    "ToySource",
+    "open_source",
+    "prepare_digits",
+    "sample_toy",
+]
