@@ -1,0 +1,25 @@
+"""Evaluation: distances between sample sets, Fréchet distances and trajectory straightness.
+
+- :func:`sliced_wasserstein`, :func:`mmd`, :func:`energy_distance`: two-sample distances for
+  low-dimensional data (jax.numpy, jit-friendly, blocked pairwise sums).
+- :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
+- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set.
+- :func:`straightness`: the rectified-flow straightness of sampled trajectories.
+"""
+
+from flowjax.evaluation.digits_features import DigitsClassifier, DigitsFeatureExtractor
+from flowjax.evaluation.frechet import feature_statistics, frechet_distance, trace_sqrt_product
+from flowjax.evaluation.sample_metrics import energy_distance, mmd, sliced_wasserstein
+from flowjax.evaluation.straightness import straightness
+
+__all__ = [
+    "DigitsClassifier",
+    "DigitsFeatureExtractor",
+    "energy_distance",
+    "feature_statistics",
+    "frechet_distance",
+    "mmd",
+    "sliced_wasserstein",
+    "straightness",
+    "trace_sqrt_product",
+]
