@@ -1,0 +1,62 @@
+"""Class-conditional rectified flow on the UCI handwritten digits (8x8, bundled with scikit-learn).
+
+    python -m flowjax.main --config=configs/digits_rf.py --workdir=/tmp/flowjax_digits
+
+The data set is a real tfds builder (``sklearn_digits``, array_record, read with grain and no
+TensorFlow); it is prepared on first use under ``data.data_dir`` (default
+``~/tensorflow_datasets``) without any download. A small U-Net (~0.9M parameters) trains for
+6000 steps of batch 128 with 10% label dropout; evaluation samples with Euler and CFG scale
+2 and reports the Fréchet distance on features of a digits classifier (trained once and
+cached) at several NFE. The sample grid is ``samples.png``.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _sibling(name):
+    """Import configs/<name>.py by path, so this file works from any working directory."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"flowjax_configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+toy2d_rf = _sibling("toy2d_rf")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    c = toy2d_rf.get_config()
+    c.data = dict(
+        kind="tfds",
+        name="sklearn_digits",
+        data_dir="~/tensorflow_datasets",
+        split="train",
+        eval_split="test",
+        random_flip=False,
+    )
+    c.model = dict(
+        name="unet",
+        base_channels=64,
+        channel_mults=(1, 2),
+        num_res_blocks=2,
+        dropout=0.0,
+        time_scale=1000.0,
+        conditional=True,
+    )
+    c.objective.label_dropout = 0.1
+    c.optim.lr = 5e-4
+    c.optim.warmup_steps = 500
+    c.train.batch_size = 128
+    c.train.num_steps = 6000
+    c.train.ema_decay = 0.999
+    c.train.eval_every = 3000
+    c.train.checkpoint_every = 1000
+    c.eval.samplers = ("euler:2", "euler:4", "euler:8", "euler:32", "heun:64")
+    c.eval.num_samples = 1000
+    c.eval.cfg_scale = 2.0
+    return c

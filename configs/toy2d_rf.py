@@ -1,0 +1,74 @@
+"""Rectified flow on a 2-D toy distribution: the main job.
+
+    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/flowjax_toy
+
+Trains a 3-block residual MLP (~0.4M parameters) with the flow-matching loss for 8000 steps
+of batch 1024 on the checkerboard, in about two minutes on two CPU cores, then samples with
+Euler at NFE 1, 2, 4, 8, 32 and scores the samples against held-out data.
+Variants: ``configs/toy2d_rf.py:8gaussians`` (or ``--config.data.name=8gaussians``).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = dict(kind="toy2d", name=arg or "checkerboard")
+
+    c.model = dict(name="mlp", hidden=256, depth=3, time_scale=1000.0, conditional=False)
+
+    c.objective = dict(
+        name="flow_matching",
+        path="linear",
+        time_sampler="uniform",
+        time_shift=1.0,
+        uniform=dict(t_min=0.0, t_max=1.0),
+        logit_normal=dict(loc=0.0, scale=1.0),
+        mode=dict(a=1.29),
+        cosmap=dict(),
+        u_shaped=dict(a=4.0),
+        loss="l2",
+        huber_c=config_dict.placeholder(float),
+        label_dropout=0.0,
+    )
+
+    c.optim = dict(
+        name="adamw",
+        lr=2e-3,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        warmup_steps=200,
+        schedule="cosine",
+        final_lr_fraction=0.05,
+        grad_clip=1.0,
+    )
+
+    c.train = dict(
+        batch_size=512,
+        num_steps=8000,
+        ema_decay=0.999,
+        log_every=100,
+        eval_every=4000,
+        checkpoint_every=1000,
+        keep_checkpoints=3,
+        async_checkpoint=True,
+        tensorboard=True,
+        progress=True,
+    )
+
+    c.eval = dict(
+        samplers=("euler:1", "euler:2", "euler:4", "euler:8", "euler:32", "rk4:128"),
+        num_samples=20_000,
+        num_kernel_samples=5000,
+        cfg_scale=1.0,
+        cfg_interval=config_dict.placeholder(tuple),
+        feature_cache_dir=config_dict.placeholder(str),
+    )
+
+    c.mesh = dict(data=-1)
+    return c

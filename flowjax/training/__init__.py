@@ -1,0 +1,24 @@
+"""The training system: state, pure step, optimizer, EMA, orbax checkpoints and the loop."""
+
+from flowjax.training.checkpoint import Checkpointer, abstract_like
+from flowjax.training.faults import NonFiniteLossError, PreemptionGuard
+from flowjax.training.loop import Experiment, train_and_evaluate
+from flowjax.training.optim import make_optimizer, make_schedule
+from flowjax.training.state import TrainState
+from flowjax.training.step import make_train_step
+from flowjax.training.writers import MetricWriter, read_metrics
+
+__all__ = [
+    "Checkpointer",
+    "abstract_like",
+    "NonFiniteLossError",
+    "PreemptionGuard",
+    "Experiment",
+    "train_and_evaluate",
+    "make_optimizer",
+    "make_schedule",
+    "TrainState",
+    "make_train_step",
+    "MetricWriter",
+    "read_metrics",
+]
