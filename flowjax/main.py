@@ -47,7 +47,7 @@ def main(argv):
             num_processes=FLAGS.num_processes,
             process_id=FLAGS.process_id,
         )
-    from flowjax.training import NonFiniteLossError, train_and_evaluate
+    from flowjax.training import NonFiniteLossError, SetupError, train_and_evaluate
 
     config = FLAGS.config
     logging.info("devices: %s", jax.devices())
@@ -56,6 +56,9 @@ def main(argv):
     except NonFiniteLossError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(1)
+    except SetupError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)
     if jax.process_index() == 0:
         if summary.get("preempted"):
             print(f"preempted: checkpoint saved at step {summary['step']} in {FLAGS.workdir}")
@@ -68,8 +71,18 @@ def main(argv):
             print(f"wrote {os.path.join(FLAGS.workdir, 'summary.json')} and samples.png")
 
 
+def _parse_flags(argv):
+    """Parse flags; a bad ``--config.*`` override is reported in one line, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as err:
+        message = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        print(f"ERROR: bad command-line flag: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The training system: state, pure step, optimizer, EMA, orbax checkpoints and the loop."""
 
 from flowjax.training.checkpoint import Checkpointer, abstract_like
-from flowjax.training.faults import NonFiniteLossError, PreemptionGuard
+from flowjax.training.faults import NonFiniteLossError, PreemptionGuard, SetupError
 from flowjax.training.loop import Experiment, train_and_evaluate
 from flowjax.training.optim import make_optimizer, make_schedule
 from flowjax.training.state import TrainState
@@ -13,6 +13,7 @@ __all__ = [
     "abstract_like",
     "NonFiniteLossError",
     "PreemptionGuard",
+    "SetupError",
     "Experiment",
     "train_and_evaluate",
     "make_optimizer",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -61,7 +62,9 @@ class Checkpointer:
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
         """Restore the newest readable checkpoint; ``None`` if there is none.
 
-        A checkpoint that fails to restore is reported with a warning and skipped.
+        A checkpoint that fails to restore is reported with a warning and moved aside to
+        ``<directory>.unreadable/<step>`` (kept for inspection, out of the way of the
+        resumed run, which will save that step again).
         """
         for step in reversed(self.steps()):
             try:
@@ -75,9 +78,19 @@ class Checkpointer:
                     type(err).__name__,
                     str(err).splitlines()[0][:200] if str(err) else "",
                 )
+                self._move_aside(step)
                 continue
             return state, meta, step
         return None
+
+    def _move_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            aside = self.directory + ".unreadable"
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, f"{step}-{int(time.time())}")
+            os.replace(os.path.join(self.directory, str(step)), target)
+            log.warning("moved the unreadable checkpoint to %s", target)
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

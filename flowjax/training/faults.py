@@ -11,6 +11,10 @@ import signal
 import threading
 
 
+class SetupError(ValueError):
+    """The job could not be set up from its config (bad value, missing data set, ...)."""
+
+
 class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int, name: str, value: float, last_checkpoint: int | None):
         self.step = step

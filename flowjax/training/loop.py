@@ -32,7 +32,7 @@ from flowjax import data as data_lib
 from flowjax import models, objectives, parallel
 from flowjax.training import checkpoint as ckpt_lib
 from flowjax.training.evaluate import Evaluator
-from flowjax.training.faults import NonFiniteLossError, PreemptionGuard
+from flowjax.training.faults import NonFiniteLossError, PreemptionGuard, SetupError
 from flowjax.training.optim import make_optimizer
 from flowjax.training.state import TrainState
 from flowjax.training.step import make_train_step
@@ -170,7 +170,10 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
     tcfg = config.train
     num_steps = int(tcfg.num_steps)
-    exp = Experiment(config, data=data, objective=objective)
+    try:
+        exp = Experiment(config, data=data, objective=objective)
+    except (ValueError, FileNotFoundError) as err:
+        raise SetupError(f"cannot set up the job from its config: {err}") from err
     _write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
     checkpointer = ckpt_lib.Checkpointer(

@@ -32,7 +32,7 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = ema_update(state.ema_params, params, ema_decay)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
         )
