@@ -112,3 +112,16 @@ def test_command_line(trained):
         cmd + ["--solver=dpm++3m", "--nfe=4"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "needs at least 5" in bad.stderr
+
+
+def test_eval_sampler_specs_take_an_optional_grid():
+    from flowjax.training.evaluate import parse_sampler_spec, sampler_label
+
+    assert parse_sampler_spec("euler:4") == ("euler", 4, "uniform")
+    assert parse_sampler_spec("dpm++2m:8:logsnr") == ("dpm++2m", 8, "logsnr")
+    assert parse_sampler_spec("heun:8:shifted,alpha=3") == ("heun", 8, "shifted,alpha=3")
+    assert sampler_label("euler", 4) == "euler_nfe4"  # existing metric names are unchanged
+    assert sampler_label("heun", 8, "shifted,alpha=3") == "heun_nfe8_shifted_alpha3"
+    for bad in ("euler", "euler:x", ":4", "euler:4.5"):
+        with pytest.raises(ValueError, match="solver:nfe"):
+            parse_sampler_spec(bad)
