@@ -132,7 +132,7 @@ def model_problem(workdir: str, n: int) -> Problem:
 
 def boss_costs(problem: Problem, solver_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Cost matrix and fine grid for a solver: Euler cost (N = 100) or its own step (N = 50)."""
-    euler_cost = boss._uses_euler_cost(SOLVERS[solver_name])
+    euler_cost = boss.uses_euler_cost(SOLVERS[solver_name])
     fine = timesteps.uniform_grid(100 if euler_cost else 50)
     traj = boss.reference_trajectories(
         problem.velocity, problem.calib_x0, fine, problem.calib_cond, solver=solvers.RK4()
@@ -166,7 +166,7 @@ def flowjax_sweep(problem: Problem) -> dict:
             except ValueError:
                 continue
             if grid_name == "boss":
-                key = "euler" if boss._uses_euler_cost(solver) else solver_name
+                key = "euler" if boss.uses_euler_cost(solver) else solver_name
                 if key not in cost_cache:
                     cost_cache[key] = boss_costs(problem, solver_name)
                 costs, fine = cost_cache[key]

@@ -65,7 +65,7 @@ def boss_grid(
     from flowjax.solvers import boss
 
     store = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json"))
-    costed = solver if not boss._uses_euler_cost(solver) else None
+    costed = solver if not boss.uses_euler_cost(solver) else None
     key = boss.schedule_key(
         "euler" if costed is None else solver.name,
         num_steps,

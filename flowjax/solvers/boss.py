@@ -66,7 +66,7 @@ def reference_trajectories(
     return traj
 
 
-def _uses_euler_cost(solver: Solver | None) -> bool:
+def uses_euler_cost(solver: Solver | None) -> bool:
     # The first step of any DPM-Solver++ is first order, i.e. Euler.
     return solver is None or isinstance(solver, (Euler, DPMSolverPP))
 
@@ -109,7 +109,7 @@ def _cost_rows(velocity_fn, traj, ts, cond, solver):
     f = bind_condition(velocity_fn, cond, batch)
     reduce_axes = tuple(range(2, traj.ndim))
 
-    if _uses_euler_cost(solver):
+    if uses_euler_cost(solver):
 
         def row(i):
             v = f(traj[i], ts[i])
@@ -303,7 +303,7 @@ def compute_schedule(
         indices=tuple(int(i) for i in indices),
         cost=cost,
         uniform_cost=uniform_cost,
-        solver="euler" if _uses_euler_cost(solver) else solver.name,
+        solver="euler" if uses_euler_cost(solver) else solver.name,
         reference=(reference_solver or Euler()).name,
         fine_steps=n,
         num_calibration=int(x0.shape[0]),

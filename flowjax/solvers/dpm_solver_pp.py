@@ -1,4 +1,4 @@
-"""DPM-Solver++ (Lu et al.) for flow models on the linear path: 1, 2M and 3M (ALGORITHMS.md §7).
+"""DPM-Solver++ (Lu et al.) for flow models on the linear path: 1, 2M, 3M (ALGORITHMS.md §7).
 
 Time convention: noise at t = 0, data at t = 1, ``x_t = t x1 + (1 - t) x0``, so
 ``alpha_t = t``, ``sigma_t = 1 - t`` and the log-SNR is ``lambda(t) = logit(t)`` (-inf at the
@@ -45,6 +45,14 @@ Minimum number of steps: a multistep solver is only what its name says if at lea
 runs at its nominal order. On a grid ending at t = 1 that needs 3 steps for 2M (warm-up, one
 second-order step, the final first-order step) and 5 for 3M with ``lower_order_final`` (4
 without). Fewer steps raise a ValueError rather than silently running Euler under another name.
+
+UniC corrector (``corrector=True``; Zhao et al., UniPC, the ``bh2`` variant): before each
+step the data prediction just evaluated at the new point re-does the previous step with one
+more interpolation node (order 1: trapezoid weight 1/2; orders 2-3: the weights solve UniPC's
+small Vandermonde system in the ratios of log-SNR steps), then the predictor continues from the
+corrected point. It costs no evaluation (the prediction is needed for the next step anyway)
+and raises the order by one; ``order=2`` with the corrector is diffusers'
+``UniPCMultistepScheduler`` (bh2) in flow form. The last step (to t = 1) is not corrected.
 
 Classifier-free guidance: pass a guided velocity (``flowjax.objectives.guidance.cfg_velocity``);
 the data prediction is affine in ``v``, so guiding ``v`` guides ``m``. ``thresholding``
