@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1.0",
     "numpy>=1.26",
     "scipy>=1.11",
+    "diffrax>=0.6.0",  # adaptive reference solves (flowjax.solvers.AdaptiveSolve)
     # Data: tfds + array_record + grain read data sets without TensorFlow.
     "tensorflow-datasets>=4.9.7",
     "array_record>=0.7.0",
@@ -42,6 +43,8 @@ EXTRAS_REQUIRE = {
         "ruff>=0.6",
     ],
     "tf": ["tensorflow>=2.16"],
+    # Optional peers for experiments/solver_sweep.py (never imported by the library or tests).
+    "bench": ["torch>=2.4", "diffusers>=0.32", "flow_matching>=1.0", "torchdiffeq>=0.2.5"],
 }
 
 setup(

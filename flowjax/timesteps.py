@@ -527,10 +527,77 @@ def logsnr_uniform_grid(
     return np.concatenate([inner, [1.0]])
 
 
+def edm_grid(
+    num_steps: int, rho: float = 7.0, sigma_min: float = 1e-3, sigma_max: float = 1.0
+) -> np.ndarray:
+    """EDM (Karras et al.) ``rho`` schedule over the noise level ``sigma = 1 - t``, then t = 1.
+
+    ``N = num_steps`` solver steps; the first ``N`` points are
+
+        sigma_k = (sigma_max^(1/rho) + k / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+        t_k     = 1 - sigma_k,                                    k = 0 .. N - 1
+
+    and the last point is ``t_N = 1`` (noise level 0), so the final step lands on the data.
+    For ``N = 1`` the grid is ``[1 - sigma_max, 1]``. ``rho = 1`` is uniform in ``t`` from
+    ``1 - sigma_max`` to ``1 - sigma_min``; larger ``rho`` spends more steps near the data end.
+    The noise level here is the flow's (diffusers' ``sigma`` with ``use_karras_sigmas``), not
+    the VE ``sigma`` of EDM itself. Needs ``0 < sigma_min < sigma_max <= 1`` and ``rho > 0``.
+    """
+    num_steps = _check_num_steps(num_steps)
+    if not (0.0 < sigma_min < sigma_max <= 1.0):
+        raise ValueError(
+            f"edm grid needs 0 < sigma_min < sigma_max <= 1 (noise levels 1 - t); got "
+            f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError(f"edm grid needs a finite rho > 0; got rho={rho!r}")
+    frac = np.arange(num_steps, dtype=np.float64) / max(num_steps - 1, 1)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigma = (hi + frac * (lo - hi)) ** rho
+    sigma[0] = sigma_max
+    if num_steps > 1:
+        sigma[-1] = sigma_min
+    return np.concatenate([1.0 - sigma, [1.0]])
+
+
+def diffusers_flow_grid(
+    num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000
+) -> np.ndarray:
+    """The grid of diffusers' schedulers with ``use_flow_sigmas=True`` (ALGORITHMS.md 7.3).
+
+    diffusers builds noise levels ``s = 1 - linspace(1, 1/T, N + 1)`` (``T =
+    num_train_timesteps``), shifts them ``s' = shift s / (1 + (shift - 1) s)``, reverses them,
+    drops the trailing 0 and appends a final noise level 0. Over our ``t = 1 - s`` this is
+    exactly the shifted uniform grid starting at ``t_min = 1/T``::
+
+        diffusers_flow_grid(N, shift) == shifted_grid(N, shift, t_min=1/T)
+
+    (first point ``shift_time(1/T, shift)``, last point 1).
+    """
+    if isinstance(num_train_timesteps, bool) or int(num_train_timesteps) < 2:
+        raise ValueError(f"num_train_timesteps must be >= 2; got {num_train_timesteps!r}")
+    return shifted_grid(num_steps, shift, t_min=1.0 / int(num_train_timesteps))
+
+
+def custom_grid(num_steps: int, times: Sequence[float]) -> np.ndarray:
+    """A user-given grid: ``times`` validated, and checked to hold ``num_steps + 1`` points."""
+    grid = validate_grid(times)
+    num_steps = _check_num_steps(num_steps)
+    if grid.shape[0] != num_steps + 1:
+        raise ValueError(
+            f"a grid for {num_steps} steps needs {num_steps + 1} points; the given grid has "
+            f"{grid.shape[0]}: {grid}"
+        )
+    return grid
+
+
 _GRIDS: dict[str, Callable[..., np.ndarray]] = {
     "uniform": uniform_grid,
     "shifted": shifted_grid,
     "logsnr": logsnr_uniform_grid,
+    "edm": edm_grid,
+    "diffusers": diffusers_flow_grid,
+    "custom": custom_grid,
 }
 
 
@@ -538,7 +605,8 @@ def make_grid(name: str, num_steps: int, **kwargs) -> np.ndarray:
     """Build an inference grid by name (``num_steps + 1`` points, numpy float64).
 
     Names and their keyword arguments: ``"uniform"`` (t_min, t_max), ``"shifted"`` (alpha,
-    t_min), ``"logsnr"`` (t_min, t_max).
+    t_min), ``"logsnr"`` (t_min, t_max), ``"edm"`` (rho, sigma_min, sigma_max),
+    ``"diffusers"`` (shift, num_train_timesteps), ``"custom"`` (times).
     """
     if name not in _GRIDS:
         raise ValueError(f"unknown time grid {name!r}; choose one of {sorted(_GRIDS)}")
@@ -551,3 +619,43 @@ def make_grid(name: str, num_steps: int, **kwargs) -> np.ndarray:
             f"time grid {name!r} accepts keyword arguments {params}; got {sorted(kwargs)} ({err})"
         ) from None
     return validate_grid(fn(num_steps, **kwargs))
+
+
+def parse_grid_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Parse a grid given as text (command lines, ``config.eval.samplers``).
+
+    ``"uniform"``, ``"logsnr"``, ``"edm,rho=5"``, ``"shifted,alpha=3"`` give a name and
+    keyword arguments (numbers); a comma-separated list of numbers, ``"0,0.4,0.8,1"``, is a
+    user-given grid (``("custom", {"times": [...]})``). Use with :func:`make_grid`.
+    """
+    text = str(spec).strip()
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("empty time-grid spec; give a name such as 'uniform' or a list of times")
+    try:
+        return "custom", {"times": [float(p) for p in parts]}
+    except ValueError:
+        pass
+    name, kwargs = parts[0], {}
+    for item in parts[1:]:
+        key, sep, value = item.partition("=")
+        try:
+            kwargs[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(
+                f"bad time-grid spec {spec!r}: expected NAME[,key=number...] such as "
+                f"'shifted,alpha=3', or a list of times such as '0,0.5,1'; got item {item!r}"
+            ) from None
+    return name, kwargs
+
+
+def grid_from_spec(spec: str, num_steps: int) -> np.ndarray:
+    """``make_grid`` of a text spec (see :func:`parse_grid_spec`) for ``num_steps`` steps."""
+    name, kwargs = parse_grid_spec(spec)
+    if name == "custom":
+        return custom_grid(num_steps, kwargs["times"])
+    if "num_train_timesteps" in kwargs:
+        kwargs["num_train_timesteps"] = int(kwargs["num_train_timesteps"])
+    return make_grid(name, num_steps, **kwargs)

@@ -459,3 +459,60 @@ def test_validate_grid_accepts_and_converts():
 def test_validate_grid_rejects(grid, pattern):
     with pytest.raises(ValueError, match=pattern):
         ts.validate_grid(grid)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 7])
+@pytest.mark.parametrize("rho", [1.0, 7.0])
+def test_edm_grid_is_a_rho_schedule_over_the_noise_level(num_steps, rho):
+    grid = ts.edm_grid(num_steps, rho=rho, sigma_min=0.01, sigma_max=0.9)
+    assert grid.shape == (num_steps + 1,) and grid[-1] == 1.0
+    ts.validate_grid(grid)
+    sigma = 1.0 - grid[:-1]
+    assert sigma[0] == pytest.approx(0.9)
+    if num_steps > 1:
+        assert sigma[-1] == pytest.approx(0.01)
+        # sigma^(1/rho) is evenly spaced.
+        np.testing.assert_allclose(np.diff(sigma ** (1 / rho)), np.diff(sigma ** (1 / rho))[0])
+    if rho == 1.0 and num_steps > 1:
+        np.testing.assert_allclose(grid[:-1], np.linspace(0.1, 0.99, num_steps), rtol=1e-12)
+    if rho > 1 and num_steps > 2:
+        assert np.diff(grid[:-1])[-1] < np.diff(grid[:-1])[0]  # finer near the data end
+
+
+def test_diffusers_grid_is_the_shifted_grid_from_one_over_t():
+    for shift in (1.0, 3.0):
+        np.testing.assert_allclose(
+            ts.diffusers_flow_grid(10, shift), ts.shifted_grid(10, shift, t_min=1e-3), atol=0
+        )
+    # diffusers' own construction over noise levels (ALGORITHMS.md 7.3), converted to t.
+    n, shift = 10, 3.0
+    s = 1.0 - np.linspace(1, 1 / 1000, n + 1)
+    s = np.flip(shift * s / (1 + (shift - 1) * s))[:-1]
+    np.testing.assert_allclose(ts.diffusers_flow_grid(n, shift), 1 - np.append(s, 0.0), atol=1e-15)
+
+
+def test_grid_specs_and_custom_grids():
+    assert ts.parse_grid_spec("uniform") == ("uniform", {})
+    assert ts.parse_grid_spec("shifted, alpha=3") == ("shifted", {"alpha": 3.0})
+    assert ts.parse_grid_spec("0,0.5,1") == ("custom", {"times": [0.0, 0.5, 1.0]})
+    np.testing.assert_array_equal(ts.grid_from_spec("edm,rho=5", 4), ts.edm_grid(4, rho=5.0))
+    np.testing.assert_array_equal(
+        ts.grid_from_spec("diffusers,shift=3,num_train_timesteps=100", 4),
+        ts.diffusers_flow_grid(4, 3.0, 100),
+    )
+    np.testing.assert_array_equal(ts.grid_from_spec("0,0.2,0.9,1", 3), [0, 0.2, 0.9, 1])
+    np.testing.assert_array_equal(ts.make_grid("custom", 2, times=[0.1, 0.4, 1.0]), [0.1, 0.4, 1])
+    with pytest.raises(ValueError, match="needs 4 points; the given grid has 3"):
+        ts.grid_from_spec("0,0.5,1", 3)
+    with pytest.raises(ValueError, match=r"leaves \[0, 1\]"):
+        ts.grid_from_spec("0,0.5,1.5", 2)
+    with pytest.raises(ValueError, match="not strictly increasing"):
+        ts.custom_grid(2, [0.0, 0.7, 0.3])
+    with pytest.raises(ValueError, match="NAME\\[,key=number"):
+        ts.parse_grid_spec("shifted,alpha")
+    with pytest.raises(ValueError, match="unknown time grid 'karras'"):
+        ts.grid_from_spec("karras", 4)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        ts.edm_grid(4, sigma_min=0.5, sigma_max=0.2)
+    with pytest.raises(ValueError, match="rho > 0"):
+        ts.edm_grid(4, rho=0.0)

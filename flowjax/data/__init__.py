@@ -8,7 +8,7 @@ Nothing here imports TensorFlow or downloads anything.
 from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
-from flowjax.data.sources import TfdsImageSource, ToySource, make_source
+from flowjax.data.sources import ArraySource, TfdsImageSource, ToySource, make_source
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
     ImageDataset,
@@ -19,6 +19,7 @@ from flowjax.data.tfds_pipeline import (
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
 
 __all__ = [
+    "ArraySource",
     "DIGITS_NAME",
     "DIGITS_NUM_CLASSES",
     "TOY_DISTRIBUTIONS",

@@ -2,9 +2,11 @@
 
 Public API: :class:`Solver` (the contract), :func:`sample`, :func:`make_sampler`,
 :func:`make_solver` and the solvers :class:`Euler`, :class:`Heun`, :class:`Midpoint`,
-:class:`RK4`.
+:class:`RK4`, :class:`DPMSolverPP` (``dpm++1``, ``dpm++2m``, ``dpm++3m``); the adaptive
+diffrax reference :class:`AdaptiveSolve`.
 """
 
+from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import (
     Solver,
     VelocityFn,
@@ -14,6 +16,7 @@ from flowjax.solvers.base import (
     sample,
     solver_names,
 )
+from flowjax.solvers.dpm_solver_pp import DPMSolverPP, DynamicThreshold
 from flowjax.solvers.euler import Euler
 from flowjax.solvers.heun import Heun
 from flowjax.solvers.midpoint import Midpoint
@@ -31,4 +34,7 @@ __all__ = [
     "Heun",
     "Midpoint",
     "RK4",
+    "DPMSolverPP",
+    "DynamicThreshold",
+    "AdaptiveSolve",
 ]

@@ -43,6 +43,8 @@ class Solver(abc.ABC):
     order: int = 1
     nfe_per_step: int = 1
     min_steps: int = 1
+    # Appended to the "needs at least min_steps" errors: why the minimum exists.
+    min_steps_note: str = ""
 
     def init(self, x: Array) -> Any:
         del x
@@ -73,6 +75,7 @@ class Solver(abc.ABC):
             raise ValueError(
                 f"{self.name} needs at least {minimum} function evaluations "
                 f"({self.min_steps} step(s) x {self.nfe_per_step} NFE); got nfe={nfe}"
+                f"{self.min_steps_note}"
             )
         if nfe % self.nfe_per_step:
             lower = nfe - nfe % self.nfe_per_step
@@ -148,6 +151,7 @@ def sample(
     if num_steps < solver.min_steps:
         raise ValueError(
             f"{solver.name} needs at least {solver.min_steps} steps; the grid has {num_steps}"
+            f"{solver.min_steps_note}"
         )
     f = bind_condition(velocity_fn, cond, x0.shape[0])
 

@@ -1,13 +1,15 @@
-"""In-training evaluation: sample with given parameters under several (solver, NFE) settings and
-score the samples against held-out data.
+"""In-training evaluation: sample with given parameters under several (solver, NFE, grid)
+settings and score the samples against held-out data.
 
-``config.eval.samplers`` lists ``"solver:nfe"`` strings, e.g. ``("euler:1", "euler:4",
-"rk4:128")``; the last one is the *reference* setting (a converged ODE solve), used for the
-untrained-model baseline. Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD
-and energy distance; for images, the pixel-space sliced-Wasserstein and, for the bundled digits,
-the Fréchet distance on features of a digits classifier (``fd``). Metric names are
-``<metric>_<solver>_nfe<k>``. Samples come from a fixed noise batch (and fixed labels), so
-numbers at different steps are comparable.
+``config.eval.samplers`` lists ``"solver:nfe[:grid]"`` strings, e.g. ``("euler:1", "euler:4",
+"dpm++2m:8:logsnr", "heun:8:shifted,alpha=3", "rk4:128")``; the grid defaults to uniform (any
+spec of :func:`flowjax.timesteps.grid_from_spec`); the last one is the *reference* setting (a
+converged ODE solve), used for the untrained-model baseline. Scores: for low-dimensional data,
+sliced-Wasserstein (``sw``), MMD and energy distance; for images, the pixel-space
+sliced-Wasserstein and, for the bundled digits, the Fréchet distance on features of a digits
+classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>`` (``..._nfe<k>_<grid>`` for
+a non-uniform grid). Samples come from a fixed noise batch (and fixed labels), so numbers at
+different steps are comparable.
 """
 
 from __future__ import annotations
@@ -39,12 +41,23 @@ def make_velocity_fn(
     return velocity
 
 
-def parse_sampler_spec(spec: str) -> tuple[str, int]:
-    """``"heun:8"`` -> ``("heun", 8)`` with a clear error for anything else."""
-    name, sep, nfe = str(spec).partition(":")
-    if not sep or not nfe.strip().isdigit():
-        raise ValueError(f"eval sampler {spec!r} must look like 'solver:nfe', e.g. 'euler:4'")
-    return name.strip(), int(nfe)
+def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
+    """``"heun:8"`` -> ``("heun", 8, "uniform")``, ``"dpm++2m:8:logsnr"`` ->
+    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else."""
+    name, sep, rest = str(spec).partition(":")
+    nfe, _, grid = rest.partition(":")
+    if not sep or not nfe.strip().isdigit() or not name.strip():
+        raise ValueError(
+            f"eval sampler {spec!r} must look like 'solver:nfe' or 'solver:nfe:grid', e.g. "
+            "'euler:4' or 'dpm++2m:8:logsnr'"
+        )
+    return name.strip(), int(nfe), grid.strip() or "uniform"
+
+
+def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
+    """Metric label of a sampler setting: ``euler_nfe4``, ``dpm++2m_nfe8_logsnr``."""
+    label = f"{name}_nfe{nfe}"
+    return label if grid == "uniform" else f"{label}_{grid.replace(',', '_').replace('=', '')}"
 
 
 class Evaluator:
@@ -63,7 +76,7 @@ class Evaluator:
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
         self.reference, _ = data.eval_array(n)
-        velocity = make_velocity_fn(
+        self.velocity = make_velocity_fn(
             apply_fn,
             num_classes=num_classes,
             cfg_scale=float(ecfg.get("cfg_scale", 1.0)),
@@ -73,16 +86,20 @@ class Evaluator:
         if not specs:
             raise ValueError("config.eval.samplers is empty; list at least one 'solver:nfe'")
         self.samplers = {}
-        for name, nfe in specs:
+        for name, nfe, grid_spec in specs:
             solver = solvers.make_solver(name)
-            grid = timesteps.uniform_grid(solver.num_steps_for_nfe(nfe))
-            self.samplers[f"{name}_nfe{nfe}"] = solvers.make_sampler(solver, velocity, grid)
-        self.reference_label = f"{specs[-1][0]}_nfe{specs[-1][1]}"
+            grid = timesteps.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
+            self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)
+        self.reference_label = sampler_label(*specs[-1])
         self._digits = None
         if self.kind == "images" and data.name == "sklearn_digits":
             cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
             self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
             self._digits_ref = self._digits.reference_statistics("test")
+
+    def add_sampler(self, label: str, solver: solvers.Solver, grid) -> None:
+        """Add a (solver, grid) setting scored under ``label`` (e.g. a BOSS grid)."""
+        self.samplers[label] = solvers.make_sampler(solver, self.velocity, grid)
 
     def sample(self, params, labels: list[str] | None = None) -> dict[str, np.ndarray]:
         out = {}

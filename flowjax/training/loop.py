@@ -83,19 +83,33 @@ class Experiment:
         self.batch_sharding = parallel.batch_sharding(self.mesh)
 
     # -- state ------------------------------------------------------------------------------
-    def _init(self, rng):
+    def _init(self, rng, params=None):
         init_key, state_key = jax.random.split(rng)
-        shape = (1, *self.data.element_shape)
-        x = jnp.zeros(shape, jnp.float32)
-        t = jnp.zeros((1,), jnp.float32)
-        cond = None if self.num_classes is None else jnp.zeros((1,), jnp.int32)
-        params = self.model.init(init_key, x, t, cond)["params"]
+        if params is None:
+            shape = (1, *self.data.element_shape)
+            x = jnp.zeros(shape, jnp.float32)
+            t = jnp.zeros((1,), jnp.float32)
+            cond = None if self.num_classes is None else jnp.zeros((1,), jnp.int32)
+            params = self.model.init(init_key, x, t, cond)["params"]
         return TrainState.create(params, self.tx, state_key)
 
-    def init_state(self) -> TrainState:
-        """Parameters and optimizer state created directly with their shardings."""
+    def init_state(self, params: Any = None) -> TrainState:
+        """Parameters and optimizer state created directly with their shardings.
+
+        ``params`` (e.g. a pretrained model's EMA weights, for a fine-tune) replaces the
+        random initialisation; they must have the structure and shapes the config's model
+        creates. The optimizer state is fresh and the EMA starts at ``params``.
+        """
+        key = jax.random.PRNGKey(int(self.config.seed))
+        if params is not None:
+            expected = jax.tree.structure(self.abstract_state().params)
+            if jax.tree.structure(params) != expected:
+                raise ValueError(
+                    "init_params do not match the parameters of the config's model; fine-tune "
+                    "with the config the weights were trained with"
+                )
         init = jax.jit(self._init, out_shardings=self.state_sharding)
-        return init(jax.random.PRNGKey(int(self.config.seed)))
+        return init(key, params)
 
     def abstract_state(self) -> Any:
         shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
@@ -161,10 +175,14 @@ def train_and_evaluate(
     data: Any = None,
     objective: Any = None,
     progress: bool | None = None,
+    init_params: Any = None,
 ) -> dict:
     """Train (or resume) the job described by ``config`` in ``workdir``; return the summary.
 
-    ``data`` / ``objective`` replace the ones the config would build (notebooks, tests).
+    ``data`` / ``objective`` replace the ones the config would build (notebooks, tests,
+    fine-tunes on generated data). ``init_params`` starts a fresh run from given weights
+    instead of a random initialisation (a fine-tune); a run that finds a checkpoint in
+    ``workdir`` resumes from it as usual.
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -183,7 +201,7 @@ def train_and_evaluate(
     )
     restored = checkpointer.restore_latest(exp.abstract_state())
     if restored is None:
-        state, start_step = exp.init_state(), 0
+        state, start_step = exp.init_state(init_params), 0
     else:
         state, _, start_step = restored
         log.info("resumed from the checkpoint at step %d", start_step)

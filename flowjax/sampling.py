@@ -1,0 +1,190 @@
+"""Sampling from a trained run: the library behind ``python -m flowjax.sample``.
+
+:func:`run_sampling` restores the newest checkpoint of a training directory, samples with the
+EMA parameters (noise at t = 0 to data at t = 1) under one (solver, NFE, grid) setting, scores
+the samples with the training evaluator and writes ``<label>.png/.npz/.json``; see
+:mod:`flowjax.sample` for the command line and the outputs. :func:`load_run` and
+:func:`boss_grid` are its building blocks (kept importable here because the module name
+``flowjax.sample`` is also the package's ``sample`` function).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def load_run(workdir: str, *, num_samples: int | None = None):
+    """``(config, experiment, ema_params, step)`` of the newest checkpoint in ``workdir``."""
+    import ml_collections
+
+    from flowjax.training import Checkpointer, Experiment
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no config.json; train there first with flowjax.main")
+    with open(path, encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if num_samples is not None:
+        config.eval.num_samples = int(num_samples)
+    exp = Experiment(config)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+    try:
+        restored = ckpt.restore_latest(exp.abstract_state())
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ValueError(f"no readable checkpoint in {workdir}/checkpoints")
+    state, _, step = restored
+    return config, exp, state.ema_params, int(step)
+
+
+def boss_grid(
+    workdir: str,
+    velocity,
+    solver,
+    num_steps: int,
+    *,
+    element_shape,
+    num_classes: int | None,
+    fine_steps: int,
+    calibration: int,
+    reference: str,
+    step: int,
+    seed: int = 0,
+):
+    """The BOSS schedule for ``solver`` with ``num_steps`` steps: stored, or computed and stored."""
+    import jax
+
+    from flowjax import solvers
+    from flowjax.solvers import boss
+
+    store = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json"))
+    costed = solver if not boss.uses_euler_cost(solver) else None
+    key = boss.schedule_key(
+        "euler" if costed is None else solver.name,
+        num_steps,
+        fine_steps,
+        calibration,
+        reference,
+        step,
+    )
+
+    def compute():
+        k_noise, k_label = jax.random.split(jax.random.PRNGKey(seed + 20_000))
+        x0 = jax.random.normal(k_noise, (calibration, *element_shape))
+        labels = (
+            jax.random.randint(k_label, (calibration,), 0, num_classes) if num_classes else None
+        )
+        return boss.compute_schedule(
+            velocity,
+            x0,
+            num_steps,
+            fine_steps=fine_steps,
+            cond=labels,
+            solver=costed,
+            reference_solver=solvers.make_solver(reference),
+            step=step,
+        )
+
+    return store.get_or_compute(key, compute)
+
+
+def run_sampling(
+    workdir: str,
+    solver_name: str,
+    nfe: int,
+    grid_spec: str = "uniform",
+    *,
+    num_samples: int | None = None,
+    boss_fine_steps: int = 100,
+    boss_calibration: int = 256,
+    boss_reference: str = "euler",
+    out_dir: str | None = None,
+) -> dict[str, Any]:
+    """Everything the CLI does; returns the report written to ``<label>.json``."""
+    import jax
+    import numpy as np
+
+    from flowjax import solvers, timesteps
+    from flowjax.training.evaluate import Evaluator, sampler_label
+
+    workdir = os.path.abspath(workdir)
+    if solver_name == "boss":
+        solver_name, grid_spec = "euler", "boss"
+    solver = solvers.make_solver(solver_name)
+    num_steps = solver.num_steps_for_nfe(nfe)
+    config, exp, params, step = load_run(workdir, num_samples=num_samples)
+    evaluator = Evaluator(
+        config, exp.data, exp.apply_fn, num_classes=exp.num_classes, workdir=workdir
+    )
+    report: dict[str, Any] = {"checkpoint_step": step, "solver": solver.name, "nfe": int(nfe)}
+    if grid_spec == "boss":
+
+        def velocity(x, t, c):
+            return evaluator.velocity(params, x, t, c)
+
+        t0 = time.perf_counter()
+        schedule, reused = boss_grid(
+            workdir,
+            velocity,
+            solver,
+            num_steps,
+            element_shape=exp.data.element_shape,
+            num_classes=exp.num_classes,
+            fine_steps=boss_fine_steps,
+            calibration=boss_calibration,
+            reference=boss_reference,
+            step=step,
+            seed=int(config.seed),
+        )
+        grid = schedule.grid
+        report["boss"] = dict(schedule.to_dict(), reused=reused, seconds=time.perf_counter() - t0)
+    else:
+        grid = timesteps.grid_from_spec(grid_spec, num_steps)
+    label = sampler_label(solver.name, int(nfe), grid_spec)
+    evaluator.add_sampler(label, solver, grid)
+    run = evaluator.samplers[label]
+
+    t0 = time.perf_counter()
+    compiled = run.lower(params, evaluator.x0, evaluator.labels).compile()
+    compile_seconds = time.perf_counter() - t0
+    jax.block_until_ready(compiled(params, evaluator.x0, evaluator.labels))  # warm-up
+    t0 = time.perf_counter()
+    samples = np.asarray(jax.device_get(compiled(params, evaluator.x0, evaluator.labels)))
+    steady = time.perf_counter() - t0
+    # The jitted sampler takes the noise as an argument: a new batch must reuse the program.
+    other_noise = jax.random.normal(jax.random.PRNGKey(12345), evaluator.x0.shape)
+    for x0 in (evaluator.x0, other_noise):
+        jax.block_until_ready(run(params, x0, evaluator.labels))
+    metrics = evaluator.score(samples, label)
+    report.update(
+        grid=[float(g) for g in grid],
+        label=label,
+        num_samples=int(samples.shape[0]),
+        samples_per_second=samples.shape[0] / steady,
+        compile_seconds=compile_seconds,
+        recompiled_for_new_noise=run._cache_size() != 1,
+        metrics=metrics,
+    )
+    out_dir = out_dir or os.path.join(workdir, "samples")
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, label)
+    arrays = {"x": samples}
+    if evaluator.labels is not None:
+        arrays["label"] = np.asarray(evaluator.labels)
+    np.savez(base + ".npz", **arrays)
+    evaluator.plot(
+        {label: samples},
+        base + ".png",
+        title=f"{solver.name}, NFE={nfe}, grid={grid_spec}, step {step}",
+    )
+    with open(base + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    report["files"] = [base + ext for ext in (".png", ".npz", ".json")]
+    return report
