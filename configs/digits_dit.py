@@ -3,7 +3,7 @@
     python -m flowjax.main --config=configs/digits_dit.py --workdir=/tmp/flowjax_digits_dit
 
 The same DiT code as the ImageNet config, at digits size: 8x8x1 images, patch 2 -> 16 tokens,
-width 128, depth 4, 4 heads (~0.9M parameters), SiT's recipe otherwise (raw time t into the
+width 128, depth 4, 4 heads (1.28M parameters), SiT's recipe otherwise (raw time t into the
 time embedder, linear path, velocity prediction, AdamW, EMA). Sharded exactly like the big
 model: try ``--config.mesh.fsdp=2`` with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``.
 Evaluation is as in ``configs/digits_rf.py`` (Fréchet distance on digits-classifier features).

@@ -1,8 +1,9 @@
 """DiT-XL/2 (SiT recipe) on ImageNet 256x256, sharded over a TPU pod slice or GPU hosts.
 
-    # on every host of the slice (TPU pods: jax.distributed finds the cluster by itself)
-    python -m flowjax.main --config=configs/imagenet256_dit.py --workdir=gs://BUCKET/dit_xl2
-    # GPU hosts: add --coordinator_address=HOST0:1234 --num_processes=N --process_id=i
+    # on every host of a TPU pod slice (jax.distributed finds the cluster by itself)
+    python -m flowjax.main --config=configs/imagenet256_dit.py --workdir=gs://BUCKET/dit_xl2 \
+        --distributed --config.data.data_dir=gs://BUCKET/tfds
+    # GPU hosts: --coordinator_address=HOST0:1234 --num_processes=N --process_id=i instead
 
 Variants: ``imagenet256_dit.py`` / ``imagenet256_dit.py:latents`` (default) trains in the
 SD-VAE latent space: a tfds data set ``data.name`` of 32x32x4 float latents of the

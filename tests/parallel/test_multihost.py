@@ -74,8 +74,17 @@ def test_two_processes_preempt_together_and_one_process_resumes(tmp_path):
     for s in summaries:
         assert s["devices"] == 4 and s["preempted"] and s["step"] == 4, s
     assert Checkpointer(str(multi / "checkpoints")).steps() == [4]
-    logged = [r["step"] for r in read_metrics(str(multi)) if "train/loss" in r]
-    assert logged == [2, 4]  # written once, by process 0
+    records = [r for r in read_metrics(str(multi)) if "train/loss" in r]
+    assert [r["step"] for r in records] == [2, 4]  # written once, by process 0
+    # Throughput from the second log on (the first interval includes compilation); no MFU on
+    # a CPU, whose peak FLOP/s is not in the table.
+    assert "perf/tokens_per_s" not in records[0]
+    assert records[1]["perf/tokens_per_s"] > 0 and records[1]["perf/model_tflops_per_device"] > 0
+    tokens_per_example = 16  # 8x8 images in 2x2 patches
+    assert records[1]["perf/tokens_per_s"] == pytest.approx(
+        tokens_per_example * records[1]["perf/examples_per_s"]
+    )
+    assert "perf/mfu" not in records[1]
 
     resumed = train_and_evaluate(config, str(multi), data=SyntheticImages(16))
     assert resumed["steps_run_this_session"] == 4 and resumed["step"] == 8
