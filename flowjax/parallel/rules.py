@@ -109,13 +109,14 @@ def mesh_axes_for(logical_name: str, rules: Rules) -> tuple[str, ...]:
     return ()
 
 
-def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> NamedSharding:
     """Leading (batch) axis split over the mesh axes of the ``"batch"`` rule."""
     axes = mesh_axes_for("batch", rules)
     return NamedSharding(mesh, P(axes if axes else None))
 
 
-def batch_parallel_size(mesh: Mesh, rules: Rules) -> int:
+def batch_parallel_size(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
+    """Number of devices the batch is split over (its rows must divide by it)."""
     return math.prod(mesh.shape[a] for a in mesh_axes_for("batch", rules))
 
 
