@@ -59,6 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         async_checkpoint=True,
         tensorboard=True,
         progress=True,
+        grad_accum_steps=1,  # split each batch into k micro-batches (same gradient, 1/k memory)
+        preemption_check_every=10,  # multi-host: steps between agreeing on a SIGTERM
+        peak_flops_per_device=config_dict.placeholder(float),  # for MFU; None = look up the device
     )
 
     c.eval = dict(
@@ -70,5 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         feature_cache_dir=config_dict.placeholder(str),
     )
 
-    c.mesh = dict(data=-1)
+    # Sharding is data: mesh axes (-1 = the remaining devices) and the logical-axis rules
+    # (None = flowjax.parallel.DEFAULT_RULES). See configs/imagenet256_dit.py for a sharded job.
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    c.sharding = dict(rules=config_dict.placeholder(tuple))
     return c

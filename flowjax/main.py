@@ -5,9 +5,10 @@ Any config field can be overridden on the command line, e.g.
 not exist is an error. Re-running the same command resumes from the newest checkpoint in
 ``DIR``. SIGTERM / SIGINT save a checkpoint and exit 0.
 
-Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`` (or rely
-on the environment of a TPU pod / SLURM job, where ``jax.distributed.initialize()`` finds
-them) and launch the same command on every host.
+Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``, or
+``--distributed`` on a TPU pod slice / SLURM / Open MPI job (where
+``jax.distributed.initialize()`` finds the cluster by itself), and launch the same command on
+every host.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and fig
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host only).")
 flags.DEFINE_integer("process_id", None, "Index of this process (multi-host only).")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() with the cluster found in the environment (Cloud TPU "
+    "pod slices, SLURM, Open MPI); implied by --coordinator_address / --num_processes.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -42,11 +49,11 @@ def main(argv):
     import jax
 
     if FLAGS.coordinator_address or FLAGS.num_processes:
-        jax.distributed.initialize(
-            coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes,
-            process_id=FLAGS.process_id,
-        )
+        from flowjax.parallel import multihost
+
+        multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    elif FLAGS.distributed:
+        jax.distributed.initialize()
     from flowjax.training import NonFiniteLossError, SetupError, train_and_evaluate
 
     config = FLAGS.config

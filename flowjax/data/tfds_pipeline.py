@@ -168,14 +168,16 @@ class _ImageSource:
                 "data set (e.g. 'imagenet_resized/64x64' instead of 'imagenet2012')."
             )
         dtype = np.dtype(image_feature.np_dtype)
-        if dtype.kind not in "ui":
+        if dtype.kind not in "uif":
             raise ValueError(
                 f"{name!r}[{image_key!r}] has dtype {dtype}; this pipeline expects integer "
-                "pixels (e.g. uint8 in 0..255), which it scales to [-1, 1]."
+                "pixels (e.g. uint8 in 0..255), which it scales to [-1, 1], or float latents."
             )
         self.element_shape: tuple[int, int, int] = shape
         self._image_key = image_key
-        self._half_max = np.float32(np.iinfo(dtype).max / 2.0)  # x1 = x / (max/2) - 1
+        # Integer pixels: x1 = x / (max/2) - 1. Float features (e.g. pre-computed, pre-scaled
+        # autoencoder latents) are used as they are.
+        self._half_max = None if dtype.kind == "f" else np.float32(np.iinfo(dtype).max / 2.0)
         self.label_key = label_key if label_key is not None and label_key in keys else None
         self.num_classes: int | None = None
         if self.label_key is not None:
@@ -197,7 +199,8 @@ class _ImageSource:
             )
         if flip:
             image = image[:, ::-1]
-        out = {"x1": image.astype(np.float32) / self._half_max - np.float32(1.0)}
+        x1 = image.astype(np.float32)
+        out = {"x1": x1 if self._half_max is None else x1 / self._half_max - np.float32(1.0)}
         if self.label_key is not None:
             out["label"] = np.asarray(raw[self.label_key], dtype=np.int32)
         return out

@@ -1,11 +1,27 @@
-"""Velocity networks: toy MLPs, a small U-Net (and DiT, see the DiT issue)."""
+"""Velocity networks: toy MLPs, a small U-Net and DiT (sharded with logical axis names)."""
 
+from flowjax.models.dit import (
+    DIT_PRESETS,
+    DiT,
+    dit_forward_flops,
+    dit_num_tokens,
+    dit_variant,
+    patchify,
+    unpatchify,
+)
 from flowjax.models.layers import ConditioningEmbedding, TimeEmbedding, sinusoidal_embedding
 from flowjax.models.mlp import MLPVelocity, num_params
 from flowjax.models.registry import make_apply_fn, make_model
 from flowjax.models.unet import UNetVelocity
 
 __all__ = [
+    "DiT",
+    "DIT_PRESETS",
+    "dit_variant",
+    "dit_forward_flops",
+    "dit_num_tokens",
+    "patchify",
+    "unpatchify",
     "ConditioningEmbedding",
     "TimeEmbedding",
     "sinusoidal_embedding",

@@ -8,12 +8,23 @@ Networks receive canonical flowjax time ``t`` in [0, 1] (noise 0, data 1). What 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+def logical(init: Any, names: tuple[str | None, ...] | None) -> Any:
+    """``init`` annotated with logical axis ``names`` (``None``: left unannotated).
+
+    Sharded models (DiT) name each parameter dimension with a *logical* axis such as
+    ``"embed"`` or ``"mlp"``; the config's rule table (:mod:`flowjax.parallel.rules`) maps
+    those to mesh axes. Unannotated parameters are replicated.
+    """
+    return init if names is None else nn.with_logical_partitioning(init, names)
 
 
 def sinusoidal_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array:
@@ -27,18 +38,32 @@ def sinusoidal_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Arr
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoid of ``time_scale * t`` followed by Linear-SiLU-Linear (DiT's timestep embedder)."""
+    """Sinusoid of ``time_scale * t`` followed by Linear-SiLU-Linear (DiT's timestep embedder).
+
+    ``partitioned`` names the kernels' axes ``("freq", "embed")`` and ``("mlp", "embed")``;
+    ``dtype`` is the compute dtype (the sinusoid itself is always float32).
+    """
 
     features: int
     frequency_dim: int = 256
     time_scale: float = 1.0
+    partitioned: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, t: Array) -> Array:
+        part = self.partitioned
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        init = nn.initializers.normal(0.02)
         emb = sinusoidal_embedding(self.time_scale * t, self.frequency_dim)
-        emb = nn.Dense(self.features, kernel_init=nn.initializers.normal(0.02))(emb)
+        emb = nn.Dense(
+            self.features, kernel_init=logical(init, ("freq", "embed") if part else None), **dense
+        )(emb)
         emb = nn.silu(emb)
-        return nn.Dense(self.features, kernel_init=nn.initializers.normal(0.02))(emb)
+        return nn.Dense(
+            self.features, kernel_init=logical(init, ("mlp", "embed") if part else None), **dense
+        )(emb)
 
 
 class ConditioningEmbedding(nn.Module):
@@ -49,26 +74,35 @@ class ConditioningEmbedding(nn.Module):
       (MeanFlow's parametrisation), summed.
     - ``num_classes``: class-conditional with a table of ``num_classes + 1`` rows; row
       ``num_classes`` is the null class of classifier-free guidance.
+    - ``partitioned``: annotate the parameters with logical axes (see :func:`logical`).
     """
 
     features: int
     time_scale: float = 1.0
     use_end_time: bool = False
     num_classes: int | None = None
+    partitioned: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, t: Array, cond: Array | None = None, t_end: Array | None = None):
         check_conditioning(t, cond, t_end, self.num_classes, self.use_end_time)
-        emb = TimeEmbedding(self.features, time_scale=self.time_scale, name="t_embed")(t)
+        common = dict(partitioned=self.partitioned, dtype=self.dtype, param_dtype=self.param_dtype)
+        emb = TimeEmbedding(self.features, time_scale=self.time_scale, name="t_embed", **common)(t)
         if self.use_end_time:
-            emb = emb + TimeEmbedding(self.features, time_scale=self.time_scale, name="h_embed")(
-                t_end - t
-            )
+            emb = emb + TimeEmbedding(
+                self.features, time_scale=self.time_scale, name="h_embed", **common
+            )(t_end - t)
         if self.num_classes is not None:
             table = nn.Embed(
                 self.num_classes + 1,
                 self.features,
-                embedding_init=nn.initializers.normal(0.02),
+                embedding_init=logical(
+                    nn.initializers.normal(0.02), ("vocab", "embed") if self.partitioned else None
+                ),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
                 name="y_embed",
             )
             emb = emb + table(cond)

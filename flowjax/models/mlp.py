@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flowjax.models.layers import ConditioningEmbedding
 
@@ -41,4 +42,5 @@ class MLPVelocity(nn.Module):
 
 
 def num_params(params) -> int:
-    return sum(int(jnp.size(p)) for p in jax.tree.leaves(params))
+    """Number of parameters (works on arrays and on ``jax.eval_shape`` results)."""
+    return sum(math.prod(p.shape) for p in jax.tree.leaves(params))

@@ -6,10 +6,11 @@ from typing import Any
 
 import flax.linen as nn
 
+from flowjax.models.dit import DiT, dit_variant
 from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
 
-_MODELS = {"mlp": MLPVelocity, "unet": UNetVelocity}
+_MODELS = {"mlp": MLPVelocity, "unet": UNetVelocity, "dit": DiT}
 
 
 def make_model(
@@ -19,12 +20,20 @@ def make_model(
 
     ``num_classes`` (from the data set, when ``cfg.conditional``) and ``use_end_time`` (from
     the objective) are decided by the caller, not the config, so they cannot disagree.
+
+    ``name="dit"`` also takes ``variant`` (``"S/2"`` ... ``"XL/8"``), which fills depth,
+    width, heads and patch size; fields given next to it override the preset.
     """
     cfg = dict(cfg)
     name = cfg.pop("name")
     conditional = cfg.pop("conditional", False)
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(_MODELS)}")
+    variant = cfg.pop("variant", None)
+    if variant is not None:
+        if name != "dit":
+            raise ValueError(f"model {name!r} has no variants; 'variant' is a DiT option")
+        cfg = {**dit_variant(variant), **cfg}
     if conditional and num_classes is None:
         raise ValueError("model.conditional=True needs a data set with class labels")
     fields = set(_MODELS[name].__dataclass_fields__) - {

@@ -1,11 +1,28 @@
-"""Meshes and shardings (see the DiT issue for logical-axis rules and multi-host)."""
+"""Meshes, logical-axis sharding rules and multi-host helpers."""
 
-from flowjax.parallel.mesh import (
+from flowjax.parallel.mesh import DEFAULT_AXES, make_mesh, replicated, resolve_mesh_shape
+from flowjax.parallel.rules import (
+    DEFAULT_RULES,
+    batch_parallel_size,
     batch_sharding,
-    data_parallel_size,
-    make_mesh,
-    replicated,
-    resolve_mesh_shape,
+    bytes_per_device,
+    check_divisible,
+    rules_from_config,
+    state_shardings,
+    validate_rules,
 )
 
-__all__ = ["make_mesh", "batch_sharding", "replicated", "data_parallel_size", "resolve_mesh_shape"]
+__all__ = [
+    "DEFAULT_AXES",
+    "DEFAULT_RULES",
+    "make_mesh",
+    "replicated",
+    "resolve_mesh_shape",
+    "rules_from_config",
+    "validate_rules",
+    "batch_sharding",
+    "batch_parallel_size",
+    "state_shardings",
+    "check_divisible",
+    "bytes_per_device",
+]

@@ -1,9 +1,17 @@
 """Device meshes from config.
 
 The mesh is data: ``config.mesh`` maps axis names to sizes, e.g.
-``{"data": -1, "fsdp": 1, "tensor": 1}`` where ``-1`` means "all remaining devices". The batch
-is sharded over ``("data", "fsdp")``. Axes are created with ``AxisType.Auto`` so sharding
-propagation works as in classic pjit (``jax.make_mesh`` would default to Explicit axes).
+``{"data": -1, "fsdp": 1, "tensor": 1}`` where ``-1`` means "all remaining devices". The
+standard axes ``data``, ``fsdp`` and ``tensor`` are always present (size 1 when the config
+leaves them out), so the default rule table of :mod:`flowjax.parallel.rules` is valid on any
+mesh; extra axes may be added. The batch is sharded over ``("data", "fsdp")`` (the ``batch``
+rule).
+
+Axes are created with ``AxisType.Auto``: shardings of intermediate values are chosen by the
+compiler's propagation from the in/out shardings and the logical constraints the model sets,
+as in classic pjit. (``jax.make_mesh`` now defaults to ``Explicit`` axes, where every array's
+sharding is part of its type and must be resolved by hand at each op; not what we want.)
+Devices are laid out by ``jax.make_mesh``, which on TPU follows the physical topology.
 """
 
 from __future__ import annotations
@@ -12,12 +20,10 @@ import math
 from typing import Mapping, Sequence
 
 import jax
-import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DEFAULT_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
 
 
 def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
@@ -46,25 +52,18 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, i
 
 
 def make_mesh(axes: Mapping[str, int] | None = None, devices: Sequence | None = None) -> Mesh:
+    """A mesh over ``devices`` (default: all devices of all processes) with the given axes.
+
+    Standard axes missing from ``axes`` are added with size 1, after the given ones.
+    """
     devices = list(jax.devices() if devices is None else devices)
-    axes = resolve_mesh_shape(axes or {"data": -1}, len(devices))
+    axes = dict(axes or {"data": -1})
+    for name in DEFAULT_AXES:
+        axes.setdefault(name, 1)
+    axes = resolve_mesh_shape(axes, len(devices))
     names = tuple(axes)
     shape = tuple(axes[n] for n in names)
-    device_array = np.asarray(devices).reshape(shape)
-    return Mesh(device_array, names, axis_types=(AxisType.Auto,) * len(names))
-
-
-def batch_axes(mesh: Mesh) -> tuple[str, ...]:
-    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-
-
-def data_parallel_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the data-parallel axes, the rest replicated."""
-    return NamedSharding(mesh, P(batch_axes(mesh)))
+    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -8,6 +8,9 @@ warns and falls back to the previous one.
 Each checkpoint holds two items: ``state`` (the TrainState pytree, restored with the
 shardings of an abstract target, so it can land on a different mesh) and ``meta`` (JSON:
 the config and anything else the caller wants to keep next to the weights).
+
+Multi-host: every process calls ``save`` and ``restore`` (orbax writes each process's shards
+and coordinates the commit); the fallback decision is agreed between processes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from flowjax.parallel import multihost
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +74,18 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 state, meta = self.restore(step, abstract_state)
+                error = None
             except Exception as err:  # noqa: BLE001 - any failure means "unreadable"
+                error = err
+            # Every process must take the same branch (multi-host): unreadable anywhere means
+            # unreadable everywhere.
+            if multihost.any_process(error is not None):
                 log.warning(
-                    "checkpoint at step %d in %s is unreadable (%s: %s); falling back to the "
+                    "checkpoint at step %d in %s is unreadable (%s); falling back to the "
                     "previous one",
                     step,
                     self.directory,
-                    type(err).__name__,
-                    str(err).splitlines()[0][:200] if str(err) else "",
+                    _describe(error) if error is not None else "on another process",
                 )
                 self._move_aside(step)
                 continue
@@ -84,17 +93,24 @@ class Checkpointer:
         return None
 
     def _move_aside(self, step: int) -> None:
+        """Process 0 moves the step's directory aside; everyone waits, then re-lists."""
         if jax.process_index() == 0:
             aside = self.directory + ".unreadable"
             os.makedirs(aside, exist_ok=True)
             target = os.path.join(aside, f"{step}-{int(time.time())}")
             os.replace(os.path.join(self.directory, str(step)), target)
             log.warning("moved the unreadable checkpoint to %s", target)
+        multihost.barrier(f"flowjax_move_aside_{step}")
         self.manager.reload()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _describe(err: BaseException) -> str:
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {first}"
 
 
 def abstract_like(tree: Any) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 
 from flowjax import evaluation, plotting, solvers, timesteps
 from flowjax.objectives import guidance
+from flowjax.parallel import multihost
 
 
 def make_velocity_fn(
@@ -105,7 +106,7 @@ class Evaluator:
         out = {}
         for label in labels or list(self.samplers):
             run = self.samplers[label]
-            out[label] = np.asarray(jax.device_get(run(params, self.x0, self.labels)))
+            out[label] = multihost.to_host(run(params, self.x0, self.labels))
         return out
 
     def score(self, samples: np.ndarray, label: str) -> dict[str, float]:

@@ -23,6 +23,7 @@ import os
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +31,8 @@ from tqdm import tqdm
 
 from flowjax import data as data_lib
 from flowjax import models, objectives, parallel
+from flowjax.parallel import multihost
+from flowjax.training import accounting
 from flowjax.training import checkpoint as ckpt_lib
 from flowjax.training.evaluate import Evaluator
 from flowjax.training.faults import NonFiniteLossError, PreemptionGuard, SetupError
@@ -44,20 +47,53 @@ log = logging.getLogger(__name__)
 class Experiment:
     """Everything built from a config, before any training: usable from a notebook.
 
-    Attributes: ``data``, ``model``, ``apply_fn``, ``objective``, ``tx``, ``mesh``,
-    ``state_sharding``, ``batch_sharding``, ``num_classes``.
+    Attributes: ``data``, ``model``, ``apply_fn``, ``objective``, ``tx``, ``mesh``, ``rules``
+    (logical-axis rules), ``state_sharding`` (a :class:`TrainState` of ``NamedSharding``s, one
+    per leaf), ``batch_sharding``, ``num_classes``, ``grad_accum_steps``. ``data`` and
+    ``objective`` replace the ones the config would build; ``devices`` (default: all devices of
+    all processes) are the devices the mesh is laid over.
+
+    Shardings are decided before anything is allocated: the state's shapes come from
+    ``jax.eval_shape`` of the initialiser with the parameters still carrying their logical axis
+    names; the rules turn those names into per-leaf shardings (the optimizer moments and the
+    EMA copy follow their parameter); ``jax.jit(init, out_shardings=...)`` then creates every
+    array directly on its devices. Configuration errors (a mesh that does not match the
+    devices, a rule naming an unknown mesh axis, a batch or a weight that does not divide over
+    its mesh axes) are raised here, before compiling.
     """
 
-    def __init__(self, config: Any, *, data: Any = None, objective: Any = None):
+    def __init__(
+        self, config: Any, *, data: Any = None, objective: Any = None, devices: Any = None
+    ):
         self.config = config
         tcfg = config.train
-        self.mesh = parallel.make_mesh(dict(config.get("mesh", {"data": -1})))
-        dp = parallel.data_parallel_size(self.mesh)
-        if tcfg.batch_size % dp:
+        self.mesh = parallel.make_mesh(dict(config.get("mesh", None) or {"data": -1}), devices)
+        self.rules = parallel.rules_from_config(config, self.mesh)
+        self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
+        self.grad_accum_steps = int(tcfg.get("grad_accum_steps", 1))
+        dp = parallel.batch_parallel_size(self.mesh, self.rules)
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps must be >= 1; got {self.grad_accum_steps}")
+        if tcfg.batch_size % (dp * self.grad_accum_steps):
             raise ValueError(
                 f"train.batch_size={tcfg.batch_size} is not divisible by the data-parallel size "
                 f"{dp} of mesh {dict(self.mesh.shape)}"
+                + (
+                    f" times grad_accum_steps={self.grad_accum_steps}"
+                    if self.grad_accum_steps > 1
+                    else ""
+                )
+                + "; change the batch size or the mesh"
             )
+        if jax.process_count() > 1:
+            local = int(tcfg.batch_size) // jax.process_count()
+            expected = (jax.process_index() * local, (jax.process_index() + 1) * local)
+            if multihost.process_rows(self.batch_sharding, int(tcfg.batch_size)) != expected:
+                raise ValueError(
+                    f"the batch sharding does not give process {jax.process_index()} the rows "
+                    f"{expected} its data shard holds; keep each process's devices together on "
+                    f"the batch axes of the mesh"
+                )
         self.data = (
             data
             if data is not None
@@ -79,11 +115,20 @@ class Experiment:
             else objectives.make_objective(config.objective, num_classes=self.num_classes)
         )
         self.tx = make_optimizer(config.optim, int(tcfg.num_steps))
-        self.state_sharding = parallel.replicated(self.mesh)
-        self.batch_sharding = parallel.batch_sharding(self.mesh)
+        if hasattr(self.model, "check_input"):
+            self.model.check_input((1, *self.data.element_shape))
+        key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key; nothing is computed
+        boxed = jax.eval_shape(self._init_boxed, key)
+        self.state_sharding = parallel.state_shardings(boxed, self.mesh, self.rules)
+        self._abstract = nn.meta.unbox(boxed)
+        parallel.check_divisible(self._abstract, self.state_sharding)
 
     # -- state ------------------------------------------------------------------------------
-    def _init(self, rng, params=None):
+    def _init_boxed(self, rng, params=None):
+        """The initial state with parameters (and so moments, EMA) boxed with logical names.
+
+        Given ``params`` (plain arrays) are used instead of a random initialisation.
+        """
         init_key, state_key = jax.random.split(rng)
         if params is None:
             shape = (1, *self.data.element_shape)
@@ -92,6 +137,9 @@ class Experiment:
             cond = None if self.num_classes is None else jnp.zeros((1,), jnp.int32)
             params = self.model.init(init_key, x, t, cond)["params"]
         return TrainState.create(params, self.tx, state_key)
+
+    def _init(self, rng, params=None):
+        return nn.meta.unbox(self._init_boxed(rng, params))
 
     def init_state(self, params: Any = None) -> TrainState:
         """Parameters and optimizer state created directly with their shardings.
@@ -112,21 +160,43 @@ class Experiment:
         return init(key, params)
 
     def abstract_state(self) -> Any:
-        shapes = jax.eval_shape(self._init, jax.random.PRNGKey(0))
+        """``ShapeDtypeStruct``s of the state with their shardings (a restore target)."""
         return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.state_sharding), shapes
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            self._abstract,
+            self.state_sharding,
         )
 
     # -- step ---------------------------------------------------------------------------------
     def jit_train_step(self):
+        """The train step, jitted with explicit in/out shardings and the state donated.
+
+        The model's logical constraints are resolved with this experiment's rules and mesh.
+        """
         step = make_train_step(
-            self.objective, self.apply_fn, self.tx, float(self.config.train.ema_decay)
+            self.objective,
+            self.apply_fn,
+            self.tx,
+            float(self.config.train.ema_decay),
+            grad_accum_steps=self.grad_accum_steps,
         )
+        rules, abstract_mesh = self.rules, self.mesh.abstract_mesh
+
+        def sharded_step(state, batch):
+            with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(abstract_mesh):
+                return step(state, batch)
+
         return jax.jit(
-            step,
+            sharded_step,
             in_shardings=(self.state_sharding, self.batch_sharding),
-            out_shardings=(self.state_sharding, None),
+            out_shardings=(self.state_sharding, parallel.replicated(self.mesh)),
             donate_argnums=(0,),
+        )
+
+    def step_cost(self) -> accounting.StepCost:
+        """Model FLOPs, tokens and examples of one training step at the global batch size."""
+        return accounting.step_cost(
+            self.model, tuple(self.data.element_shape), int(self.config.train.batch_size)
         )
 
     def global_batch(self, local_batch: dict) -> dict:
@@ -140,6 +210,31 @@ class Experiment:
             else:
                 out[k] = jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
         return out
+
+
+def _log_setup(exp: Experiment, cost: accounting.StepCost) -> None:
+    """Log the devices, the mesh, bytes per device and the model FLOPs of one step."""
+    if jax.process_index() != 0:
+        return
+    memory = accounting.memory_report(exp.abstract_state())
+    log.info(
+        "devices: %s; mesh %s; batch sharded as %s",
+        accounting.describe_devices(),
+        dict(exp.mesh.shape),
+        exp.batch_sharding.spec,
+    )
+    log.info(
+        "per device: params %s, optimizer state %s, EMA params %s (total %s)",
+        *(accounting.format_bytes(memory[k]) for k in ("params", "opt_state", "ema_params")),
+        accounting.format_bytes(sum(memory.values())),
+    )
+    if cost.model_flops is not None:
+        log.info(
+            "model FLOPs per step: %.4g (%d tokens, %.4g per token)",
+            cost.model_flops,
+            cost.tokens,
+            cost.model_flops / cost.tokens,
+        )
 
 
 def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str, float] | None:
@@ -193,6 +288,8 @@ def train_and_evaluate(
     except (ValueError, FileNotFoundError) as err:
         raise SetupError(f"cannot set up the job from its config: {err}") from err
     _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    cost = exp.step_cost()
+    _log_setup(exp, cost)
 
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"),
@@ -238,6 +335,11 @@ def train_and_evaluate(
     preempted = False
     t_start = time.perf_counter()
     steps_run = 0
+    preemption = multihost.PreemptionSync(int(tcfg.get("preemption_check_every", 10)))
+    peak = tcfg.get("peak_flops_per_device", None) or accounting.peak_flops_per_device(
+        jax.devices()[0].device_kind
+    )
+    timer: tuple[int, float] | None = None  # (step, time) at the last log, after the first
 
     def check(pending):
         bad = _first_nonfinite(pending)
@@ -257,7 +359,14 @@ def train_and_evaluate(
                 pending.append((step, metrics))
                 if step % log_every == 0 or step == num_steps:
                     check(pending)
-                    means = _mean_metrics(pending)
+                    means = _mean_metrics(pending)  # waits for the step: timing is honest
+                    now = time.perf_counter()
+                    if timer is not None and step > timer[0]:
+                        rates = cost.rates(
+                            (now - timer[1]) / (step - timer[0]), exp.mesh.size, peak
+                        )
+                        means.update({f"perf/{k}": v for k, v in rates.items()})
+                    timer = (step, now)  # the first interval (compilation) is not reported
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
                     pending = []
@@ -269,7 +378,7 @@ def train_and_evaluate(
                 if step % ckpt_every == 0 or step == num_steps:
                     check(pending)
                     save(step, state)
-                if guard.requested:
+                if preemption.should_stop(step, guard.requested):
                     check(pending)
                     log.warning(
                         "%s received: saving a checkpoint at step %d and stopping",

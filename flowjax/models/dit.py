@@ -1,0 +1,306 @@
+"""DiT: the Diffusion Transformer of Peebles & Xie (ALGORITHMS.md section 10), as a velocity net.
+
+    v = DiT(x [B, H, W, C], t [B], cond [B] | None, t_end=[B] | None) -> [B, H, W, C]
+
+``t`` is flowjax time (noise 0, data 1); the network sees ``time_scale * t`` (1.0 = SiT's raw
+time, the default; 1000 = DiT's integer-step scale). The architecture:
+
+- **patchify**: non-overlapping ``p x p`` patches, flattened in ``(row, col, channel)`` order and
+  mapped by one linear layer to width ``D`` (the same map as DiT's stride-``p`` convolution);
+  ``T = (H/p)(W/p)`` tokens in row-major order;
+- **fixed 2-D sin-cos position embedding** (MAE layout): channels ``[0, D/2)`` encode the column,
+  ``[D/2, D)`` the row, each as ``[sin(pos w_k), cos(pos w_k)]``, ``w_k = 10000^(-k/(D/4))``;
+- **conditioning** ``c = TEmb(t) [+ TEmb'(t_end - t)] [+ YEmb(label)]`` with a null class
+  ``num_classes`` for classifier-free guidance (:class:`~flowjax.models.ConditioningEmbedding`);
+- ``depth`` **adaLN-Zero blocks**: ``(b1, g1, a1, b2, g2, a2) = Linear(SiLU(c))`` initialised to
+  zero, ``x += a1 * Attn(LN(x)(1 + g1) + b1)``, ``x += a2 * MLP(LN(x)(1 + g2) + b2)``;
+- **final layer**: ``LN``, modulation by ``(b, g)``, a zero-initialised linear map to
+  ``p^2 C_out`` per token, unpatchify. So at initialisation the output is exactly zero and
+  every block is the identity.
+
+Sharding: every weight dimension carries a *logical* axis name (``embed``, ``mlp``, ``heads``,
+``kv``, ``modulation``, ``patch``, ``freq``, ``vocab``) and activations are constrained to
+``("batch", "length", "act_embed")`` between blocks; the config's rule table maps these names
+to mesh axes (:mod:`flowjax.parallel.rules`). The model itself never names a mesh axis.
+
+Mixed precision: ``dtype`` is the compute dtype (``"bfloat16"`` on accelerators) and
+``param_dtype`` the storage dtype of the master weights (``"float32"``); the residual stream,
+layer norms, modulation and the output stay in float32, the matrix multiplies run in
+``dtype``. ``remat=True`` rematerialises each block in the backward pass (activation memory of
+one block instead of ``depth`` blocks).
+
+Presets (:data:`DIT_PRESETS`, ``variant="XL/2"``): S (12, 384, 6), B (12, 768, 12),
+L (24, 1024, 16), XL (28, 1152, 16) as (depth, width, heads), with patch 2, 4 or 8.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowjax.models.layers import ConditioningEmbedding, logical
+
+Array = jax.Array
+
+DIT_PRESETS: dict[str, dict[str, int]] = {
+    "S": dict(depth=12, hidden_size=384, num_heads=6),
+    "B": dict(depth=12, hidden_size=768, num_heads=12),
+    "L": dict(depth=24, hidden_size=1024, num_heads=16),
+    "XL": dict(depth=28, hidden_size=1152, num_heads=16),
+}
+PATCH_SIZES = (2, 4, 8)
+
+_xavier = nn.initializers.xavier_uniform()
+_zeros = nn.initializers.zeros
+
+
+def _xavier_from(in_axis, out_axis):
+    return nn.initializers.xavier_uniform(in_axis=in_axis, out_axis=out_axis)
+
+
+def dit_variant(variant: str) -> dict[str, int]:
+    """``"XL/2"`` -> ``{"depth": 28, "hidden_size": 1152, "num_heads": 16, "patch_size": 2}``."""
+    size, sep, patch = str(variant).partition("/")
+    if size not in DIT_PRESETS or not sep or not patch.isdigit() or int(patch) not in PATCH_SIZES:
+        raise ValueError(
+            f"unknown DiT variant {variant!r}; use '<size>/<patch>' with size in "
+            f"{list(DIT_PRESETS)} and patch in {list(PATCH_SIZES)}, e.g. 'XL/2'"
+        )
+    return dict(DIT_PRESETS[size], patch_size=int(patch))
+
+
+def patchify(x_bhwc: Array, p: int) -> Array:
+    """``[B, H, W, C] -> [B, (H/p)(W/p), p*p*C]``; tokens row-major, features (row, col, chan)."""
+    b, h, w, c = x_bhwc.shape
+    x = x_bhwc.reshape(b, h // p, p, w // p, p, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(tokens_btf: Array, p: int, h: int, w: int) -> Array:
+    """Inverse of :func:`patchify`: ``[B, (h/p)(w/p), p*p*C] -> [B, h, w, C]``."""
+    b, _, f = tokens_btf.shape
+    c = f // (p * p)
+    x = tokens_btf.reshape(b, h // p, w // p, p, p, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+@functools.lru_cache(maxsize=32)
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """The fixed MAE 2-D position embedding ``[grid_h * grid_w, dim]`` (float32, row-major)."""
+    if dim % 4:
+        raise ValueError(f"the 2-D sin-cos position embedding needs width % 4 == 0; got {dim}")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+
+    def axis(pos):
+        args = pos.reshape(-1)[:, None] * omega[None, :]
+        return np.concatenate([np.sin(args), np.cos(args)], axis=1)
+
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    return np.concatenate([axis(cols), axis(rows)], axis=1).astype(np.float32)
+
+
+def _modulate(x: Array, shift: Array, scale: Array) -> Array:
+    return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
+
+
+def _layer_norm(x: Array) -> Array:
+    """LayerNorm without affine parameters, eps 1e-6, computed in float32."""
+    return nn.LayerNorm(epsilon=1e-6, use_bias=False, use_scale=False, dtype=jnp.float32)(x)
+
+
+class DiTBlock(nn.Module):
+    """One adaLN-Zero transformer block: ``x [B, T, D], c [B, D] -> [B, T, D]``."""
+
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, c: Array) -> Array:
+        d, heads = self.hidden_size, self.num_heads
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        mod = nn.Dense(
+            6 * d,
+            kernel_init=logical(_zeros, ("embed", "modulation")),
+            name="adaLN_modulation",
+            **kw,
+        )(nn.silu(c))
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod.astype(jnp.float32), 6, -1)
+
+        h = _modulate(_layer_norm(x), shift1, scale1).astype(self.dtype)
+        # Einsum (not DenseGeneral) so the kernels are created with their full shapes, which
+        # the logical names refer to; xavier fans are those of DiT's Linear(D, 3D) / (D, D).
+        qkv = nn.Einsum(
+            (d, 3, heads, d // heads),
+            "btd,dshk->btshk",
+            kernel_init=logical(_xavier_from(0, (1, 2, 3)), ("embed", None, "heads", "kv")),
+            name="qkv",
+            **kw,
+        )(h)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, heads, head_dim]
+        attn = jax.nn.dot_product_attention(q, k, v)
+        attn = nn.Einsum(
+            (heads, d // heads, d),
+            "bthk,hkd->btd",
+            kernel_init=logical(_xavier_from((0, 1), 2), ("heads", "kv", "embed")),
+            name="proj",
+            **kw,
+        )(attn)
+        x = x + gate1[:, None, :] * attn.astype(jnp.float32)
+
+        h = _modulate(_layer_norm(x), shift2, scale2).astype(self.dtype)
+        h = nn.Dense(
+            int(d * self.mlp_ratio),
+            kernel_init=logical(_xavier, ("embed", "mlp")),
+            name="fc1",
+            **kw,
+        )(h)
+        h = nn.gelu(h, approximate=True)
+        h = nn.Dense(d, kernel_init=logical(_xavier, ("mlp", "embed")), name="fc2", **kw)(h)
+        x = x + gate2[:, None, :] * h.astype(jnp.float32)
+        return nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+
+
+class DiT(nn.Module):
+    """Diffusion Transformer velocity network (see the module docstring).
+
+    Attributes:
+      patch_size, hidden_size, depth, num_heads, mlp_ratio: the architecture
+        (``variant="XL/2"`` in a config fills the first four).
+      learn_sigma: DiT's learned-variance head (output ``2C`` channels, of which the
+        velocity is the first ``C``); off for flow models, on only to compare parameter counts
+        with the paper.
+      time_scale: the network sees ``time_scale * t``.
+      num_classes: class-conditional with a null class ``num_classes`` (CFG), or ``None``.
+      use_end_time: average-velocity network ``u(x, s, e)`` (MeanFlow): embeds ``t_end - t``.
+      dtype, param_dtype: compute and storage dtypes (names or numpy dtypes).
+      remat: rematerialise each block in the backward pass.
+    """
+
+    patch_size: int = 2
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    learn_sigma: bool = False
+    time_scale: float = 1.0
+    num_classes: int | None = None
+    use_end_time: bool = False
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+    remat: bool = False
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Raise a clear ``ValueError`` if images of ``shape [B, H, W, C]`` cannot be patched."""
+        if len(shape) != 4:
+            raise ValueError(f"DiT takes images [B, H, W, C]; got shape {tuple(shape)}")
+        p = self.patch_size
+        if shape[1] % p or shape[2] % p:
+            raise ValueError(
+                f"image size {tuple(shape[1:3])} is not divisible by patch_size={p}; "
+                f"pick a patch size that divides it"
+            )
+        if self.hidden_size % self.num_heads or self.hidden_size % 4:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_heads="
+                f"{self.num_heads} and by 4 (the 2-D position embedding)"
+            )
+
+    @nn.compact
+    def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
+        del train  # no dropout: DiT/SiT train without it
+        self.check_input(x.shape)
+        dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        b, h, w, c = x.shape
+        p, d = self.patch_size, self.hidden_size
+
+        tokens = nn.Dense(
+            d, kernel_init=logical(_xavier, ("patch", "embed")), name="x_embed", **kw
+        )(patchify(x, p).astype(dtype))
+        pos = sincos_pos_embed_2d(d, h // p, w // p)
+        tokens = tokens.astype(jnp.float32) + jnp.asarray(pos)[None]
+        tokens = nn.with_logical_constraint(tokens, ("batch", "length", "act_embed"))
+
+        cond_emb = ConditioningEmbedding(
+            d,
+            time_scale=self.time_scale,
+            use_end_time=self.use_end_time,
+            num_classes=self.num_classes,
+            partitioned=True,
+            name="cond_embed",
+            **kw,
+        )(t, cond, t_end)
+        cond_emb = nn.with_logical_constraint(cond_emb.astype(jnp.float32), ("batch", "act_embed"))
+
+        block = nn.remat(DiTBlock) if self.remat else DiTBlock
+        for i in range(self.depth):
+            tokens = block(d, self.num_heads, self.mlp_ratio, name=f"block_{i}", **kw)(
+                tokens, cond_emb
+            )
+
+        c_out = 2 * c if self.learn_sigma else c
+        mod = nn.Dense(
+            2 * d, kernel_init=logical(_zeros, ("embed", "modulation")), name="final_mod", **kw
+        )(nn.silu(cond_emb))
+        shift, scale = jnp.split(mod.astype(jnp.float32), 2, -1)
+        out = _modulate(_layer_norm(tokens), shift, scale).astype(dtype)
+        out = nn.Dense(
+            p * p * c_out, kernel_init=logical(_zeros, ("embed", "patch")), name="final", **kw
+        )(out)
+        out = unpatchify(out.astype(jnp.float32), p, h, w)
+        return out[..., :c].astype(x.dtype)
+
+
+def dit_forward_flops(
+    *,
+    image_shape: tuple[int, int, int],
+    patch_size: int,
+    hidden_size: int,
+    depth: int,
+    mlp_ratio: float = 4.0,
+    learn_sigma: bool = False,
+    use_end_time: bool = False,
+    frequency_dim: int = 256,
+    **_: Any,
+) -> float:
+    """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass for ONE example.
+
+    With ``T = (H/p)(W/p)`` tokens of width ``D`` and MLP width ``m D``, each block costs
+
+        2 T (3 D^2 + D^2 + 2 m D^2)    (qkv, output projection, MLP)
+      + 4 T^2 D                         (scores Q K^T and the weighted sum of values)
+      + 2 D (6 D)                       (adaLN modulation, once per example)
+
+    plus the patch embedding ``2 T p^2 C D``, the timestep MLP(s) ``2 (f D + D^2)`` each and the
+    final layer ``2 D (2 D) + 2 T D p^2 C_out``. Element-wise work (norms, GELU, softmax) is
+    left out, as in the DiT paper's GFLOPs (which count multiply-adds: half of this number;
+    DiT-XL/2 at 32x32x4 -> 118.6 G multiply-adds).
+    """
+    h, w, c = image_shape
+    p, d = patch_size, hidden_size
+    tokens = (h // p) * (w // p)
+    c_out = 2 * c if learn_sigma else c
+    mlp = int(d * mlp_ratio)
+    block = 2 * tokens * (4 * d * d + 2 * d * mlp) + 4 * tokens * tokens * d + 2 * d * 6 * d
+    embed = 2 * tokens * p * p * c * d
+    time_mlp = 2 * (frequency_dim * d + d * d) * (2 if use_end_time else 1)
+    final = 2 * d * 2 * d + 2 * tokens * d * p * p * c_out
+    return float(depth * block + embed + time_mlp + final)
+
+
+def dit_num_tokens(image_shape: tuple[int, ...], patch_size: int) -> int:
+    h, w = image_shape[0], image_shape[1]
+    return (h // patch_size) * (w // patch_size)
+
+
+def training_flops_per_example(forward_flops: float) -> float:
+    """Model FLOPs of one training example: forward + backward = 3 x forward (no remat)."""
+    return 3.0 * forward_flops
