@@ -2,9 +2,12 @@
 
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/flowjax_toy
 
-Trains a 3-block residual MLP (~0.4M parameters) with the flow-matching loss for 8000 steps
-of batch 1024 on the checkerboard, in about two minutes on two CPU cores, then samples with
-Euler at NFE 1, 2, 4, 8, 32 and scores the samples against held-out data.
+Trains a 3-block residual MLP (0.53M parameters) with the flow-matching loss for 8000 steps
+of batch 512 on the checkerboard (about 77 steps/s on two idle CPU cores), then samples the
+EMA weights from 20 000 fixed noises with Euler at NFE 1, 2, 4, 8, 32 and with RK4 at NFE 64
+(the converged reference), and scores them against held-out data (sliced-Wasserstein, MMD,
+energy distance). The untrained network (zero output layer) maps noise to itself: its
+sliced-Wasserstein to the data is 0.252, the trained model's RK4 samples reach about 0.014.
 Variants: ``configs/toy2d_rf.py:8gaussians`` (or ``--config.data.name=8gaussians``).
 """
 
@@ -53,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_steps=8000,
         ema_decay=0.999,
         log_every=100,
-        eval_every=4000,
+        eval_every=0,  # 0: evaluate once, at the end (set e.g. 2000 for curves)
         checkpoint_every=1000,
         keep_checkpoints=3,
         async_checkpoint=True,
@@ -65,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     c.eval = dict(
-        samplers=("euler:1", "euler:2", "euler:4", "euler:8", "euler:32", "rk4:128"),
+        samplers=("euler:1", "euler:2", "euler:4", "euler:8", "euler:32", "rk4:64"),
         num_samples=20_000,
         num_kernel_samples=5000,
         cfg_scale=1.0,

@@ -81,7 +81,15 @@ def main(argv):
 def _parse_flags(argv):
     """Parse flags; a bad ``--config.*`` override is reported in one line, not a traceback."""
     try:
-        return FLAGS(argv)
+        remaining = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that fails to load is reported here, not mid-run
+        return remaining
+    except OSError as err:
+        print(
+            f"ERROR: {str(err).splitlines()[0]}: {str(err).splitlines()[-1].strip()}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as err:
         message = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
         print(f"ERROR: bad command-line flag: {message}", file=sys.stderr)

@@ -117,3 +117,6 @@ def test_bad_flags_fail_fast_with_a_clear_message(tmp_path):
     )
     assert out.returncode == 2
     assert "unknown time sampler 'lognormal'" in out.stderr and "Traceback" not in out.stderr
+    out = _run(_main(tmp_path, config="configs/no_such_config.py"))
+    assert out.returncode == 2
+    assert "No such file" in out.stderr and "Traceback" not in out.stderr
