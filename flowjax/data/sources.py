@@ -53,7 +53,18 @@ class ToySource:
         self._batch = jax.jit(batch)
 
     def get_batch(self, step: int) -> dict:
+        """This process's rows of global batch ``step`` (a device array)."""
         return {"x1": self._batch(step)}
+
+    def device_batch(self, step) -> dict:
+        """The whole global batch ``step`` as a pure, traceable function of ``step``.
+
+        The training loop fuses it into the jitted step (no per-step dispatch or transfer);
+        its rows equal the concatenation of every process's :meth:`get_batch`.
+        """
+        return {
+            "x1": toy2d.sample_toy(self.name, jax.random.fold_in(self._key, step), self.batch_size)
+        }
 
     def iterator(self, start_step: int = 0) -> Iterator[dict]:
         step = start_step

@@ -181,14 +181,18 @@ class Experiment:
             grad_accum_steps=self.grad_accum_steps,
         )
         rules, abstract_mesh = self.rules, self.mesh.abstract_mesh
+        device_batch = getattr(self.data, "device_batch", None) if self.fuse_data else None
+        batch_sharding = self.batch_sharding
 
         def sharded_step(state, batch):
+            if device_batch is not None:  # synthetic data: generated inside the step
+                batch = jax.lax.with_sharding_constraint(device_batch(state.step), batch_sharding)
             with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(abstract_mesh):
                 return step(state, batch)
 
         return jax.jit(
             sharded_step,
-            in_shardings=(self.state_sharding, self.batch_sharding),
+            in_shardings=(self.state_sharding, None if device_batch else self.batch_sharding),
             out_shardings=(self.state_sharding, parallel.replicated(self.mesh)),
             donate_argnums=(0,),
         )
@@ -198,6 +202,21 @@ class Experiment:
         return accounting.step_cost(
             self.model, tuple(self.data.element_shape), int(self.config.train.batch_size)
         )
+
+    @property
+    def fuse_data(self) -> bool:
+        """Whether batches are generated inside the jitted step (sources with ``device_batch``:
+        a pure function of the step, e.g. the 2-D toys), saving a dispatch and a transfer."""
+        return callable(getattr(self.data, "device_batch", None))
+
+    def batches(self, start_step: int):
+        """Global batches ``start_step, start_step + 1, ...`` for :meth:`jit_train_step`'s step
+        (``None`` placeholders when the step generates its own data)."""
+        if self.fuse_data:
+            while True:
+                yield None
+        for local in self.data.iterator(start_step):
+            yield self.global_batch(local)
 
     def global_batch(self, local_batch: dict) -> dict:
         """Process-local numpy batch -> global jax arrays sharded over the batch axes."""
@@ -237,21 +256,42 @@ def _log_setup(exp: Experiment, cost: accounting.StepCost) -> None:
         )
 
 
-def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, str, float] | None:
-    if not pending:
+@jax.jit
+def _stack_metrics(metrics: list[dict]) -> dict:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+
+
+class _Pending:
+    """Per-step metrics still on the device; fetched in one transfer per key when needed."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.metrics: list[dict] = []
+        self._host: dict[str, np.ndarray] | None = None
+
+    def append(self, step: int, metrics: dict) -> None:
+        self.steps.append(step)
+        self.metrics.append(metrics)
+        self._host = None
+
+    def host(self) -> dict[str, np.ndarray]:
+        if self._host is None:
+            self._host = jax.device_get(_stack_metrics(self.metrics)) if self.metrics else {}
+        return self._host
+
+    def first_nonfinite(self) -> tuple[int, str, float] | None:
+        host = self.host()
+        for i, step in enumerate(self.steps):
+            for name in ("loss", "grad_norm"):
+                if name in host and not math.isfinite(float(host[name][i])):
+                    return step, name, float(host[name][i])
         return None
-    host = jax.device_get([m for _, m in pending])
-    for (step, _), metrics in zip(pending, host):
-        for name in ("loss", "grad_norm"):
-            if name in metrics and not math.isfinite(float(metrics[name])):
-                return step, name, float(metrics[name])
-    return None
 
+    def means(self) -> dict[str, float]:
+        return {f"train/{k}": float(np.mean(v)) for k, v in self.host().items()}
 
-def _mean_metrics(pending: list[tuple[int, dict]]) -> dict[str, float]:
-    host = jax.device_get([m for _, m in pending])
-    keys = host[0].keys()
-    return {f"train/{k}": float(np.mean([h[k] for h in host])) for k in keys}
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -331,7 +371,7 @@ def train_and_evaluate(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    pending: list[tuple[int, dict]] = []
+    pending = _Pending()
     preempted = False
     t_start = time.perf_counter()
     steps_run = 0
@@ -342,24 +382,24 @@ def train_and_evaluate(
     timer: tuple[int, float] | None = None  # (step, time) at the last log, after the first
 
     def check(pending):
-        bad = _first_nonfinite(pending)
+        bad = pending.first_nonfinite()
         if bad is not None:
             checkpointer.wait()
             raise NonFiniteLossError(bad[0], bad[1], bad[2], last_saved)
 
     try:
         with PreemptionGuard() as guard:
-            batches = exp.data.iterator(start_step)
+            batches = exp.batches(start_step)
             step = start_step
             while step < num_steps:
-                batch = exp.global_batch(next(batches))
+                batch = next(batches)
                 state, metrics = train_step(state, batch)
                 step += 1
                 steps_run += 1
-                pending.append((step, metrics))
+                pending.append(step, metrics)
                 if step % log_every == 0 or step == num_steps:
                     check(pending)
-                    means = _mean_metrics(pending)  # waits for the step: timing is honest
+                    means = pending.means()  # waits for the step: timing is honest
                     now = time.perf_counter()
                     if timer is not None and step > timer[0]:
                         rates = cost.rates(
@@ -369,7 +409,7 @@ def train_and_evaluate(
                     timer = (step, now)  # the first interval (compilation) is not reported
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
-                    pending = []
+                    pending = _Pending()
                 bar.update(1)
                 if step % eval_every == 0 and step != num_steps:
                     check(pending)
