@@ -8,6 +8,15 @@ Nothing here imports TensorFlow or downloads anything.
 from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
+from flowjax.data.pairs import (
+    PairSource,
+    finalize_pairs,
+    is_complete,
+    load_pairs,
+    pair_features,
+    read_manifest,
+    write_pairs,
+)
 from flowjax.data.sources import ArraySource, TfdsImageSource, ToySource, make_source
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
@@ -25,8 +34,15 @@ __all__ = [
     "TOY_DISTRIBUTIONS",
     "DatasetNotFoundError",
     "ImageDataset",
+    "PairSource",
     "SklearnDigits",
     "eight_gaussians_centres",
+    "finalize_pairs",
+    "is_complete",
+    "load_pairs",
+    "pair_features",
+    "read_manifest",
+    "write_pairs",
     "how_to_prepare",
     "load_digits_numpy",
     "load_split_array",

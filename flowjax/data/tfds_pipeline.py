@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
@@ -218,6 +218,147 @@ def _stack(examples: list[dict[str, np.ndarray]]) -> Batch:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
+def check_batch_layout(
+    *, global_batch_size: Any, seed: Any, shard_index: Any, shard_count: Any
+) -> None:
+    """Raise a ``ValueError`` a user can act on unless the batch/process layout is valid."""
+    if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
+        raise ValueError(f"global_batch_size={global_batch_size!r}; pass a positive int.")
+    if shard_count <= 0 or not 0 <= shard_index < shard_count:
+        raise ValueError(
+            f"shard_index={shard_index}, shard_count={shard_count}; need "
+            "0 <= shard_index < shard_count (e.g. jax.process_index(), jax.process_count())."
+        )
+    if global_batch_size % shard_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by "
+            f"shard_count={shard_count}; choose a global batch size that is a multiple of the "
+            "number of processes."
+        )
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}; pass a non-negative int.")
+
+
+class BatchOrder:
+    """The order of the module docstring, for any random-access set of ``N`` examples.
+
+    Maps (global batch ``k``, row) to a stream position and the stream position to an example
+    index (a fresh grain permutation per epoch), and reads this process's rows of the batches
+    with grain threads. The readers in :mod:`flowjax.data` (:class:`ImageDataset`,
+    :class:`flowjax.data.PairSource`) share it, so they order, shard and resume alike.
+
+    Args:
+      num_examples: ``N >= 1``.
+      global_batch_size, seed, shard_index, shard_count: as for :class:`ImageDataset` (explicit
+        ints here).
+      num_threads: grain reader threads.
+      prefetch_buffer_size: examples read ahead; default ``2 * b`` (at least 16).
+
+    Attributes:
+      local_batch_size: ``b = B // shard_count``.
+      position_key: a 32-bit key derived from ``seed`` (independent of the shuffle) for
+        per-position randomness such as :class:`ImageDataset`'s flips.
+      max_steps: the number of global batches the stream holds (effectively endless).
+    """
+
+    def __init__(
+        self,
+        num_examples: int,
+        *,
+        global_batch_size: int,
+        seed: int,
+        shard_index: int,
+        shard_count: int,
+        num_threads: int = 8,
+        prefetch_buffer_size: int | None = None,
+    ):
+        check_batch_layout(
+            global_batch_size=global_batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+        if num_examples < 1:
+            raise ValueError(f"num_examples={num_examples}; the data set is empty.")
+        if num_threads < 1:
+            raise ValueError(f"num_threads={num_threads}; pass at least 1.")
+        self.num_examples = int(num_examples)
+        self.seed = int(seed)
+        self.global_batch_size = int(global_batch_size)
+        self.shard_index = int(shard_index)
+        self.shard_count = int(shard_count)
+        self.local_batch_size = self.global_batch_size // self.shard_count
+        self.read_options = grain.ReadOptions(
+            num_threads=int(num_threads),
+            prefetch_buffer_size=int(prefetch_buffer_size or max(2 * self.local_batch_size, 16)),
+        )
+        shuffle_seed, self.position_key = (
+            int(s) for s in np.random.SeedSequence(self.seed).generate_state(2, np.uint32)
+        )
+        # Stream position -> example index; a new permutation every epoch.
+        self._order = grain.MapDataset.range(self.num_examples).shuffle(seed=shuffle_seed).repeat()
+        self.max_steps = (sys.maxsize - 1) // self.global_batch_size
+
+    def check_step(self, step: Any, what: str = "step") -> int:
+        if not isinstance(step, (int, np.integer)) or not 0 <= step < self.max_steps:
+            raise ValueError(f"{what}={step!r}; pass an int in [0, {self.max_steps}).")
+        return int(step)
+
+    def position(self, step: int, row: int) -> int:
+        """The stream position of this process's row ``row`` of global batch ``step``."""
+        return step * self.global_batch_size + self.shard_index * self.local_batch_size + row
+
+    def example_index(self, position: int) -> int:
+        """The example at stream position ``position``."""
+        return int(self._order[position])
+
+    def example_indices(self, step: int) -> np.ndarray:
+        """Indices of this process's rows of global batch ``step``: int64 [b]."""
+        step = self.check_step(step)
+        start = self.position(step, 0)
+        return np.array([self._order[p] for p in range(start, start + self.local_batch_size)])
+
+    def _local(self, example_fn: Callable[[int, int], dict]) -> grain.MapDataset:
+        """Local position ``q`` (the ``q``-th row this process sees) -> ``example_fn(i, p)``."""
+
+        def local_example(q: int) -> dict:
+            position = self.position(*divmod(int(q), self.local_batch_size))
+            return example_fn(self.example_index(position), position)
+
+        return grain.MapDataset.range(self.max_steps * self.local_batch_size).map(local_example)
+
+    def get_batch(self, example_fn: Callable[[int, int], dict], step: int) -> Batch:
+        """This process's rows of global batch ``step``, read synchronously.
+
+        ``example_fn(index, position)`` returns one example (a dict of numpy arrays) given its
+        index in the data set and its stream position.
+        """
+        start = self.position(self.check_step(step), 0)
+        positions = range(start, start + self.local_batch_size)
+        return _stack([example_fn(self.example_index(p), p) for p in positions])
+
+    def iterator(
+        self,
+        example_fn: Callable[[int, int], dict],
+        start_step: int = 0,
+        num_steps: int | None = None,
+    ) -> Iterator[Batch]:
+        """Batches ``start_step, start_step + 1, ...`` of ``example_fn``'s examples, read ahead by
+        grain threads (endless unless ``num_steps`` is given)."""
+        start = self.check_step(start_step, "start_step")
+        stop = self.max_steps
+        if num_steps is not None:
+            if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+                raise ValueError(f"num_steps={num_steps!r}; pass a non-negative int or None.")
+            stop = min(stop, start + int(num_steps))
+        b = self.local_batch_size
+        local = self._local(example_fn)[start * b : stop * b]
+        batches = local.to_iter_dataset(self.read_options).batch(
+            b, drop_remainder=True, batch_fn=_stack
+        )
+        return iter(batches)
+
+
 class ImageDataset:
     """Globally shuffled, host-sharded, exactly resumable training batches of a tfds image set.
 
@@ -274,21 +415,12 @@ class ImageDataset:
 
             shard_index = jax.process_index() if shard_index is None else shard_index
             shard_count = jax.process_count() if shard_count is None else shard_count
-        if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
-            raise ValueError(f"global_batch_size={global_batch_size!r}; pass a positive int.")
-        if shard_count <= 0 or not 0 <= shard_index < shard_count:
-            raise ValueError(
-                f"shard_index={shard_index}, shard_count={shard_count}; need "
-                "0 <= shard_index < shard_count (e.g. jax.process_index(), jax.process_count())."
-            )
-        if global_batch_size % shard_count:
-            raise ValueError(
-                f"global_batch_size={global_batch_size} is not divisible by "
-                f"shard_count={shard_count}; choose a global batch size that is a multiple of the "
-                "number of processes."
-            )
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed={seed!r}; pass a non-negative int.")
+        check_batch_layout(
+            global_batch_size=global_batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
         if num_threads < 1:
             raise ValueError(f"num_threads={num_threads}; pass at least 1.")
 
@@ -305,44 +437,27 @@ class ImageDataset:
         self.num_classes = self._images.num_classes
         self.num_examples = self._images.num_examples
         self.steps_per_epoch = self.num_examples / self.global_batch_size
-        self._read_options = grain.ReadOptions(
-            num_threads=int(num_threads),
-            prefetch_buffer_size=int(prefetch_buffer_size or max(2 * self.local_batch_size, 16)),
+        self._order = BatchOrder(
+            self.num_examples,
+            global_batch_size=self.global_batch_size,
+            seed=self.seed,
+            shard_index=self.shard_index,
+            shard_count=self.shard_count,
+            num_threads=num_threads,
+            prefetch_buffer_size=prefetch_buffer_size,
         )
 
-        shuffle_seed, self._flip_key = (
-            int(s) for s in np.random.SeedSequence(self.seed).generate_state(2, np.uint32)
-        )
-        # Stream position -> example index; a new permutation every epoch.
-        self._order = grain.MapDataset.range(self.num_examples).shuffle(seed=shuffle_seed).repeat()
-        self._max_steps = (sys.maxsize - 1) // self.global_batch_size
-        # Local position q (the q-th example this process sees) -> converted example.
-        self._local = grain.MapDataset.range(self._max_steps * self.local_batch_size).map(
-            self._local_example
-        )
-
-    def _local_example(self, q: int) -> dict[str, np.ndarray]:
-        step, row = divmod(int(q), self.local_batch_size)
-        position = step * self.global_batch_size + self.shard_index * self.local_batch_size + row
-        flip = self.random_flip and _flip_bit(self._flip_key, position)
-        return self._images.example(int(self._order[position]), flip=flip)
-
-    def _check_step(self, step: int, what: str) -> int:
-        if not isinstance(step, (int, np.integer)) or not 0 <= step < self._max_steps:
-            raise ValueError(f"{what}={step!r}; pass an int in [0, {self._max_steps}).")
-        return int(step)
+    def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
+        flip = self.random_flip and _flip_bit(self._order.position_key, position)
+        return self._images.example(index, flip=flip)
 
     def example_indices(self, step: int) -> np.ndarray:
         """Indices into the split of this process's rows of global batch ``step``: int64 [b]."""
-        step = self._check_step(step, "step")
-        start = step * self.global_batch_size + self.shard_index * self.local_batch_size
-        return np.array([self._order[p] for p in range(start, start + self.local_batch_size)])
+        return self._order.example_indices(step)
 
     def get_batch(self, step: int) -> Batch:
         """This process's part of global batch ``step``, read synchronously (random access)."""
-        step = self._check_step(step, "step")
-        b = self.local_batch_size
-        return _stack([self._local[q] for q in range(step * b, (step + 1) * b)])
+        return self._order.get_batch(self._example, step)
 
     def iterator(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[Batch]:
         """Batches ``start_step, start_step + 1, ...`` (endless unless ``num_steps`` is given).
@@ -350,18 +465,7 @@ class ImageDataset:
         Examples are read ahead by grain threads while the caller computes. Each batch is
         ``{"x1": float32 [b, H, W, C], "label": int32 [b]}`` as in the module docstring.
         """
-        start = self._check_step(start_step, "start_step")
-        stop = self._max_steps
-        if num_steps is not None:
-            if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
-                raise ValueError(f"num_steps={num_steps!r}; pass a non-negative int or None.")
-            stop = min(stop, start + int(num_steps))
-        b = self.local_batch_size
-        local = self._local[start * b : stop * b]
-        batches = local.to_iter_dataset(self._read_options).batch(
-            b, drop_remainder=True, batch_fn=_stack
-        )
-        return iter(batches)
+        return self._order.iterator(self._example, start_step, num_steps)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterator(0)
