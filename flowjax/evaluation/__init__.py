@@ -5,6 +5,8 @@
 - :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
 - :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set.
 - :func:`straightness`: the rectified-flow straightness of sampled trajectories.
+- :class:`LPIPS`: the VGG16 LPIPS perceptual distance, with weights read from a file
+  (:func:`convert_torch_weights` and :mod:`flowjax.evaluation.lpips` make the file).
 """
 
 from flowjax.evaluation.digits_features import DigitsClassifier, DigitsFeatureExtractor
@@ -12,9 +14,23 @@ from flowjax.evaluation.frechet import feature_statistics, frechet_distance, tra
 from flowjax.evaluation.sample_metrics import energy_distance, mmd, sliced_wasserstein
 from flowjax.evaluation.straightness import straightness
 
+_LAZY = {"LPIPS", "convert_torch_weights"}  # imported on first use: keeps
+# `python -m flowjax.evaluation.lpips` (the weight converter) free of a double import
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from flowjax.evaluation import lpips
+
+        return getattr(lpips, name)
+    raise AttributeError(f"module 'flowjax.evaluation' has no attribute {name!r}")
+
+
 __all__ = [
     "DigitsClassifier",
     "DigitsFeatureExtractor",
+    "LPIPS",
+    "convert_torch_weights",
     "energy_distance",
     "feature_statistics",
     "frechet_distance",

@@ -1,0 +1,693 @@
+"""LPIPS perceptual distance, VGG16 variant (Zhang et al. 2018), with weights read from a file.
+
+For images ``x, y`` (NHWC, values in ``[-1, 1]``) LPIPS compares unit-normalised deep features
+of a VGG16 network, channel-weighted by non-negative learned "lin" weights:
+
+.. code-block:: text
+
+    x' = resize(x)                                 bilinear, to resize_to (optional)
+    z  = (x' - shift) / scale                      LPIPS scaling layer, per RGB channel
+    f_k(x)  in R^{H_k x W_k x C_k}                 VGG16 after relu1_2, relu2_2, relu3_3,
+                                                   relu4_3, relu5_3   (k = 0..4)
+    n_k(x)_hw = f_k(x)_hw / (||f_k(x)_hw||_2 + eps)            norm over channels, eps = 1e-10
+    d(x, y) = sum_k mean_{h,w} sum_c w_{k,c} (n_k(x)_hwc - n_k(y)_hwc)^2     w_{k,c} >= 0
+
+``shift = (-0.030, -0.088, -0.188)``, ``scale = (0.458, 0.448, 0.450)`` (the ``lpips``
+package's ``ScalingLayer``). On ``u = (x + 1) / 2`` in ``[0, 1]`` this is exactly the ImageNet
+standardisation ``(u - mean) / std`` with ``mean = (0.485, 0.456, 0.406)``, ``std = (0.229,
+0.224, 0.225)`` that ``piq.LPIPS`` applies, so both packages see the same network input.
+Single-channel images are repeated to three channels. ``d >= 0``, and ``d(x, x) = 0`` and
+``d(x, y) = d(y, x)`` up to float32 rounding; it is not a metric (no triangle inequality).
+
+Network: VGG16's 13 convolutions (3x3, stride 1, zero padding 1, bias, ReLU) in five stages of
+2, 2, 3, 3, 3 layers, with 2x2 stride-2 pooling (floor: an odd last row/column is dropped)
+before stages 2..5. ``replace_pooling=False`` uses max pooling, as in torchvision's VGG16 and
+the original ``lpips`` package; ``replace_pooling=True`` uses average pooling, the
+``piq.LPIPS(replace_pooling=True)`` option used by the 2-rectified-flow++ code (Lee et al.
+2024, LPIPS-Huber loss), which also resizes both images to 224x224 first.
+
+Resizing (``resize_to``, default 224): bilinear with half-pixel centres and no antialiasing,
+i.e. torch's ``F.interpolate(x, size, mode="bilinear", align_corners=False)``, also when
+shrinking. ``resize_to=None`` feeds the images as they are; the network needs at least 16x16
+pixels (four poolings).
+
+Nothing is downloaded: :meth:`LPIPS.from_file` reads a ``.npz`` of float32
+arrays with these keys (``s`` = stage 1..5, ``l`` = layer 1..2 for stages 1-2, 1..3 after)::
+
+    vgg/conv{s}_{l}/kernel   [3, 3, C_in, C_out]   HWIO; C_in = 3 for conv1_1
+    vgg/conv{s}_{l}/bias     [C_out]
+    lin{k}                   [C_k]                 k = 0..4, the 1x1 weights of tap k, >= 0
+
+with ``C = (C_0, ..., C_4)`` the stage widths, ``(64, 128, 256, 512, 512)`` for real VGG16
+(14.7M parameters, 59 MB). Make the file once from the two published torch files:
+
+- torchvision's ImageNet VGG16 weights, ``vgg16-397923af.pth``
+  (``torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()``);
+- the ``lpips`` package's ``lpips/weights/v0.1/vgg.pth`` (in the installed ``pip install
+  lpips`` package directory),
+
+with (torch is needed for this step only; flowjax never imports it otherwise)::
+
+    python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz
+
+Mapping from torch: torchvision ``features.{i}.weight`` ``[C_out, C_in, 3, 3]`` is transposed to
+HWIO, with ``i`` = 0, 2 (stage 1), 5, 7 (stage 2), 10, 12, 14 (stage 3), 17, 19, 21 (stage 4),
+24, 26, 28 (stage 5); lpips ``lin{k}.model.1.weight`` ``[1, C_k, 1, 1]`` is flattened to
+``[C_k]`` (see :func:`convert_torch_weights`). ``piq`` ships the lin weights in a file of its own
+(used as a list of five ``[1, C_k, 1, 1]`` tensors; not checked here to hold exactly the lpips
+v0.1 values); such a list is accepted too.
+
+Example::
+
+    lpips = LPIPS.from_file("lpips_vgg16.npz", replace_pooling=True)   # 2-RF++ setting
+    d_b = lpips(x_bhwc, y_bhwc)          # [B]; jit / grad w.r.t. x work
+
+References: R. Zhang, P. Isola, A. Efros, E. Shechtman, O. Wang, "The Unreasonable
+Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018; K. Simonyan, A. Zisserman,
+"Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015; S. Lee,
+Z. Lin, G. Fanti, "Improving the Training of Rectified Flows", NeurIPS 2024.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "LPIPS",
+    "LPIPS_SCALE",
+    "LPIPS_SHIFT",
+    "NORM_EPS",
+    "TORCHVISION_CONV_INDICES",
+    "VGG16Features",
+    "VGG16_WIDTHS",
+    "convert_torch_weights",
+    "load_weights",
+    "random_weights",
+    "resize_bilinear",
+    "save_weights",
+    "weight_shapes",
+]
+
+Array = jax.Array
+
+# ---------------------------------------------------------------------------------------------
+# Constants of the network and of the lpips package
+# ---------------------------------------------------------------------------------------------
+
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+STAGE_DEPTHS = (2, 2, 3, 3, 3)
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+NORM_EPS = 1e-10  # added to the channel norm before dividing (lpips ``normalize_tensor``)
+MIN_SIZE = 2 ** (len(STAGE_DEPTHS) - 1)  # four 2x2 poolings leave at least one pixel
+
+
+def _conv_names() -> list[tuple[int, str]]:
+    """``[(stage_index 0..4, "conv{s}_{l}"), ...]`` in network order (13 entries)."""
+    return [
+        (stage, f"conv{stage + 1}_{layer + 1}")
+        for stage, depth in enumerate(STAGE_DEPTHS)
+        for layer in range(depth)
+    ]
+
+
+def _torchvision_indices() -> dict[str, int]:
+    """Position of each conv in torchvision's ``vgg16().features`` (conv, ReLU, ..., pool)."""
+    indices, i = {}, 0
+    for stage, depth in enumerate(STAGE_DEPTHS):
+        for layer in range(depth):
+            indices[f"conv{stage + 1}_{layer + 1}"] = i
+            i += 2  # Conv2d, ReLU
+        i += 1  # MaxPool2d
+    return indices
+
+
+# {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, ..., "conv5_3": 28}
+TORCHVISION_CONV_INDICES = _torchvision_indices()
+
+
+def weight_shapes(widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, tuple[int, ...]]:
+    """Every key of an LPIPS weight file and its shape, for stage widths ``widths`` (5 ints)."""
+    widths = _check_widths(widths)
+    shapes: dict[str, tuple[int, ...]] = {}
+    c_in = 3
+    for stage, name in _conv_names():
+        c_out = widths[stage]
+        shapes[f"vgg/{name}/kernel"] = (3, 3, c_in, c_out)
+        shapes[f"vgg/{name}/bias"] = (c_out,)
+        c_in = c_out
+    for k, c in enumerate(widths):
+        shapes[f"lin{k}"] = (c,)
+    return shapes
+
+
+def _check_widths(widths) -> tuple[int, ...]:
+    widths = tuple(widths)
+    if len(widths) != len(STAGE_DEPTHS) or not all(
+        isinstance(w, (int, np.integer)) and w >= 1 for w in widths
+    ):
+        raise ValueError(f"widths must be 5 positive ints (one per VGG stage), got {widths!r}.")
+    return tuple(int(w) for w in widths)
+
+
+# ---------------------------------------------------------------------------------------------
+# The feature network and the resize
+# ---------------------------------------------------------------------------------------------
+
+
+class VGG16Features(nn.Module):
+    """VGG16 convolutional trunk returning the five LPIPS taps.
+
+    Input ``[B, H, W, C]`` with ``C`` in ``{1, 3}``, values in ``[-1, 1]``; a grey channel is
+    repeated to RGB and the LPIPS scaling layer ``(x - shift) / scale`` is applied first.
+    Returns the post-ReLU activations after conv1_2, conv2_2, conv3_3, conv4_3 and conv5_3,
+    ``[B, H / 2^k, W / 2^k, widths[k]]`` for ``k = 0..4`` (floor division at each pooling).
+    Parameters: ``{"conv{s}_{l}": {"kernel": [3, 3, C_in, C_out], "bias": [C_out]}}``.
+    """
+
+    widths: Sequence[int] = VGG16_WIDTHS
+    replace_pooling: bool = False
+
+    @nn.compact
+    def __call__(self, x_bhwc: Array) -> tuple[Array, ...]:
+        if x_bhwc.shape[-1] == 1:
+            x_bhwc = jnp.repeat(x_bhwc, 3, axis=-1)
+        if x_bhwc.shape[-1] != 3:
+            raise ValueError(f"expected 1 or 3 channels (NHWC), got shape {x_bhwc.shape}.")
+        shift = jnp.asarray(LPIPS_SHIFT, x_bhwc.dtype)
+        scale = jnp.asarray(LPIPS_SCALE, x_bhwc.dtype)
+        h = (x_bhwc - shift) / scale
+        pool = nn.avg_pool if self.replace_pooling else nn.max_pool
+        taps = []
+        names = _conv_names()
+        for stage, width in enumerate(self.widths):
+            if stage > 0:
+                h = pool(h, (2, 2), strides=(2, 2), padding="VALID")
+            for s, name in names:
+                if s == stage:
+                    conv = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)
+                    h = nn.relu(conv(h))
+            taps.append(h)
+        return tuple(taps)
+
+
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``i0, i1`` and weight ``w1`` of each output sample along one axis.
+
+    Half-pixel centres: output ``j`` reads source position ``s = (j + 1/2) n_in / n_out - 1/2``
+    clamped below at 0; ``out_j = (1 - w1) in[i0] + w1 in[i1]`` with ``i0 = floor(s)``,
+    ``i1 = min(i0 + 1, n_in - 1)``, ``w1 = s - i0`` (torch's ``align_corners=False`` rule,
+    without antialiasing).
+    """
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int32), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def _resize_axis(x: Array, axis: int, n_out: int) -> Array:
+    n_in = x.shape[axis]
+    if n_in == n_out:
+        return x
+    i0, i1, w1 = _bilinear_taps(n_in, n_out)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    w1 = jnp.asarray(w1.reshape(shape), x.dtype)
+    return jnp.take(x, i0, axis=axis) * (1 - w1) + jnp.take(x, i1, axis=axis) * w1
+
+
+def _size_pair(size) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in pair):
+        raise ValueError(f"size must be a positive int or an (height, width) pair, got {size!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def resize_bilinear(x_bhwc: Array, size: int | tuple[int, int]) -> Array:
+    """Bilinear resize of ``[B, H, W, C]`` to ``[B, h, w, C]``, ``size = (h, w)`` (or ``h = w``).
+
+    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (no
+    antialiasing, also when shrinking), separably: rows, then columns. Exact gathers and
+    ``lerp``s, so the result does not depend on the backend's matmul precision.
+    """
+    h, w = _size_pair(size)
+    x_bhwc = jnp.asarray(x_bhwc)
+    if x_bhwc.ndim != 4:
+        raise ValueError(f"expected images [B, H, W, C], got shape {x_bhwc.shape}.")
+    return _resize_axis(_resize_axis(x_bhwc, 1, h), 2, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# The distance
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit_normalise(f_bhwc: Array) -> Array:
+    """``f / (||f||_c + eps)`` over the channel axis.
+
+    Where ``f = 0`` (all channels of a pixel dead after the ReLU) the gradient of ``sqrt`` is
+    infinite and would turn a zero cotangent into ``0 * inf = NaN``; the norm's gradient is
+    taken as 0 there instead, which gives the exact Jacobian ``I / eps`` of the map at 0.
+    (JAX's ReLU gradient is a select and would mask that NaN anyway; this keeps the function
+    safe on its own.) Values are unchanged.
+    """
+    sq = jnp.sum(jnp.square(f_bhwc), axis=-1, keepdims=True)
+    positive = sq > 0
+    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    return f_bhwc / (norm + NORM_EPS)
+
+
+@functools.partial(jax.jit, static_argnames=("replace_pooling", "resize_to"))
+def _layer_distances(vgg_params, lin, x, y, *, replace_pooling, resize_to):
+    if resize_to is not None:
+        x, y = resize_bilinear(x, resize_to), resize_bilinear(y, resize_to)
+    net = VGG16Features(widths=tuple(w.shape[0] for w in lin), replace_pooling=replace_pooling)
+    # Two passes rather than one on concatenate([x, y]): when only x carries a tangent (y a
+    # fixed target, as in a training loss), the backward pass then skips y's network.
+    taps_x = net.apply({"params": vgg_params}, x)
+    taps_y = net.apply({"params": vgg_params}, y)
+    per_layer = []
+    for fx, fy, w in zip(taps_x, taps_y, lin, strict=True):
+        diff = jnp.square(_unit_normalise(fx) - _unit_normalise(fy))
+        per_layer.append(jnp.mean(jnp.sum(diff * w, axis=-1), axis=(1, 2)))
+    return jnp.stack(per_layer, axis=1)
+
+
+@flax.struct.dataclass
+class LPIPS:
+    """The LPIPS distance with its weights: a frozen dataclass and a JAX pytree.
+
+    Build it with :meth:`from_file` (or :meth:`from_weights`). The arrays are pytree leaves and
+    ``replace_pooling`` / ``resize_to`` static fields, so an ``LPIPS`` can be passed as an
+    argument to a jitted loss (better than closing over it, which embeds the 59 MB of VGG16
+    weights in the compiled program as constants). Calling it is pure and differentiable
+    w.r.t. both images (and the weights); float32 throughout.
+
+    Attributes:
+      vgg_params: the :class:`VGG16Features` parameter tree.
+      lin: five ``[C_k]`` non-negative channel weights.
+      replace_pooling: average instead of max pooling (the ``piq`` / 2-RF++ variant).
+      resize_to: ``(h, w)`` both images are resized to first, or ``None``.
+    """
+
+    vgg_params: Any
+    lin: tuple[Array, ...]
+    replace_pooling: bool = flax.struct.field(pytree_node=False, default=False)
+    resize_to: tuple[int, int] | None = flax.struct.field(pytree_node=False, default=(224, 224))
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: Mapping[str, Any],
+        *,
+        replace_pooling: bool = False,
+        resize_to: int | tuple[int, int] | None = 224,
+    ) -> LPIPS:
+        """From a weight dict in the file layout (module docstring), e.g. from
+        :func:`convert_torch_weights`, :func:`load_weights` or :func:`random_weights`."""
+        clean, widths = _check_weights(weights)
+        if not isinstance(replace_pooling, (bool, np.bool_)):
+            raise ValueError(f"replace_pooling must be a bool, got {replace_pooling!r}.")
+        size = None
+        if resize_to is not None:
+            size = _size_pair(resize_to)
+            if min(size) < MIN_SIZE:
+                raise ValueError(
+                    f"resize_to must be at least {MIN_SIZE}x{MIN_SIZE} (four 2x2 poolings), "
+                    f"got {resize_to!r}."
+                )
+        vgg_params = {
+            name: {
+                "kernel": jnp.asarray(clean[f"vgg/{name}/kernel"]),
+                "bias": jnp.asarray(clean[f"vgg/{name}/bias"]),
+            }
+            for _, name in _conv_names()
+        }
+        lin = tuple(jnp.asarray(clean[f"lin{k}"]) for k in range(len(widths)))
+        return cls(vgg_params, lin, replace_pooling=bool(replace_pooling), resize_to=size)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        replace_pooling: bool = False,
+        resize_to: int | tuple[int, int] | None = 224,
+    ) -> LPIPS:
+        """Read a weight ``.npz`` (see the module docstring for its keys and how to make it).
+
+        Args:
+          path: the file written by :func:`save_weights` or the converter command.
+          replace_pooling: ``False``: max pooling (``lpips`` package); ``True``: average
+            pooling (``piq.LPIPS(replace_pooling=True)``, the 2-rectified-flow++ setting).
+          resize_to: bilinear resize of both images before the network, an int (square) or
+            ``(h, w)``; ``None`` for none. Default 224, the size VGG16 was trained at.
+
+        Raises:
+          FileNotFoundError: no file at ``path`` (the message says how to make one).
+          ValueError: not an ``.npz``, or keys missing, unexpected, or of the wrong shape.
+        """
+        return cls.from_weights(
+            load_weights(path), replace_pooling=replace_pooling, resize_to=resize_to
+        )
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The five stage widths ``C_k``."""
+        return tuple(int(w.shape[0]) for w in self.lin)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights as a dict in the file layout (inverse of :meth:`from_weights`)."""
+        out = {}
+        for _, name in _conv_names():
+            for leaf in ("kernel", "bias"):
+                out[f"vgg/{name}/{leaf}"] = np.asarray(self.vgg_params[name][leaf])
+        out.update({f"lin{k}": np.asarray(w) for k, w in enumerate(self.lin)})
+        return out
+
+    def layer_distances(self, x_bhwc, y_bhwc) -> Array:
+        """The five per-tap terms ``mean_hw sum_c w_kc (n_k(x) - n_k(y))^2``, ``[B, 5]``."""
+        x, y = self._check_inputs(x_bhwc, y_bhwc)
+        return _layer_distances(
+            self.vgg_params,
+            self.lin,
+            x,
+            y,
+            replace_pooling=self.replace_pooling,
+            resize_to=self.resize_to,
+        )
+
+    def __call__(self, x_bhwc, y_bhwc) -> Array:
+        """LPIPS ``d(x, y)``, float32 ``[B]``, for images ``[B, H, W, C]`` in ``[-1, 1]``.
+
+        ``x`` and ``y`` must have the same shape, ``C`` in ``{1, 3}``, floating dtype; without
+        ``resize_to``, ``H, W >= 16``.
+        """
+        return jnp.sum(self.layer_distances(x_bhwc, y_bhwc), axis=1)
+
+    def _check_inputs(self, x, y) -> tuple[Array, Array]:
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        if x.shape != y.shape:
+            raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}.")
+        if x.ndim != 4:
+            raise ValueError(f"expected images [B, H, W, C] (NHWC), got shape {x.shape}.")
+        if x.shape[-1] not in (1, 3):
+            raise ValueError(
+                f"expected 1 (grey) or 3 (RGB) channels in the last axis (NHWC), got shape "
+                f"{x.shape}."
+            )
+        for name, a in (("x", x), ("y", y)):
+            if not jnp.issubdtype(a.dtype, jnp.floating):
+                raise ValueError(
+                    f"{name} must be floats in [-1, 1], got dtype {a.dtype} (scale uint8 images "
+                    "by x / 127.5 - 1)."
+                )
+        if self.resize_to is None and min(x.shape[1:3]) < MIN_SIZE:
+            raise ValueError(
+                f"images of {x.shape[1]}x{x.shape[2]} pixels are too small for four 2x2 "
+                f"poolings; need at least {MIN_SIZE}x{MIN_SIZE} or set resize_to."
+            )
+        return x.astype(jnp.float32), y.astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight files
+# ---------------------------------------------------------------------------------------------
+
+_CONVERT_COMMAND = "python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}"
+
+
+def _few(items: Sequence[str], sep: str = ", ", limit: int = 6) -> str:
+    return sep.join(items[:limit]) + (f"{sep}..." if len(items) > limit else "")
+
+
+def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """Validate a weight dict; returns ``(float32 copy, widths)`` or raises ``ValueError``."""
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must be a mapping of key -> array, got {type(weights)}.")
+    lin_shapes = {}
+    for k in range(len(STAGE_DEPTHS)):
+        if f"lin{k}" in weights:
+            lin_shapes[k] = np.shape(weights[f"lin{k}"])
+    if len(lin_shapes) == len(STAGE_DEPTHS) and all(
+        len(s) == 1 and s[0] >= 1 for s in lin_shapes.values()
+    ):
+        widths = tuple(int(s[0]) for s in lin_shapes.values())
+    else:
+        widths = None
+    expected = weight_shapes(widths if widths is not None else VGG16_WIDTHS)
+    missing = [key for key in expected if key not in weights]
+    unexpected = sorted(set(weights) - set(expected))
+    hint = (
+        " This does not look like a flowjax LPIPS weight file; torch checkpoints are converted "
+        f"with `{_CONVERT_COMMAND.format(out='lpips_vgg16.npz')}`."
+    )
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing keys ({_few(missing)})"] if missing else []
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+        raise ValueError("LPIPS weights have " + " and ".join(parts) + "." + hint)
+    if widths is None:
+        raise ValueError(
+            "LPIPS weights lin0..lin4 must be vectors [C_k] of the five stage widths, got shapes "
+            f"{[lin_shapes[k] for k in sorted(lin_shapes)]}." + hint
+        )
+    wrong = [
+        f"{key}: {np.shape(weights[key])} (expected {shape})"
+        for key, shape in expected.items()
+        if tuple(np.shape(weights[key])) != shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"LPIPS weights have wrong shapes for stage widths {widths}: {_few(wrong, '; ')}."
+        )
+    clean = {}
+    for key in expected:
+        a = np.asarray(weights[key])
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"LPIPS weight {key} must be a real float array, got {a.dtype}.")
+        a = a.astype(np.float32)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"LPIPS weight {key} contains NaN or inf.")
+        clean[key] = a
+    for k in range(len(widths)):
+        if np.any(clean[f"lin{k}"] < 0):
+            raise ValueError(
+                f"LPIPS weight lin{k} has negative entries; the lin weights are non-negative "
+                "(lpips clamps them at 0 during training), so d(x, y) >= 0."
+            )
+    return clean, widths
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read and validate a weight ``.npz``; float32 arrays keyed as in the module docstring.
+
+    Raises ``FileNotFoundError`` (with how to make the file) or ``ValueError``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"LPIPS weight file {path!r} does not exist. flowjax never downloads weights; make "
+            "the file once (needs torch, for this step only) with\n"
+            f"    {_CONVERT_COMMAND.format(out=path)}\n"
+            "from torchvision's ImageNet VGG16 weights (vgg16-397923af.pth, the state dict of "
+            'torchvision.models.vgg16(weights="IMAGENET1K_V1")) and the lpips package\'s '
+            "weights/v0.1/vgg.pth (pip install lpips; it sits in the installed package "
+            "directory)."
+        )
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable LPIPS .npz weight file ({err}).") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single .npy array, not an LPIPS .npz weight archive.")
+    try:
+        weights = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable LPIPS .npz weight file ({err}).") from err
+    finally:
+        data.close()
+    return _check_weights(weights)[0]
+
+
+def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
+    """Validate ``weights`` and write them as an uncompressed ``.npz``; returns the path written.
+
+    ``.npz`` is appended to ``path`` if missing (as ``np.savez`` does). The file is written to
+    a temporary name in the same directory and then renamed, so a reader never sees half a file.
+    """
+    clean, _ = _check_weights(weights)
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lpips.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **clean)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def random_weights(seed: int = 0, widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, np.ndarray]:
+    """Random weights in the file layout, for tests and smoke runs only (not perceptual).
+
+    He-normal kernels (``std = sqrt(2 / (9 C_in))``, so activations keep their scale through
+    the 13 layers), biases ``N(0, 0.05^2)``, lin weights uniform in ``[0, 1)``; NumPy
+    ``default_rng(seed)``.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in weight_shapes(widths).items():
+        if key.endswith("/kernel"):
+            a = rng.normal(size=shape) * np.sqrt(2.0 / (9 * shape[2]))
+        elif key.endswith("/bias"):
+            a = rng.normal(size=shape) * 0.05
+        else:
+            a = rng.uniform(size=shape)
+        out[key] = a.astype(np.float32)
+    return out
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; torch itself is never imported here
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def convert_torch_weights(vgg_state_dict: Mapping[str, Any], lin_state_dict) -> dict:
+    """Map torch checkpoints to the flowjax LPIPS weight layout (module docstring).
+
+    Args:
+      vgg_state_dict: torchvision ``vgg16()`` state dict (keys ``features.{i}.weight`` /
+        ``.bias``; ``classifier.*`` keys are ignored) or that of ``vgg16().features`` alone
+        (keys ``{i}.weight``). Conv ``i`` in ``TORCHVISION_CONV_INDICES``; weights
+        ``[C_out, C_in, 3, 3]`` become HWIO ``[3, 3, C_in, C_out]``.
+      lin_state_dict: the lpips package's state dict (keys ``lin{k}.model.1.weight``, or
+        ``...model.0...`` without dropout, any prefix), each ``[1, C_k, 1, 1]``; or a sequence
+        of five arrays of ``C_k`` entries each.
+
+    Values may be torch tensors or arrays. Returns ``{key: float32 np.ndarray}``, validated.
+    """
+    if not isinstance(vgg_state_dict, Mapping):
+        raise ValueError(f"vgg_state_dict must be a mapping, got {type(vgg_state_dict)}.")
+    keys = set(vgg_state_dict)
+    if "features.0.weight" in keys:
+        prefix = "features."
+    elif "0.weight" in keys:
+        prefix = ""
+    else:
+        raise ValueError(
+            "vgg_state_dict has neither 'features.0.weight' (torchvision vgg16()) nor "
+            f"'0.weight' (vgg16().features); first keys: {sorted(keys)[:6]}."
+        )
+    out: dict[str, np.ndarray] = {}
+    missing = []
+    for name, i in TORCHVISION_CONV_INDICES.items():
+        w_key, b_key = f"{prefix}{i}.weight", f"{prefix}{i}.bias"
+        if w_key not in keys or b_key not in keys:
+            missing += [k for k in (w_key, b_key) if k not in keys]
+            continue
+        w = _to_numpy(vgg_state_dict[w_key])
+        if w.ndim != 4 or w.shape[2:] != (3, 3):
+            raise ValueError(
+                f"{w_key} must be a 3x3 conv weight [C_out, C_in, 3, 3], got {w.shape}."
+            )
+        out[f"vgg/{name}/kernel"] = np.transpose(w, (2, 3, 1, 0)).astype(np.float32)
+        out[f"vgg/{name}/bias"] = _to_numpy(vgg_state_dict[b_key]).astype(np.float32)
+    if missing:
+        raise ValueError(f"vgg_state_dict lacks the VGG16 conv keys {missing}.")
+
+    if isinstance(lin_state_dict, Mapping):
+        lins = []
+        for k in range(len(STAGE_DEPTHS)):
+            pattern = re.compile(rf"(?:^|\.)lin{k}\.(?:model\.\d+\.)?weight$")
+            found = [key for key in lin_state_dict if pattern.search(key)]
+            if len(found) != 1:
+                raise ValueError(
+                    f"lin_state_dict must have exactly one key like 'lin{k}.model.1.weight', "
+                    f"found {found}; keys: {sorted(lin_state_dict)[:10]}."
+                )
+            lins.append(_to_numpy(lin_state_dict[found[0]]))
+    elif isinstance(lin_state_dict, Sequence) and len(lin_state_dict) == len(STAGE_DEPTHS):
+        lins = [_to_numpy(w) for w in lin_state_dict]
+    else:
+        raise ValueError(
+            "lin_state_dict must be the lpips state dict (lin{k}.model.1.weight) or a sequence "
+            f"of five weight arrays, got {type(lin_state_dict)}."
+        )
+    for k, w in enumerate(lins):
+        if w.ndim not in (1, 4) or (w.ndim == 4 and (w.shape[0], w.shape[2:]) != (1, (1, 1))):
+            raise ValueError(f"lin{k} weight must be [1, C, 1, 1] (or [C]), got {w.shape}.")
+        out[f"lin{k}"] = w.reshape(-1).astype(np.float32)
+    return _check_weights(out)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: torch checkpoints -> .npz
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_torch_file(path: str):
+    """``torch.load`` a state dict on the CPU; the only place torch is imported."""
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit(
+            "converting the torch checkpoints needs torch (pip install torch; the CPU wheel is "
+            "enough). flowjax itself never imports torch."
+        ) from None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=out.npz``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flowjax.evaluation.lpips",
+        description="Convert torchvision VGG16 + lpips v0.1 'vgg' weights to a flowjax LPIPS "
+        ".npz (read by flowjax.evaluation.LPIPS.from_file).",
+    )
+    parser.add_argument("--vgg", required=True, help="torchvision vgg16 state dict (.pth)")
+    parser.add_argument("--lin", required=True, help="lpips weights/v0.1/vgg.pth")
+    parser.add_argument("--out", required=True, help="output .npz path")
+    args = parser.parse_args(argv)
+    for flag in ("vgg", "lin"):
+        if not os.path.isfile(getattr(args, flag)):
+            parser.error(f"--{flag}: no file {getattr(args, flag)!r}")
+    try:
+        weights = convert_torch_weights(_load_torch_file(args.vgg), _load_torch_file(args.lin))
+        path = save_weights(args.out, weights)
+    except ValueError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    widths = tuple(int(weights[f"lin{k}"].shape[0]) for k in range(len(STAGE_DEPTHS)))
+    count = sum(int(a.size) for a in weights.values())
+    print(f"wrote {path}: stage widths {widths}, {count:,} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
