@@ -13,21 +13,11 @@ model: try ``--config.mesh.fsdp=2`` with ``XLA_FLAGS=--xla_force_host_platform_d
 Evaluation is as in ``configs/digits_rf.py`` (Fréchet distance on digits-classifier features).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+from flowjax.config_files import sibling
 
-def _sibling(name):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"flowjax_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-digits_rf = _sibling("digits_rf")
+digits_rf = sibling(__file__, "digits_rf")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

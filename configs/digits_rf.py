@@ -13,22 +13,12 @@ accelerator, widen the network (``--config.model.base_channels=64``) and train l
 See ``configs/digits_dit.py`` for the same task with a DiT.
 """
 
-import importlib.util
-import os
-
 import ml_collections
+from ml_collections import config_dict
 
+from flowjax.config_files import sibling
 
-def _sibling(name):
-    """Import configs/<name>.py by path, so this file works from any working directory."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"flowjax_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-toy2d_rf = _sibling("toy2d_rf")
+toy2d_rf = sibling(__file__, "toy2d_rf")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -41,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         split="train",
         eval_split="test",
         random_flip=False,
+        pairs_dir=config_dict.placeholder(str),
     )
     c.model = dict(
         name="unet",
@@ -49,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_res_blocks=1,
         dropout=0.0,
         time_scale=1000.0,
+        end_time_scale=config_dict.placeholder(float),
         conditional=True,
     )
     c.objective.label_dropout = 0.1

@@ -25,26 +25,17 @@ Per-device bytes of parameters + optimizer state and the model FLOPs per step ar
 start; tokens/s and MFU every ``log_every`` steps.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 from ml_collections import config_dict
 
-
-def _sibling(name):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"flowjax_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from flowjax.config_files import sibling
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "latents"
     if variant not in ("latents", "pixels"):
         raise ValueError(f"unknown variant {variant!r}; use 'latents' or 'pixels'")
-    c = _sibling("toy2d_rf").get_config()  # the field set every job has; overridden below
+    c = sibling(__file__, "toy2d_rf").get_config()  # the field set every job has; overridden below
     c.data = dict(
         kind="tfds",
         name="imagenet256_sdvae_latents" if variant == "latents" else "imagenet256_pixels",
@@ -52,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         split="train",
         eval_split="validation",
         random_flip=True,
+        pairs_dir=config_dict.placeholder(str),
     )
     c.model = dict(
         name="dit",

@@ -19,9 +19,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    c.data = dict(kind="toy2d", name=arg or "checkerboard")
+    # pairs_dir: train on reflow pairs written by `python -m flowjax.reflow` (None = the data).
+    c.data = dict(kind="toy2d", name=arg or "checkerboard", pairs_dir=config_dict.placeholder(str))
 
-    c.model = dict(name="mlp", hidden=256, depth=3, time_scale=1000.0, conditional=False)
+    # end_time_scale: the scale of t_end - t in average-velocity networks (None = time_scale).
+    c.model = dict(
+        name="mlp",
+        hidden=256,
+        depth=3,
+        time_scale=1000.0,
+        end_time_scale=config_dict.placeholder(float),
+        conditional=False,
+    )
 
     c.objective = dict(
         name="flow_matching",
@@ -75,6 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         cfg_interval=config_dict.placeholder(tuple),
         feature_cache_dir=config_dict.placeholder(str),
     )
+
+    # Start a fresh run from another run's EMA weights (reflow, distillation, FreeFlow).
+    c.init = dict(workdir=config_dict.placeholder(str))
 
     # Sharding is data: mesh axes (-1 = the remaining devices) and the logical-axis rules
     # (None = flowjax.parallel.DEFAULT_RULES). See configs/imagenet256_dit.py for a sharded job.

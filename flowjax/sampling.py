@@ -120,9 +120,12 @@ def run_sampling(
     solver = solvers.make_solver(solver_name)
     num_steps = solver.num_steps_for_nfe(nfe)
     config, exp, params, step = load_run(workdir, num_samples=num_samples)
-    evaluator = Evaluator(
-        config, exp.data, exp.apply_fn, num_classes=exp.num_classes, workdir=workdir
-    )
+    evaluator = Evaluator.for_experiment(config, exp, workdir)
+    if grid_spec == "boss" and exp.average_velocity:
+        raise ValueError(
+            "BOSS grids are chosen for instantaneous-velocity solvers; this run trains an "
+            "average-velocity model: use --solver=flowmap with a uniform or given grid"
+        )
     report: dict[str, Any] = {"checkpoint_step": step, "solver": solver.name, "nfe": int(nfe)}
     if grid_spec == "boss":
 

@@ -15,7 +15,8 @@ A sampler is a small frozen (hashable) dataclass with the contract
     name                              -> registry name
 
 Available: :class:`Uniform`, :class:`LogitNormal`, :class:`ModeSampler`, :class:`CosMap`,
-:class:`UShaped` and :class:`Shifted` (the resolution shift applied on top of any sampler).
+:class:`UShaped`, :class:`Discrete` (few-step distillation times) and :class:`Shifted` (the
+resolution shift applied on top of any sampler).
 :func:`make_time_sampler` builds one by name. :func:`sample_pair` draws ``(s, e)`` pairs with
 ``s <= e`` for average-velocity models (MeanFlow).
 
@@ -362,6 +363,40 @@ class Shifted:
         return jnp.where(_inside(t), self.base.density(t_base) * jac, 0.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Discrete:
+    """``t`` uniform on the ``num_steps`` grid times ``t_j = t_min + (1 - t_min) j / num_steps``,
+    ``j = 0 .. num_steps - 1`` (the start times of a uniform ``num_steps``-step grid).
+
+    Few-step distillation trains a velocity only where an ``num_steps``-step Euler sampler
+    evaluates it (rectified flow's k-step distillation; ``num_steps = 1`` with ``t_min = 0``
+    gives the one-step map ``z -> z + v(z, 0)``). A discrete law has no density:
+    :meth:`density` raises; :meth:`support` lists the atoms (each of probability
+    ``1 / num_steps``).
+    """
+
+    num_steps: int = 1
+    t_min: float = 0.0
+    name: ClassVar[str] = "discrete"
+
+    def __post_init__(self):
+        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
+            raise ValueError(f"Discrete needs an integer num_steps >= 1; got {self.num_steps!r}")
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"Discrete needs 0 <= t_min < 1; got {self.t_min!r}")
+
+    def support(self) -> np.ndarray:
+        j = np.arange(int(self.num_steps), dtype=np.float64)
+        return self.t_min + (1.0 - self.t_min) * j / self.num_steps
+
+    def sample(self, key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
+        j = jax.random.randint(key, _shape(shape), 0, int(self.num_steps))
+        return (self.t_min + (1.0 - self.t_min) * j / self.num_steps).astype(dtype)
+
+    def density(self, t: Array) -> Array:
+        raise NotImplementedError("Discrete is a discrete law without a density; see support()")
+
+
 def sample_pair(
     key: Array,
     shape: Shape,
@@ -400,6 +435,7 @@ _SAMPLERS: dict[str, type] = {
     "mode": ModeSampler,
     "cosmap": CosMap,
     "u_shaped": UShaped,
+    "discrete": Discrete,
 }
 
 
@@ -407,7 +443,8 @@ def make_time_sampler(name: str, *, shift: float = 1.0, **kwargs) -> TimeSampler
     """Build a training-time sampler by name, optionally resolution-shifted.
 
     Names: ``"uniform"`` (t_min, t_max), ``"logit_normal"`` (loc, scale), ``"mode"`` (a),
-    ``"cosmap"`` (none), ``"u_shaped"`` (a, eps). ``shift = alpha`` wraps the sampler in
+    ``"cosmap"`` (none), ``"u_shaped"`` (a, eps), ``"discrete"`` (num_steps, t_min).
+    ``shift = alpha`` wraps the sampler in
     :class:`Shifted`; ``shift = 1`` (default) means no shift.
     """
     if name not in _SAMPLERS:
@@ -422,6 +459,35 @@ def make_time_sampler(name: str, *, shift: float = 1.0, **kwargs) -> TimeSampler
     sampler = cls(**kwargs)
     _check_alpha(shift, "shift")
     return sampler if float(shift) == 1.0 else Shifted(sampler, float(shift))
+
+
+def _spec_kwargs(spec: str, items: list[str], example: str) -> dict[str, float]:
+    """``["key=number", ...]`` of a text spec -> ``{key: float}`` (clear error otherwise)."""
+    kwargs: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            kwargs[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(
+                f"bad spec {spec!r}: expected NAME[,key=number...] such as {example!r}; got "
+                f"item {item!r}"
+            ) from None
+    return kwargs
+
+
+def time_sampler_from_spec(spec: str) -> TimeSampler:
+    """A training-time sampler given as text: ``"uniform"``, ``"logit_normal,loc=-0.8"``,
+    ``"u_shaped,a=4"``, ``"discrete,num_steps=2"``, ``"logit_normal,loc=0,shift=3"``."""
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise ValueError("empty time-sampler spec; give a name such as 'uniform'")
+    kwargs: dict[str, Any] = _spec_kwargs(spec, parts[1:], "logit_normal,loc=0.4,scale=1")
+    if "num_steps" in kwargs:
+        kwargs["num_steps"] = int(kwargs["num_steps"])
+    return make_time_sampler(parts[0], **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,18 +702,13 @@ def parse_grid_spec(spec: str) -> tuple[str, dict[str, Any]]:
         return "custom", {"times": [float(p) for p in parts]}
     except ValueError:
         pass
-    name, kwargs = parts[0], {}
-    for item in parts[1:]:
-        key, sep, value = item.partition("=")
-        try:
-            kwargs[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise ValueError(
-                f"bad time-grid spec {spec!r}: expected NAME[,key=number...] such as "
-                f"'shifted,alpha=3', or a list of times such as '0,0.5,1'; got item {item!r}"
-            ) from None
+    name = parts[0]
+    try:
+        kwargs = _spec_kwargs(spec, parts[1:], "shifted,alpha=3")
+    except ValueError as err:
+        raise ValueError(
+            f"{err} (a time grid may also be a list of times such as '0,0.5,1')"
+        ) from None
     return name, kwargs
 
 

@@ -72,6 +72,7 @@ _FILE_FORMAT = "array_record"
 _TMP_SUFFIX = ".tmp"
 _FORMAT = "flowjax.reflow_pairs"
 _FORMAT_VERSION = 1
+IN_MEMORY_BYTES = 1 << 30  # PairSource reads smaller pair sets into RAM
 _DESCRIPTION = """\
 Reflow (rectified flow) pairs written by flowjax.data.write_pairs: x0 is noise (t = 0), x1 the
 teacher ODE's sample from it (t = 1). The generation settings and the caller's metadata
@@ -617,7 +618,7 @@ class PairSource:
     and ``x1`` (and label) always stay in the same row. The order is that of
     :class:`~flowjax.data.ImageDataset` (shared through
     :class:`~flowjax.data.tfds_pipeline.BatchOrder`): epoch ``e`` is a fresh permutation of
-    the ``N`` pairs (grain ``MapDataset.range(N).shuffle(seed).repeat()``), global batch ``k``
+    the ``N`` pairs (a Philox permutation per epoch), global batch ``k``
     is stream positions ``[k*B, (k+1)*B)`` and process ``i`` gets rows ``[i*b, (i+1)*b)``. So
     batch ``k`` is a pure function of ``(seed, k)``, ``iterator(start_step=k)`` resumes
     exactly, and the processes' batches concatenate to the global batch.
@@ -634,6 +635,9 @@ class PairSource:
       seed: non-negative int; fixes the epoch permutations.
       shard_index, shard_count: this process and the number of processes.
       num_threads, prefetch_buffer_size: grain read-ahead (threads only).
+      in_memory: read all pairs into RAM once and gather batches with numpy (much faster for
+        small pairs: no per-example decoding per step); ``None`` (default) does so when the
+        pairs take less than ``IN_MEMORY_BYTES`` (1 GiB). Batches are the same either way.
 
     Attributes:
       num_examples: ``N``, the number of pairs.
@@ -657,6 +661,7 @@ class PairSource:
         shard_count: int = 1,
         num_threads: int = 8,
         prefetch_buffer_size: int | None = None,
+        in_memory: bool | None = None,
     ):
         check_batch_layout(
             global_batch_size=batch_size,
@@ -696,6 +701,9 @@ class PairSource:
         )
         self.local_batch_size = self._order.local_batch_size
         self.steps_per_epoch = self.num_examples / self.batch_size
+        size = 2 * 4 * self.num_examples * math.prod(shape)
+        self.in_memory = size < IN_MEMORY_BYTES if in_memory is None else bool(in_memory)
+        self._arrays = load_pairs(self.data_dir) if self.in_memory else None
 
     def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
         del position  # pairs are used as they are (no augmentation)
@@ -707,11 +715,22 @@ class PairSource:
 
     def get_batch(self, step: int) -> Batch:
         """This process's rows of global batch ``step``, read synchronously."""
+        if self._arrays is not None:
+            rows = self._order.example_indices(step)
+            return {k: v[rows] for k, v in self._arrays.items()}
         return self._order.get_batch(self._example, step)
 
     def iterator(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[Batch]:
         """Batches ``start_step, start_step + 1, ...`` (endless unless ``num_steps`` is given)."""
-        return self._order.iterator(self._example, start_step, num_steps)
+        if self._arrays is None:
+            return self._order.iterator(self._example, start_step, num_steps)
+        start = self._order.check_step(start_step, "start_step")
+        if num_steps is not None and (
+            not isinstance(num_steps, (int, np.integer)) or num_steps < 0
+        ):
+            raise ValueError(f"num_steps={num_steps!r}; pass a non-negative int or None.")
+        stop = self._order.max_steps if num_steps is None else start + int(num_steps)
+        return (self.get_batch(step) for step in range(start, stop))
 
     def eval_array(self, n: int):
         """Held-out real data from ``base``: ``(x [n, ...], labels or None)``."""

@@ -11,6 +11,9 @@ Config fields:
 - ``kind="toy2d"``: ``name`` (see :func:`flowjax.data.toy2d.sample_toy`).
 - ``kind="tfds"``: ``name`` (any prepared tfds image data set; ``sklearn_digits`` prepares
   itself), ``data_dir``, ``split``, ``eval_split``, ``random_flip``.
+- ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
+  (written by ``python -m flowjax.reflow``; :class:`flowjax.data.PairSource`); the data set
+  described by the other fields is the one the pairs imitate, used for evaluation.
 """
 
 from __future__ import annotations
@@ -175,13 +178,27 @@ class ArraySource:
 
 
 def make_source(
-    cfg: Any, *, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1
+    cfg: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    pairs: bool = True,
 ):
-    """Build the training source described by ``cfg`` (the ``data`` config section)."""
+    """Build the training source described by ``cfg`` (the ``data`` config section).
+
+    ``pairs=False`` ignores ``cfg.pairs_dir`` (the real data set behind a pair data set)."""
     kind = cfg.get("kind", "toy2d")
     common = dict(
         batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
     )
+    pairs_dir = cfg.get("pairs_dir", None) if pairs else None
+    if pairs_dir:
+        from flowjax.data.pairs import PairSource
+
+        base = make_source(cfg, pairs=False, **common)
+        return PairSource(os.path.expanduser(pairs_dir), base=base, **common)
     if kind == "toy2d":
         return ToySource(cfg.name, **common)
     if kind == "tfds":

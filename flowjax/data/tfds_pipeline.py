@@ -18,10 +18,10 @@ with ``b = global_batch_size // shard_count`` rows on each process.
 Order, resumption and sharding
 ------------------------------
 The training stream is an endless sequence of example indices. Epoch ``e`` occupies stream
-positions ``[e*N, (e+1)*N)`` and is a permutation of all ``N`` examples: grain's
-``MapDataset.range(N).shuffle(seed).repeat()``, which draws a fresh permutation for every
-epoch (grain seeds epoch ``e`` with ``shuffle_seed + e``; the user's seed is first hashed
-into ``shuffle_seed``, so nearby seeds do not share epochs). Global batch ``k`` is stream
+positions ``[e*N, (e+1)*N)`` and is a permutation of all ``N`` examples, a fresh one for
+every epoch: numpy's Philox permutation keyed by ``(shuffle_seed, e)`` (the user's seed is
+first hashed into ``shuffle_seed``, so nearby seeds do not share epochs; computed once per
+epoch, vectorised). Global batch ``k`` is stream
 positions ``[k*B, (k+1)*B)``, ``B = global_batch_size``; batches run across epoch boundaries,
 so no example is dropped and none repeats within an epoch. A random horizontal flip (optional)
 is a hash of ``(seed, stream position)``.
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -243,7 +244,7 @@ class BatchOrder:
     """The order of the module docstring, for any random-access set of ``N`` examples.
 
     Maps (global batch ``k``, row) to a stream position and the stream position to an example
-    index (a fresh grain permutation per epoch), and reads this process's rows of the batches
+    index (a fresh Philox permutation per epoch), and reads this process's rows of the batches
     with grain threads. The readers in :mod:`flowjax.data` (:class:`ImageDataset`,
     :class:`flowjax.data.PairSource`) share it, so they order, shard and resume alike.
 
@@ -295,8 +296,9 @@ class BatchOrder:
         shuffle_seed, self.position_key = (
             int(s) for s in np.random.SeedSequence(self.seed).generate_state(2, np.uint32)
         )
-        # Stream position -> example index; a new permutation every epoch.
-        self._order = grain.MapDataset.range(self.num_examples).shuffle(seed=shuffle_seed).repeat()
+        self._shuffle_seed = shuffle_seed
+        self._epochs: dict[int, np.ndarray] = {}  # the last two epochs' permutations
+        self._lock = threading.Lock()
         self.max_steps = (sys.maxsize - 1) // self.global_batch_size
 
     def check_step(self, step: Any, what: str = "step") -> int:
@@ -308,15 +310,37 @@ class BatchOrder:
         """The stream position of this process's row ``row`` of global batch ``step``."""
         return step * self.global_batch_size + self.shard_index * self.local_batch_size + row
 
+    def epoch_permutation(self, epoch: int) -> np.ndarray:
+        """The example indices of epoch ``epoch``, in stream order (a permutation of ``N``).
+
+        A Philox permutation keyed by ``(shuffle_seed, epoch)``: a pure function of the seed
+        and the epoch, vectorised (milliseconds for a million examples) and cached.
+        """
+        with self._lock:  # grain reads from several threads
+            perm = self._epochs.get(epoch)
+            if perm is None:
+                bits = np.random.Philox(key=[self._shuffle_seed, epoch])
+                perm = np.random.Generator(bits).permutation(self.num_examples)
+                if len(self._epochs) >= 2:
+                    self._epochs.pop(min(self._epochs))
+                self._epochs[epoch] = perm
+            return perm
+
     def example_index(self, position: int) -> int:
         """The example at stream position ``position``."""
-        return int(self._order[position])
+        epoch, offset = divmod(int(position), self.num_examples)
+        return int(self.epoch_permutation(epoch)[offset])
 
     def example_indices(self, step: int) -> np.ndarray:
         """Indices of this process's rows of global batch ``step``: int64 [b]."""
         step = self.check_step(step)
-        start = self.position(step, 0)
-        return np.array([self._order[p] for p in range(start, start + self.local_batch_size)])
+        positions = self.position(step, 0) + np.arange(self.local_batch_size)
+        epochs, offsets = np.divmod(positions, self.num_examples)
+        out = np.empty(self.local_batch_size, np.int64)
+        for epoch in np.unique(epochs):
+            rows = epochs == epoch
+            out[rows] = self.epoch_permutation(int(epoch))[offsets[rows]]
+        return out
 
     def _local(self, example_fn: Callable[[int, int], dict]) -> grain.MapDataset:
         """Local position ``q`` (the ``q``-th row this process sees) -> ``example_fn(i, p)``."""
@@ -334,8 +358,8 @@ class BatchOrder:
         index in the data set and its stream position.
         """
         start = self.position(self.check_step(step), 0)
-        positions = range(start, start + self.local_batch_size)
-        return _stack([example_fn(self.example_index(p), p) for p in positions])
+        indices = self.example_indices(step)
+        return _stack([example_fn(int(i), start + r) for r, i in enumerate(indices)])
 
     def iterator(
         self,

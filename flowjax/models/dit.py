@@ -179,9 +179,13 @@ class DiT(nn.Module):
         with the paper.
       time_scale: the network sees ``time_scale * t``.
       num_classes: class-conditional with a null class ``num_classes`` (CFG), or ``None``.
-      use_end_time: average-velocity network ``u(x, s, e)`` (MeanFlow): embeds ``t_end - t``.
+      use_end_time: average-velocity network ``u(x, s, e)`` (MeanFlow): embeds ``t_end - t``
+        (scaled by ``end_time_scale``, default ``time_scale``).
       dtype, param_dtype: compute and storage dtypes (names or numpy dtypes).
       remat: rematerialise each block in the backward pass.
+
+    The tokens after block ``i`` are sown as the feature ``feature_{i}`` (captured only when
+    asked, see :func:`flowjax.models.make_apply_fn`).
     """
 
     patch_size: int = 2
@@ -193,6 +197,7 @@ class DiT(nn.Module):
     time_scale: float = 1.0
     num_classes: int | None = None
     use_end_time: bool = False
+    end_time_scale: float | None = None
     dtype: Any = "float32"
     param_dtype: Any = "float32"
     remat: bool = False
@@ -233,6 +238,7 @@ class DiT(nn.Module):
             d,
             time_scale=self.time_scale,
             use_end_time=self.use_end_time,
+            end_time_scale=self.end_time_scale,
             num_classes=self.num_classes,
             partitioned=True,
             name="cond_embed",
@@ -245,6 +251,7 @@ class DiT(nn.Module):
             tokens = block(d, self.num_heads, self.mlp_ratio, name=f"block_{i}", **kw)(
                 tokens, cond_emb
             )
+            self.sow("intermediates", f"feature_{i}", tokens)
 
         c_out = 2 * c if self.learn_sigma else c
         mod = nn.Dense(

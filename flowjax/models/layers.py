@@ -71,7 +71,9 @@ class ConditioningEmbedding(nn.Module):
 
     - ``use_end_time``: the network models an average velocity ``u(x, s, e)`` and embeds the
       start time ``s = t`` and the interval ``h = t_end - t`` with two separate embedders
-      (MeanFlow's parametrisation), summed.
+      (MeanFlow's parametrisation), summed. ``end_time_scale`` (default: ``time_scale``)
+      scales ``h`` before its sinusoid: keep it 1 when the objective differentiates in ``h``
+      (FreeFlow students of a teacher that sees ``1000 t``).
     - ``num_classes``: class-conditional with a table of ``num_classes + 1`` rows; row
       ``num_classes`` is the null class of classifier-free guidance.
     - ``partitioned``: annotate the parameters with logical axes (see :func:`logical`).
@@ -84,6 +86,7 @@ class ConditioningEmbedding(nn.Module):
     partitioned: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    end_time_scale: float | None = None
 
     @nn.compact
     def __call__(self, t: Array, cond: Array | None = None, t_end: Array | None = None):
@@ -91,9 +94,10 @@ class ConditioningEmbedding(nn.Module):
         common = dict(partitioned=self.partitioned, dtype=self.dtype, param_dtype=self.param_dtype)
         emb = TimeEmbedding(self.features, time_scale=self.time_scale, name="t_embed", **common)(t)
         if self.use_end_time:
-            emb = emb + TimeEmbedding(
-                self.features, time_scale=self.time_scale, name="h_embed", **common
-            )(t_end - t)
+            h_scale = self.time_scale if self.end_time_scale is None else self.end_time_scale
+            emb = emb + TimeEmbedding(self.features, time_scale=h_scale, name="h_embed", **common)(
+                t_end - t
+            )
         if self.num_classes is not None:
             table = nn.Embed(
                 self.num_classes + 1,

@@ -16,7 +16,9 @@ class MLPVelocity(nn.Module):
     """``v(x, t, cond)`` for ``x [B, ...]`` (flattened internally; output has x's shape).
 
     ``depth`` residual blocks ``h += Dense(SiLU(Dense(LN(h) + emb)))`` of width ``hidden``.
-    The output layer starts at zero, so the untrained network predicts ``v = 0``.
+    The output layer starts at zero, so the untrained network predicts ``v = 0``. The residual
+    stream after block ``i`` is sown as the feature ``feature_{i}`` (see
+    :func:`flowjax.models.make_apply_fn`'s ``capture``).
     """
 
     hidden: int = 256
@@ -24,19 +26,25 @@ class MLPVelocity(nn.Module):
     time_scale: float = 1000.0
     num_classes: int | None = None
     use_end_time: bool = False
+    end_time_scale: float | None = None  # scale of t_end - t (None: time_scale)
 
     @nn.compact
     def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
         del train
         flat = x.reshape(x.shape[0], -1)
         emb = ConditioningEmbedding(
-            self.hidden, self.time_scale, self.use_end_time, self.num_classes
+            self.hidden,
+            self.time_scale,
+            self.use_end_time,
+            self.num_classes,
+            end_time_scale=self.end_time_scale,
         )(t, cond, t_end)
         h = nn.Dense(self.hidden)(flat)
-        for _ in range(self.depth):
+        for i in range(self.depth):
             z = nn.LayerNorm()(h) + emb
             z = nn.Dense(self.hidden)(nn.silu(z))
             h = h + nn.Dense(self.hidden)(nn.silu(z))
+            self.sow("intermediates", f"feature_{i}", h)
         out = nn.Dense(flat.shape[1], kernel_init=nn.initializers.zeros)(nn.silu(nn.LayerNorm()(h)))
         return out.reshape(x.shape).astype(x.dtype)
 

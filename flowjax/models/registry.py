@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from flowjax.models.dit import DiT, dit_variant
 from flowjax.models.mlp import MLPVelocity
@@ -52,11 +53,48 @@ def make_model(
     )
 
 
-def make_apply_fn(model: nn.Module):
-    """Adapt a flax module to ``apply_fn(params, x, t, cond, *, train, rng, **extra)``."""
+def init_params(model: nn.Module, key, element_shape, num_classes: int | None = None):
+    """Initial parameters of ``model`` for examples of ``element_shape`` (a batch of one).
 
-    def apply_fn(params, x, t, cond=None, *, train: bool = False, rng=None, **extra):
+    Average-velocity networks (``use_end_time``) are called with an end time, class-conditional
+    ones with a label; a module that wraps several networks initialises all of them in its
+    ``__call__`` when ``self.is_initializing()``.
+    """
+    x = jnp.zeros((1, *element_shape), jnp.float32)
+    t = jnp.zeros((1,), jnp.float32)
+    cond = None if num_classes is None else jnp.zeros((1,), jnp.int32)
+    extra = {"t_end": t} if getattr(model, "use_end_time", False) else {}
+    return model.init(key, x, t, cond, **extra)["params"]
+
+
+def make_apply_fn(model: nn.Module):
+    """Adapt a flax module to ``apply_fn(params, x, t, cond, *, train, rng, **extra)``.
+
+    Extra keywords:
+
+    - ``t_end=[B]``: the end time of an average-velocity network.
+    - ``method="name"``: call another method of the module (e.g. the auxiliary network of a
+      module that holds several).
+    - ``capture=("feature_1", ...)``: also return the named intermediate features the network
+      sows (``feature_{i}`` = the output of block ``i``): ``(output, {name: array})``. An
+      unknown name is an error that lists the available ones.
+    """
+
+    def apply_fn(params, x, t, cond=None, *, train: bool = False, rng=None, capture=None, **extra):
         rngs = {"dropout": rng} if (train and rng is not None) else None
-        return model.apply({"params": params}, x, t, cond, train=train, rngs=rngs, **extra)
+        variables = {"params": params}
+        if not capture:
+            return model.apply(variables, x, t, cond, train=train, rngs=rngs, **extra)
+        out, state = model.apply(
+            variables, x, t, cond, train=train, rngs=rngs, mutable=["intermediates"], **extra
+        )
+        sown = dict(state.get("intermediates", {}))
+        missing = [name for name in capture if name not in sown]
+        if missing:
+            raise ValueError(
+                f"the network sows no feature(s) {missing}; available: "
+                f"{sorted(k for k in sown if k.startswith('feature_'))}"
+            )
+        return out, {name: sown[name][0] for name in capture}
 
     return apply_fn

@@ -3,6 +3,8 @@
 Residual blocks with GroupNorm and SiLU, the conditioning embedding (time, optional end time,
 optional class) added inside every block, strided-conv downsampling and nearest-neighbour
 upsampling, skip connections per resolution. Output conv starts at zero (``v = 0`` at init).
+The output of the ``i``-th residual block in forward order is sown as ``feature_{i}`` (for
+representation regularisers such as the dispersive loss).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class UNetVelocity(nn.Module):
     time_scale: float = 1000.0
     num_classes: int | None = None
     use_end_time: bool = False
+    end_time_scale: float | None = None  # scale of t_end - t (None: time_scale)
 
     @nn.compact
     def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
@@ -65,24 +68,37 @@ class UNetVelocity(nn.Module):
                 f"channel_mults={tuple(self.channel_mults)}"
             )
         emb_dim = 4 * self.base_channels
-        emb = ConditioningEmbedding(emb_dim, self.time_scale, self.use_end_time, self.num_classes)(
-            t, cond, t_end
-        )
+        emb = ConditioningEmbedding(
+            emb_dim,
+            self.time_scale,
+            self.use_end_time,
+            self.num_classes,
+            end_time_scale=self.end_time_scale,
+        )(t, cond, t_end)
+        blocks = 0
+
+        def res_block(h, channels):
+            nonlocal blocks
+            h = ResBlock(channels, self.dropout)(h, emb, train)
+            self.sow("intermediates", f"feature_{blocks}", h)
+            blocks += 1
+            return h
+
         h = nn.Conv(self.base_channels, (3, 3))(x)
         skips = [h]
         for level, mult in enumerate(self.channel_mults):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.base_channels * mult, self.dropout)(h, emb, train)
+                h = res_block(h, self.base_channels * mult)
                 skips.append(h)
             if level < len(self.channel_mults) - 1:
                 h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
                 skips.append(h)
-        h = ResBlock(h.shape[-1], self.dropout)(h, emb, train)
-        h = ResBlock(h.shape[-1], self.dropout)(h, emb, train)
+        h = res_block(h, h.shape[-1])
+        h = res_block(h, h.shape[-1])
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             for _ in range(self.num_res_blocks + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
-                h = ResBlock(self.base_channels * mult, self.dropout)(h, emb, train)
+                h = res_block(h, self.base_channels * mult)
             if level > 0:
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")

@@ -1,18 +1,33 @@
 """Training objectives. Each is a frozen dataclass with ``loss_fn(params, apply_fn, batch, key)``.
 
+:class:`FlowMatching` (rectified flow / CFM), :class:`MeanFlow` (average velocity, one JVP),
+:class:`Reflow` (k-rectified flow, 2-rectified-flow++, distillation from pairs) and
+:class:`FreeFlow` (data-free flow-map distillation).
+
 Build one from a config section with :func:`make_objective`.
 """
 
 from flowjax.objectives.base import ApplyFn, Objective
+from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import FlowMatching
+from flowjax.objectives.freeflow import FreeFlow, FreeFlowNetworks
 from flowjax.objectives.guidance import cfg_velocity, drop_labels
 from flowjax.objectives.losses import L2, PseudoHuber, make_loss
+from flowjax.objectives.meanflow import MeanFlow, effective_guidance_scale, kappa_for_scale
+from flowjax.objectives.reflow import Reflow
 from flowjax.objectives.registry import make_objective
 
 __all__ = [
     "ApplyFn",
     "Objective",
     "FlowMatching",
+    "MeanFlow",
+    "Reflow",
+    "FreeFlow",
+    "FreeFlowNetworks",
+    "Dispersive",
+    "effective_guidance_scale",
+    "kappa_for_scale",
     "cfg_velocity",
     "drop_labels",
     "L2",

@@ -65,18 +65,20 @@ def cfg_velocity(
     The conditional and unconditional halves are evaluated in ONE batched call of
     ``velocity_fn`` on ``2B`` rows (one network evaluation per NFE, at twice the batch).
     ``scale`` may be a Python float or a traced scalar (so a sweep over scales need not
-    recompile).
+    recompile). Extra per-row arguments (the end time of an average-velocity model,
+    ``u(x, t, labels, t_end)``) are passed through, duplicated like ``x``.
     """
     interval = validate_interval(interval)
 
-    def guided(x: Array, t: Array, labels: Array) -> Array:
+    def guided(x: Array, t: Array, labels: Array, *extra: Array) -> Array:
         if labels is None:
             raise ValueError("classifier-free guidance needs class labels; got cond=None")
         batch = x.shape[0]
         x2 = jnp.concatenate([x, x], axis=0)
         t2 = jnp.concatenate([t, t], axis=0)
+        extra2 = [jnp.concatenate([a, a], axis=0) for a in extra]
         null = jnp.full_like(labels, null_label)
-        v2 = velocity_fn(x2, t2, jnp.concatenate([labels, null], axis=0))
+        v2 = velocity_fn(x2, t2, jnp.concatenate([labels, null], axis=0), *extra2)
         v_cond, v_uncond = v2[:batch], v2[batch:]
         w = guidance_weight(t, scale, interval).reshape((batch,) + (1,) * (x.ndim - 1))
         return v_uncond + w * (v_cond - v_uncond)

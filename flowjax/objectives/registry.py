@@ -3,7 +3,7 @@
 Config fields (all overridable on the command line, e.g.
 ``--config.objective.time_sampler=logit_normal --config.objective.logit_normal.loc=0.4``):
 
-- ``name``: ``"flow_matching"``.
+- ``name``: ``"flow_matching"`` | ``"meanflow"`` | ``"reflow"`` | ``"freeflow"``.
 - ``path``: ``"linear"`` | ``"cosine"`` | ``"vp"``.
 - ``time_sampler``: ``"uniform"`` | ``"logit_normal"`` | ``"mode"`` | ``"cosmap"`` |
   ``"u_shaped"``; its parameters live in the sub-section of the same name
@@ -11,6 +11,15 @@ Config fields (all overridable on the command line, e.g.
   ``t' = t / (t + alpha (1 - t))`` on top (1.0 = none).
 - ``loss``: ``"l2"`` | ``"pseudo_huber"`` with ``huber_c`` (None = ``0.00054 sqrt(d)``).
 - ``label_dropout``: CFG training label dropout (needs a class-conditional data set).
+- ``meanflow``: ``equal_fraction``, ``adaptive_p``, ``adaptive_c``, ``omega``, ``kappa``,
+  ``guidance_interval`` (:class:`~flowjax.objectives.meanflow.MeanFlow`), and ``dispersive``:
+  ``weight`` (0 = off), ``layers``, ``variant``, ``tau``, ``normalize``, ``margin``.
+- ``reflow``: ``huber_normalize`` (divide the pseudo-Huber loss by d), ``lpips_weights`` (a
+  weight file for the LPIPS-Huber loss, None = no LPIPS), ``lpips_time_weight``
+  (``"inverse"`` or ``"one"``), ``lpips_replace_pooling``.
+- ``freeflow``: ``teacher_cfg_scale``, ``correction_fraction``, ``delta_sampler`` and
+  ``r_sampler`` (text specs such as ``"logit_normal,loc=-0.8,scale=1"``), ``weight_power``,
+  ``weight_eps``, ``alpha``, ``correction_guidance_interval``.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 from flowjax import paths, timesteps
-from flowjax.objectives import flow_matching, losses
+from flowjax.objectives import flow_matching, freeflow, losses, meanflow, reflow
+from flowjax.objectives.dispersive import Dispersive
 
-_OBJECTIVES = ("flow_matching",)
+_OBJECTIVES = ("flow_matching", "meanflow", "reflow", "freeflow")
 
 
 def time_sampler_from_config(cfg: Any):
@@ -33,8 +43,80 @@ def time_sampler_from_config(cfg: Any):
 def loss_from_config(cfg: Any):
     name = cfg.get("loss", "l2")
     if name == "pseudo_huber":
-        return losses.PseudoHuber(c=cfg.get("huber_c", None))
+        normalize = bool((cfg.get("reflow", None) or {}).get("huber_normalize", False))
+        return losses.PseudoHuber(c=cfg.get("huber_c", None), normalize=normalize)
     return losses.make_loss(name)
+
+
+def _section(cfg: Any, name: str) -> dict:
+    return dict(cfg.get(name, None) or {})
+
+
+def _interval(value):
+    return None if value is None else tuple(float(v) for v in value)
+
+
+def _meanflow(cfg: Any, num_classes: int | None):
+    mf = _section(cfg, "meanflow")
+    disp = _section(cfg, "dispersive")
+    dispersive = None
+    if float(disp.get("weight", 0.0)) > 0.0:
+        dispersive = Dispersive(
+            weight=float(disp["weight"]),
+            layers=tuple(disp.get("layers", ("feature_1",))),
+            variant=disp.get("variant", "infonce_l2"),
+            tau=float(disp.get("tau", 1.0)),
+            normalize=disp.get("normalize", "none"),
+            margin=float(disp.get("margin", 1.0)),
+        )
+    return meanflow.MeanFlow(
+        time_sampler=time_sampler_from_config(cfg),
+        equal_fraction=float(mf.get("equal_fraction", 0.75)),
+        adaptive_p=float(mf.get("adaptive_p", 1.0)),
+        adaptive_c=float(mf.get("adaptive_c", 0.01)),
+        num_classes=num_classes,
+        label_dropout=float(cfg.get("label_dropout", 0.0)),
+        omega=float(mf.get("omega", 1.0)),
+        kappa=float(mf.get("kappa", 0.0)),
+        guidance_interval=_interval(mf.get("guidance_interval", None)),
+        dispersive=dispersive,
+    )
+
+
+def _reflow(cfg: Any, num_classes: int | None):
+    rf = _section(cfg, "reflow")
+    lpips = None
+    if rf.get("lpips_weights", None):
+        from flowjax.evaluation.lpips import LPIPS
+
+        lpips = LPIPS.from_file(
+            rf["lpips_weights"], replace_pooling=bool(rf.get("lpips_replace_pooling", False))
+        )
+    return reflow.Reflow(
+        time_sampler=time_sampler_from_config(cfg),
+        loss=loss_from_config(cfg),
+        num_classes=num_classes,
+        label_dropout=float(cfg.get("label_dropout", 0.0)),
+        lpips=lpips,
+        lpips_time_weight=rf.get("lpips_time_weight", "inverse"),
+    )
+
+
+def _freeflow(cfg: Any, num_classes: int | None):
+    ff = _section(cfg, "freeflow")
+    return freeflow.FreeFlow(
+        num_classes=num_classes,
+        teacher_cfg_scale=float(ff.get("teacher_cfg_scale", 1.0)),
+        correction_fraction=float(ff.get("correction_fraction", 0.25)),
+        delta_sampler=timesteps.time_sampler_from_spec(ff.get("delta_sampler", "uniform")),
+        r_sampler=timesteps.time_sampler_from_spec(
+            ff.get("r_sampler", "logit_normal,loc=-0.8,scale=1")
+        ),
+        weight_power=float(ff.get("weight_power", 1.0)),
+        weight_eps=float(ff.get("weight_eps", 1e-3)),
+        alpha=float(ff.get("alpha", 1.0)),
+        correction_guidance_interval=_interval(ff.get("correction_guidance_interval", (0.3, 1.0))),
+    )
 
 
 def make_objective(cfg: Any, *, num_classes: int | None = None):
@@ -42,6 +124,12 @@ def make_objective(cfg: Any, *, num_classes: int | None = None):
     name = cfg.get("name", "flow_matching")
     if name not in _OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {list(_OBJECTIVES)}")
+    if name == "meanflow":
+        return _meanflow(cfg, num_classes)
+    if name == "reflow":
+        return _reflow(cfg, num_classes)
+    if name == "freeflow":
+        return _freeflow(cfg, num_classes)
     return flow_matching.FlowMatching(
         path=paths.make_path(cfg.get("path", "linear")),
         time_sampler=time_sampler_from_config(cfg),

@@ -3,21 +3,28 @@
 Public API: :class:`Solver` (the contract), :func:`sample`, :func:`make_sampler`,
 :func:`make_solver` and the solvers :class:`Euler`, :class:`Heun`, :class:`Midpoint`,
 :class:`RK4`, :class:`DPMSolverPP` (``dpm++1``, ``dpm++2m``, ``dpm++3m``); the adaptive
-diffrax reference :class:`AdaptiveSolve`.
+diffrax reference :class:`AdaptiveSolve`; :class:`FlowMap` (``flowmap``) samples
+average-velocity models ``u(x, t, cond, t_end)`` (MeanFlow, FreeFlow).
 """
 
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import (
     Solver,
     VelocityFn,
+    average_velocity,
+    check_velocity_kind,
+    diagonal_velocity,
+    instantaneous_velocity,
     make_sampler,
     make_solver,
     register_solver,
     sample,
     solver_names,
+    velocity_kind,
 )
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP, DynamicThreshold
 from flowjax.solvers.euler import Euler
+from flowjax.solvers.flow_map import FlowMap
 from flowjax.solvers.heun import Heun
 from flowjax.solvers.midpoint import Midpoint
 from flowjax.solvers.rk4 import RK4
@@ -37,4 +44,10 @@ __all__ = [
     "DPMSolverPP",
     "DynamicThreshold",
     "AdaptiveSolve",
+    "FlowMap",
+    "average_velocity",
+    "instantaneous_velocity",
+    "diagonal_velocity",
+    "velocity_kind",
+    "check_velocity_kind",
 ]

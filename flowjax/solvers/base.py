@@ -2,7 +2,13 @@
 
 A *velocity function* has the signature ``v(x, t, cond) -> array like x`` with ``x`` of shape
 ``[B, ...]`` and ``t`` of shape ``[B]`` (noise at t=0, data at t=1). Models are adapted into
-this form by closing over their parameters, so solvers never see parameters.
+this form by closing over their parameters, so solvers never see parameters. An
+*average-velocity function* (MeanFlow, flow maps) also takes the end time:
+``u(x, t, cond, t_end) = (Phi_{t -> t_end}(x) - x) / (t_end - t)``, with ``u(x, t, cond, t) =
+v(x, t, cond)``; solvers with ``needs_end_time`` (:class:`FlowMap`) integrate those. Tag a
+function with :func:`average_velocity` / :func:`instantaneous_velocity` and :func:`sample`
+refuses a solver of the other kind with a clear message (untagged functions are trusted; the
+flowjax networks check the call themselves).
 
 A *solver* is a small immutable value. It declares its ``order`` and how many velocity
 evaluations one step costs (``nfe_per_step``), and implements
@@ -11,7 +17,8 @@ evaluations one step costs (``nfe_per_step``), and implements
     step(f, x, t, t_next, state, index, num_steps)        -> (x_next, state)
 
 where ``f(x, t)`` is the velocity with a *scalar* time already broadcast over the batch and
-the condition already bound. ``index`` is the step number (a traced int) and ``num_steps``
+the condition already bound (``f(x, t, t_end)`` for solvers with ``needs_end_time``).
+``index`` is the step number (a traced int) and ``num_steps``
 the static number of steps, for multistep methods with warm-up and lower-order final steps.
 
 :func:`sample` integrates ``dx/dt = v(x, t, cond)`` forward over the grid
@@ -45,6 +52,8 @@ class Solver(abc.ABC):
     min_steps: int = 1
     # Appended to the "needs at least min_steps" errors: why the minimum exists.
     min_steps_note: str = ""
+    # True for solvers of average-velocity models u(x, t, cond, t_end) (flow maps).
+    needs_end_time: bool = False
 
     def init(self, x: Array) -> Any:
         del x
@@ -110,13 +119,79 @@ def _grid_array(grid, dtype) -> Array:
     return jnp.asarray(grid, dtype=dtype)
 
 
-def bind_condition(velocity_fn: VelocityFn, cond: Any, batch: int) -> ScalarTimeVelocity:
-    """Turn ``v(x, t[B], cond)`` into ``f(x, t_scalar)`` with ``cond`` bound."""
+def bind_condition(
+    velocity_fn: VelocityFn, cond: Any, batch: int, *, end_time: bool = False
+) -> ScalarTimeVelocity:
+    """Turn ``v(x, t[B], cond)`` into ``f(x, t_scalar)`` with ``cond`` bound (with
+    ``end_time``: ``u(x, t[B], cond, t_end[B])`` into ``f(x, t_scalar, t_end_scalar)``)."""
+
+    def full(t, x):
+        return jnp.full((batch,), t, dtype=x.dtype)
+
+    if end_time:
+
+        def f_end(x, t, t_end):
+            return velocity_fn(x, full(t, x), cond, full(t_end, x))
+
+        return f_end
 
     def f(x, t):
-        return velocity_fn(x, jnp.full((batch,), t, dtype=x.dtype), cond)
+        return velocity_fn(x, full(t, x), cond)
 
     return f
+
+
+def _tag(fn: Callable, kind: str) -> Callable:
+    def tagged(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    tagged.velocity_kind = kind
+    tagged.__doc__ = fn.__doc__
+    return tagged
+
+
+def average_velocity(fn: Callable) -> Callable:
+    """Tag ``fn(x, t, cond, t_end)`` as an average-velocity function (for :class:`FlowMap`)."""
+    return _tag(fn, "average")
+
+
+def instantaneous_velocity(fn: Callable) -> Callable:
+    """Tag ``fn(x, t, cond)`` as an instantaneous velocity (for ODE solvers)."""
+    return _tag(fn, "instantaneous")
+
+
+def velocity_kind(fn: Callable) -> str | None:
+    """``"average"``, ``"instantaneous"`` or ``None`` (untagged)."""
+    return getattr(fn, "velocity_kind", None)
+
+
+def diagonal_velocity(average_fn: Callable) -> Callable:
+    """The instantaneous velocity ``v(x, t, cond) = u(x, t, cond, t)`` of an average-velocity
+    function (MeanFlow's ``e = s`` rows train exactly this), for ODE solvers."""
+
+    def v(x, t, cond=None):
+        return average_fn(x, t, cond, t)
+
+    return instantaneous_velocity(v)
+
+
+def check_velocity_kind(solver: Solver, velocity_fn: Callable) -> None:
+    """Raise a clear ValueError when a solver and a tagged velocity function do not match."""
+    kind = velocity_kind(velocity_fn)
+    if kind == "instantaneous" and solver.needs_end_time:
+        raise ValueError(
+            f"solver {solver.name!r} integrates an average-velocity model u(x, t, cond, t_end) "
+            "(MeanFlow, flow maps), but this is an instantaneous velocity v(x, t, cond); use an "
+            "ODE solver (euler, heun, midpoint, rk4, dpm++2m, ...) or train with an "
+            "average-velocity objective (objective.name='meanflow')"
+        )
+    if kind == "average" and not solver.needs_end_time:
+        raise ValueError(
+            f"solver {solver.name!r} integrates an instantaneous velocity v(x, t, cond), but this "
+            "is an average-velocity model u(x, t, cond, t_end); sample it with solver 'flowmap' "
+            "(x <- x + (t_next - t) u(x, t, t_next)), or integrate its instantaneous velocity "
+            "explicitly with solvers.diagonal_velocity(u)"
+        )
 
 
 def sample(
@@ -146,6 +221,7 @@ def sample(
     evaluations, so the total NFE is ``solver.nfe(len(grid) - 1)``.
     """
     check_inputs(x0, cond)
+    check_velocity_kind(solver, velocity_fn)
     ts = _grid_array(grid, x0.dtype)
     num_steps = ts.shape[0] - 1
     if num_steps < solver.min_steps:
@@ -153,7 +229,7 @@ def sample(
             f"{solver.name} needs at least {solver.min_steps} steps; the grid has {num_steps}"
             f"{solver.min_steps_note}"
         )
-    f = bind_condition(velocity_fn, cond, x0.shape[0])
+    f = bind_condition(velocity_fn, cond, x0.shape[0], end_time=solver.needs_end_time)
 
     def body(carry, inputs):
         x, state = carry
@@ -178,9 +254,14 @@ def make_sampler(
     """Compile ``sample`` once for a grid: returns ``fn(params, x0, cond=None)``.
 
     ``velocity_fn(params, x, t, cond)`` is the model with its parameters as the first
-    argument; the parameters are a jit argument (not a baked-in constant), so new weights,
-    new noise or new labels of the same shapes reuse the same executable.
+    argument (``velocity_fn(params, x, t, cond, t_end)`` for an average-velocity model and a
+    solver with ``needs_end_time``); the parameters are a jit argument (not a baked-in
+    constant), so new weights, new noise or new labels of the same shapes reuse the same
+    executable. A tag set by :func:`average_velocity` / :func:`instantaneous_velocity` on
+    ``velocity_fn`` is checked against the solver here, before anything is traced.
     """
+    check_velocity_kind(solver, velocity_fn)
+    kind = velocity_kind(velocity_fn)
     grid_np = np.asarray(grid, dtype=np.float64)
     timesteps.validate_grid(grid_np)
     grid_list = tuple(float(g) for g in grid_np)
@@ -189,9 +270,10 @@ def make_sampler(
     def run(params, x0, cond=None):
         ts = jnp.asarray(grid_list, dtype=x0.dtype)
 
-        def v(x, t, c):
-            return velocity_fn(params, x, t, c)
+        def v(x, t, c, *t_end):
+            return velocity_fn(params, x, t, c, *t_end)
 
+        v = v if kind is None else _tag(v, kind)
         return sample(solver, v, x0, ts, cond, return_trajectory=return_trajectory)
 
     return run

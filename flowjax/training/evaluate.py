@@ -27,19 +27,30 @@ from flowjax.parallel import multihost
 
 
 def make_velocity_fn(
-    apply_fn, *, num_classes: int | None, cfg_scale: float = 1.0, cfg_interval=None
+    apply_fn,
+    *,
+    num_classes: int | None,
+    cfg_scale: float = 1.0,
+    cfg_interval=None,
+    average_velocity: bool = False,
 ):
-    """``v(params, x, t, cond)`` of the network, with classifier-free guidance if asked."""
+    """``v(params, x, t, cond)`` of the network, with classifier-free guidance if asked.
 
-    def velocity(params, x, t, cond):
-        def v(x_, t_, c_):
-            return apply_fn(params, x_, t_, c_)
+    For an average-velocity network (``average_velocity``) it is
+    ``u(params, x, t, cond, t_end)``, for the ``flowmap`` solver. The function is tagged with
+    its kind, so a solver of the other kind is refused with a clear message.
+    """
+
+    def velocity(params, x, t, cond, *t_end):
+        def v(x_, t_, c_, *e_):
+            return apply_fn(params, x_, t_, c_, **({"t_end": e_[0]} if e_ else {}))
 
         if num_classes is not None and cfg_scale != 1.0:
             v = guidance.cfg_velocity(v, cfg_scale, num_classes, cfg_interval)
-        return v(x, t, cond)
+        return v(x, t, cond, *t_end)
 
-    return velocity
+    tag = solvers.average_velocity if average_velocity else solvers.instantaneous_velocity
+    return tag(velocity)
 
 
 def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
@@ -64,7 +75,16 @@ def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
 class Evaluator:
     """``evaluator(params) -> (metrics, samples)``; ``samples`` maps a label to an array."""
 
-    def __init__(self, config: Any, data: Any, apply_fn, *, num_classes: int | None, workdir: str):
+    def __init__(
+        self,
+        config: Any,
+        data: Any,
+        apply_fn,
+        *,
+        num_classes: int | None,
+        workdir: str,
+        average_velocity: bool = False,
+    ):
         ecfg = config.eval
         self.data = data
         self.kind = data.kind
@@ -82,6 +102,7 @@ class Evaluator:
             num_classes=num_classes,
             cfg_scale=float(ecfg.get("cfg_scale", 1.0)),
             cfg_interval=ecfg.get("cfg_interval", None),
+            average_velocity=average_velocity,
         )
         specs = [parse_sampler_spec(s) for s in ecfg.samplers]
         if not specs:
@@ -97,6 +118,19 @@ class Evaluator:
             cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
             self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
             self._digits_ref = self._digits.reference_statistics("test")
+
+    @classmethod
+    def for_experiment(cls, config: Any, exp: Any, workdir: str) -> Evaluator:
+        """The evaluator of an :class:`~flowjax.training.Experiment` (its data, network,
+        classes and velocity kind) with the ``eval`` settings of ``config``."""
+        return cls(
+            config,
+            exp.data,
+            exp.apply_fn,
+            num_classes=exp.num_classes,
+            workdir=workdir,
+            average_velocity=exp.average_velocity,
+        )
 
     def add_sampler(self, label: str, solver: solvers.Solver, grid) -> None:
         """Add a (solver, grid) setting scored under ``label`` (e.g. a BOSS grid)."""

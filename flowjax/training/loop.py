@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm import tqdm
 
 from flowjax import data as data_lib
@@ -107,16 +108,26 @@ class Experiment:
         )
         conditional = bool(config.model.get("conditional", False))
         self.num_classes = self.data.num_classes if conditional else None
-        self.model = models.make_model(config.model, num_classes=self.num_classes)
-        self.apply_fn = models.make_apply_fn(self.model)
         self.objective = (
             objective
             if objective is not None
             else objectives.make_objective(config.objective, num_classes=self.num_classes)
         )
-        self.tx = make_optimizer(config.optim, int(tcfg.num_steps))
-        if hasattr(self.model, "check_input"):
-            self.model.check_input((1, *self.data.element_shape))
+        self.average_velocity = bool(getattr(self.objective, "average_velocity", False))
+
+        def make(use_end_time: bool):
+            return models.make_model(
+                config.model, num_classes=self.num_classes, use_end_time=use_end_time
+            )
+
+        builder = getattr(self.objective, "build_model", None)
+        self.model = builder(make) if builder is not None else make(self.average_velocity)
+        self.apply_fn = models.make_apply_fn(self.model)
+        self.frozen = tuple(getattr(self.objective, "frozen", ()))
+        self.tx = _freeze(make_optimizer(config.optim, int(tcfg.num_steps)), self.frozen)
+        network = getattr(self.model, "student", self.model)
+        if hasattr(network, "check_input"):
+            network.check_input((1, *self.data.element_shape))
         key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key; nothing is computed
         boxed = jax.eval_shape(self._init_boxed, key)
         self.state_sharding = parallel.state_shardings(boxed, self.mesh, self.rules)
@@ -124,40 +135,61 @@ class Experiment:
         parallel.check_divisible(self._abstract, self.state_sharding)
 
     # -- state ------------------------------------------------------------------------------
-    def _init_boxed(self, rng, params=None):
+    def _init_boxed(self, rng, params=None, loaded=None):
         """The initial state with parameters (and so moments, EMA) boxed with logical names.
 
-        Given ``params`` (plain arrays) are used instead of a random initialisation.
+        Given ``params`` (plain arrays) are used instead of a random initialisation; given
+        ``loaded`` (another run's weights) are mapped by the objective's ``initial_params``
+        (or used as they are).
         """
         init_key, state_key = jax.random.split(rng)
         if params is None:
-            shape = (1, *self.data.element_shape)
-            x = jnp.zeros(shape, jnp.float32)
-            t = jnp.zeros((1,), jnp.float32)
-            cond = None if self.num_classes is None else jnp.zeros((1,), jnp.int32)
-            params = self.model.init(init_key, x, t, cond)["params"]
+            params = models.init_params(
+                self.model, init_key, self.data.element_shape, self.num_classes
+            )
+            if loaded is not None:
+                mapper = getattr(self.objective, "initial_params", None)
+                fresh = nn.meta.unbox(params)
+                params = mapper(fresh, loaded) if mapper is not None else loaded
         return TrainState.create(params, self.tx, state_key)
 
-    def _init(self, rng, params=None):
-        return nn.meta.unbox(self._init_boxed(rng, params))
+    def _init(self, rng, params=None, loaded=None):
+        return nn.meta.unbox(self._init_boxed(rng, params, loaded))
 
-    def init_state(self, params: Any = None) -> TrainState:
+    def init_state(self, params: Any = None, *, loaded: Any = None) -> TrainState:
         """Parameters and optimizer state created directly with their shardings.
 
         ``params`` (e.g. a pretrained model's EMA weights, for a fine-tune) replaces the
         random initialisation; they must have the structure and shapes the config's model
-        creates. The optimizer state is fresh and the EMA starts at ``params``.
+        creates. ``loaded`` are another run's weights that the objective maps into its own
+        parameters (``initial_params``: e.g. a FreeFlow student, fake and teacher from one
+        teacher). The optimizer state is fresh and the EMA starts at the parameters.
         """
         key = jax.random.PRNGKey(int(self.config.seed))
-        if params is not None:
+        if params is not None or (
+            loaded is not None and not hasattr(self.objective, "initial_params")
+        ):
+            given = params if params is not None else loaded
             expected = jax.tree.structure(self.abstract_state().params)
-            if jax.tree.structure(params) != expected:
+            if jax.tree.structure(given) != expected:
                 raise ValueError(
-                    "init_params do not match the parameters of the config's model; fine-tune "
-                    "with the config the weights were trained with"
+                    "the initial parameters do not match the parameters of the config's model; "
+                    "start from a run trained with the same model config"
                 )
+            params, loaded = given, None
         init = jax.jit(self._init, out_shardings=self.state_sharding)
-        return init(key, params)
+        return init(key, params, loaded)
+
+    def pretrained_params(self) -> Any:
+        """The EMA weights of the run named by ``config.init.workdir`` (None if unset)."""
+        workdir = (self.config.get("init", None) or {}).get("workdir", None)
+        if not workdir:
+            return None
+        from flowjax.sampling import load_run
+
+        _, _, params, step = load_run(os.path.expanduser(workdir))
+        log.info("initialising from %s (step %d)", workdir, step)
+        return params
 
     def abstract_state(self) -> Any:
         """``ShapeDtypeStruct``s of the state with their shardings (a restore target)."""
@@ -204,17 +236,30 @@ class Experiment:
         )
 
     @property
+    def data_free(self) -> bool:
+        """The objective reads no data (FreeFlow): batches are zeros that fix the shapes."""
+        return bool(getattr(self.objective, "data_free", False))
+
+    @property
     def fuse_data(self) -> bool:
         """Whether batches are generated inside the jitted step (sources with ``device_batch``:
         a pure function of the step, e.g. the 2-D toys), saving a dispatch and a transfer."""
-        return callable(getattr(self.data, "device_batch", None))
+        return not self.data_free and callable(getattr(self.data, "device_batch", None))
 
     def batches(self, start_step: int):
         """Global batches ``start_step, start_step + 1, ...`` for :meth:`jit_train_step`'s step
-        (``None`` placeholders when the step generates its own data)."""
+        (``None`` placeholders when the step generates its own data; one device batch of
+        zeros, reused, for data-free objectives)."""
         if self.fuse_data:
             while True:
                 yield None
+        if self.data_free:
+            local = int(self.config.train.batch_size) // jax.process_count()
+            zeros = self.global_batch(
+                {"x1": np.zeros((local, *self.data.element_shape), np.float32)}
+            )
+            while True:
+                yield zeros
         for local in self.data.iterator(start_step):
             yield self.global_batch(local)
 
@@ -229,6 +274,21 @@ class Experiment:
             else:
                 out[k] = jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
         return out
+
+
+def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
+    """``tx`` for every top-level parameter group except ``frozen`` ones, which never change
+    and keep no optimizer state."""
+    if not frozen:
+        return tx
+
+    def labels(params):
+        return {
+            k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen else "train", v)
+            for k, v in params.items()
+        }
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def _log_setup(exp: Experiment, cost: accounting.StepCost) -> None:
@@ -338,7 +398,8 @@ def train_and_evaluate(
     )
     restored = checkpointer.restore_latest(exp.abstract_state())
     if restored is None:
-        state, start_step = exp.init_state(init_params), 0
+        loaded = None if init_params is not None else exp.pretrained_params()
+        state, start_step = exp.init_state(init_params, loaded=loaded), 0
     else:
         state, _, start_step = restored
         log.info("resumed from the checkpoint at step %d", start_step)
@@ -346,9 +407,7 @@ def train_and_evaluate(
 
     writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
     writer.truncate_after(start_step)
-    evaluator = Evaluator(
-        config, exp.data, exp.apply_fn, num_classes=exp.num_classes, workdir=workdir
-    )
+    evaluator = Evaluator.for_experiment(config, exp, workdir)
     train_step = exp.jit_train_step()
     log_every = int(tcfg.log_every)
     eval_every = int(tcfg.get("eval_every", 0)) or num_steps

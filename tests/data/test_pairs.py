@@ -379,3 +379,15 @@ def test_pair_source_errors(reference_dirs, tmp_path):
         _source(out, batch_size=5, shard_count=2)
     with pytest.raises(DatasetNotFoundError, match="no pairs_manifest.json"):
         _source(tmp_path)
+
+
+def test_in_memory_and_streaming_readers_give_the_same_batches(reference_dirs):
+    streaming = _source(reference_dirs[3], in_memory=False)
+    memory = _source(reference_dirs[3], in_memory=True)
+    assert (streaming.in_memory, memory.in_memory) == (False, True)
+    a = list(streaming.iterator(3, num_steps=6))
+    b = list(memory.iterator(3, num_steps=6))
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        _assert_batches_equal(x, y)
+    _assert_batches_equal(streaming.get_batch(9), memory.get_batch(9))
