@@ -3,8 +3,13 @@
     python -m flowjax.main --config=configs/meanflow_toy2d.py --workdir=/tmp/flowjax_mf_toy
 
 The main job's residual MLP, built as an average-velocity network ``u(x, s, e)`` (it embeds
-``s`` and ``e - s``), trained with the MeanFlow objective: (s, e) from two logit-normal draws,
-RESULT_PLACEHOLDER
+``s`` and raw ``e - s``), trained with the MeanFlow objective for 8000 steps: (s, e) from two
+uniform draws with 75% of the rows at e = s, plain squared error (adaptive weight p = 0, see
+the measurements below).
+Measured (``experiments/one_step.py``, 20 000 samples, the main job's evaluation noise):
+sliced-Wasserstein 0.047 / 0.039 / 0.028 at 1 / 2 / 4 NFE, against 1.12 / 0.50 / 0.26 for
+the main job's rectified flow with Euler and 0.014 for its 128-NFE RK4 solve; 8000 steps
+took 6.8 minutes here (a MeanFlow step costs 1.66x a flow-matching step on this small MLP).
 Sampled with the flow-map sampler at 1, 2 and 4 NFE (``flowmap:k``:
 ``x <- x + (t_next - t) u(x, t, t_next)``); the reference (last) setting is 4 NFE.
 """
@@ -18,11 +23,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = sibling(__file__, "toy2d_rf").get_config(arg)
     c.model.time_scale = 1.0  # raw t: the JVP differentiates the network in time
     c.objective.name = "meanflow"
-    c.objective.time_sampler = "logit_normal"
+    # Measured on the checkerboard (4000 steps, 1-NFE sliced-Wasserstein): adaptive weight
+    # p = 1 (ImageNet's) 0.18 (it is mode-seeking: samples shrink to the squares' centres),
+    # p = 0.5 0.075, p = 0 (plain squared error) 0.061 with logit-normal(0.4, 1) times and
+    # 0.054 with uniform times; 50% e = s rows and logit-normal(0, 1): 0.076.
+    c.objective.time_sampler = "uniform"
     c.objective.logit_normal = dict(loc=0.4, scale=1.0)
     c.objective.meanflow = dict(
         equal_fraction=0.75,
-        adaptive_p=1.0,
+        adaptive_p=0.0,
         adaptive_c=0.01,
         omega=1.0,
         kappa=0.0,

@@ -20,7 +20,9 @@ Stages (each a normal flowjax run in ``--workdir/<data>/<name>``, resumed or ski
 - ``pairs_2rf`` + ``distill_2rf_m`` (m = 1, 2, 4): m-step distillation of 2-RF on its own
   pairs (Liu et al.'s "2-RF distilled");
 - ``meanflow``: MeanFlow from scratch (``configs/meanflow_*.py``);
-- ``freeflow``: FreeFlow from the 1-RF teacher, no data (``configs/freeflow_*.py``).
+- ``freeflow``: FreeFlow from the 1-RF teacher, no data (``configs/freeflow_*.py``), and
+  ``freeflow_equal_compute``: the same with as many steps as fit in the wall time that
+  distillation from pairs took (``pairs_1rf`` + ``distill_1rf``), for claim 3.
 
 Every model is then scored by one evaluator (the same noise and labels, the same held-out
 data): sliced-Wasserstein (2-D) or the digits-classifier Fréchet distance at 1, 2 and 4 NFE
@@ -102,7 +104,7 @@ class Stages:
         print(f"[{name}] ...")
         start = time.perf_counter()
         fn(workdir)
-        self.times[name] = time.perf_counter() - start + self.times.get(name + "_partial", 0.0)
+        self.times[name] = time.perf_counter() - start  # the last session's time, if resumed
         with open(self.path, "w") as f:
             json.dump(self.times, f, indent=1)
         return workdir
@@ -205,6 +207,10 @@ def main():
     }
     mf = st.train("meanflow", load_config(s["meanflow"]), steps["meanflow"])
     ff = st.train("freeflow", load_config(s["freeflow"]), steps["freeflow"], init=rf1)
+    # FreeFlow again with the wall time that distillation from pairs took (pairs + training).
+    ratio = (st.times["pairs_1rf"] + st.times["distill_1rf"]) / st.times["freeflow"]
+    steps_equal = max(int(round(steps["freeflow"] * ratio / 100.0)) * 100, 20)
+    ff_eq = st.train("freeflow_equal_compute", load_config(s["freeflow"]), steps_equal, init=rf1)
 
     cache = os.path.join(root, "eval_cache")
     metric = s["metric"]
@@ -232,12 +238,14 @@ def main():
             samples_1nfe["2-RF distilled (m steps)"] = samples["euler_nfe1"]
     add("MeanFlow", mf, [("flowmap", 1), ("flowmap", 2), ("flowmap", 4)])
     add("FreeFlow (no data)", ff, [("flowmap", 1)])
+    add("FreeFlow, compute of pair distillation", ff_eq, [("flowmap", 1)])
 
     straight = {"1-RF": straightness_of(rf1), "2-RF": straightness_of(rf2)}
     times = dict(st.times)
     compute = {
         "1-RF distilled from pairs": times["pairs_1rf"] + times["distill_1rf"],
         "FreeFlow (no data)": times["freeflow"],
+        "FreeFlow, compute of pair distillation": times["freeflow_equal_compute"],
         "2-RF distilled (1 step)": times["pairs_1rf"]
         + times["2rf"]
         + times["pairs_2rf"]

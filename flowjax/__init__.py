@@ -5,9 +5,12 @@ Time convention, everywhere: noise ``x0 ~ N(0, I)`` at ``t = 0``, data ``x1`` at
 forward from 0 to 1. Conversions from the opposite convention (diffusers, SD3, MeanFlow's
 code) happen only at the edges.
 
-Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`,
-:mod:`flowjax.solvers`, :mod:`flowjax.models`, :mod:`flowjax.data`,
-:mod:`flowjax.evaluation`, :mod:`flowjax.training`, :mod:`flowjax.parallel`.
+Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`
+(flow matching, MeanFlow, reflow, FreeFlow), :mod:`flowjax.solvers`, :mod:`flowjax.models`,
+:mod:`flowjax.data`, :mod:`flowjax.evaluation`, :mod:`flowjax.training`,
+:mod:`flowjax.parallel`, :mod:`flowjax.convention` (the opposite time convention, at the
+edges). Command lines: ``python -m flowjax.main`` (train), ``python -m flowjax.sample``
+(sample a run), ``python -m flowjax.reflow`` (teacher pairs for reflow and distillation).
 """
 
 from flowjax import objectives, paths, solvers, timesteps

@@ -38,9 +38,9 @@ def scatter_panels(
     panels = [("data (held out)", reference)] + list(samples.items())
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     lim = np.percentile(np.abs(reference[:, :2]), 99.5) * 1.25
-    for ax, (name, pts) in zip(axes[0], panels):
+    for i, (ax, (name, pts)) in enumerate(zip(axes[0], panels)):
         pts = np.asarray(pts)[:max_points]
-        ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="k" if "data" in name else "C0")
+        ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="C0" if i else "k")
         ax.set_title(name, fontsize=9)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
