@@ -94,7 +94,7 @@ def loop_benchmark(steps: int, batch: int, rounds: int = 3) -> dict:
         "batch": batch,
         "steady_steps": num_steady,
         "loop_steps_per_s": num_steady / min(steadies),
-        "pure_steps_per_s": steps / min(pures),
+        "pure_steps_per_s": num_steady / min(pures_steady),
         "loop_over_pure": min(steadies) / min(pures_steady),
         "session_steps_per_s": steps / min(totals),
         "session_over_pure": min(totals) / min(pures),

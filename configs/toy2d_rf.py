@@ -3,11 +3,12 @@
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/flowjax_toy
 
 Trains a 3-block residual MLP (0.53M parameters) with the flow-matching loss for 8000 steps
-of batch 512 on the checkerboard (about 77 steps/s on two idle CPU cores), then samples the
-EMA weights from 20 000 fixed noises with Euler at NFE 1, 2, 4, 8, 32 and with RK4 at NFE 64
-(the converged reference), and scores them against held-out data (sliced-Wasserstein, MMD,
-energy distance). The untrained network (zero output layer) maps noise to itself: its
-sliced-Wasserstein to the data is 0.252, the trained model's RK4 samples reach about 0.014.
+of batch 512 on the checkerboard (57-77 steps/s on this machine's two CPU cores, under 3
+minutes in all), then samples the EMA weights from 20 000 fixed noises with Euler at NFE
+1, 2, 4, 8 and with RK4 at NFE 64 (the converged reference), and scores them against
+held-out data (sliced-Wasserstein, MMD, energy distance). The untrained network (zero output
+layer) maps noise to itself: its sliced-Wasserstein to the data is 0.252, the trained
+model's RK4 samples reach 0.0135.
 Variants: ``configs/toy2d_rf.py:8gaussians`` (or ``--config.data.name=8gaussians``).
 """
 
@@ -77,9 +78,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     c.eval = dict(
-        samplers=("euler:1", "euler:2", "euler:4", "euler:8", "euler:32", "rk4:64"),
+        samplers=("euler:1", "euler:2", "euler:4", "euler:8", "rk4:64"),
         num_samples=20_000,
-        num_kernel_samples=5000,
+        num_kernel_samples=2000,  # MMD / energy distance use the first 2000 points
         cfg_scale=1.0,
         cfg_interval=config_dict.placeholder(tuple),
         feature_cache_dir=config_dict.placeholder(str),

@@ -4,7 +4,9 @@ settings and score the samples against held-out data.
 ``config.eval.samplers`` lists ``"solver:nfe[:grid]"`` strings, e.g. ``("euler:1", "euler:4",
 "dpm++2m:8:logsnr", "heun:8:shifted,alpha=3", "rk4:128")``; the grid defaults to uniform (any
 spec of :func:`flowjax.timesteps.grid_from_spec`); the last one is the *reference* setting (a
-converged ODE solve), used for the untrained-model baseline. Scores: for low-dimensional data,
+converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
+NFE; the networks start with a zero output layer, so every solver returns the noise itself).
+Scores: for low-dimensional data,
 sliced-Wasserstein (``sw``), MMD and energy distance; for images, the pixel-space
 sliced-Wasserstein and, for the bundled digits, the Fréchet distance on features of a digits
 classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>`` (``..._nfe<k>_<grid>`` for
@@ -113,6 +115,7 @@ class Evaluator:
             grid = timesteps.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
             self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)
         self.reference_label = sampler_label(*specs[-1])
+        self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
         self._digits = None
         if self.kind == "images" and data.name == "sklearn_digits":
             cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")

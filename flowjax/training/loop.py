@@ -506,9 +506,9 @@ def train_and_evaluate(
     if not preempted:
         final_metrics, samples = evaluator(state.ema_params)
         writer.write(num_steps, {f"eval/{k}": v for k, v in final_metrics.items()})
-        # The untrained network (zero output layer) maps noise to itself; score it with the
-        # reference sampler only.
-        untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.reference_label])
+        # The untrained network (zero output layer) maps noise to itself under any solver;
+        # score it with the cheapest sampler.
+        untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
         summary.update(final=final_metrics, untrained=untrained)
         if jax.process_index() == 0:
             evaluator.plot(

@@ -78,6 +78,23 @@ def test_sw_flattens_images_and_jits():
     assert float(jitted(x, y, KEY)) == pytest.approx(flat, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_key_sort_equals_numpy_sort_with_signed_zeros_and_infinities(dtype):
+    from flowjax.evaluation.sample_metrics import _sort_columns
+
+    a = np.random.default_rng(3).standard_normal((501, 6)).astype(dtype)
+    a[:4, 0] = [-0.0, 0.0, -0.0, 5e-45 if dtype == np.float32 else 5e-324]  # zeros, subnormal
+    a[:3, 1] = [np.inf, -np.inf, np.finfo(dtype).max]
+    a[:, 2] = -np.abs(a[:, 2])  # all negative
+    with jax.enable_x64(dtype == np.float64):
+        out = np.asarray(_sort_columns(jnp.asarray(a)))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.sort(a, axis=0))
+    # Signed zeros keep their order (-0 before +0), which np.sort leaves unspecified.
+    zeros = out[out[:, 0] == 0, 0]
+    assert np.signbit(zeros).tolist() == [True, True, False]
+
+
 def test_sw_validation():
     x = np.zeros((5, 2))
     with pytest.raises(ValueError, match="same per-sample size"):

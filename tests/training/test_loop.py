@@ -141,3 +141,20 @@ def test_setup_errors_are_clear(tmp_path, make_config):
     config.objective.time_sampler = "lognormal"
     with pytest.raises(SetupError, match="unknown time sampler"):
         train_and_evaluate(config, str(tmp_path / "w2"))
+
+
+def test_untrained_baseline_uses_the_cheapest_sampler_and_equals_the_reference(make_config):
+    # The summary's untrained baseline is scored with the fewest-NFE sampler: justified because
+    # a freshly initialised network (zero output layer) leaves the noise unchanged under any
+    # solver, so the cheap and the reference samplers give identical samples.
+    from flowjax.training import Experiment
+    from flowjax.training.evaluate import Evaluator
+
+    config = make_config()
+    config.eval.samplers = ("heun:4", "euler:1", "rk4:8")
+    exp = Experiment(config)
+    ev = Evaluator.for_experiment(config, exp, "/nonexistent")
+    assert ev.baseline_label == "euler_nfe1" and ev.reference_label == "rk4_nfe8"
+    samples = ev.sample(exp.init_state().ema_params, [ev.baseline_label, ev.reference_label])
+    np.testing.assert_array_equal(samples["euler_nfe1"], np.asarray(ev.x0))
+    np.testing.assert_array_equal(samples["rk4_nfe8"], np.asarray(ev.x0))
