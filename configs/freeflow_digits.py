@@ -7,7 +7,10 @@
 The teacher is queried with CFG scale 2 (its sampling scale; only for r >= 0.3 in the
 correction term), labels are drawn uniformly, and the student is sampled in one step without
 CFG (``flowmap:1``).
-RESULT_PLACEHOLDER
+Measured (``experiments/one_step.py``; digits-classifier Fréchet distance of 1000 samples
+to the test split): 12.7 at 1 NFE with the default 6800 steps (28.8 min here; 23.7 after
+2000 steps, 10.7 min), level with one-step distillation from 20 000 teacher pairs (12.8,
+36.3 min with the pairs); the teacher: 60.6 with one Euler step, 11.9 with 128-NFE RK4.
 """
 
 import ml_collections
@@ -20,5 +23,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sibling(__file__, "freeflow_toy2d").freeflow_objective(c)
     c.optim.lr = 2e-4
     c.optim.warmup_steps = 200
-    c.train.num_steps = 2000
+    c.train.num_steps = 6800
     return c

@@ -11,7 +11,12 @@ Variants as in ``configs/reflow_toy2d.py`` (``2rf``, ``rfpp``, ``distill1``, ``d
 learns the guided flow directly: it is sampled without CFG (``eval.cfg_scale = 1``) and
 trained without label dropout. ``rfpp`` with ``--config.objective.reflow.lpips_weights=FILE``
 (a VGG16 LPIPS file, see ``flowjax.evaluation.lpips``) uses the LPIPS-Huber loss.
-RESULT_PLACEHOLDER
+Measured (``experiments/one_step.py``; 20 000 RK4-32 pairs of ``configs/digits_rf.py``'s
+teacher; 3000 steps each; digits-classifier Fréchet distance of 1000 samples to the test
+split, teacher's 128-NFE RK4 reference 11.9): ``2rf`` with Euler 13.3 / 12.3 / 12.0 at
+1 / 2 / 4 NFE (the teacher: 60.6 / 26.6 / 18.5), ``distill1`` from the teacher's pairs 12.8
+at 1 NFE, ``distill1/2/4`` of the 2-RF on its own pairs 12.1 / 12.0 / 12.0; straightness
+0.104 (teacher) -> 0.0055 (2-RF).
 """
 
 import ml_collections
