@@ -6,12 +6,11 @@ settings and score the samples against held-out data.
 spec of :func:`flowjax.timesteps.grid_from_spec`); the last one is the *reference* setting (a
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
-Scores: for low-dimensional data,
-sliced-Wasserstein (``sw``), MMD and energy distance; for images, the pixel-space
-sliced-Wasserstein and, for the bundled digits, the Fréchet distance on features of a digits
-classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>`` (``..._nfe<k>_<grid>`` for
-a non-uniform grid). Samples come from a fixed noise batch (and fixed labels), so numbers at
-different steps are comparable.
+Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD and energy distance; for
+images, the pixel-space sliced-Wasserstein and, for the bundled digits, the Fréchet distance
+on features of a digits classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>``
+(``..._nfe<k>_<grid>`` for a non-uniform grid). Samples come from a fixed noise batch (and
+fixed labels), so numbers at different steps are comparable.
 """
 
 from __future__ import annotations

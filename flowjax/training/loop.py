@@ -16,6 +16,7 @@ checkpoint is written only after every loss up to its step has been checked.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -177,8 +178,13 @@ class Experiment:
                     "start from a run trained with the same model config"
                 )
             params, loaded = given, None
-        init = jax.jit(self._init, out_shardings=self.state_sharding)
-        return init(key, params, loaded)
+        return self._jit_init(key, params, loaded)
+
+    @functools.cached_property
+    def _jit_init(self):
+        # One jitted initialiser per experiment: a fresh ``jax.jit`` per call would retrace and
+        # recompile it every time (the untrained baseline, benchmarks, notebooks).
+        return jax.jit(self._init, out_shardings=self.state_sharding)
 
     def pretrained_params(self) -> Any:
         """The EMA weights of the run named by ``config.init.workdir`` (None if unset)."""

@@ -158,3 +158,13 @@ def test_untrained_baseline_uses_the_cheapest_sampler_and_equals_the_reference(m
     samples = ev.sample(exp.init_state().ema_params, [ev.baseline_label, ev.reference_label])
     np.testing.assert_array_equal(samples["euler_nfe1"], np.asarray(ev.x0))
     np.testing.assert_array_equal(samples["rk4_nfe8"], np.asarray(ev.x0))
+
+
+def test_init_state_compiles_once_and_is_deterministic(make_config):
+    from flowjax.training import Experiment
+
+    exp = Experiment(make_config())
+    first, second = exp.init_state(), exp.init_state()
+    assert exp._jit_init._cache_size() == 1
+    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
