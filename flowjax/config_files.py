@@ -73,9 +73,9 @@ def resolve(spec: str, config_dir: str = CONFIG_DIR) -> str:
     if (not looks_like_path or relative_configs) and os.path.isfile(bundled):
         return bundled + suffix
     known = ", ".join(config_names(config_dir)) or "none found"
-    what = "config file" if looks_like_path else "config"
+    what = "No such file" if looks_like_path else "No such file or bundled config"
     raise FileNotFoundError(
-        f"no {what} {path!r}; give a path to a config file or one of the bundled names: {known}"
+        f"{what}: {path!r}; give a path to a config file or one of the bundled names: {known}"
     )
 
 

@@ -83,7 +83,7 @@ def test_an_unknown_config_is_a_one_line_error_naming_the_bundled_ones():
     with pytest.raises(FileNotFoundError, match=r"bundled names: .*toy2d_rf") as err:
         config_files.resolve("toy2d_rff")
     assert "\n" not in str(err.value)
-    with pytest.raises(FileNotFoundError, match="no config file"):
+    with pytest.raises(FileNotFoundError, match="No such file: 'elsewhere/missing.py'"):
         config_files.resolve("elsewhere/missing.py")
 
 
@@ -97,7 +97,7 @@ def test_main_reports_an_unknown_config_in_one_line(tmp_path):
         env={**os.environ, "PYTHONPATH": REPO},
     )
     assert out.returncode == 2
-    assert out.stderr.strip().startswith("ERROR: no config 'nope'")
+    assert out.stderr.strip().startswith("ERROR: No such file or bundled config: 'nope'")
     assert len(out.stderr.strip().splitlines()) == 1
 
 
