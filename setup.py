@@ -3,6 +3,10 @@
 `pip install -e .` installs everything the library, its main job and its data need;
 `pip install -e .[dev]` adds the test and notebook tools. TensorFlow is never required
 (the `tf` extra exists only for users who want tfds' TensorFlow-backed features).
+
+The top-level `configs/` directory is installed as the subpackage `flowjax.configs`, so a
+wheel carries the config files and `--config=toy2d_rf` / `load_config("toy2d_rf")` work after
+any install (`flowjax.config_files` finds them in either place).
 """
 
 from setuptools import find_packages, setup
@@ -19,13 +23,11 @@ INSTALL_REQUIRES = [
     "ml_collections>=1.0.0",
     "absl-py>=2.1.0",
     "numpy>=1.26",
-    "scipy>=1.11",
     "diffrax>=0.6.0",  # adaptive reference solves (flowjax.solvers.AdaptiveSolve)
     # Data: tfds + array_record + grain read data sets without TensorFlow.
     "tensorflow-datasets>=4.9.7",
     "array_record>=0.7.0",
     "grain>=0.2.10",
-    "importlib_resources>=6.0",
     "scikit-learn>=1.3",  # ships the UCI digits images used by the bundled tfds builder
     # Logging, progress, figures.
     "tqdm>=4.66",
@@ -36,6 +38,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8.0",
+        "scipy>=1.11",  # reference implementations in the tests (stats, linalg, ndimage)
         "pytest-xdist>=3.5",
         "nbclient>=0.10",
         "nbformat>=5.10",
@@ -54,7 +57,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["flowjax", "flowjax.*"]),
+    packages=find_packages(include=["flowjax", "flowjax.*"]) + ["flowjax.configs"],
+    package_dir={"flowjax.configs": "configs"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     include_package_data=True,

@@ -32,10 +32,7 @@ def _child(devices: int, steps: int, batch: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    sys.path.insert(0, os.path.join(REPO, "configs"))
-    sys.path.insert(0, REPO)
-    import imagenet256_dit
-
+    from flowjax.config_files import load_config
     from flowjax.training import Experiment
 
     assert jax.device_count() == devices, jax.devices()
@@ -51,7 +48,7 @@ def _child(devices: int, steps: int, batch: int) -> dict:
                     "label": rng.randint(0, 1000, size=(batch,)).astype(np.int32),
                 }
 
-    config = imagenet256_dit.get_config()
+    config = load_config("imagenet256_dit")
     config.model.variant = "S/2"
     config.model.dtype = "float32"  # XLA:CPU has no fast bf16 matmul
     config.train.batch_size = batch
@@ -96,7 +93,6 @@ def _child(devices: int, steps: int, batch: int) -> dict:
 
 
 def _estimates() -> dict:
-    sys.path.insert(0, REPO)
     from flowjax.models import dit_forward_flops, dit_variant
     from flowjax.training import accounting
 

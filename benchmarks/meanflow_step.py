@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import jax
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from flowjax.config_files import load_config
+from flowjax.training import Experiment
 
-from flowjax.config_files import load_config  # noqa: E402
-from flowjax.training import Experiment  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _meanflow(config, guided: bool):

@@ -23,23 +23,20 @@ import argparse
 import itertools
 import json
 import os
-import sys
 import tempfile
 import time
 
 import jax
 
+from flowjax import solvers, timesteps
+from flowjax.config_files import load_config
+from flowjax.training import Experiment, train_and_evaluate
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-
-import toy2d_rf  # noqa: E402
-
-from flowjax import solvers, timesteps  # noqa: E402
-from flowjax.training import Experiment, train_and_evaluate  # noqa: E402
 
 
 def loop_benchmark(steps: int, batch: int, rounds: int = 3) -> dict:
-    config = toy2d_rf.get_config()
+    config = load_config("toy2d_rf")
     config.train.num_steps = steps
     config.train.batch_size = batch
     config.train.eval_every = 0
@@ -103,7 +100,7 @@ def loop_benchmark(steps: int, batch: int, rounds: int = 3) -> dict:
 
 
 def sampler_benchmark(n: int = 20_000, nfe: int = 32) -> list[dict]:
-    config = toy2d_rf.get_config()
+    config = load_config("toy2d_rf")
     exp = Experiment(config)
     params = exp.init_state().ema_params
     params = jax.tree.map(lambda p: p + 0.01, params)  # non-zero output layer

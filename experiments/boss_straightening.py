@@ -1,7 +1,7 @@
 """BOSS straightening: does fine-tuning on the Bellman steps cut the K-step error? (§8.3)
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/work/wt3_runs/toy
-    python experiments/boss_straightening.py --workdir=/work/wt3_runs/toy
+    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
+    python experiments/boss_straightening.py --workdir=/tmp/toy
 
 For K in {2, 4}: compute the BOSS schedule of the trained model (Euler cost, fine grid
 N = 100, 256 calibration noises, RK4 calibration trajectories), build ``K x 8192`` tuples
@@ -22,18 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from flowjax import evaluation, plotting, solvers, timesteps  # noqa: E402
-from flowjax.sampling import load_run  # noqa: E402
-from flowjax.solvers import boss  # noqa: E402
-from flowjax.training.straighten import straighten  # noqa: E402
+from flowjax import evaluation, plotting, solvers, timesteps
+from flowjax.sampling import load_run
+from flowjax.solvers import boss
+from flowjax.training.straighten import straighten
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 
@@ -41,7 +38,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--out_dir", default="/work/wt3_runs/straighten")
+    parser.add_argument("--out_dir", default="/tmp/flowjax_straighten")
     parser.add_argument("--steps", default="2,4")
     parser.add_argument("--train_steps", type=int, default=2000)
     parser.add_argument("--num_trajectories", type=int, default=8192)

@@ -44,16 +44,15 @@ import time
 import jax
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import flowjax
+from flowjax import evaluation, solvers, timesteps
+from flowjax.config_files import load_config
+from flowjax.reflow import generate_pairs
+from flowjax.sampling import load_run
+from flowjax.training import train_and_evaluate
+from flowjax.training.evaluate import Evaluator
 
-import flowjax  # noqa: E402
-from flowjax import evaluation, solvers, timesteps  # noqa: E402
-from flowjax.config_files import load_config  # noqa: E402
-from flowjax.reflow import generate_pairs  # noqa: E402
-from flowjax.sampling import load_run  # noqa: E402
-from flowjax.training import train_and_evaluate  # noqa: E402
-from flowjax.training.evaluate import Evaluator  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RESULTS = os.path.join(REPO, "results")
 
@@ -269,7 +268,7 @@ def main():
             "num_samples": num_samples,
             "pair_solver": f"rk4:{s['pair_nfe']}",
         },
-        "command": " ".join(sys.argv),
+        "command": " ".join(["experiments/one_step.py", *sys.argv[1:]]),
         "flowjax_version": flowjax.__version__,
         "wall_seconds_this_call": time.perf_counter() - t0,
         "quick": args.quick,

@@ -1,7 +1,7 @@
 """Error versus NFE for every flowjax solver and grid, against the established samplers.
 
-    python experiments/solver_sweep.py --workdir=/work/wt3_runs/toy      # after training:
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/work/wt3_runs/toy
+    python experiments/solver_sweep.py --workdir=/tmp/toy      # after training:
+    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
 
 Problems (noise at t = 0, data at t = 1; every sampler starts from the same noise batch):
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any, Callable
 
@@ -44,12 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from flowjax import solvers, timesteps  # noqa: E402
-from flowjax.exact_fields import GaussianMixtureField  # noqa: E402
-from flowjax.objectives import guidance  # noqa: E402
-from flowjax.solvers import boss  # noqa: E402
+from flowjax import solvers, timesteps
+from flowjax.exact_fields import GaussianMixtureField
+from flowjax.objectives import guidance
+from flowjax.solvers import boss
 
 NFES = (1, 2, 3, 4, 5, 6, 8, 10, 16)
 GRIDS = ("uniform", "logsnr", "edm", "shifted,alpha=3", "diffusers", "boss")

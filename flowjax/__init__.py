@@ -11,11 +11,17 @@ Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objec
 :mod:`flowjax.parallel`, :mod:`flowjax.convention` (the opposite time convention, at the
 edges). Command lines: ``python -m flowjax.main`` (train), ``python -m flowjax.sample``
 (sample a run), ``python -m flowjax.reflow`` (teacher pairs for reflow and distillation).
+
+:func:`integrate` is :func:`flowjax.solvers.sample` (integrate ``dx/dt = v(x, t, cond)`` over
+a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the
+sampling command line's module, which would replace the function once imported. No name in
+``__all__`` is also a submodule's name (tested).
 """
 
 from flowjax import objectives, paths, solvers, timesteps
 from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
-from flowjax.solvers import make_sampler, make_solver, sample
+from flowjax.solvers import make_sampler, make_solver
+from flowjax.solvers import sample as integrate
 
 __version__ = "0.1.0"
 
@@ -30,5 +36,5 @@ __all__ = [
     "make_path",
     "make_sampler",
     "make_solver",
-    "sample",
+    "integrate",
 ]

@@ -1,7 +1,17 @@
-"""Loading config files (``configs/*.py``, each defining ``get_config(arg=None)``) by path.
+"""Finding and loading config files (``configs/*.py``, each defining ``get_config(arg=None)``).
 
-Config files are plain Python modules found by path (``--config=configs/x.py:variant``), not
-an importable package, so one config builds on another through :func:`sibling`::
+A config is named in one of two ways, on the command line and in :func:`load_config`:
+
+- by **name**: ``toy2d_rf`` or ``reflow_toy2d:2rf`` (``name:arg``), looked up in the bundled
+  config directory (:data:`CONFIG_DIR`);
+- by **path**: ``configs/toy2d_rf.py`` or ``/somewhere/my_config.py:variant``.
+
+The bundled directory is the repository's top-level ``configs/`` in a clone or an editable
+install, and the same files installed as the subpackage ``flowjax.configs`` by a wheel
+(``setup.py`` maps one onto the other), so names resolve after any kind of install.
+
+Config files are plain Python modules loaded by path, so one config builds on another
+through :func:`sibling`, which works in all three layouts::
 
     from flowjax.config_files import sibling
 
@@ -9,8 +19,6 @@ an importable package, so one config builds on another through :func:`sibling`::
         c = sibling(__file__, "toy2d_rf").get_config(arg)
         c.objective.name = "meanflow"
         return c
-
-Scripts (experiments, benchmarks) load them with :func:`load_config`.
 """
 
 from __future__ import annotations
@@ -20,7 +28,55 @@ import os
 from types import ModuleType
 from typing import Any
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _bundled_config_dir() -> str:
+    """``flowjax/configs`` after a wheel install, else the clone's top-level ``configs/``."""
+    installed = os.path.join(_PACKAGE_DIR, "configs")
+    if os.path.isfile(os.path.join(installed, "toy2d_rf.py")):
+        return installed
+    return os.path.join(os.path.dirname(_PACKAGE_DIR), "configs")
+
+
+CONFIG_DIR = _bundled_config_dir()
+
+
+def config_names(config_dir: str = CONFIG_DIR) -> list[str]:
+    """Names of the bundled configs (the files ``<name>.py`` of ``config_dir``)."""
+    if not os.path.isdir(config_dir):
+        return []
+    return sorted(
+        f[:-3] for f in os.listdir(config_dir) if f.endswith(".py") and not f.startswith("_")
+    )
+
+
+def resolve(spec: str, config_dir: str = CONFIG_DIR) -> str:
+    """The file a config spec names, keeping any ``:arg`` suffix.
+
+    ``"toy2d_rf"`` -> ``<CONFIG_DIR>/toy2d_rf.py``; ``"reflow_toy2d:2rf"`` ->
+    ``<CONFIG_DIR>/reflow_toy2d.py:2rf``; an existing path is returned unchanged. A relative
+    path ``configs/<name>.py`` that does not exist from the current directory (a wheel install
+    run outside a clone) falls back to the bundled file of that name.
+
+    Raises:
+      FileNotFoundError: a one-line message naming the bundled configs.
+    """
+    path, sep, arg = spec.partition(":")
+    suffix = sep + arg
+    if os.path.exists(os.path.expanduser(path)):
+        return spec
+    looks_like_path = path.endswith(".py") or os.sep in path or "/" in path
+    name = os.path.splitext(os.path.basename(path))[0]
+    bundled = os.path.join(config_dir, f"{name}.py")
+    relative_configs = os.path.normpath(os.path.dirname(path)) == "configs"
+    if (not looks_like_path or relative_configs) and os.path.isfile(bundled):
+        return bundled + suffix
+    known = ", ".join(config_names(config_dir)) or "none found"
+    what = "No such file" if looks_like_path else "No such file or bundled config"
+    raise FileNotFoundError(
+        f"{what}: {path!r}; give a path to a config file or one of the bundled names: {known}"
+    )
 
 
 def load_module(path: str) -> ModuleType:
@@ -41,10 +97,10 @@ def sibling(anchor_file: str, name: str) -> ModuleType:
 
 
 def load_config(name_or_path: str, arg: str | None = None, config_dir: str = CONFIG_DIR) -> Any:
-    """``get_config(arg)`` of ``configs/<name>.py`` (or of a path to a config file)."""
-    path = (
-        name_or_path
-        if name_or_path.endswith(".py")
-        else os.path.join(config_dir, f"{name_or_path}.py")
-    )
-    return load_module(path).get_config(arg)
+    """``get_config(arg)`` of a config given by name or path (see :func:`resolve`).
+
+    ``load_config("reflow_toy2d", "2rf")`` and ``load_config("reflow_toy2d:2rf")`` are the same;
+    an explicit ``arg`` wins over a ``:arg`` suffix.
+    """
+    path, _, suffix_arg = resolve(name_or_path, config_dir).partition(":")
+    return load_module(path).get_config(arg if arg is not None else (suffix_arg or None))

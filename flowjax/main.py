@@ -1,4 +1,8 @@
-"""Train a flow model: ``python -m flowjax.main --config=configs/toy2d_rf.py --workdir=DIR``.
+"""Train a flow model: ``python -m flowjax.main --config=toy2d_rf --workdir=DIR``.
+
+``--config`` takes a bundled config by name (``toy2d_rf``, ``reflow_toy2d:2rf``) or a config
+file by path (``configs/toy2d_rf.py``, ``my_config.py:variant``); see
+:mod:`flowjax.config_files`.
 
 Any config field can be overridden on the command line, e.g.
 ``--config.optim.lr=3e-4 --config.objective.time_sampler=logit_normal``; a field that does
@@ -21,13 +25,16 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "toy2d_rf.py"
-)
+from flowjax import config_files
+
+_DEFAULT_CONFIG = os.path.join(config_files.CONFIG_DIR, "toy2d_rf.py")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Path to a config file (configs/*.py).", lock_config=True
+    "config",
+    _DEFAULT_CONFIG,
+    "A bundled config name (toy2d_rf, reflow_toy2d:2rf) or a path to a config file.",
+    lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
@@ -78,8 +85,24 @@ def main(argv):
             print(f"wrote {os.path.join(FLAGS.workdir, 'summary.json')} and samples.png")
 
 
+def _resolve_config_arg(argv: list[str]) -> list[str]:
+    """``--config=NAME[:arg]`` -> ``--config=<bundled file>[:arg]``; paths pass unchanged."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a.startswith("--config="):
+            out[i] = "--config=" + config_files.resolve(a[len("--config=") :])
+        elif a == "--config" and i + 1 < len(out):
+            out[i + 1] = config_files.resolve(out[i + 1])
+    return out
+
+
 def _parse_flags(argv):
-    """Parse flags; a bad ``--config.*`` override is reported in one line, not a traceback."""
+    """Parse flags; a bad config or ``--config.*`` override is reported in one line."""
+    try:
+        argv = _resolve_config_arg(argv)
+    except FileNotFoundError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)
     try:
         remaining = FLAGS(argv)
         FLAGS.config.keys()  # a config file that fails to load is reported here, not mid-run

@@ -38,3 +38,12 @@ def test_notebook_executes(path, tmp_path):
         if o.get("output_type") == "error"
     ]
     assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_starts_with_a_guarded_install_cell(path):
+    """The first code cell installs flowjax on Colab and is skipped where flowjax is importable."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code").source
+    assert "%pip install" in first
+    assert 'importlib.util.find_spec("flowjax") is None' in first
