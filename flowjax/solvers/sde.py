@@ -99,7 +99,7 @@ _DIFFUSIONS: dict[str, Callable[[Array, float], Array]] = {
 def make_diffusion(
     spec: str | DiffusionCoefficient | None = "square,eta=3",
 ) -> DiffusionCoefficient:
-    """``"square,eta=3"`` -> ``DiffusionCoefficient("square", 3.0)``; ``None``/``"ode"`` -> g = 0."""
+    """``"square,eta=3"`` -> ``DiffusionCoefficient("square", 3.0)``; ``None``, ``"ode"``: g = 0."""
     if isinstance(spec, DiffusionCoefficient):
         return spec
     if spec is None:
