@@ -1,0 +1,48 @@
+"""Inference-time particle search for flow models under an NFE budget (ALGORITHMS.md 9).
+
+Build a :class:`Proposal` from a linear-path model with :func:`make_proposal` (``"ode"``,
+``"sde"``, ``"vp-ode"``, ``"vp-sde"``), pick a reward (:func:`make_reward` or any jit-able
+``R(x [B, ...]) -> [B]``) and run one of :func:`best_of_n`, :func:`smc`,
+:func:`search_over_paths`, :func:`rbf` (or :func:`search` by name). Each returns a
+:class:`SearchResult`: the selected samples ``[P, ...]``, their rewards ``[P]``, the NFE spent
+per problem (never above the budget) and diagnostics. Command line: ``python -m
+flowjax.search``.
+
+Example::
+
+    proposal = make_proposal(v, "vp-sde", num_steps=10, element_shape=(2,))
+    result = rbf(proposal, make_reward("toy_mode,mode=0"), key, budget=100, num_problems=64)
+"""
+
+from flowjax.search.best_of_n import best_of_n
+from flowjax.search.particles import PROPOSALS, Proposal, SearchResult, make_proposal
+from flowjax.search.rbf import rbf
+from flowjax.search.rewards import make_reward, register_reward, reward_names
+from flowjax.search.search_over_paths import search_over_paths
+from flowjax.search.smc import smc
+
+METHODS = {"bon": best_of_n, "smc": smc, "sop": search_over_paths, "rbf": rbf}
+
+
+def search(method: str, proposal, reward_fn, key, *, budget: int, **kwargs) -> SearchResult:
+    """Run ``method`` (``"bon"``, ``"smc"``, ``"sop"``, ``"rbf"``) with its keyword options."""
+    if method not in METHODS:
+        raise ValueError(f"unknown search method {method!r}; choose one of {sorted(METHODS)}")
+    return METHODS[method](proposal, reward_fn, key, budget=budget, **kwargs)
+
+
+__all__ = [
+    "METHODS",
+    "PROPOSALS",
+    "Proposal",
+    "SearchResult",
+    "best_of_n",
+    "make_proposal",
+    "make_reward",
+    "rbf",
+    "register_reward",
+    "reward_names",
+    "search",
+    "search_over_paths",
+    "smc",
+]

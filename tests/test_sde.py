@@ -1,0 +1,159 @@
+"""SDE sampling with the ODE's marginals and the linear -> VP conversion (ALGORITHMS.md 9.1-9.2).
+
+Everything is checked on the Gaussian closed form (section 11, ``tests/gaussian_fixture.py``):
+data ``N(mu, q^2 I)``, exact linear-path velocity, marginal ``x_t ~ N(t mu, sd_t^2 I)``. Time
+convention: noise at t=0, data at t=1. float64 throughout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowjax import paths, solvers, timesteps
+from flowjax.solvers import sde
+from tests import gaussian_fixture as gf
+
+MU = np.array([1.0, -2.0])
+Q = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def velocity(x, t, cond=None):
+    return gf.velocity(x, t[:, None], jnp.asarray(MU), Q)
+
+
+def _vp_marginal(s):
+    """Mean and std of xbar_s = abar x1 + sbar x0 on the VP path (per dimension)."""
+    vp = paths.VPPath()
+    a, b = float(vp.alpha(s)), float(vp.sigma(s))
+    return a * MU, np.sqrt(a**2 * Q**2 + b**2)
+
+
+def test_zero_diffusion_sde_is_the_euler_ode():
+    x0 = jax.random.normal(jax.random.key(0), (64, 2), jnp.float64)
+    grid = timesteps.uniform_grid(12)
+    ode = solvers.sample(solvers.Euler(), velocity, x0, grid)
+    for key in (0, 1):  # the noise is irrelevant
+        x = sde.sample_sde(velocity, x0, grid, jax.random.key(key), diffusion="ode")
+        np.testing.assert_allclose(np.asarray(x), np.asarray(ode), rtol=0, atol=1e-12)
+    x = sde.sample_sde(velocity, x0, grid, jax.random.key(2), diffusion="square,eta=0")
+    np.testing.assert_allclose(np.asarray(x), np.asarray(ode), rtol=0, atol=1e-12)
+
+
+def test_score_from_velocity_is_the_analytic_score():
+    x = jax.random.normal(jax.random.key(1), (16, 2), jnp.float64)
+    t = jnp.linspace(0.05, 0.95, 16)
+    u = velocity(x, t)
+    got = sde.score_from_velocity(paths.LinearPath(), u, x, t)
+    want = gf.score(x, t[:, None], jnp.asarray(MU), Q)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
+
+
+N_MC = 20_000
+
+
+@pytest.mark.parametrize("spec", ["square,eta=3", "sit,eta=1", "constant,eta=0.7"])
+def test_sde_marginals_match_the_ode_marginals(spec):
+    """Mean and covariance at t = 1 and mid-way equal the closed form within MC error."""
+    grid = timesteps.uniform_grid(100)
+    x0 = jax.random.normal(jax.random.key(3), (N_MC, 2), jnp.float64)
+    run = jax.jit(
+        lambda x0, key: sde.sample_sde(
+            velocity, x0, grid, key, diffusion=spec, return_trajectory=True
+        )
+    )
+    x1, traj = run(x0, jax.random.key(4))
+    checks = [(1.0, np.asarray(x1), MU, Q)]
+    for k in (30, 70):
+        t = float(grid[k])
+        checks.append((t, np.asarray(traj[k]), t * MU, float(gf.std(t, Q))))
+    for t, x, mean, sd in checks:
+        se = sd / np.sqrt(N_MC)
+        np.testing.assert_allclose(x.mean(0), mean, atol=5 * se + 0.01, err_msg=f"{spec} t={t}")
+        cov = np.cov(x.T)
+        # Variance: MC relative error sqrt(2/n) ~ 1%, Euler-Maruyama bias O(dt).
+        np.testing.assert_allclose(np.diag(cov), sd**2, rtol=0.05, err_msg=f"{spec} t={t}")
+        assert abs(cov[0, 1]) < 5 * sd**2 / np.sqrt(N_MC) + 0.01, (spec, t)
+    # The SDE really is stochastic: different keys give different samples.
+    other, _ = run(x0, jax.random.key(5))
+    assert float(jnp.max(jnp.abs(other - x1))) > 1e-2
+
+
+def test_conversion_with_the_linear_schedule_is_the_identity():
+    target = paths.AlphaSigmaPath(alpha_fn=lambda s: s, sigma_fn=lambda s: 1.0 - s)
+    ubar = sde.convert_velocity(velocity, target)
+    x = jax.random.normal(jax.random.key(6), (16, 2), jnp.float64)
+    s = jnp.linspace(0.02, 0.98, 16)
+    t, c, dt, dc = sde.conversion_coefficients(target, s)
+    np.testing.assert_allclose(np.asarray(t), np.asarray(s), atol=1e-15)
+    np.testing.assert_allclose(np.asarray(c), 1.0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(dt), 1.0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(dc), 0.0, atol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(ubar(x, s)), np.asarray(velocity(x, s)), rtol=1e-14, atol=1e-14
+    )
+
+
+def test_vp_converted_ode_follows_the_rescaled_original_trajectory():
+    """xbar_s = c_s x_{t(s)}: integrate the converted field (RK4, fine steps) and compare with
+    the exact flow map of the original field, rescaled; also the Tweedie estimates agree."""
+    vp = paths.VPPath()
+    ubar = sde.convert_velocity(velocity, vp)
+    s_end = 0.98  # sbar' is infinite at s = 1
+    grid = np.linspace(0.0, s_end, 401)
+    x_start = jax.random.normal(jax.random.key(7), (32, 2), jnp.float64)
+    xbar = solvers.sample(solvers.RK4(), ubar, x_start, grid)
+    t0, c0, _, _ = sde.conversion_coefficients(vp, jnp.float64(0.0))
+    t1, c1, _, _ = sde.conversion_coefficients(vp, jnp.float64(s_end))
+    want = c1 * gf.flow_map(x_start / c0, t0, t1, jnp.asarray(MU), Q)
+    np.testing.assert_allclose(np.asarray(xbar), np.asarray(want), rtol=1e-7, atol=1e-7)
+    # Tweedie is invariant: x1_hat on the VP path == x1_hat of the original at (x/c, t(s)).
+    s = jnp.full((32,), 0.6)
+    t, c, _, _ = sde.conversion_coefficients(vp, s)
+    got = sde.tweedie(vp, ubar(xbar, s), xbar, s)
+    ref = gf.x1_hat(xbar / c[:, None], t[:, None], jnp.asarray(MU), Q)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-10, atol=1e-10)
+    # And the VP score is the score of the VP marginal N(abar mu, abar^2 q^2 + sbar^2).
+    mean, sd = _vp_marginal(0.6)
+    score = sde.score_from_velocity(vp, ubar(xbar, s), xbar, s)
+    np.testing.assert_allclose(
+        np.asarray(score), -(np.asarray(xbar) - mean) / sd**2, rtol=1e-9, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("spec", ["ode", "square,eta=3"])
+def test_vp_converted_sampler_reaches_the_data_marginal(spec):
+    vp = paths.VPPath()
+    ubar = sde.convert_velocity(velocity, vp)
+    grid = timesteps.uniform_grid(200)
+    x0 = jax.random.normal(jax.random.key(8), (N_MC, 2), jnp.float64)
+    x1, traj = jax.jit(
+        lambda x0: sde.sample_sde(
+            ubar, x0, grid, jax.random.key(9), path=vp, diffusion=spec, return_trajectory=True
+        )
+    )(x0)
+    for s, x in ((1.0, np.asarray(x1)), (float(grid[120]), np.asarray(traj[120]))):
+        mean, sd = (MU, Q) if s == 1.0 else _vp_marginal(s)
+        se = sd / np.sqrt(N_MC)
+        np.testing.assert_allclose(x.mean(0), mean, atol=5 * se + 0.01, err_msg=f"{spec} s={s}")
+        np.testing.assert_allclose(x.std(0), sd, rtol=0.03, err_msg=f"{spec} s={s}")
+
+
+def test_bad_inputs_fail_clearly():
+    x0 = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="must end at t = 1"):
+        sde.sample_sde(velocity, x0, np.linspace(0, 0.9, 5), jax.random.key(0))
+    with pytest.raises(ValueError, match="unknown diffusion"):
+        sde.make_diffusion("cubic,eta=1")
+    with pytest.raises(ValueError, match="eta must be"):
+        sde.make_diffusion("square,eta=-1")
+    with pytest.raises(ValueError, match="options look like"):
+        sde.make_diffusion("square,beta=1")
