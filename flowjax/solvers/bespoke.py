@@ -228,11 +228,10 @@ class Bespoke:
         return run
 
     def to_schedule(self, **fields) -> learned.LearnedSchedule:
-        tau_grid = np.asarray(
-            learned.grid_from_logits(
-                jnp.asarray(self.params["logits"]), self.tableau.grid[0], self.tableau.grid[-1]
-            ),
-            np.float64,
+        tau_grid = learned._grid_np(
+            np.asarray(self.params["logits"], np.float64),
+            self.tableau.grid[0],
+            self.tableau.grid[-1],
         )
         delta = np.asarray(self.params["delta"], np.float64)
         return learned.LearnedSchedule(
@@ -312,7 +311,47 @@ def learn(
         slack=float(slack),
         iters=int(iters),
         lr=float(lr),
-        calibration_nfe=int(ref_nfe + (info["steps"] + 2) * nfe),
+        calibration_nfe=int(ref_nfe + info["steps"] * nfe),
         seconds=time.perf_counter() - t0,
     )
     return sampler, schedule
+
+
+def is_learned_setting(solver_name: str, grid_spec: str = "uniform") -> bool:
+    """True for ``bespoke[-BASE]`` solvers and the ``learned`` grid (stored settings)."""
+    return solver_name == "bespoke" or solver_name.startswith("bespoke-") or grid_spec == "learned"
+
+
+def split_name(solver_name: str) -> tuple[str, str]:
+    """``"bespoke-unipc2"`` -> ``("bespoke", "unipc2")`` (``bespoke`` alone: base ``unipc2``);
+    any other name -> ``("grid", name)``."""
+    if solver_name == "bespoke":
+        return "bespoke", "unipc2"
+    if solver_name.startswith("bespoke-"):
+        return "bespoke", solver_name[len("bespoke-") :]
+    return "grid", solver_name
+
+
+def stored_sampler(workdir: str, solver_name: str, nfe: int, velocity_fn: Callable[..., Array]):
+    """``(run, schedule)`` of the newest stored learned setting in ``workdir``.
+
+    ``solver_name`` is ``bespoke[-BASE]`` (learned coefficients) or a solver name (its learned
+    grid). ``run(params, x0, cond=None)`` is jitted like :func:`flowjax.solvers.make_sampler`
+    (``velocity_fn(params, x, t, cond)``). Raises a ValueError naming the calibrate command
+    when nothing is stored.
+    """
+    import os
+
+    from flowjax.solvers.base import make_sampler
+
+    kind, base = split_name(solver_name)
+    store = learned.LearnedStore(os.path.join(workdir, learned.STORE_NAME))
+    schedule = store.latest(kind, base, nfe)
+    if schedule is None:
+        raise ValueError(
+            f"no learned {kind} for {base} at NFE={nfe} in {store.path}; run "
+            f"python -m flowjax.calibrate --workdir={workdir} --solver={solver_name} --nfe={nfe}"
+        )
+    if kind == "grid":
+        return make_sampler(make_solver(base), velocity_fn, schedule.grid), schedule
+    return Bespoke.from_schedule(schedule).make_sampler(velocity_fn), schedule

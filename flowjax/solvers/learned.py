@@ -139,6 +139,13 @@ def logits_from_grid(grid) -> np.ndarray:
     return np.log(np.diff(g))
 
 
+def _grid_np(logits: np.ndarray, t_start: float, t_end: float) -> np.ndarray:
+    """:func:`grid_from_logits` in numpy float64 (for storing a learned grid)."""
+    inc = np.exp(logits - logits.max())
+    inc = inc / inc.sum() * (t_end - t_start)
+    return np.concatenate([[t_start], t_start + np.cumsum(inc)[:-1], [t_end]])
+
+
 def init_grid(spec: str, num_steps: int) -> np.ndarray:
     return timesteps.grid_from_spec(spec, num_steps)
 
@@ -180,7 +187,7 @@ def optimise(
     opt = optax.adam(optax.cosine_decay_schedule(lr, max(iters, 1), alpha=0.05))
     opt_state = opt.init(params)
     value_and_grad = jax.value_and_grad(loss_fn)
-    chunk = max(1, min(int(chunk), int(iters)))
+    chunk = max(1, min(int(chunk), int(iters)))  # iters = 0 still evaluates the initial loss
 
     def one(carry, _):
         p, s, best_p, best_l = carry
@@ -202,16 +209,17 @@ def optimise(
     def run(carry):
         return jax.lax.scan(one, carry, None, length=chunk)
 
-    init_loss = float(jax.jit(loss_fn)(params))
-    carry = (params, opt_state, params, jnp.asarray(init_loss, jnp.result_type(float)))
-    history, bad = [init_loss], 0
+    # The first step evaluates the loss at the initial parameters (best starts at +inf), so
+    # the initial loss is the first entry of the history and nothing else is compiled.
+    carry = (params, opt_state, params, jnp.asarray(jnp.inf, jnp.result_type(float)))
+    history, bad = [], 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iters, desc=desc, leave=False)
     done = 0
-    while done < iters:  # whole chunks: iters is rounded up to a multiple of chunk
+    while done < max(iters, 1):  # whole chunks: iters is rounded up to a multiple of chunk
         carry, (losses, oks) = run(carry)
         history += [float(v) for v in np.asarray(losses)]
         bad += int(np.sum(~np.asarray(oks)))
@@ -221,10 +229,13 @@ def optimise(
             bar.set_postfix(loss=f"{float(carry[3]):.3g}")
     if bar is not None:
         bar.close()
+    init_loss = history[0]
+    if not math.isfinite(init_loss):
+        raise ValueError(
+            f"the calibration loss at the initial setting is {init_loss}; check the velocity "
+            "function and the reference (NaN or inf)"
+        )
     best_p, best_l = carry[2], float(carry[3])
-    final = float(jax.jit(loss_fn)(carry[0]))
-    if math.isfinite(final) and final < best_l:
-        best_p, best_l = carry[0], final
     return best_p, {
         "initial_loss": init_loss,
         "loss": best_l,
@@ -405,7 +416,7 @@ def learn_grid(
     best, info = optimise(
         loss, logits0, iters=iters, lr=lr, progress=progress, desc=f"grid {solver.name}@{nfe}"
     )
-    grid = np.asarray(grid_from_logits(jnp.asarray(best, jnp.float64), t_start, t_end))
+    grid = _grid_np(np.asarray(best, np.float64), t_start, t_end)
     # Float64 rebuild of the best logits; fall back to the initial grid if rounding ever
     # collapsed two points (it keeps the learned <= initial guarantee).
     try:
@@ -427,7 +438,7 @@ def learn_grid(
         slack=float(slack),
         iters=int(iters),
         lr=float(lr),
-        calibration_nfe=int(ref_nfe + (info["steps"] + 2) * nfe),
+        calibration_nfe=int(ref_nfe + info["steps"] * nfe),
         seconds=time.perf_counter() - t0,
     )
 
