@@ -12,8 +12,10 @@ Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is reb
 
 ``--grid`` is any :func:`flowjax.timesteps.grid_from_spec` spec (``uniform``, ``logsnr``,
 ``edm,rho=7``, ``shifted,alpha=3``, ``diffusers``, or a list of times ``0,0.5,1``) or
-``boss``. ``--solver=boss`` means Euler on the BOSS grid. A BOSS schedule is computed from a
-calibration batch of the model's own trajectories (``--boss_calibration`` noises on a
+``boss``. ``--solver=boss`` means Euler on the BOSS grid. ``--grid=learned`` and
+``--solver=bespoke-NAME`` use a learned grid / learned coefficients stored by
+``python -m flowjax.calibrate`` in ``DIR/learned_schedules.json``. A BOSS schedule is computed
+from a calibration batch of the model's own trajectories (``--boss_calibration`` noises on a
 ``--boss_fine_steps`` fine grid) once, stored in ``DIR/boss_schedules.json`` keyed by (costed
 solver, K, N, M, reference integrator, checkpoint step) and reused afterwards. Example::
 
@@ -35,10 +37,11 @@ flags.DEFINE_string(
     "solver",
     "euler",
     "Solver name (euler, heun, midpoint, rk4, dpm++1, "
-    "dpm++2m, dpm++3m) or 'boss' (= euler on the BOSS grid).",
+    "dpm++2m, dpm++3m), 'boss' (= euler on the BOSS grid) or 'bespoke-NAME' (learned "
+    "coefficients on NAME, stored by flowjax.calibrate).",
 )
 flags.DEFINE_integer("nfe", None, "Number of velocity evaluations per sample.")
-flags.DEFINE_string("grid", "uniform", "Time grid spec, or 'boss'.")
+flags.DEFINE_string("grid", "uniform", "Time grid spec, 'boss', or 'learned' (flowjax.calibrate).")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (default: config.eval.num_samples).")
 flags.DEFINE_integer("boss_fine_steps", 100, "BOSS fine grid size N.")
 flags.DEFINE_integer("boss_calibration", 256, "BOSS calibration batch size M.")

@@ -117,6 +117,12 @@ def run_sampling(
     workdir = os.path.abspath(workdir)
     if solver_name == "boss":
         solver_name, grid_spec = "euler", "boss"
+    from flowjax.solvers import bespoke
+
+    learned_name = solver_name if bespoke.is_learned_setting(solver_name, grid_spec) else None
+    if learned_name is not None:  # stored learned grid / coefficients (flowjax.calibrate)
+        solver_name = bespoke.split_name(solver_name)[1]
+        grid_spec = "learned" if learned_name == solver_name else "bespoke"
     solver = solvers.make_solver(solver_name)
     num_steps = solver.num_steps_for_nfe(nfe)
     config, exp, params, step = load_run(workdir, num_samples=num_samples)
@@ -148,10 +154,19 @@ def run_sampling(
         )
         grid = schedule.grid
         report["boss"] = dict(schedule.to_dict(), reused=reused, seconds=time.perf_counter() - t0)
+    elif learned_name is not None:
+        learned_run, schedule = bespoke.stored_sampler(
+            workdir, learned_name, int(nfe), evaluator.velocity
+        )
+        grid = schedule.grid
+        report["learned"] = schedule.to_dict()
     else:
         grid = timesteps.grid_from_spec(grid_spec, num_steps)
     label = sampler_label(solver.name, int(nfe), grid_spec)
-    evaluator.add_sampler(label, solver, grid)
+    if learned_name is not None:
+        evaluator.samplers[label] = learned_run
+    else:
+        evaluator.add_sampler(label, solver, grid)
     run = evaluator.samplers[label]
 
     t0 = time.perf_counter()

@@ -280,7 +280,11 @@ class DPMSolverPP(Solver):
             h_phi_k = h_phi_k / hh - 1.0 / factorial
         for k in range(2, self.order + 1):
             ok = finite & jnp.all(jnp.isfinite(lams[1:k]))
-            rks = [jnp.where(ok, (lams[j] - lams[0]) / h, -float(j)) for j in range(1, k)]
+            # Double where: a masked -inf log-SNR must not send NaN into the gradient.
+            rks = [
+                jnp.where(ok, jnp.where(ok, lams[j] - lams[0], 0.0) / h, -float(j))
+                for j in range(1, k)
+            ]
             rks = jnp.stack([*rks, jnp.ones_like(h)])
             rmat = jnp.stack([rks**p for p in range(k)])
             rhos = jnp.linalg.solve(rmat, jnp.stack(b[:k]))

@@ -3,7 +3,9 @@ settings and score the samples against held-out data.
 
 ``config.eval.samplers`` lists ``"solver:nfe[:grid]"`` strings, e.g. ``("euler:1", "euler:4",
 "dpm++2m:8:logsnr", "heun:8:shifted,alpha=3", "rk4:128")``; the grid defaults to uniform (any
-spec of :func:`flowjax.timesteps.grid_from_spec`); the last one is the *reference* setting (a
+spec of :func:`flowjax.timesteps.grid_from_spec`, or ``learned``; ``bespoke-unipc2:4`` is a
+learned sampler; both are read from ``<workdir>/learned_schedules.json``, written by
+``python -m flowjax.calibrate``); the last one is the *reference* setting (a
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
 Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD and energy distance; for
@@ -25,6 +27,7 @@ import numpy as np
 from flowjax import evaluation, plotting, solvers, timesteps
 from flowjax.objectives import guidance
 from flowjax.parallel import multihost
+from flowjax.solvers import bespoke
 
 
 def make_velocity_fn(
@@ -110,6 +113,10 @@ class Evaluator:
             raise ValueError("config.eval.samplers is empty; list at least one 'solver:nfe'")
         self.samplers = {}
         for name, nfe, grid_spec in specs:
+            if bespoke.is_learned_setting(name, grid_spec):  # stored by flowjax.calibrate
+                run, _ = bespoke.stored_sampler(workdir, name, nfe, self.velocity)
+                self.samplers[sampler_label(name, nfe, grid_spec)] = run
+                continue
             solver = solvers.make_solver(name)
             grid = timesteps.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
             self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)

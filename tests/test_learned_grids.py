@@ -1,0 +1,139 @@
+"""Learned grids (flowjax.solvers.learned): exact on straight flows, never worse than uniform on
+the Gaussian closed form, valid grids, finite gradients at t = 0 and 1, determinism, storage
+and clear errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowjax import solvers, timesteps
+from flowjax.solvers import learned
+from tests import gaussian_fixture as gf
+
+ALL = ["euler", "heun", "midpoint", "rk4", "dpm++2m", "dpm++3m", "unipc2", "dpm++3m-unic"]
+NFE = {"euler": 4, "heun": 4, "midpoint": 4, "rk4": 8, "dpm++3m": 6, "dpm++3m-unic": 6}
+MU, Q = jnp.array([1.5, -0.5, 0.8]), 0.4
+
+
+def straight_field(x, t, cond):
+    """Data x1 = A x0 + MU (A = 0.5): x_t = (1 - t + A t) x0 + t MU is a straight line at
+    constant speed (A = 0 is point-mass data, whose field is singular at t = 1)."""
+    a, tb = 0.5, t[:, None]
+    return (a - 1.0) * (x - tb * MU) / (1.0 - tb + a * tb) + MU
+
+
+def gauss_field(x, t, cond):
+    return gf.velocity(x, t[:, None], MU, Q)
+
+
+def gauss_exact(x0):
+    return gf.flow_map(x0, 0.0, 1.0, MU, Q)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def noise(key, m=32):
+    return jax.random.normal(jax.random.PRNGKey(key), (m, 3), jnp.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_straight_field_stays_exact(name):
+    """Every consistent solver is exact on straight trajectories for every grid, so learning
+    (whatever Adam does with rounding-level gradients) leaves the error at zero."""
+    solver = solvers.make_solver(name)
+    x0 = noise(0)
+    sched = learned.learn_grid(
+        solver, straight_field, x0, NFE.get(name, 4), x_ref=0.5 * x0 + MU, iters=20, lr=0.2
+    )
+    grid = jnp.asarray(sched.grid)
+    x = solvers.sample(solver, straight_field, noise(1), grid)
+    assert sched.loss < 1e-26 and sched.initial_loss < 1e-26
+    np.testing.assert_allclose(x, 0.5 * noise(1) + MU, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_gaussian_learned_beats_uniform_and_gradients_finite(name):
+    """On the Gaussian closed form the learned grid's held-out error is <= the uniform grid's,
+    the grid stays strictly increasing inside [0, 1] with exact ends, and the gradient with
+    respect to the logits is finite (the ends t = 0 and t = 1 are where logit(t) is infinite
+    for DPM-Solver++ / UniC)."""
+    solver = solvers.make_solver(name)
+    nfe = NFE.get(name, 4)
+    x0 = noise(0)
+    loss = learned.grid_loss_fn(solver, gauss_field, x0, None, gauss_exact(x0), 0.0, 1.0)
+    k = solver.num_steps_for_nfe(nfe)
+    grad = jax.grad(loss)(jnp.zeros(k))
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    sched = learned.learn_grid(solver, gauss_field, x0, nfe, x_ref=gauss_exact(x0), iters=50)
+    g = sched.grid
+    assert g[0] == 0.0 and g[-1] == 1.0 and np.all(np.diff(g) > 0) and len(g) == k + 1
+    held = noise(5, 256)
+
+    def err(grid):
+        x = solvers.sample(solver, gauss_field, held, jnp.asarray(grid))
+        return float(jnp.sqrt(jnp.mean((x - gauss_exact(held)) ** 2)))
+
+    uniform = err(timesteps.uniform_grid(k))
+    assert sched.loss <= sched.initial_loss
+    assert err(g) <= uniform, (err(g), uniform)
+    assert err(g) < 0.9 * uniform  # learning actually helps on this curved flow
+
+
+def test_grid_parametrisation_valid_for_extreme_logits():
+    logits = jnp.asarray([30.0, -30.0, 0.0, 5.0, -200.0])
+    g = np.asarray(learned.grid_from_logits(logits, 0.0, 1.0))
+    assert g[0] == 0.0 and g[-1] == 1.0 and np.all(np.diff(g) >= 0)
+    mid = learned.grid_from_logits(jnp.zeros(4), 0.0, 1.0)
+    np.testing.assert_allclose(mid, timesteps.uniform_grid(4), atol=1e-15)
+
+
+def test_calibration_deterministic_and_slack():
+    solver = solvers.make_solver("heun")
+    x0 = noise(0)
+    a = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=10, seed=3)
+    b = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=10, seed=3)
+    assert a.times == b.times and a.loss == b.loss and a.key == b.key
+    # Slack: errors inside the ball cost nothing; a huge slack leaves nothing to learn.
+    c = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=5, slack=10.0)
+    assert c.loss == 0.0 and c.initial_loss == 0.0
+    e = jnp.ones((4, 3))
+    assert float(learned.endpoint_loss(e, jnp.zeros((4, 3)), 0.5)) == pytest.approx(0.25)
+    assert float(jax.grad(lambda y: learned.endpoint_loss(y, y, 0.5))(e)[0, 0]) == 0.0
+
+
+def test_store_roundtrip(tmp_path):
+    solver = solvers.make_solver("midpoint")
+    x0 = noise(0, 8)
+    sched = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:32", iters=5, step=7)
+    store = learned.LearnedStore(str(tmp_path / learned.STORE_NAME))
+    got, reused = store.get_or_compute(sched.key, lambda: sched)
+    assert not reused
+    again, reused = store.get_or_compute(sched.key, lambda: 1 / 0)
+    assert reused and again == sched
+    assert store.latest("grid", "midpoint", 4) == sched
+    assert store.latest("grid", "midpoint", 6) is None
+    assert "step=7" in sched.key and "M=8" in sched.key and "ref=rk4:32" in sched.key
+
+
+def test_bad_input_errors_clearly():
+    solver = solvers.make_solver("euler")
+    x0 = noise(0, 8)
+    with pytest.raises(ValueError, match="reference resolution"):
+        learned.learn_grid(solver, gauss_field, x0, 16, reference="rk4:8")
+    with pytest.raises(ValueError, match="element shape"):
+        learned.learn_grid(solver, gauss_field, x0, 4, element_shape=(2,))
+    with pytest.raises(ValueError, match=r"\[M, \.\.\.\]"):
+        learned.learn_grid(solver, gauss_field, jnp.zeros((3,)), 4)
+    with pytest.raises(ValueError, match="reference"):
+        learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4")
+    with pytest.raises(ValueError, match="batch size"):
+        learned.learn_grid(solver, gauss_field, x0, 4, cond=jnp.zeros((3,), jnp.int32))
+    with pytest.raises(ValueError, match="multiple of 2"):
+        learned.learn_grid(solvers.make_solver("heun"), gauss_field, x0, 5)
