@@ -230,6 +230,36 @@ def test_dispersive_infonce_l2_properties():
     assert float(disp.infonce_l2(h)) < 0.0 and float(disp.infonce_l2(h, normalize="max")) < 0.0
 
 
+@pytest.mark.parametrize("dim", [16, 256, 24576])
+def test_dispersive_infonce_l2_is_active_at_realistic_feature_sizes(dim):
+    """Unit-variance features, batch 32: D_ij = ||h_i - h_j||^2 / D ~ 2 chi2_D / D off the
+    diagonal, so the loss is near log(1/B + (B - 1)/B (1 + 4/D)^(-D/2)) (E exp(-D_ij)), far
+    from the floor log(1/B) where the undivided distance sits (its off-diagonal terms
+    underflow: gradient exactly 0 from D = 256 on)."""
+    b = 32
+    h = jax.random.normal(jax.random.PRNGKey(dim), (b, dim))
+    value, grad = jax.value_and_grad(disp.infonce_l2)(h)
+    floor = -np.log(b)
+    assert float(value) - floor > 1.0, float(value)
+    expected = np.log(1 / b + (b - 1) / b * (1 + 4 / dim) ** (-dim / 2))
+    np.testing.assert_allclose(value, expected, atol=0.25)  # sampling noise at D = 16
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    # The gradient pushes features apart: it has the size of the loss's dependence on h.
+    assert float(jnp.linalg.norm(grad)) > 1e-2 / np.sqrt(dim) * np.sqrt(b)
+
+
+def test_dispersive_distances_have_an_exact_zero_diagonal():
+    """A large common offset makes |h_i|^2 + |h_i|^2 - 2 h_i.h_i round away from 0; the
+    diagonal is set, and coinciding features reach the bound log 1 = 0 exactly."""
+    h = 1e3 + jax.random.normal(KEY, (8, 300))
+    d = disp._sq_dists(h)
+    np.testing.assert_array_equal(jnp.diag(d), 0.0)
+    same = jnp.broadcast_to(1e3 + jax.random.normal(KEY, (300,)), (8, 300))
+    assert float(disp.infonce_l2(same)) == 0.0
+    grad = jax.grad(disp.infonce_l2)(same)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+
+
 def test_dispersive_covariance_equals_the_direct_formula():
     h = jax.random.normal(KEY, (12, 6)) + jnp.arange(6.0)
     n = h / jnp.linalg.norm(h, axis=1, keepdims=True)
