@@ -9,12 +9,14 @@ Config fields (all overridable on the command line, e.g.
   ``"u_shaped"``; its parameters live in the sub-section of the same name
   (``objective.logit_normal.loc`` ...), and ``time_shift`` applies the resolution shift
   ``t' = t / (t + alpha (1 - t))`` on top (1.0 = none).
-- ``loss``: ``"l2"`` | ``"pseudo_huber"`` with ``huber_c`` (None = ``0.00054 sqrt(d)``).
+- ``loss``: ``"l2"`` | ``"pseudo_huber"`` with ``huber_c`` (None = ``0.00054 sqrt(d)``, or
+  ``0.00054 d`` with ``reflow.huber_normalize``; :class:`~flowjax.objectives.losses.PseudoHuber`).
 - ``label_dropout``: CFG training label dropout (needs a class-conditional data set).
 - ``meanflow``: ``equal_fraction``, ``adaptive_p``, ``adaptive_c``, ``omega``, ``kappa``,
   ``guidance_interval`` (:class:`~flowjax.objectives.meanflow.MeanFlow`), and ``dispersive``:
   ``weight`` (0 = off), ``layers``, ``variant``, ``tau``, ``normalize``, ``margin``.
-- ``reflow``: ``huber_normalize`` (divide the pseudo-Huber loss by d), ``lpips_weights`` (a
+- ``reflow``: ``huber_normalize`` (the 2-rectified-flow++ scaling: divide the pseudo-Huber
+  loss by d, with c = 0.00054 d unless ``huber_c`` is set), ``lpips_weights`` (a
   weight file for the LPIPS-Huber loss, None = no LPIPS), ``lpips_time_weight``
   (``"inverse"`` or ``"one"``), ``lpips_replace_pooling``.
 - ``freeflow``: ``teacher_cfg_scale``, ``correction_fraction``, ``delta_sampler`` and
