@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         equal_fraction=0.75,
         adaptive_p=0.0,
         adaptive_c=0.01,
+        label_dropout_rows="leading",  # with label dropout: on the e = s rows, as published
         omega=1.0,
         kappa=0.0,
         guidance_interval=None,

@@ -13,6 +13,7 @@ teacher's EMA weights (``init.workdir``) and trained on the pairs (``data.pairs_
 
 - ``2rf`` (default): Liu et al.'s reflow, ``t ~ U(1e-3, 1)``, L2; sample with Euler.
 - ``rfpp``: Lee et al.'s 2-rectified-flow++ options: U-shaped t (a = 4), pseudo-Huber loss
+  in their scaling ``(sqrt(||delta||^2 + c^2) - c) / d`` with ``c = 0.00054 d``
   (``objective.reflow.lpips_weights=FILE`` adds the LPIPS-Huber term for images).
 - ``distill1``, ``distill2``, ``distill4``: m-step distillation from pairs, t on the m start
   times of a uniform grid (m = 1: the one-step map ``z -> z + v(z, 0)``); sample with
@@ -53,6 +54,7 @@ def reflow_objective(c: ml_collections.ConfigDict, variant: str) -> None:
         c.objective.time_sampler = "u_shaped"
         c.objective.u_shaped = dict(a=4.0)
         c.objective.loss = "pseudo_huber"
+        c.objective.reflow.huber_normalize = True  # 2-RF++: divide by d, c = 0.00054 d
     elif variant.startswith("distill"):
         m = int(variant[len("distill") :])
         c.objective.time_sampler = "discrete"

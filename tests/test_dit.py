@@ -68,9 +68,21 @@ def test_output_is_zero_and_blocks_are_identity_at_init(use_end_time):
 
 
 def _count(variant, **kw):
+    """Trainable parameters: the ``params`` collection, which must be the only one (the fixed
+    sin-cos position table is a constant of the forward pass, not a variable)."""
     model = DiT(**dit_variant(variant), num_classes=1000, **kw)
     x, t, y = jnp.zeros((1, 32, 32, 4)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
-    return num_params(nn.meta.unbox(jax.eval_shape(model.init, KEY, x, t, y)))
+    variables = nn.meta.unbox(jax.eval_shape(model.init, KEY, x, t, y))
+    assert set(variables) == {"params"}, set(variables)
+    return num_params(variables["params"])
+
+
+def test_parameter_counts_are_exact():
+    """The official DiT's trainable counts at p = 2 on 32x32x4 latents, 1000 classes:
+    S/2 velocity model (no learned sigma) 32 858 896, XL/2 with learned sigma 674 834 720.
+    A missing or extra bias, adaLN or position table changes them."""
+    assert _count("S/2") == 32_858_896
+    assert _count("XL/2", learn_sigma=True) == 674_834_720
 
 
 @pytest.mark.parametrize("size, paper", [("S", 33e6), ("B", 130e6), ("L", 458e6), ("XL", 675e6)])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import models, timesteps
+from flowjax import models, solvers, timesteps
 from flowjax.objectives import FreeFlow
 from flowjax.objectives.freeflow import FreeFlowNetworks
 from tests import gaussian_fixture as gf
@@ -43,21 +43,115 @@ def test_exact_student_has_zero_loss_in_both_objectives():
     assert float(bad["generating_velocity_mse"]) > 1e-3 and float(bad["pred_loss"]) > 0.1
 
 
-def test_flow_map_from_the_prior_starts_at_z():
-    """f(z, 0) = z + 0 * F(z, 0) = z for any network."""
+@pytest.mark.slow
+def test_one_step_sample_is_the_student_flow_map_from_the_prior():
+    """``flowmap:1`` on FreeFlowNetworks is ``x1 = z + F_student(z, 0, 1)``: it reads the
+    student only (changing the fake or the teacher leaves it; changing the student does not)."""
+    mlp = {"name": "mlp", "hidden": 8, "depth": 1, "time_scale": 1.0}
     model = FreeFlowNetworks(
-        student=models.make_model({"name": "mlp", "hidden": 8, "depth": 1}, use_end_time=True),
-        fake=models.make_model({"name": "mlp", "hidden": 8, "depth": 1}),
-        teacher=models.make_model({"name": "mlp", "hidden": 8, "depth": 1}),
+        student=models.make_model(mlp, use_end_time=True),
+        fake=models.make_model(mlp),
+        teacher=models.make_model(mlp),
     )
     params = models.init_params(model, KEY, (2,))
-    params = jax.tree.map(lambda p: p + 0.3, params)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(KEY, p.shape), params)
     apply_fn = models.make_apply_fn(model)
     z = jax.random.normal(KEY, (5, 2))
-    zeros = jnp.zeros((5,))
-    f_out = apply_fn(params, z, zeros, None, t_end=zeros)
-    assert float(jnp.max(jnp.abs(f_out))) > 0  # F != 0, yet f(z, 0) = z exactly
-    np.testing.assert_array_equal(z + 0.0 * f_out, z)
+
+    @jax.jit
+    def one_step(p):  # one trace for every parameter set
+        u = solvers.average_velocity(lambda x, t, c, e: apply_fn(p, x, t, c, t_end=e))
+        return solvers.sample(solvers.FlowMap(), u, z, [0.0, 1.0])
+
+    zeros, ones = jnp.zeros((5,)), jnp.ones((5,))
+    f_1 = apply_fn(params, z, zeros, None, t_end=ones)
+    assert float(jnp.max(jnp.abs(f_1))) > 1e-2
+    np.testing.assert_allclose(one_step(params), z + f_1, rtol=1e-6, atol=1e-6)
+    others = {**params, "fake": jax.tree.map(jnp.zeros_like, params["fake"])}
+    others["teacher"] = jax.tree.map(lambda p: -p, params["teacher"])
+    np.testing.assert_array_equal(one_step(others), one_step(params))
+    student = {**params, "student": jax.tree.map(lambda p: 1.1 * p, params["student"])}
+    assert float(jnp.max(jnp.abs(one_step(student) - one_step(params)))) > 1e-3
+
+
+# -- gradient routing: which parameter group each term trains ----------------------------------
+
+
+def _group_params(key, dim=3, width=8):
+    def group(k, end_time):
+        k = jax.random.split(k, 4)
+        p = {
+            "w1": jax.random.normal(k[0], (dim, width)),
+            "a": jax.random.normal(k[1], (width,)),
+            "w2": jax.random.normal(k[2], (width, dim)) / np.sqrt(width),
+        }
+        if end_time:
+            p["b"] = jax.random.normal(k[3], (width,))
+        return p
+
+    ks, kf, kt = jax.random.split(key, 3)
+    return {"student": group(ks, True), "fake": group(kf, False), "teacher": group(kt, False)}
+
+
+def _group_apply(params, x, t, cond=None, *, method=None, t_end=None, **kwargs):
+    """Student u(x, t, t_end), fake and teacher velocities: small tanh networks, one group each."""
+    name = {"fake_velocity": "fake", "teacher_velocity": "teacher"}.get(method, "student")
+    p = params[name]
+    pre = x @ p["w1"] + t[:, None] * p["a"]
+    if name == "student":
+        pre = pre + t_end[:, None] * p["b"]
+    return jnp.tanh(pre) @ p["w2"]
+
+
+@pytest.fixture(scope="module")
+def routed_grads():
+    """Gradients of each loss term w.r.t. every parameter group (one trace per term)."""
+    obj = FreeFlow(correction_fraction=0.5, r_sampler=timesteps.Uniform(0.05, 0.95))
+    params = _group_params(jax.random.PRNGKey(3))
+    batch = {"x1": jnp.zeros((16, 3))}
+
+    def term(name):
+        return jax.grad(lambda p: obj.loss_fn(p, _group_apply, batch, KEY)[1][name])(params)
+
+    return {name: term(name) for name in ("pred_loss", "corr_loss", "fake_loss", "loss")}
+
+
+def _norm(tree):
+    return float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree))))
+
+
+@pytest.mark.parametrize(
+    "term, trains",
+    [("pred_loss", "student"), ("corr_loss", "student"), ("fake_loss", "fake")],
+)
+def test_each_term_trains_only_its_group(routed_grads, term, trains):
+    """L_pred and L_corr move only the student (sg on the teacher, on x_f and on the correction
+    direction g_psi - v_T); L_fake moves only the fake (sg on x_hat); the teacher gets exactly
+    zero gradient from every term."""
+    grads = routed_grads[term]
+    for group in ("student", "fake", "teacher"):
+        if group == trains:
+            assert _norm(grads[group]) > 1e-4, (term, group)
+        else:
+            for leaf in jax.tree.leaves(grads[group]):
+                np.testing.assert_array_equal(leaf, 0.0, err_msg=f"{term} -> {group}")
+
+
+def test_total_gradient_is_the_sum_of_the_routed_terms(routed_grads):
+    total = routed_grads["loss"]
+    for leaf in jax.tree.leaves(total["teacher"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+    for a, b in zip(
+        jax.tree.leaves(total["fake"]), jax.tree.leaves(routed_grads["fake_loss"]["fake"])
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    parts = jax.tree.map(
+        lambda a, b: a + b,
+        routed_grads["pred_loss"]["student"],
+        routed_grads["corr_loss"]["student"],
+    )
+    for a, b in zip(jax.tree.leaves(total["student"]), jax.tree.leaves(parts)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_student_jvp_in_delta_matches_finite_differences():

@@ -9,7 +9,7 @@ import pytest
 from flowjax import convention, models, solvers, timesteps
 from flowjax.objectives import Dispersive, MeanFlow, effective_guidance_scale, kappa_for_scale
 from flowjax.objectives import dispersive as disp
-from flowjax.objectives.meanflow import guided_velocity, meanflow_target
+from flowjax.objectives.meanflow import guided_velocity, label_dropout_mask, meanflow_target
 from tests import gaussian_fixture as gf
 
 KEY = jax.random.PRNGKey(0)
@@ -141,6 +141,188 @@ def test_guided_target_respects_dropout_and_the_interval():
     np.testing.assert_allclose(v[:, 0], [1.0, guided, 1.0, guided])
 
 
+# -- agreement with the published loss (values and gradients) -------------------------------
+
+NUM_CLASSES = 4  # null = 4
+
+
+def _mf_params(key=jax.random.PRNGKey(11), dim=3, width=16):
+    k = jax.random.split(key, 6)
+    return {
+        "w1": jax.random.normal(k[0], (dim, width)) / np.sqrt(dim),
+        "a": jax.random.normal(k[1], (width,)),
+        "b": jax.random.normal(k[2], (width,)),
+        "emb": jax.random.normal(k[3], (NUM_CLASSES + 1, width)),
+        "w2": jax.random.normal(k[4], (width, dim)) / np.sqrt(width),
+        "c": jax.random.normal(k[5], (dim,)),
+    }
+
+
+def _u_mf(params, z, t, h, y):
+    """A MeanFlow-native average velocity u(z, t, h, y) in the published convention (data at
+    t = 0, noise at t = 1, h = t - r): a one-hidden-layer network with a params dict."""
+    pre = z @ params["w1"] + t[:, None] * params["a"] + h[:, None] * params["b"]
+    if y is not None:
+        pre = pre + params["emb"][y]
+    return jnp.tanh(pre) @ params["w2"] + (t * h)[:, None] * params["c"]
+
+
+def _flowjax_apply(params, x, s, cond=None, *, t_end, **kwargs):
+    """The same network in flowjax's convention: ubar(x, s, e) = -u_MF(x, 1 - s, e - s)."""
+    return -_u_mf(params, x, 1.0 - s, t_end - s, cond)
+
+
+def published_meanflow_loss(params, x, noise, t, r, labels, num_drop, cfg):
+    """Independent transcription of the published MeanFlow JAX loss, in its own convention:
+    z = (1 - t) x + t e, v = e - x, guidance on t in [t_lo, t_hi], label dropout on the first
+    num_drop rows, JVP tangents (v_g, 1, 0) over (z, t, r), target sg(v_g - clip(t - r) du),
+    loss sum_pixels (u - u_tgt)^2 / sg((loss + c)^p), mean over the batch."""
+    b = x.shape[0]
+    z = (1 - t)[:, None] * x + t[:, None] * noise
+    v = noise - x
+    v_g = v
+    if labels is not None and (cfg["omega"] != 1.0 or cfg["kappa"] != 0.0):
+        inside = (t >= cfg["t_lo"]) & (t <= cfg["t_hi"])
+        omega = jnp.where(inside, cfg["omega"], 1.0)[:, None]
+        kappa = jnp.where(inside, cfg["kappa"], 0.0)[:, None]
+        zero = jnp.zeros_like(t)
+        v_uncond = _u_mf(params, z, t, zero, jnp.full_like(labels, NUM_CLASSES))
+        v_cond = _u_mf(params, z, t, zero, labels)
+        v_g = omega * v + (1 - omega - kappa) * v_uncond + kappa * v_cond
+    y_inp = labels
+    if labels is not None:
+        drop = jnp.arange(b) < num_drop
+        y_inp = jnp.where(drop, NUM_CLASSES, labels)
+        v_g = jnp.where(drop[:, None], v, v_g)
+
+    def u_fn(z_, t_, r_):
+        return _u_mf(params, z_, t_, t_ - r_, y_inp)
+
+    u, du_dt = jax.jvp(u_fn, (z, t, r), (v_g, jnp.ones_like(t), jnp.zeros_like(r)))
+    u_tgt = jax.lax.stop_gradient(v_g - jnp.clip(t - r, 0.0, 1.0)[:, None] * du_dt)
+    loss = jnp.sum((u - u_tgt) ** 2, axis=1)
+    loss = loss / jax.lax.stop_gradient((loss + cfg["c"]) ** cfg["p"])
+    return jnp.mean(loss)
+
+
+_CASES = {
+    "unguided": dict(cond=False, omega=1.0, kappa=0.0, p=0.0, drop=0.0),
+    "adaptive_p1": dict(cond=False, omega=1.0, kappa=0.0, p=1.0, drop=0.0),
+    "guided": dict(cond=True, omega=0.6, kappa=0.3, p=1.0, drop=0.0),
+    "label_dropout": dict(cond=True, omega=0.6, kappa=0.3, p=1.0, drop=0.3),
+}
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_loss_and_gradient_equal_the_published_loss(case):
+    """flowjax's loss_fn and its gradient w.r.t. the network's params equal the published loss
+    on the same draws (converted: t = 1 - s, r = 1 - e, e_MF = x0), for guidance with an
+    interval (MF t in [0, 0.8], our s in [0.2, 1]), adaptive weight p = 1, label dropout."""
+    spec = _CASES[case]
+    b = 16
+    k1, k2, key = jax.random.split(jax.random.PRNGKey(5), 3)
+    x1 = jax.random.normal(k1, (b, 3)) + jnp.array([1.0, -1.0, 0.5])
+    batch = {"x1": x1}
+    if spec["cond"]:
+        batch["label"] = jax.random.randint(k2, (b,), 0, NUM_CLASSES)
+    t_lo, t_hi = 0.0, 0.8
+    obj = MeanFlow(
+        time_sampler=timesteps.LogitNormal(loc=0.4, scale=1.0),
+        equal_fraction=0.5,
+        adaptive_p=spec["p"],
+        adaptive_c=0.01,
+        num_classes=NUM_CLASSES if spec["cond"] else None,
+        label_dropout=spec["drop"],
+        omega=spec["omega"],
+        kappa=spec["kappa"],
+        guidance_interval=convention.interval_from_opposite((t_lo, t_hi)),
+    )
+    cfg = dict(omega=spec["omega"], kappa=spec["kappa"], t_lo=t_lo, t_hi=t_hi, p=spec["p"], c=0.01)
+    draws = obj.draws(key, batch)
+    t, r = 1.0 - draws["s"], 1.0 - draws["e"]
+    labels = batch.get("label")
+    num_drop = 0 if labels is None else int(jnp.sum(draws["dropped"]))
+    if spec["drop"]:
+        assert 0 < num_drop <= b // 2  # some rows dropped, all among the e = s rows
+    if spec["omega"] != 1.0:  # the interval splits the guided rows
+        assert 0 < int(jnp.sum(t <= t_hi)) < b
+
+    params = _mf_params()
+
+    def ours(p):
+        return obj.loss_fn(p, _flowjax_apply, batch, key)[0]
+
+    def theirs(p):
+        return published_meanflow_loss(p, x1, draws["x0"], t, r, labels, num_drop, cfg)
+
+    value, grad = jax.value_and_grad(ours)(params)
+    ref_value, ref_grad = jax.value_and_grad(theirs)(params)
+    np.testing.assert_allclose(value, ref_value, rtol=2e-5)
+    for name in params:
+        scale = float(jnp.max(jnp.abs(ref_grad[name])))
+        if name == "emb" and labels is None:
+            np.testing.assert_array_equal(grad[name], 0.0)  # no label reaches the network
+            continue
+        assert scale > 1e-6, name  # every parameter group is exercised
+        np.testing.assert_allclose(grad[name], ref_grad[name], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_label_dropout_rows():
+    """'leading' (default, published): the first K rows, K = #{u_i < p}, all with e = s;
+    'random': the rows with u_i < p themselves; both from the same uniforms."""
+    b, p = 64, 0.2
+    key = jax.random.PRNGKey(2)
+    u = jax.random.uniform(key, (b,))
+    lead = label_dropout_mask(key, b, p)
+    rand = label_dropout_mask(key, b, p, "random")
+    np.testing.assert_array_equal(rand, u < p)
+    np.testing.assert_array_equal(lead, np.arange(b) < int(np.sum(u < p)))
+    assert 0 < int(jnp.sum(lead)) < b and not np.array_equal(lead, rand)
+    # Inside the objective: the null label reaches the network exactly on those rows.
+    obj = MeanFlow(num_classes=3, label_dropout=p, equal_fraction=0.75)
+    batch = {"x1": jnp.zeros((b, 2)), "label": jnp.arange(b) % 3}
+    key = jax.random.PRNGKey(8)
+    draws = obj.draws(key, batch)
+    key_drop = jax.random.split(key, 4)[2]
+    expected = np.arange(b) < int(np.sum(jax.random.uniform(key_drop, (b,)) < p))
+    np.testing.assert_array_equal(draws["dropped"], expected)
+    np.testing.assert_array_equal(draws["y_in"] == 3, expected)
+    assert bool(jnp.all(draws["e"][expected] == draws["s"][expected]))  # only e = s rows
+    seen = {}
+
+    def apply_fn(params, x, s, cond, *, t_end, **kwargs):
+        seen["cond"] = np.asarray(cond)
+        return x
+
+    obj.loss_fn(None, apply_fn, batch, key)
+    np.testing.assert_array_equal(seen["cond"] == 3, expected)
+    random_obj = MeanFlow(num_classes=3, label_dropout=p, label_dropout_rows="random")
+    assert not np.array_equal(random_obj.draws(key, batch)["dropped"], expected)
+    with pytest.raises(ValueError, match="label_dropout_rows must be one of"):
+        MeanFlow(num_classes=3, label_dropout=p, label_dropout_rows="equal")
+
+
+def test_registry_passes_meanflow_fields_and_keeps_dataclass_defaults():
+    from flowjax.config_files import load_config
+    from flowjax.objectives import make_objective
+
+    cfg = load_config("meanflow_digits")
+    obj = make_objective(cfg.objective, num_classes=10)
+    assert obj.label_dropout_rows == "leading" and obj.label_dropout == 0.1 and obj.kappa == 0.5
+    cfg.objective.meanflow.label_dropout_rows = "random"
+    cfg.objective.dispersive.weight = 0.25
+    obj = make_objective(cfg.objective, num_classes=10)
+    assert obj.label_dropout_rows == "random" and obj.dispersive == Dispersive(weight=0.25)
+    del cfg.objective.meanflow["label_dropout_rows"]
+    del cfg.objective.meanflow["equal_fraction"]
+    obj = make_objective(cfg.objective, num_classes=10)
+    assert obj.label_dropout_rows == MeanFlow.label_dropout_rows
+    assert obj.equal_fraction == MeanFlow.equal_fraction
+    cfg.objective.meanflow.unknown = 1.0
+    with pytest.raises(ValueError, match="unknown field"):
+        make_objective(cfg.objective, num_classes=10)
+
+
 def test_meanflow_errors():
     with pytest.raises(ValueError, match="class-conditional"):
         MeanFlow(omega=2.0)
@@ -228,6 +410,36 @@ def test_dispersive_infonce_l2_properties():
     same = jnp.ones((8, 5))
     assert float(disp.infonce_l2(same)) == pytest.approx(0.0, abs=1e-6)  # the bound log 1
     assert float(disp.infonce_l2(h)) < 0.0 and float(disp.infonce_l2(h, normalize="max")) < 0.0
+
+
+@pytest.mark.parametrize("dim", [16, 256, 24576])
+def test_dispersive_infonce_l2_is_active_at_realistic_feature_sizes(dim):
+    """Unit-variance features, batch 32: D_ij = ||h_i - h_j||^2 / D ~ 2 chi2_D / D off the
+    diagonal, so the loss is near log(1/B + (B - 1)/B (1 + 4/D)^(-D/2)) (E exp(-D_ij)), far
+    from the floor log(1/B) where the undivided distance sits (its off-diagonal terms
+    underflow: gradient exactly 0 from D = 256 on)."""
+    b = 32
+    h = jax.random.normal(jax.random.PRNGKey(dim), (b, dim))
+    value, grad = jax.value_and_grad(disp.infonce_l2)(h)
+    floor = -np.log(b)
+    assert float(value) - floor > 1.0, float(value)
+    expected = np.log(1 / b + (b - 1) / b * (1 + 4 / dim) ** (-dim / 2))
+    np.testing.assert_allclose(value, expected, atol=0.25)  # sampling noise at D = 16
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    # The gradient pushes features apart: it has the size of the loss's dependence on h.
+    assert float(jnp.linalg.norm(grad)) > 1e-2 / np.sqrt(dim) * np.sqrt(b)
+
+
+def test_dispersive_distances_have_an_exact_zero_diagonal():
+    """A large common offset makes |h_i|^2 + |h_i|^2 - 2 h_i.h_i round away from 0; the
+    diagonal is set, and coinciding features reach the bound log 1 = 0 exactly."""
+    h = 1e3 + jax.random.normal(KEY, (8, 300))
+    d = disp._sq_dists(h)
+    np.testing.assert_array_equal(jnp.diag(d), 0.0)
+    same = jnp.broadcast_to(1e3 + jax.random.normal(KEY, (300,)), (8, 300))
+    assert float(disp.infonce_l2(same)) == 0.0
+    grad = jax.grad(disp.infonce_l2)(same)
+    assert bool(jnp.all(jnp.isfinite(grad)))
 
 
 def test_dispersive_covariance_equals_the_direct_formula():

@@ -136,7 +136,11 @@ def test_pseudo_huber_limits():
     np.testing.assert_allclose(huber(small, 0 * small), d * 1e-4 / 2.0, rtol=2e-3)
     large = jnp.full((1, d), 1e3)
     np.testing.assert_allclose(huber(large, 0 * large), np.sqrt(d) * 1e3 - 1.0, rtol=1e-5)
-    assert PseudoHuber().constant(d) == pytest.approx(0.00054 * 4.0)
+    assert PseudoHuber().constant(d) == pytest.approx(0.00054 * 4.0)  # iCT
+    assert PseudoHuber(normalize=True).constant(d) == pytest.approx(0.00054 * d)  # 2-RF++
+    assert PseudoHuber(c=0.3, normalize=True).constant(d) == 0.3
+    with pytest.raises(ValueError, match="c must be > 0"):
+        PseudoHuber(c=0.0)
     np.testing.assert_allclose(
         PseudoHuber(c=1.0, normalize=True)(large, 0 * large),
         (np.sqrt(d) * 1e3 - 1.0) / d,

@@ -124,6 +124,33 @@ def test_lpips_huber_loss_matches_its_formula():
     assert float(exact) < 1e-6  # v = z1 - z0 gives x1_hat = z1: both terms vanish
 
 
+@pytest.mark.parametrize("config_name", ["reflow_toy2d", "reflow_digits"])
+@pytest.mark.parametrize("dim", [64, 3072])
+def test_shipped_rfpp_config_uses_the_2rf_pp_pseudo_huber_scale(config_name, dim):
+    """The ``rfpp`` config's objective, built from the config file through the registry, is
+    2-RF++'s ``(sqrt(||delta||^2 + c^2) - c) / d`` with ``c = 0.00054 d`` (not iCT's
+    ``c = 0.00054 sqrt(d)`` undivided), at d = 64 (digits) and d = 3072 (CIFAR-10)."""
+    from flowjax.config_files import load_config
+    from flowjax.objectives import make_objective
+
+    cfg = load_config(config_name, "rfpp")
+    obj = make_objective(cfg.objective)
+    assert isinstance(obj, Reflow) and obj.lpips is None
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(dim), 3)
+    z0, z1 = jax.random.normal(k1, (4, dim)), jax.random.normal(k2, (4, dim))
+    # Rows from the quadratic regime (||delta|| << c) to the linear one (||delta|| >> c).
+    pred = (z1 - z0) + jnp.array([1e-4, 1e-2, 1.0, 10.0])[:, None] * jax.random.normal(k3, (4, dim))
+
+    def apply_fn(params, x, t, cond, **kwargs):
+        return pred  # independent of t: the loss is the batch mean of the premetric
+
+    loss, _ = obj.loss_fn(None, apply_fn, {"x0": z0, "x1": z1}, KEY)
+    c = 0.00054 * dim
+    sq = np.sum(np.square(np.asarray(pred - (z1 - z0), np.float64)), axis=1)
+    expected = np.mean((np.sqrt(sq + c**2) - c) / dim)
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+
+
 def test_reflow_needs_pairs():
     with pytest.raises(ValueError, match="pairs_dir"):
         Reflow().loss_fn(None, None, {"x1": jnp.zeros((2, 2))}, KEY)

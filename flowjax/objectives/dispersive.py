@@ -3,18 +3,26 @@
 A positive-pair-free contrastive loss on the features ``H [B, D]`` (flattened activations of a
 chosen layer for the whole batch) that pushes the representations of different samples apart:
 
-- ``infonce_l2`` (default): ``log( (1/B^2) sum_ij exp(-D_ij / tau) )``, ``D_ij = ||h_i - h_j||^2``;
-  with ``normalize="max"`` the distances are divided by ``max_ij D_ij`` first (MP1's variant,
-  invariant to a global feature scale). Its upper bound ``log 1 = 0`` is reached only when all
-  features coincide.
+- ``infonce_l2`` (default): ``log( (1/B^2) sum_ij exp(-D_ij / tau) )`` with
+  ``D_ij = ||h_i - h_j||^2 / D`` (the squared distance divided by the feature dimension ``D``,
+  as the method's reference code does: without it the off-diagonal terms underflow at
+  realistic ``D`` and the loss sits at ``log(1/B)`` with an exactly zero gradient; for
+  independent unit-variance features ``D_ij ~ 2``). With ``normalize="max"`` the distances
+  are divided by ``max_ij D_ij`` instead (MP1's variant, invariant to a global feature scale).
+  Its upper bound ``log 1 = 0`` is reached only when all features coincide; its lower bound
+  ``log(1/B)`` only when all distinct pairs are infinitely far apart.
 - ``infonce_cosine``: ``log( (1/B^2) sum_ij exp(cos(h_i, h_j) / tau) )``.
-- ``hinge``: ``mean_ij max(0, margin - D_ij)^2``.
+- ``hinge``: ``mean_ij max(0, margin - ||h_i - h_j||^2)^2`` (the raw squared distance).
 - ``covariance``: the sum of squared off-diagonal entries of the covariance of the
   L2-normalised features, computed through the ``B x B`` Gram matrix (never ``D x D``).
 
-The diagonal ``i = j`` is included, as in the formulas above. Every variant is invariant to
-permuting the batch. The total is ``weight * sum_l L_disp(H_l)`` over the listed layers, whose
-names are the features the flowjax networks sow (``feature_{i}`` = output of block ``i``).
+The diagonal ``i = j`` is included, as in the formulas above, with its distance set to
+exactly 0 (not left to the cancellation ``|h_i|^2 + |h_j|^2 - 2 h_i.h_j``); the features are
+centred over the batch before the distances (which does not change them) to limit that
+cancellation off the diagonal. ``h`` is ``[B, ...]``, flattened to ``[B, D]``. Every variant
+is invariant to permuting the batch. The total is ``weight * sum_l L_disp(H_l)`` over the
+listed layers, whose names are the features the flowjax networks sow (``feature_{i}`` =
+output of block ``i``).
 """
 
 from __future__ import annotations
@@ -35,8 +43,12 @@ def _flat(h: Array) -> Array:
 
 
 def _sq_dists(h: Array) -> Array:
+    """``[B, B]`` squared distances ``||h_i - h_j||^2`` of the rows of ``h [B, D]``: >= 0, and
+    exactly 0 on the diagonal (a ``B x B`` Gram matrix, never ``B x B x D``)."""
+    h = h - jnp.mean(h, axis=0, keepdims=True)  # distances are translation invariant
     sq = jnp.sum(h * h, axis=1)
-    return jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * h @ h.T, 0.0)
+    d = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * h @ h.T, 0.0)
+    return jnp.where(jnp.eye(h.shape[0], dtype=bool), 0.0, d)
 
 
 def _log_mean_exp(a: Array) -> Array:
@@ -44,7 +56,9 @@ def _log_mean_exp(a: Array) -> Array:
 
 
 def infonce_l2(h: Array, tau: float = 1.0, normalize: str = "none") -> Array:
-    d = _sq_dists(_flat(h))
+    """``log mean_ij exp(-D_ij / tau)`` with ``D_ij = ||h_i - h_j||^2 / D`` (or ``/ max D``)."""
+    h = _flat(h)
+    d = _sq_dists(h) / h.shape[1]
     if normalize == "max":
         d = d / jnp.maximum(jnp.max(d), 1e-12)
     return _log_mean_exp(-d / tau)

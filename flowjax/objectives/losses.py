@@ -1,11 +1,15 @@
 """Per-sample premetrics ``D(prediction, target) -> [B]`` for flow objectives.
 
 - ``l2``: mean over elements of the squared error (rectified-flow / SiT ``mean_flat``).
-- ``pseudo_huber``: ``(sqrt(||delta||^2 + c^2) - c)`` with the norm over all ``d`` elements of
-  one sample (iCT, Lee et al.). Small errors behave like ``||delta||^2 / (2c)``, large ones
-  like ``||delta||``. The default ``c = 0.00054 * sqrt(d)`` is iCT's choice. The result is
-  divided by ``d`` when ``normalize=True`` (the 2-rectified-flow++ code's scaling, which
-  also uses ``c = 0.00054 * d``; see ALGORITHMS.md section 12).
+- ``pseudo_huber``: ``h_c(delta) = sqrt(||delta||^2 + c^2) - c`` with the norm over all ``d``
+  elements of one sample (iCT, Lee et al.). Small errors behave like ``||delta||^2 / (2c)``,
+  large ones like ``||delta||``. Two published scalings, chosen by ``normalize``:
+
+  - ``normalize=False`` (iCT): ``h_c(delta)`` with ``c = 0.00054 sqrt(d)``;
+  - ``normalize=True`` (2-rectified-flow++): ``h_c(delta) / d`` with ``c = 0.00054 d``, the
+    scale its LPIPS-Huber combination assumes (ALGORITHMS.md section 1.5).
+
+  An explicit ``c`` overrides the constant in either case.
 """
 
 from __future__ import annotations
@@ -33,12 +37,26 @@ class L2:
 
 @dataclasses.dataclass(frozen=True)
 class PseudoHuber:
+    """Per-sample pseudo-Huber loss ``[B, ...] x [B, ...] -> [B]`` (module docstring).
+
+    Attributes:
+      c: the constant; None = ``0.00054 d`` if ``normalize`` else ``0.00054 sqrt(d)``.
+      normalize: divide by ``d`` (the 2-rectified-flow++ scaling) instead of iCT's.
+    """
+
     c: float | None = None
     normalize: bool = False
     name: str = "pseudo_huber"
 
+    def __post_init__(self):
+        if self.c is not None and not self.c > 0:
+            raise ValueError(f"the pseudo-Huber constant c must be > 0 (or None); got {self.c}")
+
     def constant(self, dim: int) -> float:
-        return self.c if self.c is not None else 0.00054 * math.sqrt(dim)
+        """``c`` for ``dim`` elements per sample."""
+        if self.c is not None:
+            return self.c
+        return 0.00054 * dim if self.normalize else 0.00054 * math.sqrt(dim)
 
     def __call__(self, pred: Array, target: Array) -> Array:
         delta = _flat(pred - target)

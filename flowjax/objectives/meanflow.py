@@ -18,8 +18,13 @@ Training step (official JAX code, converted):
 2. ``x_s = s x1 + (1 - s) x0``, ``v_c = x1 - x0``.
 3. Guidance folded into the target (no CFG at sampling): for labelled rows with ``s`` in
    ``guidance_interval``, ``v~ = omega v_c + kappa u(x_s, s, y, s) + (1 - omega - kappa)
-   u(x_s, s, null, s)`` (network in eval mode, no gradient); elsewhere ``v~ = v_c``. Labels
-   are dropped to the null class with probability ``label_dropout`` (those rows use ``v_c``).
+   u(x_s, s, null, s)`` (network in eval mode, no gradient); elsewhere ``v~ = v_c``. Label
+   dropout (those rows get the null class and ``v~ = v_c``), ``label_dropout_rows``:
+   ``"leading"`` (default, the published JAX code): a count ``K ~ Binomial(B, label_dropout)``
+   is drawn and the FIRST ``K`` rows are dropped, the rows that step 1 made ``e = s``, so the
+   null class is trained on instantaneous velocities only (while ``K <= floor(equal_fraction
+   B)``, which fails with negligible probability at the published 10% / 75%);
+   ``"random"``: each row independently with probability ``label_dropout``, any ``(s, e)``.
    The effective CFG scale of the trained model is ``omega / (1 - kappa)``
    (:func:`effective_guidance_scale`).
 4. One JVP: ``(u, du) = jvp(F, (x_s, s, e), (v~, 1, 0))``, ``F(x, s, e) = u_theta(x, s, y,
@@ -47,6 +52,28 @@ from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import binned_means
 
 Array = jax.Array
+
+LABEL_DROPOUT_ROWS = ("leading", "random")
+
+
+def label_dropout_mask(key: Array, batch_size: int, prob: float, rows: str = "leading") -> Array:
+    """``[B]`` bool: the rows whose label is dropped (step 3 of the module docstring).
+
+    ``"leading"``: ``arange(B) < K`` with ``K = sum_i [u_i < prob]``, ``u_i ~ U(0, 1)`` iid
+    (MeanFlow's code); ``"random"``: ``u_i < prob`` itself. Both drop ``Binomial(B, prob)``
+    rows; only where they fall differs.
+    """
+    if rows not in LABEL_DROPOUT_ROWS:
+        raise ValueError(
+            f"label_dropout_rows must be one of {LABEL_DROPOUT_ROWS} ('leading': the published "
+            f"rule, on the e = s rows; 'random': any row); got {rows!r}"
+        )
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"label drop probability must be in [0, 1]; got {prob}")
+    hit = jax.random.uniform(key, (batch_size,)) < prob
+    if rows == "random":
+        return hit
+    return jnp.arange(batch_size) < jnp.sum(hit)
 
 
 def effective_guidance_scale(omega: float, kappa: float) -> float:
@@ -99,6 +126,8 @@ class MeanFlow:
       equal_fraction: fraction of rows with ``e = s`` (flow-matching rows).
       adaptive_p, adaptive_c: the adaptive weight ``1 / (Delta + c)^p``.
       num_classes, label_dropout: class conditioning and CFG label dropout.
+      label_dropout_rows: where the dropped labels fall, ``"leading"`` (the published rule:
+        the first rows, which are the ``e = s`` rows) or ``"random"`` (:func:`label_dropout_mask`).
       omega, kappa, guidance_interval: guidance folded into the target (``omega = 1,
         kappa = 0``: none); the interval is over ``s`` in flowjax time (None = all of [0, 1]).
       dispersive: optional :class:`~flowjax.objectives.dispersive.Dispersive` regulariser.
@@ -110,6 +139,7 @@ class MeanFlow:
     adaptive_c: float = 0.01
     num_classes: int | None = None
     label_dropout: float = 0.0
+    label_dropout_rows: str = "leading"
     omega: float = 1.0
     kappa: float = 0.0
     guidance_interval: tuple[float, float] | None = None
@@ -127,6 +157,14 @@ class MeanFlow:
             )
         if self.label_dropout and self.num_classes is None:
             raise ValueError("label_dropout > 0 needs num_classes (a class-conditional model)")
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1]; got {self.label_dropout}")
+        if self.label_dropout_rows not in LABEL_DROPOUT_ROWS:
+            raise ValueError(
+                f"label_dropout_rows must be one of {LABEL_DROPOUT_ROWS} ('leading': the "
+                f"published rule, on the e = s rows; 'random': any row); got "
+                f"{self.label_dropout_rows!r}"
+            )
         if self.guided and self.num_classes is None:
             raise ValueError(
                 f"guidance in the target (omega={self.omega}, kappa={self.kappa}) needs a "
@@ -160,24 +198,41 @@ class MeanFlow:
             use = use & (s >= lo) & (s <= hi)
         return jnp.where(_bcast(use, v_c), mixed, v_c)
 
-    def loss_fn(
-        self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
-    ) -> tuple[Array, Metrics]:
+    def draws(self, key: Array, batch: dict[str, Array]) -> dict[str, Any]:
+        """The random draws of one step from ``key`` (steps 1-3): ``s, e [B]``, the noise
+        ``x0`` (shape of ``batch["x1"]``), the network's labels ``y_in`` (None if
+        unconditional; null where dropped), the ``dropped [B]`` mask and the network's
+        ``key_model``. :meth:`loss_fn` is ``loss_from_draws(..., draws(key, batch))``."""
         x1 = batch["x1"]
         b = x1.shape[0]
         key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
         s, e = timesteps.sample_pair(key_t, (b,), self.time_sampler, self.equal_fraction, x1.dtype)
         x0 = jax.random.normal(key_noise, x1.shape, x1.dtype)
-        x_s = _bcast(s, x1) * x1 + (1.0 - _bcast(s, x1)) * x0
-        v_c = x1 - x0
-
-        labels = dropped = y_in = None
+        y_in = dropped = None
         if self.num_classes is not None:
             if "label" not in batch:
                 raise ValueError("a class-conditional objective needs batch['label']")
             labels = batch["label"]
-            y_in = guidance.drop_labels(key_drop, labels, self.label_dropout, self.num_classes)
-            dropped = y_in == self.num_classes
+            dropped = label_dropout_mask(key_drop, b, self.label_dropout, self.label_dropout_rows)
+            y_in = jnp.where(dropped, jnp.asarray(self.num_classes, labels.dtype), labels)
+        return dict(s=s, e=e, x0=x0, y_in=y_in, dropped=dropped, key_model=key_model)
+
+    def loss_fn(
+        self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
+    ) -> tuple[Array, Metrics]:
+        return self.loss_from_draws(params, apply_fn, batch, self.draws(key, batch))
+
+    def loss_from_draws(
+        self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], draws: dict[str, Any]
+    ) -> tuple[Array, Metrics]:
+        """Steps 2-5 (and the dispersive term) for the draws of :meth:`draws`."""
+        x1 = batch["x1"]
+        b = x1.shape[0]
+        s, e, x0, y_in = draws["s"], draws["e"], draws["x0"], draws["y_in"]
+        dropped, key_model = draws["dropped"], draws["key_model"]
+        x_s = _bcast(s, x1) * x1 + (1.0 - _bcast(s, x1)) * x0
+        v_c = x1 - x0
+        labels = None if self.num_classes is None else batch["label"]
         v_tilde = self.target_velocity(params, apply_fn, x_s, s, v_c, labels, dropped)
 
         capture = self.dispersive.layers if self.dispersive is not None else None

@@ -16,8 +16,9 @@ teacher's ODE solution from ``z0`` (noise at t = 0, data at t = 1; written by
       L      = t * h_c(v_theta - (z1 - z0)) / d  +  lambda_t * LPIPS(x1_hat, z1)
       lambda_t = 1 / (1 - t)  ("LPIPS-Huber-1/t", CIFAR-10)   or   1  (ImageNet-64)
 
-  (``h_c`` the pseudo-Huber loss over all ``d`` elements; pass ``PseudoHuber(normalize=True)``
-  for the division by ``d``; LPIPS resizes to 224 itself.)
+  (``h_c`` the pseudo-Huber loss over all ``d`` elements with ``c = 0.00054 d``: pass
+  ``PseudoHuber(normalize=True)`` for that constant and the division by ``d``, as the
+  ``rfpp`` configs do; LPIPS resizes to 224 itself.)
 - **Distillation from pairs**: ``time_sampler = Discrete(m)``: ``t`` on the ``m`` start
   times of a uniform ``m``-step grid. ``m = 1`` trains the one-step map
   ``T(z) = z + v_theta(z, 0)`` with ``D(z0 + v(z0, 0), z1) = D(v(z0, 0), z1 - z0)``; sample

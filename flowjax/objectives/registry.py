@@ -9,12 +9,17 @@ Config fields (all overridable on the command line, e.g.
   ``"u_shaped"``; its parameters live in the sub-section of the same name
   (``objective.logit_normal.loc`` ...), and ``time_shift`` applies the resolution shift
   ``t' = t / (t + alpha (1 - t))`` on top (1.0 = none).
-- ``loss``: ``"l2"`` | ``"pseudo_huber"`` with ``huber_c`` (None = ``0.00054 sqrt(d)``).
+- ``loss``: ``"l2"`` | ``"pseudo_huber"`` with ``huber_c`` (None = ``0.00054 sqrt(d)``, or
+  ``0.00054 d`` with ``reflow.huber_normalize``; :class:`~flowjax.objectives.losses.PseudoHuber`).
 - ``label_dropout``: CFG training label dropout (needs a class-conditional data set).
-- ``meanflow``: ``equal_fraction``, ``adaptive_p``, ``adaptive_c``, ``omega``, ``kappa``,
+- ``meanflow``: ``equal_fraction``, ``adaptive_p``, ``adaptive_c``, ``label_dropout_rows``
+  (``"leading"``: the published rule, or ``"random"``), ``omega``, ``kappa``,
   ``guidance_interval`` (:class:`~flowjax.objectives.meanflow.MeanFlow`), and ``dispersive``:
-  ``weight`` (0 = off), ``layers``, ``variant``, ``tau``, ``normalize``, ``margin``.
-- ``reflow``: ``huber_normalize`` (divide the pseudo-Huber loss by d), ``lpips_weights`` (a
+  ``weight`` (0 = off), ``layers``, ``variant``, ``tau``, ``normalize``, ``margin``
+  (:class:`~flowjax.objectives.dispersive.Dispersive`). Absent fields take the dataclass's
+  default.
+- ``reflow``: ``huber_normalize`` (the 2-rectified-flow++ scaling: divide the pseudo-Huber
+  loss by d, with c = 0.00054 d unless ``huber_c`` is set), ``lpips_weights`` (a
   weight file for the LPIPS-Huber loss, None = no LPIPS), ``lpips_time_weight``
   (``"inverse"`` or ``"one"``), ``lpips_replace_pooling``.
 - ``freeflow``: ``teacher_cfg_scale``, ``correction_fraction``, ``delta_sampler`` and
@@ -56,30 +61,41 @@ def _interval(value):
     return None if value is None else tuple(float(v) for v in value)
 
 
-def _meanflow(cfg: Any, num_classes: int | None):
-    mf = _section(cfg, "meanflow")
-    disp = _section(cfg, "dispersive")
-    dispersive = None
-    if float(disp.get("weight", 0.0)) > 0.0:
-        dispersive = Dispersive(
-            weight=float(disp["weight"]),
-            layers=tuple(disp.get("layers", ("feature_1",))),
-            variant=disp.get("variant", "infonce_l2"),
-            tau=float(disp.get("tau", 1.0)),
-            normalize=disp.get("normalize", "none"),
-            margin=float(disp.get("margin", 1.0)),
+def _fields(section: dict, name: str, convert: dict) -> dict:
+    """The entries of a config ``section`` present there, converted; the objective's
+    dataclass holds the defaults of the absent ones (they live only there)."""
+    unknown = sorted(set(section) - set(convert))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {unknown} in objective.{name}; known: {sorted(convert)}"
         )
+    return {k: convert[k](v) for k, v in section.items()}
+
+
+_MEANFLOW_FIELDS = dict(
+    equal_fraction=float,
+    adaptive_p=float,
+    adaptive_c=float,
+    label_dropout_rows=str,
+    omega=float,
+    kappa=float,
+    guidance_interval=_interval,
+)
+_DISPERSIVE_FIELDS = dict(
+    weight=float, layers=tuple, variant=str, tau=float, normalize=str, margin=float
+)
+
+
+def _meanflow(cfg: Any, num_classes: int | None):
+    mf = _fields(_section(cfg, "meanflow"), "meanflow", _MEANFLOW_FIELDS)
+    disp = _fields(_section(cfg, "dispersive"), "dispersive", _DISPERSIVE_FIELDS)
+    dispersive = Dispersive(**disp) if disp.get("weight", 0.0) > 0.0 else None
     return meanflow.MeanFlow(
         time_sampler=time_sampler_from_config(cfg),
-        equal_fraction=float(mf.get("equal_fraction", 0.75)),
-        adaptive_p=float(mf.get("adaptive_p", 1.0)),
-        adaptive_c=float(mf.get("adaptive_c", 0.01)),
         num_classes=num_classes,
         label_dropout=float(cfg.get("label_dropout", 0.0)),
-        omega=float(mf.get("omega", 1.0)),
-        kappa=float(mf.get("kappa", 0.0)),
-        guidance_interval=_interval(mf.get("guidance_interval", None)),
         dispersive=dispersive,
+        **mf,
     )
 
 
