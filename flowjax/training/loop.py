@@ -392,7 +392,9 @@ def train_and_evaluate(
     """Train (or resume) the job described by ``config`` in ``workdir``; return the summary.
 
     ``data`` / ``objective`` replace the ones the config would build (notebooks, tests,
-    fine-tunes on generated data). ``init_params`` starts a fresh run from given weights
+    fine-tunes on generated data); the data's name, shape and fingerprint are recorded either
+    way (``config.json`` ``dataset``), and ``flowjax.sample`` will not score a model trained on
+    ``data`` the config does not rebuild. ``init_params`` starts a fresh run from given weights
     instead of a random initialisation (a fine-tune); a run that finds a checkpoint in
     ``workdir`` resumes from it as usual.
     """
