@@ -91,11 +91,13 @@ def test_short_main_job_ema_scores_within_1p5x_of_the_raw_weights(tmp_path, monk
     config.train.num_steps = 500
     config.train.progress = False
     config.train.tensorboard = False
-    config.eval.samplers = ("euler:8", "rk4:64")
-    config.eval.num_samples = 4000
+    # Only the reference sampler, at the main job's 20 000 samples: with 4000 the estimate's
+    # spread is too wide for a 1.5x margin (measured 0.074 vs 0.047 at 4000, 0.063 vs 0.046 at
+    # 20 000).
+    config.eval.samplers = ("rk4:64",)
     config.eval.num_kernel_samples = 500
     summary = train_and_evaluate(config, str(tmp_path))
     ema, raw = summary["final"]["sw_rk4_nfe64"], summary["final_raw"]["sw_rk4_nfe64"]
     assert ema <= 1.5 * raw, (ema, raw)
-    assert ema < 0.5 * summary["untrained"]["sw_euler_nfe8"]
+    assert ema < 0.5 * summary["untrained"]["sw_rk4_nfe64"]
     assert titles == ["checkerboard: EMA weights (decay 0.999, debiased) after 500 steps"]
