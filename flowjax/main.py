@@ -79,7 +79,11 @@ def main(argv):
         else:
             print(
                 json.dumps(
-                    {"final": summary.get("final"), "untrained": summary.get("untrained")}, indent=1
+                    {
+                        k: summary.get(k)
+                        for k in ("final", "final_raw", "untrained")  # final: EMA weights
+                    },
+                    indent=1,
                 )
             )
             print(f"wrote {os.path.join(FLAGS.workdir, 'summary.json')} and samples.png")

@@ -33,14 +33,18 @@ def scatter_panels(
     max_points: int = 5000,
     title: str | None = None,
 ) -> str:
-    """One 2-D scatter panel for the reference data and one per entry of ``samples``."""
+    """One 2-D scatter panel for the reference data (if not ``None``) and one per entry of
+    ``samples``."""
     plt = _plt()
-    panels = [("data (held out)", reference)] + list(samples.items())
+    panels = [] if reference is None else [("data (held out)", reference)]
+    panels += list(samples.items())
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
-    lim = np.percentile(np.abs(reference[:, :2]), 99.5) * 1.25
+    scale = reference if reference is not None else np.concatenate(list(samples.values()))
+    lim = np.percentile(np.abs(scale[:, :2]), 99.5) * 1.25
     for i, (ax, (name, pts)) in enumerate(zip(axes[0], panels)):
         pts = np.asarray(pts)[:max_points]
-        ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="C0" if i else "k")
+        is_data = reference is not None and i == 0
+        ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, color="k" if is_data else "C0")
         ax.set_title(name, fontsize=9)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
@@ -70,7 +74,9 @@ def tile_images(images: np.ndarray, ncol: int) -> np.ndarray:
     return canvas
 
 
-def image_rows(rows: Mapping[str, np.ndarray], path: str, *, ncol: int = 16) -> str:
+def image_rows(
+    rows: Mapping[str, np.ndarray], path: str, *, ncol: int = 16, title: str | None = None
+) -> str:
     """A figure with one labelled mosaic per entry (images in [-1, 1], NHWC)."""
     plt = _plt()
     fig, axes = plt.subplots(
@@ -84,6 +90,8 @@ def image_rows(rows: Mapping[str, np.ndarray], path: str, *, ncol: int = 16) -> 
             ax.imshow(mosaic, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = _save(fig, path)
     plt.close(fig)
     return path

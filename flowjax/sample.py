@@ -6,9 +6,12 @@ Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is reb
 
 - ``<label>.png``: a scatter against held-out data (2-D) or a grid of images;
 - ``<label>.npz``: the samples (``x``) and labels (``label``, conditional models);
-- ``<label>.json``: the metrics of the training evaluator (sliced-Wasserstein, MMD, energy
-  distance for points; digits Fréchet distance for the bundled digits), the NFE, samples/s,
-  compile time and whether a new noise batch recompiled.
+- ``<label>.json``: the metrics of the training evaluator against the run's own held-out data
+  (sliced-Wasserstein, MMD, energy distance for points; digits Fréchet distance for the bundled
+  digits), the NFE, samples/s, compile time and whether a new noise batch recompiled. Where
+  ``config.json`` does not rebuild the data the run was trained on (data passed in code, a
+  data file that is gone or changed: its recorded sha256 differs), the metrics are skipped and
+  ``metrics_skipped`` (also printed) says why.
 
 ``--grid`` is any :func:`flowjax.timesteps.grid_from_spec` spec (``uniform``, ``logsnr``,
 ``edm,rho=7``, ``shifted,alpha=3``, ``diffusers``, or a list of times ``0,0.5,1``) or
@@ -71,6 +74,8 @@ def main(argv):
     except ValueError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(2)
+    if "metrics_skipped" in report:
+        print(report["metrics_skipped"])
     metrics = " ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items())
     print(
         f"{report['label']}: NFE={report['nfe']} samples/s={report['samples_per_second']:.1f} "

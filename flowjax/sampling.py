@@ -2,7 +2,9 @@
 
 :func:`run_sampling` restores the newest checkpoint of a training directory, samples with the
 EMA parameters (noise at t = 0 to data at t = 1) under one (solver, NFE, grid) setting, scores
-the samples with the training evaluator and writes ``<label>.png/.npz/.json``; see
+the samples with the training evaluator against the run's own held-out data (or skips the
+scores, saying why, where :func:`run_data` cannot rebuild that data) and writes
+``<label>.png/.npz/.json``; see
 :mod:`flowjax.sample` for the command line and the outputs. :func:`load_run` and
 :func:`boss_grid` are its building blocks (kept importable here because the module name
 ``flowjax.sample`` is also the package's ``sample`` function).
@@ -19,8 +21,69 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def run_data(config: Any) -> Any:
+    """The data a run was trained on, rebuilt from its ``config.json``, or, where that is not
+    possible, a :class:`~flowjax.data.RecordedShapeSource` (the recorded shape, no examples)
+    whose ``reason`` says why.
+
+    The run's ``dataset`` record (:func:`flowjax.data.describe_source`) decides: data built from
+    the config is rebuilt (for ``kind="array"`` from the recorded file) and must have the
+    recorded fingerprint; data passed in code is used only if the config happens to rebuild the
+    same fingerprint. Runs from before the record are rebuilt from the config as they are.
+    """
+    import jax
+
+    from flowjax import data as data_lib
+
+    try:
+        rebuilt, error = (
+            data_lib.make_source(
+                config.data,
+                batch_size=int(config.train.batch_size),
+                seed=int(config.seed),
+                shard_index=jax.process_index(),
+                shard_count=jax.process_count(),
+            ),
+            None,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        rebuilt, error = None, err
+    record = config.get("dataset", None)
+    if record is None:
+        if error is not None:
+            raise error
+        return rebuilt
+    record = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    recorded = record.get("fingerprint", None)
+    fingerprint = getattr(rebuilt, "fingerprint", None)
+    fingerprint = fingerprint() if callable(fingerprint) else None
+    what = f"{record['name']!r} {tuple(record['element_shape'])}"
+    if record.get("built_from") == "code":
+        if recorded is not None and fingerprint == recorded:
+            return rebuilt
+        reason = (
+            f"the run was trained on data passed in code ({what}) that its config.json does not "
+            "rebuild; retrain from a config (e.g. data.kind='array' with data.path) to score it"
+        )
+    elif error is not None:
+        reason = f"its data {what} cannot be rebuilt from config.json: {error}"
+    elif recorded is not None and fingerprint is not None and fingerprint != recorded:
+        where = f" at {record['path']}" if record.get("path") else ""
+        reason = (
+            f"its data {what}{where} has changed since training (sha256 {fingerprint[:12]}..., "
+            f"recorded {recorded[:12]}...)"
+        )
+    else:
+        return rebuilt
+    return data_lib.RecordedShapeSource(record, reason)
+
+
 def load_run(workdir: str, *, num_samples: int | None = None):
-    """``(config, experiment, ema_params, step)`` of the newest checkpoint in ``workdir``."""
+    """``(config, experiment, ema_params, step)`` of the newest checkpoint in ``workdir``.
+
+    The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
+    stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
+    """
     import ml_collections
 
     from flowjax.training import Checkpointer, Experiment
@@ -32,7 +95,7 @@ def load_run(workdir: str, *, num_samples: int | None = None):
         config = ml_collections.ConfigDict(json.load(f))
     if num_samples is not None:
         config.eval.num_samples = int(num_samples)
-    exp = Experiment(config)
+    exp = Experiment(config, data=run_data(config))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
         restored = ckpt.restore_latest(exp.abstract_state())
@@ -133,6 +196,10 @@ def run_sampling(
             "average-velocity model: use --solver=flowmap with a uniform or given grid"
         )
     report: dict[str, Any] = {"checkpoint_step": step, "solver": solver.name, "nfe": int(nfe)}
+    skipped = getattr(exp.data, "reason", None)
+    if skipped:
+        report["metrics_skipped"] = f"data-based metrics skipped: {skipped}"
+        log.warning("%s", report["metrics_skipped"])
     if grid_spec == "boss":
 
         def velocity(x, t, c):

@@ -17,7 +17,16 @@ from flowjax.data.pairs import (
     read_manifest,
     write_pairs,
 )
-from flowjax.data.sources import ArraySource, TfdsImageSource, ToySource, make_source
+from flowjax.data.sources import (
+    ArrayFileSource,
+    ArraySource,
+    RecordedShapeSource,
+    TfdsImageSource,
+    ToySource,
+    describe_source,
+    load_array_file,
+    make_source,
+)
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
     ImageDataset,
@@ -28,7 +37,11 @@ from flowjax.data.tfds_pipeline import (
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
 
 __all__ = [
+    "ArrayFileSource",
     "ArraySource",
+    "RecordedShapeSource",
+    "describe_source",
+    "load_array_file",
     "DIGITS_NAME",
     "DIGITS_NUM_CLASSES",
     "TOY_DISTRIBUTIONS",

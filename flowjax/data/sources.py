@@ -11,13 +11,24 @@ Config fields:
 - ``kind="toy2d"``: ``name`` (see :func:`flowjax.data.toy2d.sample_toy`).
 - ``kind="tfds"``: ``name`` (any prepared tfds image data set; ``sklearn_digits`` prepares
   itself), ``data_dir``, ``split``, ``eval_split``, ``random_flip``.
+- ``kind="array"``: your own data in a file (:class:`ArrayFileSource`): ``path`` (``.npz``
+  with ``x`` and optional integer ``label``, or ``.npy`` holding ``x``), and held-out data
+  from ``eval_path`` (a second such file) or else the ``eval_fraction`` of the rows (default
+  0.1) that a fixed permutation puts first. Its name is the file's stem (``moons.npz`` ->
+  ``moons``); ``data.name`` is not used.
 - ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
   (written by ``python -m flowjax.reflow``; :class:`flowjax.data.PairSource`); the data set
   described by the other fields is the one the pairs imitate, used for evaluation.
+
+Every run records :func:`describe_source` of its data (name, kind, element shape, classes, a
+content fingerprint, where it came from) in ``config.json`` under ``dataset``, so the sampling
+CLI can tell whether the config rebuilds the data the model was trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from typing import Any, Iterator
 
@@ -78,6 +89,10 @@ class ToySource:
     def eval_array(self, n: int) -> tuple[np.ndarray, None]:
         return np.asarray(toy2d.sample_toy(self.name, self._eval_key, n)), None
 
+    def fingerprint(self) -> str:
+        """The generator's identity (its samples are a pure function of name, key and n)."""
+        return _sha256_text(f"toy2d:{self.name}")
+
 
 class TfdsImageSource:
     """Images from a tfds data set through :class:`~flowjax.data.ImageDataset` (grain)."""
@@ -118,6 +133,10 @@ class TfdsImageSource:
 
     def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         return load_split_array(self.name, self.eval_split, self.data_dir, max_examples=n)
+
+    def fingerprint(self) -> str:
+        """The data set's identity: tfds name and splits (not the bytes: they are not read)."""
+        return _sha256_text(f"tfds:{self.name}:{self.dataset.split}:{self.eval_split}")
 
 
 class ArraySource:
@@ -176,6 +195,193 @@ class ArraySource:
     def eval_array(self, n: int):
         return self.base.eval_array(n)
 
+    def fingerprint(self) -> str:
+        """sha256 of the training arrays (and the base data set's fingerprint)."""
+        base = getattr(self.base, "fingerprint", None)
+        return _sha256_arrays(self.arrays, extra=base() if callable(base) else "")
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sha256_arrays(arrays: dict, extra: str = "") -> str:
+    """sha256 over ``(key, dtype, shape, bytes)`` of each array, in key order."""
+    h = hashlib.sha256(extra.encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load_array_file(path: str) -> dict[str, np.ndarray]:
+    """``{"x": float32 [n, ...], "label": int32 [n] (if present)}`` from a ``.npz`` / ``.npy``.
+
+    Raises a one-line error for a missing file, another extension, an ``.npz`` without ``x``,
+    non-numeric or non-finite ``x``, and labels that are not non-negative integers, one per row.
+    """
+    path = os.path.expanduser(str(path))
+    if not path.endswith((".npz", ".npy")):
+        raise ValueError(f"data file {path!r} must be a .npz (keys x, label) or a .npy (x)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file {path!r} does not exist; check data.path")
+    if path.endswith(".npy"):
+        arrays = {"x": np.load(path, allow_pickle=False)}
+    else:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files:
+                raise ValueError(
+                    f"data file {path!r} has arrays {f.files}; store the examples under 'x' "
+                    "(and optional integer class labels under 'label')"
+                )
+            arrays = {k: f[k] for k in ("x", "label") if k in f.files}
+    x = arrays["x"]
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or x.ndim not in (2, 4):
+        raise ValueError(
+            f"x in {path!r} has shape {x.shape} and dtype {x.dtype}; it must be numeric, "
+            "[n, d] points or [n, H, W, C] images"
+        )
+    x = x.astype(np.float32)
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise ValueError(f"x in {path!r} has {bad} NaN or infinite values; clean the data first")
+    out = {"x": x}
+    if "label" in arrays:
+        label = arrays["label"]
+        if (
+            not np.issubdtype(label.dtype, np.integer)
+            or label.shape != (x.shape[0],)
+            or (label.size and label.min() < 0)
+        ):
+            raise ValueError(
+                f"label in {path!r} has shape {label.shape} and dtype {label.dtype}; it must be "
+                f"non-negative integers, one per row of x ({x.shape[0]})"
+            )
+        out["label"] = label.astype(np.int32)
+    return out
+
+
+class ArrayFileSource:
+    """Your own data from a ``.npz`` / ``.npy`` file (:func:`load_array_file`).
+
+    ``kind`` is ``"points"`` for ``x`` of shape ``[n, d]`` and ``"images"`` for ``[n, H, W, C]``
+    (scaled to [-1, 1] by you); ``name`` is the file's stem. Held out for evaluation: the rows
+    of ``eval_path`` if given, else the first ``ceil(eval_fraction * n)`` rows of a fixed
+    permutation (seed 0, the same for every run seed), never trained on. Training batches are
+    random rows of the rest, with replacement (:class:`ArraySource`: batch ``k`` is a pure
+    function of the seed and ``k``). ``num_classes`` is ``max(label) + 1`` over both parts.
+    ``fingerprint()`` is the sha256 of the arrays (float32 ``x``, int32 ``label``) of both
+    parts and of how they were split.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_size: int,
+        seed: int,
+        shard_index: int = 0,
+        shard_count: int = 1,
+        eval_path: str | None = None,
+        eval_fraction: float = 0.1,
+    ):
+        self.path = os.path.expanduser(str(path))
+        self.eval_path = os.path.expanduser(str(eval_path)) if eval_path else None
+        data = load_array_file(self.path)
+        n = data["x"].shape[0]
+        if self.eval_path:
+            held = load_array_file(self.eval_path)
+            if held["x"].shape[1:] != data["x"].shape[1:] or set(held) != set(data):
+                raise ValueError(
+                    f"eval data {self.eval_path!r} (x {held['x'].shape}, keys {sorted(held)}) "
+                    f"does not match {self.path!r} (x {data['x'].shape}, keys {sorted(data)})"
+                )
+            train, split = data, f"eval_path:{os.path.basename(self.eval_path)}"
+        else:
+            eval_fraction = float(eval_fraction)
+            n_eval = math.ceil(eval_fraction * n)
+            if not 0.0 < eval_fraction < 1.0 or n - n_eval < 1:
+                raise ValueError(
+                    f"data.eval_fraction={eval_fraction} must be in (0, 1) and leave training "
+                    f"rows ({n} rows in {self.path!r}); or give data.eval_path"
+                )
+            perm = np.random.default_rng(0).permutation(n)
+            held = {k: v[perm[:n_eval]] for k, v in data.items()}
+            train = {k: v[perm[n_eval:]] for k, v in data.items()}
+            split = f"eval_fraction:{eval_fraction!r}"
+        self.name = os.path.splitext(os.path.basename(self.path))[0]
+        self.kind = "points" if data["x"].ndim == 2 else "images"
+        self.element_shape = tuple(int(d) for d in data["x"].shape[1:])
+        labels = [a["label"] for a in (train, held) if "label" in a]
+        self.num_classes = int(max(int(a.max()) for a in labels)) + 1 if labels else None
+        self.num_examples, self.num_eval_examples = train["x"].shape[0], held["x"].shape[0]
+        self._held = held
+        self._fingerprint = _sha256_arrays(
+            {f"train/{k}": v for k, v in train.items()} | {f"eval/{k}": v for k, v in held.items()},
+            extra=split,
+        )
+        self._train = ArraySource(
+            {"x1" if k == "x" else k: v for k, v in train.items()},
+            base=self,
+            batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+
+    def iterator(self, start_step: int = 0) -> Iterator[dict]:
+        return self._train.iterator(start_step)
+
+    def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The first ``min(n, num_eval_examples)`` held-out rows."""
+        return self._held["x"][:n], (self._held["label"][:n] if "label" in self._held else None)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+class RecordedShapeSource:
+    """A stand-in for data that cannot be rebuilt: the recorded kind, name, shape and classes,
+    enough to rebuild the model, and no examples (``has_eval_data = False``); ``reason`` says
+    why."""
+
+    has_eval_data = False
+
+    def __init__(self, record: dict, reason: str):
+        self.kind = record["kind"]
+        self.name = record["name"]
+        self.element_shape = tuple(int(d) for d in record["element_shape"])
+        nc = record.get("num_classes", None)
+        self.num_classes = int(nc) if nc is not None else None
+        self.reason = reason
+
+    def iterator(self, start_step: int = 0) -> Iterator[dict]:
+        raise ValueError(f"no training data: {self.reason}")
+
+    def eval_array(self, n: int):
+        raise ValueError(f"no held-out data: {self.reason}")
+
+
+def describe_source(source: Any, *, from_config: bool) -> dict:
+    """What a run records about its data: ``name``, ``kind``, ``element_shape``,
+    ``num_classes``, ``fingerprint`` (sha256 from the source's ``fingerprint()``, ``None`` if it
+    has none), ``path`` / ``eval_path`` (file data), and ``built_from`` (``"config"`` or
+    ``"code"``: passed to ``train_and_evaluate(data=...)``)."""
+    fp = getattr(source, "fingerprint", None)
+    record = {
+        "name": str(source.name),
+        "kind": str(source.kind),
+        "element_shape": [int(d) for d in source.element_shape],
+        "num_classes": None if source.num_classes is None else int(source.num_classes),
+        "fingerprint": fp() if callable(fp) else None,
+        "built_from": "config" if from_config else "code",
+    }
+    for key in ("path", "eval_path"):
+        if getattr(source, key, None):
+            record[key] = os.path.abspath(getattr(source, key))
+    return record
+
 
 def make_source(
     cfg: Any,
@@ -201,6 +407,17 @@ def make_source(
         return PairSource(os.path.expanduser(pairs_dir), base=base, **common)
     if kind == "toy2d":
         return ToySource(cfg.name, **common)
+    if kind == "array":
+        if not cfg.get("path", None):
+            raise ValueError(
+                "data.kind='array' needs data.path=FILE (.npz with x[, label], or .npy)"
+            )
+        return ArrayFileSource(
+            cfg.path,
+            eval_path=cfg.get("eval_path", None),
+            eval_fraction=cfg.get("eval_fraction", 0.1),
+            **common,
+        )
     if kind == "tfds":
         return TfdsImageSource(
             cfg.name,
@@ -210,4 +427,4 @@ def make_source(
             random_flip=bool(cfg.get("random_flip", False)),
             **common,
         )
-    raise ValueError(f"unknown data kind {kind!r}; choose 'toy2d' or 'tfds'")
+    raise ValueError(f"unknown data kind {kind!r}; choose 'toy2d', 'tfds' or 'array'")

@@ -100,7 +100,9 @@ class Evaluator:
         self.labels = (
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
-        self.reference, _ = data.eval_array(n)
+        # Sources without examples (a run whose data cannot be rebuilt) give samples, no scores.
+        has_data = getattr(data, "has_eval_data", True)
+        self.reference = data.eval_array(n)[0] if has_data else None
         self.velocity = make_velocity_fn(
             apply_fn,
             num_classes=num_classes,
@@ -123,7 +125,7 @@ class Evaluator:
         self.reference_label = sampler_label(*specs[-1])
         self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
         self._digits = None
-        if self.kind == "images" and data.name == "sklearn_digits":
+        if self.kind == "images" and data.name == "sklearn_digits" and has_data:
             cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
             self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
             self._digits_ref = self._digits.reference_statistics("test")
@@ -153,6 +155,8 @@ class Evaluator:
         return out
 
     def score(self, samples: np.ndarray, label: str) -> dict[str, float]:
+        if self.reference is None:
+            return {}
         x = jnp.asarray(samples.reshape(samples.shape[0], -1))
         y = jnp.asarray(self.reference.reshape(self.reference.shape[0], -1))
         metrics = {f"sw_{label}": float(evaluation.sliced_wasserstein(x, y, self._k_metric))}
@@ -177,6 +181,6 @@ class Evaluator:
         if self.kind == "points":
             panels = {names[k]: s for k, s in samples.items()}
             return plotting.scatter_panels(self.reference, panels, path, title=title)
-        rows = {"data (held out)": self.reference[:64]}
+        rows = {} if self.reference is None else {"data (held out)": self.reference[:64]}
         rows.update({names[k]: s[:64] for k, s in samples.items()})
-        return plotting.image_rows(rows, path)
+        return plotting.image_rows(rows, path, title=title)

@@ -5,8 +5,12 @@ What it writes into ``workdir``:
 - ``checkpoints/<step>/`` orbax checkpoints (async, keep-N) of the full :class:`TrainState`;
 - ``metrics.jsonl`` (and ``tensorboard/`` event files): train loss every ``log_every`` steps,
   evaluation metrics at several NFE every ``eval_every`` steps and at the end;
-- ``samples.png``: generated vs held-out data at the end; ``summary.json``: final metrics,
-  the same metrics for the untrained network, wall time, steps/s; ``config.json``.
+- ``samples.png``: samples of the EMA weights vs held-out data at the end; ``summary.json``:
+  final metrics of the (debiased) EMA weights (``final``) and of the raw weights
+  (``final_raw``), the cheapest setting's metrics for the untrained network (``untrained``),
+  the data's record (``dataset``), wall time, steps/s; ``config.json``: the config and, under
+  ``dataset``, the data's name, kind, element shape, classes and fingerprint
+  (:func:`flowjax.data.describe_source`).
 
 Re-running the same command resumes from the newest readable checkpoint. SIGTERM / SIGINT
 save a checkpoint and return with ``summary["preempted"] = True``. A non-finite loss raises
@@ -164,7 +168,8 @@ class Experiment:
         random initialisation; they must have the structure and shapes the config's model
         creates. ``loaded`` are another run's weights that the objective maps into its own
         parameters (``initial_params``: e.g. a FreeFlow student, fake and teacher from one
-        teacher). The optimizer state is fresh and the EMA starts at the parameters.
+        teacher). The optimizer state is fresh; the (debiased) EMA averages the parameters
+        from the first step on.
         """
         key = jax.random.PRNGKey(int(self.config.seed))
         if params is not None or (
@@ -369,6 +374,12 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _samples_title(data_name: str, ema_decay: float, num_steps: int) -> str:
+    return (
+        f"{data_name}: EMA weights (decay {float(ema_decay):g}, debiased) after {num_steps} steps"
+    )
+
+
 def train_and_evaluate(
     config: Any,
     workdir: str,
@@ -381,7 +392,9 @@ def train_and_evaluate(
     """Train (or resume) the job described by ``config`` in ``workdir``; return the summary.
 
     ``data`` / ``objective`` replace the ones the config would build (notebooks, tests,
-    fine-tunes on generated data). ``init_params`` starts a fresh run from given weights
+    fine-tunes on generated data); the data's name, shape and fingerprint are recorded either
+    way (``config.json`` ``dataset``), and ``flowjax.sample`` will not score a model trained on
+    ``data`` the config does not rebuild. ``init_params`` starts a fresh run from given weights
     instead of a random initialisation (a fine-tune); a run that finds a checkpoint in
     ``workdir`` resumes from it as usual.
     """
@@ -393,7 +406,8 @@ def train_and_evaluate(
         exp = Experiment(config, data=data, objective=objective)
     except (ValueError, FileNotFoundError) as err:
         raise SetupError(f"cannot set up the job from its config: {err}") from err
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    dataset = data_lib.describe_source(exp.data, from_config=data is None)
+    _write_json(os.path.join(workdir, "config.json"), dict(config.to_dict(), dataset=dataset))
     cost = exp.step_cost()
     _log_setup(exp, cost)
 
@@ -511,16 +525,22 @@ def train_and_evaluate(
     }
     if not preempted:
         final_metrics, samples = evaluator(state.ema_params)
-        writer.write(num_steps, {f"eval/{k}": v for k, v in final_metrics.items()})
+        final_raw, _ = evaluator(state.params)
+        writer.write(
+            num_steps,
+            {f"eval/{k}": v for k, v in final_metrics.items()}
+            | {f"eval_raw/{k}": v for k, v in final_raw.items()},
+        )
         # The untrained network (zero output layer) maps noise to itself under any solver;
         # score it with the cheapest sampler.
         untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
-        summary.update(final=final_metrics, untrained=untrained)
+        summary.update(final=final_metrics, final_raw=final_raw, untrained=untrained)
+        summary["dataset"] = dataset
         if jax.process_index() == 0:
             evaluator.plot(
                 samples,
                 os.path.join(workdir, "samples.png"),
-                title=f"{config.data.name}: EMA model after {num_steps} steps",
+                title=_samples_title(dataset["name"], tcfg.ema_decay, num_steps),
             )
             summary["samples_png"] = os.path.join(workdir, "samples.png")
         _write_json(os.path.join(workdir, "summary.json"), summary)

@@ -15,6 +15,8 @@ class TrainState(flax.struct.PyTreeNode):
 
     ``rng`` is a raw ``uint32[2]`` key; the key of step ``k`` is ``fold_in(rng, k)``, so a
     resumed run draws exactly the noise an uninterrupted one would have drawn.
+    ``ema_params`` is the debiased EMA of the parameters of steps ``1 .. step``
+    (:mod:`flowjax.training.ema`); before the first step it is the initial parameters.
     """
 
     step: jax.Array

@@ -45,7 +45,11 @@ def make_train_step(
     ema_decay: float,
     grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Build ``train_step(state, batch)``; metrics include ``loss`` and ``grad_norm``."""
+    """Build ``train_step(state, batch)``; metrics include ``loss`` and ``grad_norm``.
+
+    ``state.ema_params`` is the debiased EMA of the parameters after every step so far
+    (:func:`flowjax.training.ema.ema_update`; ``ema_decay = 0`` makes it the parameters).
+    """
     k = int(grad_accum_steps)
     if k < 1:
         raise ValueError(f"grad_accum_steps must be >= 1; got {grad_accum_steps}")
@@ -78,7 +82,7 @@ def make_train_step(
         grads, metrics = grads_and_metrics(state.params, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema_params = ema_update(state.ema_params, params, ema_decay)
+        ema_params = ema_update(state.ema_params, params, ema_decay, state.step)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params

@@ -61,6 +61,12 @@ def test_job_writes_its_outputs(tmp_path, make_config):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["final"] == summary["final"] and on_disk["step"] == 20
     assert set(summary["untrained"]) == {"sw_euler_nfe2", "mmd_euler_nfe2", "energy_euler_nfe2"}
+    # Both the EMA weights (final) and the raw weights (final_raw) are scored.
+    assert (
+        set(on_disk["final_raw"]) == set(summary["final"])
+        and on_disk["final_raw"] != on_disk["final"]
+    )
+    assert any("eval_raw/sw_euler_nfe2" in r for r in records)
 
 
 def test_rerunning_a_finished_job_does_not_train_again(tmp_path, make_config):

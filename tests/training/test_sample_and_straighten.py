@@ -81,8 +81,10 @@ def test_straightening_fine_tune_starts_from_the_given_weights(trained, tmp_path
     frozen.optim.lr = 0.0  # no update: the run must end exactly where it started
     summary = straighten(frozen, str(tmp_path / "frozen"), params, schedule, num_trajectories=64)
     _, _, same, _ = sample_cli.load_run(str(tmp_path / "frozen"))
+    # The debiased EMA of a constant sequence is that constant up to float32 rounding of the
+    # bias correction 1 - decay^n (flowjax.training.ema).
     for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-9)
     assert summary["step"] == 4
     assert summary["final"]  # the evaluator scored the fine-tuned model on the real data
 
