@@ -252,7 +252,7 @@ def torch_entry(variant, batch, objective, compile_, steps, tiny=False) -> dict:
     times = [run() for _ in range(steps)]
     step_s = float(np.median(times))
     flops = 3 * batch * dit_forward_flops(image_shape=(image, image, 4), **arch)
-    peak = 989e12 if dev == "cuda" else float("nan")
+    peak = 989e12 if dev == "cuda" else float("nan")  # H100/H200 bf16 dense
     return dict(
         compile_seconds=(first - step_s) if compile_ else None,
         step_seconds=step_s,
@@ -281,6 +281,15 @@ DEVICE_PLAN = (
 EXTRA_PLAN = (  # measured last, if time allows
     ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("scan, xla", "unrolled, cudnn")),
     ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
+)
+SECOND_PLAN = (  # --plan second: unrolled blocks with cuDNN attention, the XL/2 rows
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 256", "XL/2", 256, "fm", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, xla",)),
     ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
 )
 TORCH_PLAN = (
@@ -312,13 +321,17 @@ def device_table(args) -> None:
     except ImportError:
         have_torch = False
     on_gpu = jax.devices()[0].platform == "gpu"
-    out = dict(
-        device=str(jax.devices()[0].device_kind),
+    if args.out and os.path.exists(args.out) and args.append:
+        with open(args.out, encoding="utf-8") as f:
+            out = json.load(f)
+    else:
+        out = dict(entries=[])
+    out.setdefault("device", str(jax.devices()[0].device_kind))
+    out.update(
         jax=jax.__version__,
         steps=args.steps,
         tiny=tiny,
         command="python benchmarks/dit_step.py --device" + (" --tiny" if tiny else ""),
-        entries=[],
     )
     deadline = time.perf_counter() + args.budget
 
@@ -384,11 +397,10 @@ def device_table(args) -> None:
                     ),
                 )
 
-    run_flowjax(TINY_PLAN if tiny else DEVICE_PLAN)
+    plan = dict(main=DEVICE_PLAN, second=SECOND_PLAN, extra=EXTRA_PLAN, none=())[args.plan]
+    run_flowjax(TINY_PLAN if tiny else plan)
     if have_torch:
         run_torch(TORCH_PLAN[:1] if tiny else TORCH_PLAN)
-    if not tiny:
-        run_flowjax(EXTRA_PLAN)
     _print_table(out)
     print(f"wrote {args.out}")
 
@@ -473,8 +485,10 @@ def main():
     parser.add_argument("--device", action="store_true", help="the accelerator table")
     parser.add_argument("--tiny", action="store_true", help="tiny models: test the path on CPU")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--plan", default="main", choices=("main", "second", "extra", "none"))
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skip")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "dit_step_gpu.json"))
+    parser.add_argument("--append", action="store_true", help="add to the entries in --out")
     parser.add_argument("--compile-only", action="store_true")
     parser.add_argument("--variant", default="S/2")
     args = parser.parse_args()

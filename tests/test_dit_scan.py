@@ -101,7 +101,7 @@ def test_scanned_features_layer_axis_and_meanflow_jvp(batch):
 def test_meanflow_gradient_same_with_and_without_attention_rule(batch):
     x, t, y = batch
     plain = DiT(**KW, use_end_time=True, attention_jvp_rule=False)
-    rule = DiT(**KW, use_end_time=True)  # the rule is on by default for u(x, s, e)
+    rule = DiT(**KW, use_end_time=True, attention_jvp_rule=True)
     params = _randomise(
         nn.meta.unbox(plain.init(jax.random.PRNGKey(1), x, t, y, t_end=t)["params"]),
         jax.random.PRNGKey(6),
