@@ -87,7 +87,7 @@ def test_scanned_features_layer_axis_and_meanflow_jvp(batch):
         np.testing.assert_allclose(f_s[n], f_u[n], rtol=1e-4, atol=1e-4)
     # the stacked weights carry the "layers" logical axis
     specs = nn.get_partition_spec(scanned.init(jax.random.PRNGKey(1), x, t, y, t_end=t))
-    assert specs["params"]["blocks"]["block"]["fc1"]["kernel"] == ("layers", "embed", "mlp")
+    assert tuple(specs["params"]["blocks"]["block"]["fc1"]["kernel"]) == ("layers", "embed", "mlp")
     # MeanFlow's loss and gradient (jax.jvp through the attention rule) agree
     batch_ = {"x1": x, "label": y}
     mf = MeanFlow(num_classes=10, equal_fraction=0.5)
