@@ -13,11 +13,33 @@ same process, all devices sharing the same cores), since a CPU has no vendor pea
 table. Then it prints the estimate of DiT-XL/2 step time at global batch 256 on a TPU v5p-64
 slice (32 chips) and on 8 x H100 at 40% and 60% MFU, from the analytic FLOPs counter.
 Results go to ``results/dit_step.json``.
+
+Compile time of the DiT-S/2 step on this CPU, unrolled blocks vs ``nn.scan`` (the step is
+lowered and compiled, not run)::
+
+    python benchmarks/dit_step.py --compile-only
+
+Accelerator table (one GPU; ``--tiny`` runs the whole path on a CPU in under a minute)::
+
+    python benchmarks/dit_step.py --device [--tiny] [--steps 10]
+
+Rows: DiT-S/2 flow matching at batch 256, DiT-XL/2 at 128 and 256, MeanFlow S/2 (256) and
+XL/2 (128), each for flowjax's ``Experiment`` step (bf16 compute, f32 master weights, AdamW,
+EMA, 32x32x4 latents, 1000 classes) in several settings (unrolled / scanned blocks, XLA /
+cuDNN attention), and, when ``torch`` is importable, the PyTorch DiT of
+``benchmarks/torch_dit.py`` (eager and ``torch.compile``, bf16 autocast, fused AdamW). Each
+entry: median of ``--steps`` steps after one warm-up, compile time (lower + compile for
+flowjax; the first call minus a steady step for torch.compile), and
+``MFU = model FLOPs per step / (step seconds * peak)`` with model FLOPs = 3 x the analytic
+forward FLOPs x batch (:func:`flowjax.models.dit_forward_flops`; the same FM count for the
+MeanFlow rows, whose extra JVP work is not credited) and peak 989 TFLOP/s (H100/H200 bf16
+dense). Writes ``results/dit_step_gpu.json`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -108,13 +130,372 @@ def _estimates() -> dict:
     return out
 
 
+class _Latents:
+    """32x32x4 latent-shaped batches with 1000-class labels (a fixed host batch per step)."""
+
+    kind, name, num_classes = "images", "latents", 1000
+
+    def __init__(self, batch: int, image: int = 32):
+        self.batch, self.element_shape = batch, (image, image, 4)
+
+    def iterator(self, start_step=0):
+        import numpy as np
+
+        rng = np.random.RandomState(start_step)
+        while True:
+            yield {
+                "x1": rng.normal(size=(self.batch, *self.element_shape)).astype(np.float32),
+                "label": rng.randint(0, 1000, size=(self.batch,)).astype(np.int32),
+            }
+
+
+def _config(variant, batch, objective, model_kw, tiny):
+    sys.path.insert(0, os.path.join(REPO, "configs"))
+    sys.path.insert(0, REPO)
+    import imagenet256_dit
+
+    from flowjax.config_files import load_config
+
+    config = imagenet256_dit.get_config()
+    config.model.variant = variant
+    config.model.update(model_kw)
+    if tiny:
+        config.model.update(dict(depth=2, hidden_size=64, num_heads=2, dtype="float32"))
+    config.train.batch_size = batch
+    if objective == "meanflow":
+        config.objective = load_config("meanflow_toy2d").objective
+        config.objective.meanflow.adaptive_p = 1.0  # ImageNet's adaptive weight
+        config.objective.label_dropout = 0.1
+    return config
+
+
+def _peak(device) -> float:
+    from flowjax.training import accounting
+
+    return accounting.peak_flops_per_device(device.device_kind) or 989e12
+
+
+def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False) -> dict:
+    """Compile and time flowjax's jitted, donated ``Experiment`` train step."""
+    import jax
+    import numpy as np
+
+    from flowjax.training import Experiment
+
+    image = 8 if tiny else 32
+    exp = Experiment(
+        _config(variant, batch, objective, model_kw, tiny), data=_Latents(batch, image)
+    )
+    state = exp.init_state()
+    step = exp.jit_train_step()
+    b = exp.global_batch(next(exp.data.iterator(0)))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, b).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
+    state, metrics = compiled(state, b)
+    jax.block_until_ready(metrics["loss"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, b)
+        jax.block_until_ready(metrics["loss"])
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
+    flops = exp.step_cost().model_flops
+    peak = _peak(jax.devices()[0])
+    return dict(
+        compile_seconds=compile_s,
+        step_seconds=step_s,
+        model_flops_per_step=flops,
+        peak_flops=peak,
+        mfu=flops / (step_s * peak),
+        temp_bytes=temp,
+        loss=float(metrics["loss"]),
+        params=int(sum(x.size for x in jax.tree.leaves(state.params))),
+    )
+
+
+def torch_entry(variant, batch, objective, compile_, steps, tiny=False) -> dict:
+    """Time the PyTorch DiT's step (eager or torch.compile); first call - steady = compile."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_dit import TorchDiT, make_step
+
+    from flowjax.models import dit_forward_flops, dit_variant
+
+    arch = dit_variant(variant)
+    if tiny:
+        arch.update(depth=2, hidden_size=64, num_heads=2)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    image = 8 if tiny else 32
+    model = TorchDiT(**arch, image=image, use_end_time=objective == "meanflow").to(dev)
+    step = make_step(model, "fm" if objective == "fm" else "meanflow", compile_)
+    x1 = torch.randn(batch, image, image, 4, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+
+    def run():
+        t0 = time.perf_counter()
+        loss = step(x1, y)
+        float(loss)  # synchronises
+        return time.perf_counter() - t0
+
+    first = run()
+    run()
+    times = [run() for _ in range(steps)]
+    step_s = float(np.median(times))
+    flops = 3 * batch * dit_forward_flops(image_shape=(image, image, 4), **arch)
+    peak = 989e12 if dev == "cuda" else float("nan")  # H100/H200 bf16 dense
+    return dict(
+        compile_seconds=(first - step_s) if compile_ else None,
+        step_seconds=step_s,
+        model_flops_per_step=flops,
+        peak_flops=peak,
+        mfu=flops / (step_s * peak),
+        params=int(sum(p.numel() for p in model.parameters())),
+    )
+
+
+# The plan, in order of importance (a GPU lease is short): (row label, variant, batch,
+# objective, flowjax settings). The torch rows follow the first four rows' flowjax entries.
+DEVICE_PLAN = (
+    (
+        "DiT-S/2 flow matching, batch 256",
+        "S/2",
+        256,
+        "fm",
+        ("unrolled, xla", "scan, xla", "scan, cudnn"),
+    ),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, xla", "scan, cudnn")),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("scan, xla", "scan, cudnn")),
+    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", ("scan, cudnn", "scan, xla")),
+    ("DiT-XL/2 flow matching, batch 256", "XL/2", 256, "fm", ("scan, cudnn",)),
+)
+EXTRA_PLAN = (  # measured last, if time allows
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("scan, xla", "unrolled, cudnn")),
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
+)
+SECOND_PLAN = (  # --plan second: unrolled blocks with cuDNN attention, the XL/2 rows
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 256", "XL/2", 256, "fm", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, xla",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
+)
+TORCH_PLAN = (
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", (False, True)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", (False, True)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", (False,)),
+    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", (False,)),
+)
+TINY_PLAN = (
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("scan, xla",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("scan, xla",)),
+)
+REMAT = dict(remat=True, remat_policy="dots_with_no_batch_dims_saveable")
+
+
+def _setting(name: str) -> dict:
+    blocks, attn = name.split(", ")
+    return dict(scan_blocks=blocks == "scan", attention=attn)
+
+
+def device_table(args) -> None:
+    import jax
+
+    tiny = args.tiny
+    try:
+        import torch  # noqa: F401
+
+        have_torch = not args.no_torch
+    except ImportError:
+        have_torch = False
+    on_gpu = jax.devices()[0].platform == "gpu"
+    if args.out and os.path.exists(args.out) and args.append:
+        with open(args.out, encoding="utf-8") as f:
+            out = json.load(f)
+    else:
+        out = dict(entries=[])
+    out.setdefault("device", str(jax.devices()[0].device_kind))
+    out.update(
+        jax=jax.__version__,
+        steps=args.steps,
+        tiny=tiny,
+        command="python benchmarks/dit_step.py --device" + (" --tiny" if tiny else ""),
+    )
+    deadline = time.perf_counter() + args.budget
+
+    def save():
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
+
+    def record(label, impl, fn):
+        if time.perf_counter() > deadline:
+            print(f"skipped (time budget): {label} / {impl}", flush=True)
+            return None
+        t0 = time.perf_counter()
+        try:
+            res = fn()
+        except Exception as err:  # keep the other entries: a failure is a row of the table
+            res = dict(error=f"{type(err).__name__}: {str(err)[:300]}")
+        res.update(row=label, implementation=impl, wall_seconds=time.perf_counter() - t0)
+        out["entries"].append(res)
+        save()
+        _print_entry(res)
+        return res
+
+    def run_flowjax(plan):
+        for label, variant, batch, objective, settings in plan:
+            for name in settings:
+                if "cudnn" in name and not on_gpu:
+                    continue
+                kw = _setting(name)
+                batch_ = 4 if tiny else batch
+                res = record(
+                    label,
+                    f"flowjax ({name})",
+                    functools.partial(
+                        flowjax_entry, variant, batch_, objective, kw, args.steps, tiny
+                    ),
+                )
+                if res is not None and "error" in res and "memory" in res["error"].lower():
+                    record(  # out of memory: per-block remat keeping the matmul outputs
+                        label,
+                        f"flowjax ({name}, remat dots)",
+                        functools.partial(
+                            flowjax_entry,
+                            variant,
+                            batch_,
+                            objective,
+                            dict(kw, **REMAT),
+                            args.steps,
+                            tiny,
+                        ),
+                    )
+
+    def run_torch(plan):
+        for label, variant, batch, objective, modes in plan:
+            for comp in modes:
+                impl = "PyTorch " + ("torch.compile" if comp else "eager (SDPA)")
+                batch_ = 4 if tiny else batch
+                record(
+                    label,
+                    impl,
+                    functools.partial(
+                        torch_entry, variant, batch_, objective, comp, args.steps, tiny
+                    ),
+                )
+
+    plan = dict(main=DEVICE_PLAN, second=SECOND_PLAN, extra=EXTRA_PLAN, none=())[args.plan]
+    run_flowjax(TINY_PLAN if tiny else plan)
+    if have_torch:
+        run_torch(TORCH_PLAN[:1] if tiny else TORCH_PLAN)
+    _print_table(out)
+    print(f"wrote {args.out}")
+
+
+def _print_entry(r):
+    if "error" in r:
+        print(f"{r['row']:36s} {r['implementation']:40s} ERROR {r['error'][:200]}", flush=True)
+        return
+    comp = f"{r['compile_seconds']:.1f} s" if r.get("compile_seconds") is not None else "-"
+    print(
+        f"{r['row']:36s} {r['implementation']:40s} {r['step_seconds'] * 1e3:9.1f} ms "
+        f"MFU {r['mfu']:6.1%} compile {comp}",
+        flush=True,
+    )
+
+
+def _print_table(out):
+    print(f"\n{out['device']}, median of {out['steps']} steps")
+    print("| step | implementation | ms/step | MFU | compile s | x FM (same impl.) |")
+    print("|---|---|---|---|---|---|")
+    fm = {}
+    for r in out["entries"]:
+        if "error" not in r and "flow matching" in r["row"]:
+            fm[(r["row"].split()[0], r["implementation"], r["row"].split()[-1])] = r
+    for r in out["entries"]:
+        if "error" in r:
+            print(f"| {r['row']} | {r['implementation']} | error: {r['error'][:80]} | | | |")
+            continue
+        ratio = ""
+        if r["row"].startswith("MeanFlow"):
+            size, b = r["row"].split()[1].rstrip(","), r["row"].split()[-1]
+            base = fm.get((size, r["implementation"], b))
+            if base:
+                ratio = f"{r['step_seconds'] / base['step_seconds']:.2f}"
+        comp = f"{r['compile_seconds']:.1f}" if r.get("compile_seconds") is not None else ""
+        print(
+            f"| {r['row']} | {r['implementation']} | {r['step_seconds'] * 1e3:.1f} | "
+            f"{r['mfu']:.1%} | {comp} | {ratio} |"
+        )
+
+
+def compile_only(args) -> None:
+    """Lower + compile time of the DiT-S/2 FM step on this CPU: unrolled vs scanned blocks."""
+    import jax
+
+    from flowjax.training import Experiment
+
+    res = {}
+    for name, kw in (("unrolled", dict(scan_blocks=False)), ("scan", dict(scan_blocks=True))):
+        kw = dict(kw, dtype="float32")
+        cfg = _config(args.variant, args.batch, "fm", kw, False)
+        exp = Experiment(cfg, data=_Latents(args.batch))
+        state = exp.init_state()
+        b = exp.global_batch(next(exp.data.iterator(0)))
+        t0 = time.perf_counter()
+        lowered = exp.jit_train_step().lower(state, b)
+        t1 = time.perf_counter()
+        lowered.compile()
+        t2 = time.perf_counter()
+        res[name] = dict(trace_lower_seconds=t1 - t0, compile_seconds=t2 - t1, total=t2 - t0)
+        print(
+            f"DiT-{args.variant} FM step, batch {args.batch}, {name}: trace+lower {t1 - t0:.1f} s, "
+            f"compile {t2 - t1:.1f} s, total {t2 - t0:.1f} s  (load average "
+            f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)",
+            flush=True,
+        )
+    print(
+        f"compile time ratio scan / unrolled: {res['scan']['total'] / res['unrolled']['total']:.2f}"
+    )
+    res.update(device=str(jax.devices()[0].device_kind), load_average=os.getloadavg())
+    path = os.path.join(REPO, "results", "dit_compile_cpu.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(res, f, indent=1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--device", action="store_true", help="the accelerator table")
+    parser.add_argument("--tiny", action="store_true", help="tiny models: test the path on CPU")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--plan", default="main", choices=("main", "second", "extra", "none"))
+    parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skip")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "dit_step_gpu.json"))
+    parser.add_argument("--append", action="store_true", help="add to the entries in --out")
+    parser.add_argument("--compile-only", action="store_true")
+    parser.add_argument("--variant", default="S/2")
     args = parser.parse_args()
+    if args.device:
+        args.steps = args.steps or (2 if args.tiny else 10)
+        device_table(args)
+        return
+    if args.compile_only:
+        compile_only(args)
+        return
+    args.steps = args.steps or 3
     if args.child:
         print(json.dumps(_child(args.child, args.steps, args.batch)))
         return

@@ -75,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     c.sharding.rules = (
         ("batch", ("data", "fsdp")),
+        ("layers", None),  # the stacked depth axis of scanned blocks
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),

@@ -27,7 +27,11 @@ Mixed precision: ``dtype`` is the compute dtype (``"bfloat16"`` on accelerators)
 ``param_dtype`` the storage dtype of the master weights (``"float32"``); the residual stream,
 layer norms, modulation and the output stay in float32, the matrix multiplies run in
 ``dtype``. ``remat=True`` rematerialises each block in the backward pass (activation memory of
-one block instead of ``depth`` blocks).
+one block instead of ``depth`` blocks), ``remat_policy`` choosing what it may keep.
+
+Compile time: ``scan_blocks=True`` compiles one block and scans it over depth (parameters
+stacked on a ``"layers"`` axis, replicated by the default rules), so compile time does not grow
+with depth; the unrolled loop compiles ``depth`` copies.
 
 Presets (:data:`DIT_PRESETS`, ``variant="XL/2"``): S (12, 384, 6), B (12, 768, 12),
 L (24, 1024, 16), XL (28, 1152, 16) as (depth, width, heads), with patch 2, 4 or 8.
@@ -43,6 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax.models.attention import attention as fused_attention
+from flowjax.models.attention import check_implementation
 from flowjax.models.layers import ConditioningEmbedding, logical
 
 Array = jax.Array
@@ -121,6 +127,8 @@ class DiTBlock(nn.Module):
     mlp_ratio: float = 4.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "xla"
+    attention_jvp_rule: bool = False
 
     @nn.compact
     def __call__(self, x: Array, c: Array) -> Array:
@@ -145,7 +153,9 @@ class DiTBlock(nn.Module):
             **kw,
         )(h)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, heads, head_dim]
-        attn = jax.nn.dot_product_attention(q, k, v)
+        attn = fused_attention(
+            q, k, v, implementation=self.attention, jvp_rule=self.attention_jvp_rule
+        )
         attn = nn.Einsum(
             (heads, d // heads, d),
             "bthk,hkd->btd",
@@ -168,6 +178,27 @@ class DiTBlock(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
 
+class _ScanBody(nn.Module):
+    """:class:`DiTBlock` as a scan body: ``(x, c) -> (x', x' or None)``."""
+
+    block: Any  # the (possibly rematerialised) block class
+    kwargs: Any
+    collect: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, c: Array):
+        x = self.block(**dict(self.kwargs), name="block")(x, c)
+        return x, (x if self.collect else None)
+
+
+REMAT_POLICIES = (
+    "nothing_saveable",
+    "dots_saveable",
+    "dots_with_no_batch_dims_saveable",
+    "everything_saveable",
+)
+
+
 class DiT(nn.Module):
     """Diffusion Transformer velocity network (see the module docstring).
 
@@ -182,7 +213,23 @@ class DiT(nn.Module):
       use_end_time: average-velocity network ``u(x, s, e)`` (MeanFlow): embeds ``t_end - t``
         (scaled by ``end_time_scale``, default ``time_scale``).
       dtype, param_dtype: compute and storage dtypes (names or numpy dtypes).
-      remat: rematerialise each block in the backward pass.
+      remat: rematerialise each block in the backward pass; ``remat_policy`` names what the
+        backward pass may keep instead of recomputing (a ``jax.checkpoint_policies`` name:
+        ``"nothing_saveable"``, the default, keeps only the block inputs;
+        ``"dots_with_no_batch_dims_saveable"`` also keeps the weight matmul outputs, so only
+        the element-wise work and attention are recomputed).
+      scan_blocks: run the ``depth`` blocks under ``nn.scan`` (one compiled block, compile
+        time independent of depth) with parameters stacked on a leading axis named
+        ``"layers"`` (``params["blocks"]["block"][...]`` of shape ``[depth, ...]``); off: a
+        Python loop, ``params["block_{i}"]``. Same function, same numbers
+        (tests/test_dit_scan.py); checkpoints of one layout do not load into the other.
+      attention: the attention implementation (:mod:`flowjax.models.attention`): ``"xla"``,
+        ``"cudnn"`` (fused flash attention, NVIDIA GPUs, bf16/f16) or ``None`` (JAX's choice).
+      attention_jvp_rule: use the closed-form forward-mode rule of
+        :mod:`flowjax.models.attention` (needed for ``jax.jvp`` through ``"cudnn"``);
+        ``None``: on exactly for average-velocity networks (``use_end_time``, which MeanFlow
+        and FreeFlow differentiate in forward mode) with ``attention="cudnn"``; XLA attention
+        keeps JAX's own JVP (on an H200 it was as fast as the rule's, and its gradient faster).
 
     The tokens after block ``i`` are sown as the feature ``feature_{i}`` (captured only when
     asked, see :func:`flowjax.models.make_apply_fn`).
@@ -201,6 +248,10 @@ class DiT(nn.Module):
     dtype: Any = "float32"
     param_dtype: Any = "float32"
     remat: bool = False
+    remat_policy: str = "nothing_saveable"
+    scan_blocks: bool = False
+    attention: str | None = "xla"
+    attention_jvp_rule: bool | None = None
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Raise a clear ``ValueError`` if images of ``shape [B, H, W, C]`` cannot be patched."""
@@ -211,6 +262,11 @@ class DiT(nn.Module):
             raise ValueError(
                 f"image size {tuple(shape[1:3])} is not divisible by patch_size={p}; "
                 f"pick a patch size that divides it"
+            )
+        check_implementation(self.attention)
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(
+                f"unknown remat_policy {self.remat_policy!r}; use one of {list(REMAT_POLICIES)}"
             )
         if self.hidden_size % self.num_heads or self.hidden_size % 4:
             raise ValueError(
@@ -246,12 +302,42 @@ class DiT(nn.Module):
         )(t, cond, t_end)
         cond_emb = nn.with_logical_constraint(cond_emb.astype(jnp.float32), ("batch", "act_embed"))
 
-        block = nn.remat(DiTBlock) if self.remat else DiTBlock
-        for i in range(self.depth):
-            tokens = block(d, self.num_heads, self.mlp_ratio, name=f"block_{i}", **kw)(
-                tokens, cond_emb
-            )
-            self.sow("intermediates", f"feature_{i}", tokens)
+        jvp_rule = self.attention_jvp_rule
+        if jvp_rule is None:  # cuDNN's kernel has no forward-mode rule of its own
+            jvp_rule = self.use_end_time and self.attention == "cudnn"
+        block_kw = dict(
+            hidden_size=d,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            attention=self.attention,
+            attention_jvp_rule=jvp_rule,
+            **kw,
+        )
+        block = DiTBlock
+        if self.remat:
+            policy = getattr(jax.checkpoint_policies, self.remat_policy)
+            block = nn.remat(DiTBlock, policy=policy, prevent_cse=not self.scan_blocks)
+        if self.scan_blocks:
+            # One block body, scanned over depth: parameters stacked on a leading "layers"
+            # axis, one compiled block whatever the depth. Features are collected as the scan's
+            # outputs only when intermediates are being captured.
+            collect = self.is_mutable_collection("intermediates")
+            blocks = nn.scan(
+                _ScanBody,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast,),
+                length=self.depth,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(block, tuple(block_kw.items()), collect, name="blocks")
+            tokens, features = blocks(tokens, cond_emb)
+            if collect:
+                for i in range(self.depth):
+                    self.sow("intermediates", f"feature_{i}", features[i])
+        else:
+            for i in range(self.depth):
+                tokens = block(name=f"block_{i}", **block_kw)(tokens, cond_emb)
+                self.sow("intermediates", f"feature_{i}", tokens)
 
         c_out = 2 * c if self.learn_sigma else c
         mod = nn.Dense(

@@ -35,6 +35,7 @@ Rules = tuple[tuple[str, Any], ...]
 
 DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
+    ("layers", None),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
