@@ -176,11 +176,7 @@ def main():
     args = ap.parse_args()
     if not (args.toy or args.digits):
         ap.error("give at least one trained run: --toy=RUN and/or --digits=RUN")
-    old = {"tasks": {}, "rows": []}
-    if not args.fresh and os.path.exists(args.out + ".json"):
-        with open(args.out + ".json", encoding="utf-8") as f:
-            old = json.load(f)
-    tasks, rows = dict(old.get("tasks", {})), []
+    tasks, rows = {}, []
     for name, workdir, spec in (
         ("toy", args.toy, args.budgets),
         ("digits", args.digits, args.digits_budgets),
@@ -194,6 +190,11 @@ def main():
             **run_info(name, workdir, args, budgets),
             "seconds": time.perf_counter() - t0,
         }
+    old = {"tasks": {}, "rows": []}
+    if not args.fresh and os.path.exists(args.out + ".json"):  # read now: runs may overlap
+        with open(args.out + ".json", encoding="utf-8") as f:
+            old = json.load(f)
+    tasks = {**old.get("tasks", {}), **tasks}
     done = {r["task"] for r in rows}
     rows = [r for r in old["rows"] if r["task"] not in done] + rows
     tasks = {k: v for k, v in tasks.items() if k in {r["task"] for r in rows}}
