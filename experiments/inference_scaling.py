@@ -13,8 +13,14 @@ Each (task, method, proposal, budget) solves ``--problems`` independent problems
 the mean selected reward (with its standard error) and the NFE spent per problem. Writes
 ``results/inference_scaling.json`` and ``results/inference_scaling.png``::
 
-    python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=RUNS/toy
-    python experiments/inference_scaling.py --toy=RUNS/toy [--digits=RUNS/digits]
+    python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=RUNS/toy \\
+        --config.train.num_steps=3000 --config.eval.num_samples=4000
+    python -m flowjax.main --config=configs/digits_rf.py --workdir=RUNS/digits \\
+        --config.train.num_steps=1000
+    python experiments/inference_scaling.py --toy=RUNS/toy --digits=RUNS/digits
+
+Tasks can be run separately; rows of the task not run are kept from an existing ``--out``
+(``--fresh`` drops them). Each task records its command and its model's training steps.
 """
 
 from __future__ import annotations
@@ -38,6 +44,34 @@ TASKS = {
     "toy": {"reward": "toy_mode,mode=0", "temperature": 0.1},
     "digits": {"reward": "digits_class,label=3", "temperature": 0.5},
 }
+# How the runs were trained (RUNS/<task> stands for the run directory; steps filled in from the
+# run's own config.json).
+TRAIN_COMMANDS = {
+    "toy": "python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=RUNS/toy "
+    "--config.train.num_steps={steps} --config.eval.num_samples=4000",
+    "digits": "python -m flowjax.main --config=configs/digits_rf.py --workdir=RUNS/digits "
+    "--config.train.num_steps={steps}",
+}
+
+
+def run_info(name, workdir, args, budgets):
+    """What a task's rows were measured with: the commands (run directories as RUNS/<task>),
+    the dataset and the training steps of the model."""
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    steps = int(config["train"]["num_steps"])
+    flags = [f"--{name}=RUNS/{name}"]
+    flags.append(
+        f"--{'budgets' if name == 'toy' else 'digits_budgets'}={','.join(map(str, budgets))}"
+    )
+    flags += [f"--problems={args.problems}", f"--steps={args.steps}", f"--seed={args.seed}"]
+    return {
+        **TASKS[name],
+        "dataset": config["data"]["name"],
+        "train_steps": steps,
+        "train_command": TRAIN_COMMANDS[name].format(steps=steps),
+        "command": "python experiments/inference_scaling.py " + " ".join(flags),
+    }
 
 
 def run_task(name, workdir, budgets, problems, steps, seed):
@@ -128,43 +162,55 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--toy", help="trained 8gaussians run")
     ap.add_argument("--digits", help="trained digits run")
-    ap.add_argument("--budgets", default="20,60,120")
-    ap.add_argument("--digits_budgets", default="20,60")
+    ap.add_argument("--budgets", default="20,60,120", help="NFE budgets of the toy task")
+    ap.add_argument("--digits_budgets", default="20,60,120", help="NFE budgets of digits")
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/inference_scaling")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="drop the rows of tasks not run now (default: keep them from an existing --out)",
+    )
     args = ap.parse_args()
-    rows = []
-    t0 = time.perf_counter()
-    if args.toy:
-        budgets = [int(b) for b in args.budgets.split(",")]
-        rows += run_task("toy", args.toy, budgets, args.problems, args.steps, args.seed)
-    if args.digits:
-        budgets = [int(b) for b in args.digits_budgets.split(",")]
-        rows += run_task("digits", args.digits, budgets, args.problems, args.steps, args.seed)
+    if not (args.toy or args.digits):
+        ap.error("give at least one trained run: --toy=RUN and/or --digits=RUN")
+    tasks, rows = {}, []
+    for name, workdir, spec in (
+        ("toy", args.toy, args.budgets),
+        ("digits", args.digits, args.digits_budgets),
+    ):
+        if not workdir:
+            continue
+        budgets = [int(b) for b in spec.split(",")]
+        t0 = time.perf_counter()
+        rows += run_task(name, workdir, budgets, args.problems, args.steps, args.seed)
+        tasks[name] = {
+            **run_info(name, workdir, args, budgets),
+            "seconds": time.perf_counter() - t0,
+        }
+    old = {"tasks": {}, "rows": []}
+    if not args.fresh and os.path.exists(args.out + ".json"):  # read now: runs may overlap
+        with open(args.out + ".json", encoding="utf-8") as f:
+            old = json.load(f)
+    tasks = {**old.get("tasks", {}), **tasks}
+    done = {r["task"] for r in rows}
+    rows = [r for r in old["rows"] if r["task"] not in done] + rows
+    tasks = {k: v for k, v in tasks.items() if k in {r["task"] for r in rows}}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     result = {
-        "command": "python experiments/inference_scaling.py "
-        + " ".join(
-            f"--{k}={v}"
-            for k, v in vars(args).items()
-            if v is not None and k not in ("toy", "digits", "out")
-        ),
-        "settings": {
-            "steps": args.steps,
-            "problems": args.problems,
-            "seed": args.seed,
-            "eta": 3.0,
-            "tasks": {k: TASKS[k] for k in {r["task"] for r in rows}},
-        },
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
+        "about": "mean selected reward (and its standard error over problems) against the NFE "
+        "budget per problem; every task records the command that measured it and the training "
+        "steps of its model",
+        "settings": {"eta": 3.0, "grid": "uniform"},
+        "tasks": tasks,
+        "rows": sorted(rows, key=lambda r: r["task"] != "toy"),
         "plot": os.path.basename(args.out) + ".png",
     }
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
-    plot(rows, args.out + ".png")
+    plot(result["rows"], args.out + ".png")
     print(f"wrote {args.out}.json and {args.out}.png")
 
 

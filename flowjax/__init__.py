@@ -8,9 +8,11 @@ code) happen only at the edges.
 Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`
 (flow matching, MeanFlow, reflow, FreeFlow), :mod:`flowjax.solvers`, :mod:`flowjax.models`,
 :mod:`flowjax.data`, :mod:`flowjax.evaluation`, :mod:`flowjax.training`,
-:mod:`flowjax.parallel`, :mod:`flowjax.convention` (the opposite time convention, at the
-edges). Command lines: ``python -m flowjax.main`` (train), ``python -m flowjax.sample``
-(sample a run), ``python -m flowjax.reflow`` (teacher pairs for reflow and distillation).
+:mod:`flowjax.parallel`, :mod:`flowjax.search` (inference-time particle search),
+:mod:`flowjax.convention` (the opposite time convention, at the edges). Command lines:
+``python -m flowjax.main`` (train), ``python -m flowjax.sample`` (sample a run),
+``python -m flowjax.reflow`` (teacher pairs for reflow and distillation),
+``python -m flowjax.search`` (reward-guided search on a trained run).
 
 :func:`integrate` is :func:`flowjax.solvers.sample` (integrate ``dx/dt = v(x, t, cond)`` over
 a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the

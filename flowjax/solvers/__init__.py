@@ -4,9 +4,11 @@ Public API: :class:`Solver` (the contract), :func:`sample`, :func:`make_sampler`
 :func:`make_solver` and the solvers :class:`Euler`, :class:`Heun`, :class:`Midpoint`,
 :class:`RK4`, :class:`DPMSolverPP` (``dpm++1``, ``dpm++2m``, ``dpm++3m``); the adaptive
 diffrax reference :class:`AdaptiveSolve`; :class:`FlowMap` (``flowmap``) samples
-average-velocity models ``u(x, t, cond, t_end)`` (MeanFlow, FreeFlow).
+average-velocity models ``u(x, t, cond, t_end)`` (MeanFlow, FreeFlow). :mod:`sde` samples the
+SDE with the ODE's marginals (Euler-Maruyama) and converts a linear-path velocity to the VP path.
 """
 
+from flowjax.solvers import sde
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import (
     Solver,
@@ -45,6 +47,7 @@ __all__ = [
     "DynamicThreshold",
     "AdaptiveSolve",
     "FlowMap",
+    "sde",
     "average_velocity",
     "instantaneous_velocity",
     "diagonal_velocity",

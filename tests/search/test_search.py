@@ -168,6 +168,7 @@ def test_best_of_n_is_monotone_in_the_budget_with_nested_seeds():
     assert np.any(np.diff(np.stack(rewards), axis=0) > 0)
 
 
+@pytest.mark.slow
 def test_search_raises_the_reward_above_plain_sampling():
     prop = PROPOSALS["vp-sde"]
     kw = dict(budget=8 * STEPS, num_problems=64)
