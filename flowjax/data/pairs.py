@@ -310,13 +310,25 @@ def _checked_shard(arrays: Any, index: int, n: int, manifest: dict) -> dict[str,
     return out
 
 
+def _serialize(features, example: dict[str, np.ndarray]) -> bytes:
+    """One record's bytes, the same in every process.
+
+    ``tf.train.Example`` keeps its features in a protobuf map, whose serialised order is the
+    map's iteration order and can differ between processes (seen: two key orders over four
+    runs); ``deterministic=True`` writes the keys sorted, so a shard is a pure function of its
+    arrays. Readers parse either order.
+    """
+    proto = features._example_serializer.get_tf_example(features.encode_example(example))
+    return proto.SerializeToString(deterministic=True)
+
+
 def _write_shard(path: str, arrays: dict[str, np.ndarray], features) -> None:
     """Write one shard through ``<path>.tmp`` and rename it into place (atomic)."""
     tmp = path + _TMP_SUFFIX
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     try:
         for i in range(len(arrays["x0"])):
-            writer.write(features.serialize_example({k: v[i] for k, v in arrays.items()}))
+            writer.write(_serialize(features, {k: v[i] for k, v in arrays.items()}))
     finally:
         writer.close()
     with open(tmp, "rb") as f:  # the bytes reach the disk before the name does
