@@ -368,7 +368,8 @@ def write_pairs(
 
     Resumption is exact when ``shard_fn`` is a pure function of ``index``: an interrupted run
     continued with the same arguments gives the same files, byte for byte, as an uninterrupted
-    one, and calls ``shard_fn`` once per shard in total.
+    one (in any process: records are serialised deterministically), and calls ``shard_fn``
+    once per shard in total.
 
     Several processes (multi-host) share ``out_dir`` on a common POSIX file system; each calls
     this with its ``process_index`` and the same other arguments. Pass

@@ -140,16 +140,18 @@ def verify(record: dict, tree: Any) -> list[str]:
 
 # -- the checkpointer -------------------------------------------------------------------------
 class _RaisedAgain(logging.Filter):
-    """Drops orbax's multi-line tracebacks of a failed background save: the save's error is
-    raised again, as one line, by :meth:`Checkpointer.check_for_errors` / ``wait``."""
+    """Drops orbax's multi-line tracebacks of a failed background save (the save's error is
+    raised again, as one line, by :meth:`Checkpointer.check_for_errors` / ``wait``) and its
+    notes on a read-only manager (which :meth:`Checkpointer.__init__` asks for on purpose)."""
 
-    _MARKERS = ("background save thread", "_SignalingThread.run() raised", "Finalize thread")
+    _ERRORS = ("background save thread", "_SignalingThread.run() raised", "Finalize thread")
+    _NOTES = ("Given directory is read only", "read_only=True, setting max_to_keep")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
-            return True
         message = str(record.msg)
-        return not any(m in message for m in self._MARKERS)
+        if record.levelno >= logging.ERROR:
+            return not any(m in message for m in self._ERRORS)
+        return not any(m in message for m in self._NOTES)
 
 
 _FILTER = _RaisedAgain()
@@ -164,10 +166,12 @@ class Checkpointer:
         async_save: bool = True,
         read_only: bool = False,
     ):
+        if _FILTER not in logging.getLogger("absl").filters:
+            logging.getLogger("absl").addFilter(_FILTER)
         self.directory = os.path.abspath(os.path.expanduser(directory))
         self.max_to_keep = max_to_keep
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=None if read_only else max_to_keep,
             enable_async_checkpointing=async_save and not read_only,
             create=not read_only,
             read_only=read_only,
@@ -175,8 +179,6 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "meta"), options=options
         )
-        if _FILTER not in logging.getLogger("absl").filters:
-            logging.getLogger("absl").addFilter(_FILTER)
         self._saving: int | None = None  # the step of the save that may still be running
         self.failed: CheckpointSaveError | None = None
 

@@ -622,6 +622,7 @@ def _train(
                     save(step, state)  # the checkpoint precedes the evaluation
                 if evaluate and not (single and guard.requested):
                     checkpointer.wait()
+                    log.info("evaluating at step %d", step)
                     with abandon(f"the evaluation at step {step}", step):
                         metrics_eval, _ = evaluator(state.ema_params)
                     writer.write(step, {f"eval/{k}": v for k, v in metrics_eval.items()})

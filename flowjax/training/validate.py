@@ -73,8 +73,8 @@ def validate_config(config: Any) -> Any:
     if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
         raise SetupError(f"train.ema_decay={decay!r}: expected a number in [0, 1)")
     lr = _get(config, "optim", "lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise SetupError(f"optim.lr={lr!r}: expected a positive number")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        raise SetupError(f"optim.lr={lr!r}: expected a finite number >= 0")
     samplers = _get(config, "eval", "samplers")
     if samplers is not None:
         _check_samplers(samplers)
