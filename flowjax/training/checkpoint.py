@@ -189,7 +189,7 @@ class Checkpointer:
         Raises :class:`CheckpointSaveError` if this save cannot start or an earlier
         asynchronous one failed.
         """
-        self.check_for_errors()
+        self.wait()  # orbax waits for the previous save anyway; its failure is named as its own
         meta = dict(meta or {})
         meta[INTEGRITY_KEY] = integrity_record(state)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
@@ -205,13 +205,21 @@ class Checkpointer:
         raise self.failed from err
 
     def check_for_errors(self) -> None:
-        """Raise :class:`CheckpointSaveError` if a finished asynchronous save failed."""
+        """Raise :class:`CheckpointSaveError` if an asynchronous save has finished and failed
+        (does not block while it is still running)."""
         if self.failed is not None:
             raise self.failed
-        try:
-            self.manager.check_for_errors()
-        except Exception as err:  # noqa: BLE001
-            self._fail(self._saving if self._saving is not None else -1, err)
+        if self._saving is not None and self._save_finished():
+            self.wait()
+
+    def _save_finished(self) -> bool:
+        """Whether orbax's background save has ended (with or without an error)."""
+        try:  # orbax keeps no public "ended" flag: a failed save stays "in progress"
+            return bool(
+                self.manager._finalize_thread.map(lambda t: t is not None and not t.is_alive())
+            )
+        except AttributeError:  # another orbax version
+            return not self.manager.is_saving_in_progress()
 
     def wait(self) -> None:
         """Wait for the running save; its failure is a :class:`CheckpointSaveError`."""
@@ -219,8 +227,10 @@ class Checkpointer:
             raise self.failed
         try:
             self.manager.wait_until_finished()
+            self.manager.check_for_errors()
         except Exception as err:  # noqa: BLE001
             self._fail(self._saving if self._saving is not None else -1, err)
+        self._saving = None
 
     # -- listing --------------------------------------------------------------------------
     def steps(self) -> list[int]:
