@@ -82,7 +82,7 @@ class CheckpointSaveError(RuntimeError):
 
     def __init__(self, step: int, directory: str, cause: BaseException | str):
         self.step = step
-        reason = cause if isinstance(cause, str) else describe_error(cause)
+        reason = (cause if isinstance(cause, str) else describe_error(cause)).rstrip(".")
         super().__init__(
             f"saving the checkpoint at step {step} in {directory} failed: {reason}. Free space "
             f"or fix the directory, then re-run the same command to resume from the last "
