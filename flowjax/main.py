@@ -9,6 +9,14 @@ Any config field can be overridden on the command line, e.g.
 not exist is an error. Re-running the same command resumes from the newest checkpoint in
 ``DIR``. SIGTERM / SIGINT save a checkpoint and exit 0.
 
+A config that differs from the one the run in ``DIR`` was trained with is refused (exit 2,
+listing the changed fields) unless only fields that cannot change the state differ
+(evaluation, logging, checkpoint cadence, ``num_steps`` upwards): pass
+``--allow_config_change=optim.lr`` (or ``--config_change_ok``) for an intended change. A
+second process on the same ``DIR`` stops at once (exit 2, naming the holder). Every user
+mistake is one line on stderr and exit code 2; a failed checkpoint save is one line and
+exit code 1.
+
 Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``, or
 ``--distributed`` on a TPU pod slice / SLURM / Open MPI job (where
 ``jax.distributed.initialize()`` finds the cluster by itself), and launch the same command on
@@ -46,6 +54,18 @@ flags.DEFINE_bool(
     "Call jax.distributed.initialize() with the cluster found in the environment (Cloud TPU "
     "pod slices, SLURM, Open MPI); implied by --coordinator_address / --num_processes.",
 )
+flags.DEFINE_list(
+    "allow_config_change",
+    [],
+    "Config fields (or sections, e.g. optim) allowed to differ from the run being resumed in "
+    "--workdir (an intended change, e.g. a fine-tune with another learning rate).",
+)
+flags.DEFINE_bool(
+    "config_change_ok",
+    False,
+    "Resume the run in --workdir whatever fields of the config changed (see "
+    "--allow_config_change).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -61,21 +81,31 @@ def main(argv):
         multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     elif FLAGS.distributed:
         jax.distributed.initialize()
-    from flowjax.training import NonFiniteLossError, SetupError, train_and_evaluate
+    from flowjax.training import (
+        CheckpointSaveError,
+        NonFiniteLossError,
+        SetupError,
+        train_and_evaluate,
+    )
 
     config = FLAGS.config
+    workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+    allow = True if FLAGS.config_change_ok else tuple(FLAGS.allow_config_change)
     logging.info("devices: %s", jax.devices())
     try:
-        summary = train_and_evaluate(config, FLAGS.workdir)
+        summary = train_and_evaluate(config, workdir, allow_config_change=allow)
     except NonFiniteLossError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(1)
+    except CheckpointSaveError as err:
+        print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        os._exit(1)  # no interpreter teardown: a failed async save's threads may not join
     except SetupError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(2)
     if jax.process_index() == 0:
         if summary.get("preempted"):
-            print(f"preempted: checkpoint saved at step {summary['step']} in {FLAGS.workdir}")
+            print(f"preempted: checkpoint saved at step {summary['step']} in {workdir}")
         else:
             print(
                 json.dumps(
@@ -86,7 +116,7 @@ def main(argv):
                     indent=1,
                 )
             )
-            print(f"wrote {os.path.join(FLAGS.workdir, 'summary.json')} and samples.png")
+            print(f"wrote {os.path.join(workdir, 'summary.json')} and samples.png")
 
 
 def _resolve_config_arg(argv: list[str]) -> list[str]:

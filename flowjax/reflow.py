@@ -9,7 +9,9 @@ with the teacher config's CFG scale unless ``--cfg_scale`` is given, and writes 
 
 Generation is sharded and resumable: shard ``s`` draws its noise from ``fold_in(seed, s)``, so
 re-running an interrupted command writes exactly the missing shards and the result is the same,
-byte for byte, as an uninterrupted run. Several hosts can share the work without any collective:
+byte for byte, as an uninterrupted run, whichever processes wrote which shards (each record's
+fields are serialised in sorted order; the solvers are deterministic on one backend). Several
+hosts can share the work without any collective:
 run the same command with ``--process_index=i --process_count=P`` on each (a shared POSIX
 directory), then once ``--finalize`` (or let process 0 finish last).
 

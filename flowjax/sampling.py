@@ -79,7 +79,8 @@ def run_data(config: Any) -> Any:
 
 
 def load_run(workdir: str, *, num_samples: int | None = None):
-    """``(config, experiment, ema_params, step)`` of the newest checkpoint in ``workdir``.
+    """``(config, experiment, ema_params, step)`` of the newest verified checkpoint in
+    ``workdir`` (read only: a checkpoint that fails is skipped with a warning, never moved).
 
     The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
     stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
@@ -87,18 +88,23 @@ def load_run(workdir: str, *, num_samples: int | None = None):
     import ml_collections
 
     from flowjax.training import Checkpointer, Experiment
+    from flowjax.training.workdir import read_config_json
 
+    workdir = os.path.abspath(os.path.expanduser(workdir))
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ValueError(f"{workdir} has no config.json; train there first with flowjax.main")
-    with open(path, encoding="utf-8") as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(read_config_json(path))
     if num_samples is not None:
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples={num_samples}: must be >= 1")
         config.eval.num_samples = int(num_samples)
     exp = Experiment(config, data=run_data(config))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"no checkpoints in {workdir}; train there first with flowjax.main")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     try:
-        restored = ckpt.restore_latest(exp.abstract_state())
+        restored = ckpt.restore_latest(exp.abstract_state(), move_aside=False)
     finally:
         ckpt.close()
     if restored is None:
@@ -177,7 +183,11 @@ def run_sampling(
     from flowjax import solvers, timesteps
     from flowjax.training.evaluate import Evaluator, sampler_label
 
-    workdir = os.path.abspath(workdir)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if int(nfe) < 1:
+        raise ValueError(f"nfe={nfe}: must be >= 1")
+    if num_samples is not None and int(num_samples) < 1:
+        raise ValueError(f"num_samples={num_samples}: must be >= 1")
     if solver_name == "boss":
         solver_name, grid_spec = "euler", "boss"
     from flowjax.solvers import bespoke
@@ -257,7 +267,7 @@ def run_sampling(
         recompiled_for_new_noise=run._cache_size() != 1,
         metrics=metrics,
     )
-    out_dir = out_dir or os.path.join(workdir, "samples")
+    out_dir = os.path.expanduser(out_dir) if out_dir else os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, label)
     arrays = {"x": samples}

@@ -310,13 +310,25 @@ def _checked_shard(arrays: Any, index: int, n: int, manifest: dict) -> dict[str,
     return out
 
 
+def _serialize(features, example: dict[str, np.ndarray]) -> bytes:
+    """One record's bytes, the same in every process.
+
+    ``tf.train.Example`` keeps its features in a protobuf map, whose serialised order is the
+    map's iteration order and can differ between processes (seen: two key orders over four
+    runs); ``deterministic=True`` writes the keys sorted, so a shard is a pure function of its
+    arrays. Readers parse either order.
+    """
+    proto = features._example_serializer.get_tf_example(features.encode_example(example))
+    return proto.SerializeToString(deterministic=True)
+
+
 def _write_shard(path: str, arrays: dict[str, np.ndarray], features) -> None:
     """Write one shard through ``<path>.tmp`` and rename it into place (atomic)."""
     tmp = path + _TMP_SUFFIX
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     try:
         for i in range(len(arrays["x0"])):
-            writer.write(features.serialize_example({k: v[i] for k, v in arrays.items()}))
+            writer.write(_serialize(features, {k: v[i] for k, v in arrays.items()}))
     finally:
         writer.close()
     with open(tmp, "rb") as f:  # the bytes reach the disk before the name does
@@ -356,7 +368,8 @@ def write_pairs(
 
     Resumption is exact when ``shard_fn`` is a pure function of ``index``: an interrupted run
     continued with the same arguments gives the same files, byte for byte, as an uninterrupted
-    one, and calls ``shard_fn`` once per shard in total.
+    one (in any process: records are serialised deterministically), and calls ``shard_fn``
+    once per shard in total.
 
     Several processes (multi-host) share ``out_dir`` on a common POSIX file system; each calls
     this with its ``process_index`` and the same other arguments. Pass

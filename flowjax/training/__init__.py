@@ -1,7 +1,15 @@
 """The training system: state, pure step, optimizer, EMA, orbax checkpoints and the loop."""
 
 from flowjax.training.checkpoint import Checkpointer, abstract_like
-from flowjax.training.faults import NonFiniteLossError, PreemptionGuard, SetupError
+from flowjax.training.faults import (
+    CheckpointMismatchError,
+    CheckpointSaveError,
+    ConfigChangedError,
+    NonFiniteLossError,
+    PreemptionGuard,
+    SetupError,
+    WorkdirLockedError,
+)
 from flowjax.training.loop import Experiment, train_and_evaluate
 from flowjax.training.optim import make_optimizer, make_schedule
 from flowjax.training.state import TrainState
@@ -14,6 +22,10 @@ __all__ = [
     "NonFiniteLossError",
     "PreemptionGuard",
     "SetupError",
+    "ConfigChangedError",
+    "WorkdirLockedError",
+    "CheckpointMismatchError",
+    "CheckpointSaveError",
     "Experiment",
     "train_and_evaluate",
     "make_optimizer",

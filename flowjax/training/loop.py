@@ -12,10 +12,20 @@ What it writes into ``workdir``:
   ``dataset``, the data's name, kind, element shape, classes and fingerprint
   (:func:`flowjax.data.describe_source`).
 
-Re-running the same command resumes from the newest readable checkpoint. SIGTERM / SIGINT
+Re-running the same command resumes from the newest verified checkpoint. SIGTERM / SIGINT
 save a checkpoint and return with ``summary["preempted"] = True``. A non-finite loss raises
 :class:`NonFiniteLossError` naming the step; the last good checkpoint is kept because a
 checkpoint is written only after every loss up to its step has been checked.
+
+Before any work (:mod:`flowjax.training.workdir`, :mod:`flowjax.training.validate`): the
+config's values are validated, the workdir is locked against a second writer, and a config
+that differs from the stored ``config.json`` of a run with checkpoints is refused (unless the
+change cannot alter the state, or ``allow_config_change`` accepts it). Checkpoints carry
+checksums and a failing one falls back to the previous (:mod:`flowjax.training.checkpoint`);
+a non-finite loss within :data:`SUSPECT_STEPS` steps of a restore makes the restored
+checkpoint the suspect: it is moved aside and the run falls back once to the one before.
+Every evaluation step is also a checkpoint step, and SIGTERM during an evaluation or during
+the setup ends the process at once with exit code 0 (nothing is lost; single-process jobs).
 """
 
 from __future__ import annotations
@@ -40,14 +50,24 @@ from flowjax import models, objectives, parallel
 from flowjax.parallel import multihost
 from flowjax.training import accounting
 from flowjax.training import checkpoint as ckpt_lib
+from flowjax.training import workdir as workdir_lib
 from flowjax.training.evaluate import Evaluator
-from flowjax.training.faults import NonFiniteLossError, PreemptionGuard, SetupError
+from flowjax.training.faults import (
+    ExitOnSignal,
+    NonFiniteLossError,
+    PreemptionGuard,
+    SetupError,
+)
 from flowjax.training.optim import make_optimizer
 from flowjax.training.state import TrainState
 from flowjax.training.step import make_train_step
+from flowjax.training.validate import validate_config
 from flowjax.training.writers import MetricWriter
 
 log = logging.getLogger(__name__)
+
+# A non-finite loss this many steps or fewer after a restore blames the restored checkpoint.
+SUSPECT_STEPS = 10
 
 
 class Experiment:
@@ -333,10 +353,17 @@ def _stack_metrics(metrics: list[dict]) -> dict:
 
 
 class _Pending:
-    """Per-step metrics still on the device; fetched in one transfer per key when needed."""
+    """Per-step metrics still on the device; fetched in one transfer per key when needed.
 
-    def __init__(self):
-        self.steps: list[int] = []
+    ``carried`` (from :meth:`saved`, stored in a checkpoint's meta) holds the host values of
+    the steps of the current log window that precede a checkpoint, so the first log after a
+    resume averages the same window as an uninterrupted run.
+    """
+
+    def __init__(self, carried: dict | None = None):
+        carried = carried or {}
+        self.steps: list[int] = [int(s) for s in carried.get("steps", [])]
+        self._carried = {k: np.asarray(v) for k, v in carried.get("values", {}).items()}
         self.metrics: list[dict] = []
         self._host: dict[str, np.ndarray] | None = None
 
@@ -347,8 +374,25 @@ class _Pending:
 
     def host(self) -> dict[str, np.ndarray]:
         if self._host is None:
-            self._host = jax.device_get(_stack_metrics(self.metrics)) if self.metrics else {}
+            fresh = jax.device_get(_stack_metrics(self.metrics)) if self.metrics else {}
+            if self._carried:
+                fresh = {
+                    k: np.concatenate(
+                        [v.astype(fresh[k].dtype if k in fresh else v.dtype), fresh.get(k, v[:0])]
+                    )
+                    for k, v in self._carried.items()
+                }
+            self._host = fresh
         return self._host
+
+    def saved(self) -> dict:
+        """The window so far as JSON (exact: float32 values round-trip through float64)."""
+        if not self.steps:
+            return {}
+        return {
+            "steps": list(self.steps),
+            "values": {k: [float(x) for x in v] for k, v in self.host().items()},
+        }
 
     def first_nonfinite(self) -> tuple[int, str, float] | None:
         host = self.host()
@@ -380,6 +424,18 @@ def _samples_title(data_name: str, ema_decay: float, num_steps: int) -> str:
     )
 
 
+def _agreed(fn) -> None:
+    """Run ``fn`` on process 0; its SetupError is raised on every process (multi-host)."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            fn()
+        except SetupError as err:
+            error = err
+    if multihost.any_process(error is not None):
+        raise error or SetupError("refused by process 0 (see its log)")
+
+
 def train_and_evaluate(
     config: Any,
     workdir: str,
@@ -388,6 +444,7 @@ def train_and_evaluate(
     objective: Any = None,
     progress: bool | None = None,
     init_params: Any = None,
+    allow_config_change: bool | tuple[str, ...] = (),
 ) -> dict:
     """Train (or resume) the job described by ``config`` in ``workdir``; return the summary.
 
@@ -396,39 +453,102 @@ def train_and_evaluate(
     way (``config.json`` ``dataset``), and ``flowjax.sample`` will not score a model trained on
     ``data`` the config does not rebuild. ``init_params`` starts a fresh run from given weights
     instead of a random initialisation (a fine-tune); a run that finds a checkpoint in
-    ``workdir`` resumes from it as usual.
+    ``workdir`` resumes from it as usual. ``allow_config_change`` (field names, or ``True``
+    for any) accepts a config that differs from the stored one of the run being resumed;
+    without it such a config raises :class:`~flowjax.training.faults.ConfigChangedError`.
+    Bad config values, a workdir that is a file or not writable and a workdir in use by
+    another process raise :class:`SetupError` before any work.
     """
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    config = validate_config(config)
+    workdir = workdir_lib.prepare_workdir(workdir)
+    lock = workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+    _agreed(lock.acquire)
+    try:
+        kwargs = dict(data=data, objective=objective, progress=progress, init_params=init_params)
+        try:
+            return _train(config, workdir, lock, allow_config_change, retry=True, **kwargs)
+        except _SuspectCheckpoint as suspect:
+            log.warning("%s", suspect)
+            return _train(config, workdir, lock, allow_config_change, retry=False, **kwargs)
+    finally:
+        lock.release()
+
+
+class _SuspectCheckpoint(Exception):
+    """A non-finite loss right after a restore: the restored checkpoint is moved aside."""
+
+
+def _train(
+    config: Any,
+    workdir: str,
+    lock: workdir_lib.WorkdirLock,
+    allow_config_change: Any,
+    *,
+    retry: bool,
+    data: Any,
+    objective: Any,
+    progress: bool | None,
+    init_params: Any,
+) -> dict:
     tcfg = config.train
     num_steps = int(tcfg.num_steps)
-    try:
-        exp = Experiment(config, data=data, objective=objective)
-    except (ValueError, FileNotFoundError) as err:
-        raise SetupError(f"cannot set up the job from its config: {err}") from err
-    dataset = data_lib.describe_source(exp.data, from_config=data is None)
-    _write_json(os.path.join(workdir, "config.json"), dict(config.to_dict(), dataset=dataset))
-    cost = exp.step_cost()
-    _log_setup(exp, cost)
-
-    checkpointer = ckpt_lib.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=int(tcfg.get("keep_checkpoints", 3)),
-        async_save=bool(tcfg.get("async_checkpoint", True)),
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    single = jax.process_count() == 1
+    setup = ExitOnSignal(
+        "SIGTERM during the setup: stopped before training (nothing to save)",
+        cleanup=lock.release,
+        enabled=single,
     )
-    restored = checkpointer.restore_latest(exp.abstract_state())
-    if restored is None:
-        loaded = None if init_params is not None else exp.pretrained_params()
-        state, start_step = exp.init_state(init_params, loaded=loaded), 0
-    else:
-        state, _, start_step = restored
-        log.info("resumed from the checkpoint at step %d", start_step)
-    last_saved = start_step if restored is not None else None
+    setup.__enter__()
+    try:
+        _agreed(lambda: workdir_lib.remove_partial_checkpoints(ckpt_dir))
 
-    writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
-    writer.truncate_after(start_step)
-    evaluator = Evaluator.for_experiment(config, exp, workdir)
-    train_step = exp.jit_train_step()
+        def check_config():
+            steps = workdir_lib.saved_steps(ckpt_dir)
+            changed = workdir_lib.check_config_change(
+                workdir, config, steps[-1] if steps else None, allow=allow_config_change
+            )
+            if changed:
+                log.info("resuming with changed config fields: %s", ", ".join(changed))
+
+        _agreed(check_config)
+        try:
+            exp = Experiment(config, data=data, objective=objective)
+        except (ValueError, FileNotFoundError) as err:
+            raise SetupError(f"cannot set up the job from its config: {err}") from err
+        dataset = data_lib.describe_source(exp.data, from_config=data is None)
+        cost = exp.step_cost()
+        _log_setup(exp, cost)
+
+        checkpointer = ckpt_lib.Checkpointer(
+            ckpt_dir,
+            max_to_keep=int(tcfg.get("keep_checkpoints", 3)),
+            async_save=bool(tcfg.get("async_checkpoint", True)),
+        )
+        try:
+            restored = checkpointer.restore_latest(exp.abstract_state())
+            _write_json(
+                os.path.join(workdir, "config.json"), dict(config.to_dict(), dataset=dataset)
+            )
+            checkpointer.prune()
+            if restored is None:
+                loaded = None if init_params is not None else exp.pretrained_params()
+                state, start_step, carried = exp.init_state(init_params, loaded=loaded), 0, None
+            else:
+                state, restored_meta, start_step = restored
+                carried = restored_meta.get("pending_metrics")
+                log.info("resumed from the checkpoint at step %d", start_step)
+            last_saved = start_step if restored is not None else None
+
+            writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
+            writer.truncate_after(start_step)
+            evaluator = Evaluator.for_experiment(config, exp, workdir)
+            train_step = exp.jit_train_step()
+        except BaseException:
+            checkpointer.close()
+            raise
+    finally:
+        setup.__exit__(None, None, None)
     log_every = int(tcfg.log_every)
     eval_every = int(tcfg.get("eval_every", 0)) or num_steps
     ckpt_every = int(tcfg.get("checkpoint_every", 0)) or num_steps
@@ -436,8 +556,20 @@ def train_and_evaluate(
 
     def save(step: int, st: TrainState) -> None:
         nonlocal last_saved
-        checkpointer.save(step, st, meta)
+        checkpointer.save(step, st, dict(meta, pending_metrics=pending.saved()))
         last_saved = step
+
+    def abandon(where: str, step: int) -> ExitOnSignal:
+        def cleanup():
+            writer.flush()
+            lock.release()
+
+        return ExitOnSignal(
+            f"SIGTERM during {where}: abandoned it; the checkpoint at step {step} is saved in "
+            f"{ckpt_dir} (re-run the command to continue)",
+            cleanup=cleanup,
+            enabled=single,
+        )
 
     if progress is None:
         progress = bool(tcfg.get("progress", True))
@@ -450,7 +582,7 @@ def train_and_evaluate(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    pending = _Pending()
+    pending = _Pending(carried)
     preempted = False
     t_start = time.perf_counter()
     steps_run = 0
@@ -464,6 +596,15 @@ def train_and_evaluate(
         bad = pending.first_nonfinite()
         if bad is not None:
             checkpointer.wait()
+            if retry and restored is not None and bad[0] - start_step <= SUSPECT_STEPS:
+                aside = checkpointer.move_aside(start_step, "suspect")
+                previous = [s for s in checkpointer.steps() if s < start_step]
+                raise _SuspectCheckpoint(
+                    f"{bad[1]} = {bad[2]} at step {bad[0]}, {bad[0] - start_step} step(s) after "
+                    f"restoring the checkpoint at step {start_step}: that checkpoint is the "
+                    f"suspect; moved it to {aside} and falling back once to "
+                    + (f"the checkpoint at step {previous[-1]}" if previous else "step 0")
+                )
             raise NonFiniteLossError(bad[0], bad[1], bad[2], last_saved)
 
     try:
@@ -489,14 +630,18 @@ def train_and_evaluate(
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
                     pending = _Pending()
+                    checkpointer.check_for_errors()  # a failed async save stops the run now
                 bar.update(1)
-                if step % eval_every == 0 and step != num_steps:
+                evaluate = step % eval_every == 0 and step != num_steps
+                if step % ckpt_every == 0 or step == num_steps or evaluate:
                     check(pending)
-                    metrics_eval, _ = evaluator(state.ema_params)
+                    save(step, state)  # the checkpoint precedes the evaluation
+                if evaluate and not (single and guard.requested):
+                    checkpointer.wait()
+                    log.info("evaluating at step %d", step)
+                    with abandon(f"the evaluation at step {step}", step):
+                        metrics_eval, _ = evaluator(state.ema_params)
                     writer.write(step, {f"eval/{k}": v for k, v in metrics_eval.items()})
-                if step % ckpt_every == 0 or step == num_steps:
-                    check(pending)
-                    save(step, state)
                 if preemption.should_stop(step, guard.requested):
                     check(pending)
                     log.warning(
@@ -509,10 +654,14 @@ def train_and_evaluate(
                     preempted = True
                     break
         check(pending)
+    except BaseException:
+        writer.flush()
+        checkpointer.close()  # raises the save error, if that is what stopped the run
+        raise
     finally:
         bar.close()
-        checkpointer.wait()
-        writer.flush()
+    checkpointer.wait()
+    writer.flush()
 
     wall = time.perf_counter() - t_start
     summary: dict[str, Any] = {
@@ -524,16 +673,17 @@ def train_and_evaluate(
         "steps_per_second": steps_run / wall if steps_run and wall > 0 else None,
     }
     if not preempted:
-        final_metrics, samples = evaluator(state.ema_params)
-        final_raw, _ = evaluator(state.params)
+        with abandon("the final evaluation", num_steps):
+            final_metrics, samples = evaluator(state.ema_params)
+            final_raw, _ = evaluator(state.params)
+            # The untrained network (zero output layer) maps noise to itself under any
+            # solver; score it with the cheapest sampler.
+            untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
         writer.write(
             num_steps,
             {f"eval/{k}": v for k, v in final_metrics.items()}
             | {f"eval_raw/{k}": v for k, v in final_raw.items()},
         )
-        # The untrained network (zero output layer) maps noise to itself under any solver;
-        # score it with the cheapest sampler.
-        untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
         summary.update(final=final_metrics, final_raw=final_raw, untrained=untrained)
         summary["dataset"] = dataset
         if jax.process_index() == 0:

@@ -1,0 +1,123 @@
+"""Config validation at the boundary: every numeric field and path checked before any work.
+
+:func:`validate_config` returns a copy of the config with ``~`` expanded in every path field
+and raises :class:`~flowjax.training.faults.SetupError` with one line naming the field, its
+value and what is expected (the command line prints it and exits 2). The checks are the
+ones a value can fail before anything is built; a model- or data-specific error (a mesh that
+does not match the devices, an unknown sampler) is still raised by the component that knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any
+
+from flowjax.training.faults import SetupError
+
+# (section, field, minimum, what it means); None values are allowed where the config says so.
+_INTEGERS = (
+    ("train", "num_steps", 1, "the number of training steps"),
+    ("train", "batch_size", 1, "the global batch size"),
+    ("train", "log_every", 1, "steps between train-loss logs"),
+    ("train", "eval_every", 0, "steps between evaluations (0: only at the end)"),
+    ("train", "checkpoint_every", 0, "steps between checkpoints (0: only at the end)"),
+    ("train", "keep_checkpoints", 1, "how many checkpoints are kept"),
+    ("train", "grad_accum_steps", 1, "micro-batches per step"),
+    ("train", "preemption_check_every", 1, "steps between SIGTERM agreements"),
+    ("eval", "num_samples", 1, "evaluation samples"),
+    ("eval", "num_kernel_samples", 1, "samples of the kernel metrics"),
+    ("optim", "warmup_steps", 0, "warm-up steps"),
+)
+
+# Path fields: ``~`` is expanded; a path that must be a directory may not be a file.
+_PATHS = (
+    ("data", "data_dir"),
+    ("data", "pairs_dir"),
+    ("eval", "feature_cache_dir"),
+    ("init", "workdir"),
+)
+
+
+def _get(config: Any, section: str, field: str):
+    part = config.get(section, None)
+    if part is None or field not in part:
+        return None
+    return part[field]
+
+
+def _int(value: Any, name: str, minimum: int, meaning: str) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise SetupError(f"{name}={value!r}: expected an integer >= {minimum} ({meaning})")
+    if value < minimum:
+        raise SetupError(f"{name}={value!r}: must be >= {minimum} ({meaning})")
+    return int(value)
+
+
+def validate_config(config: Any) -> Any:
+    """A validated copy of ``config`` (paths with ``~`` expanded); see the module docstring."""
+    config = copy.deepcopy(config)
+    for section, field, minimum, meaning in _INTEGERS:
+        value = _get(config, section, field)
+        if value is not None:
+            _int(value, f"{section}.{field}", minimum, meaning)
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SetupError(f"seed={seed!r}: expected an integer")
+    decay = _get(config, "train", "ema_decay")
+    if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
+        raise SetupError(f"train.ema_decay={decay!r}: expected a number in [0, 1)")
+    lr = _get(config, "optim", "lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        raise SetupError(f"optim.lr={lr!r}: expected a finite number >= 0")
+    samplers = _get(config, "eval", "samplers")
+    if samplers is not None:
+        _check_samplers(samplers)
+    for section, field in _PATHS:
+        value = _get(config, section, field)
+        if not value:
+            continue
+        if not isinstance(value, str):
+            raise SetupError(f"{section}.{field}={value!r}: expected a path")
+        path = os.path.expanduser(value)
+        if os.path.isfile(path):
+            raise SetupError(f"{section}.{field}={value}: is a file; pass a directory")
+        with config.unlocked() if hasattr(config, "unlocked") else _nothing():
+            config[section][field] = path
+    return config
+
+
+def _check_samplers(samplers: Any) -> None:
+    from flowjax import solvers
+    from flowjax.training.evaluate import parse_sampler_spec
+
+    if isinstance(samplers, str) or not hasattr(samplers, "__iter__"):
+        raise SetupError(
+            f"eval.samplers={samplers!r}: expected a tuple of 'solver:nfe' strings, e.g. "
+            "\"('euler:4','rk4:64')\""
+        )
+    specs = list(samplers)
+    if not specs:
+        raise SetupError("eval.samplers is empty: list at least one 'solver:nfe'")
+    for spec in specs:
+        try:
+            name, nfe, _ = parse_sampler_spec(spec)
+            solver = solvers.make_solver(name)
+            if nfe < 1:
+                raise ValueError(f"eval sampler {spec!r}: the NFE must be >= 1")
+            solver.num_steps_for_nfe(nfe)
+        except (ValueError, KeyError) as err:
+            raise SetupError(f"eval.samplers: {str(err).strip(chr(39))}") from None
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,306 @@
+"""Fault injection on the real loop (orbax checkpoints, the jitted step), one fault per test.
+
+A finished 20-step run (checkpoints at 10 and 20) is trained once per module; each test
+damages a copy of it and checks what the next start does: nothing is lost, nothing is moved
+that is not damaged, and every refusal is a one-line :class:`SetupError` before any work.
+"""
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowjax.sampling import load_run
+from flowjax.training import (
+    Checkpointer,
+    CheckpointMismatchError,
+    CheckpointSaveError,
+    ConfigChangedError,
+    Experiment,
+    SetupError,
+    WorkdirLockedError,
+    read_metrics,
+    train_and_evaluate,
+)
+from flowjax.training import checkpoint as ckpt_lib
+from flowjax.training.workdir import LOCK_NAME, WorkdirLock, prepare_workdir
+
+from .conftest import tiny_config
+from .test_loop import _Wrapped
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished")
+    train_and_evaluate(tiny_config(), str(workdir))
+    return workdir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(finished_run, target)
+    return target
+
+
+def _snapshot(workdir):
+    """Every file under ``workdir`` with its bytes (to prove a refusal touched nothing)."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for f in files:
+            path = os.path.join(root, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, workdir)] = fh.read()
+    return out
+
+
+def _data_files(step_dir):
+    return [
+        os.path.join(root, f)
+        for root, _, files in os.walk(step_dir / "state")
+        for f in files
+        if os.sep + "d" in root
+    ]
+
+
+# -- 1. a changed config ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model.hidden", 32),  # other shapes: used to be "unreadable", moved aside, restarted
+        ("objective.loss", "pseudo_huber"),  # same shapes: used to resume silently
+        ("train.batch_size", 64),
+        ("optim.lr", 1e-4),
+    ],
+)
+def test_changed_config_is_refused_and_nothing_is_touched(run_copy, field, value):
+    config = tiny_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    before = _snapshot(run_copy)
+    with pytest.raises(ConfigChangedError, match=rf"{field} .*--allow_config_change={field}"):
+        train_and_evaluate(config, str(run_copy))
+    assert _snapshot(run_copy) == before
+    assert not (run_copy / "checkpoints.unreadable").exists()
+
+
+def test_num_steps_below_the_saved_step_is_refused(run_copy):
+    before = _snapshot(run_copy)
+    with pytest.raises(ConfigChangedError, match="num_steps=5 is below the step 20"):
+        train_and_evaluate(tiny_config(num_steps=5), str(run_copy))
+    assert _snapshot(run_copy) == before
+
+
+def test_allowed_and_harmless_changes_resume(run_copy):
+    """eval / logging / num_steps upwards resume; an explicitly allowed lr change too."""
+    config = tiny_config(num_steps=24, log_every=4)
+    config.eval.samplers = ("euler:1",)
+    config.optim.lr = 1e-3
+    summary = train_and_evaluate(config, str(run_copy), allow_config_change=("optim.lr",))
+    assert summary["steps_run_this_session"] == 4 and summary["step"] == 24
+    assert json.loads((run_copy / "config.json").read_text())["optim"]["lr"] == 1e-3
+
+
+def test_allowed_shape_change_is_a_mismatch_not_corruption(run_copy):
+    config = tiny_config()
+    config.model.hidden = 32
+    before = _snapshot(run_copy)
+    with pytest.raises(CheckpointMismatchError, match="step 20.*another shape"):
+        train_and_evaluate(config, str(run_copy), allow_config_change=True)
+    assert _snapshot(run_copy) == before  # nothing moved aside, config.json kept
+    # The read-only command reports the same and moves nothing either.
+    (run_copy / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(CheckpointMismatchError):
+        load_run(str(run_copy))
+    assert sorted(os.listdir(run_copy / "checkpoints")) == ["10", "20"]
+
+
+# -- 2. silent corruption ---------------------------------------------------------------------
+def test_bit_flip_in_a_checkpoint_falls_back_to_the_previous_one(run_copy, caplog):
+    """One flipped bit in the largest data file of the newest checkpoint: restoring it used to
+    succeed with a garbage array; now its checksum fails and step 10 is restored."""
+    big = max(_data_files(run_copy / "checkpoints" / "20"), key=os.path.getsize)
+    data = bytearray(open(big, "rb").read())
+    data[len(data) // 2] ^= 0x40
+    open(big, "wb").write(bytes(data))
+
+    # The read-only command skips it (warning) and moves nothing.
+    with caplog.at_level(logging.WARNING):
+        _, _, _, step = load_run(str(run_copy))
+    assert step == 10 and sorted(os.listdir(run_copy / "checkpoints")) == ["10", "20"]
+    assert "step 20" in caplog.text and "checksum mismatch" in caplog.text
+    assert "the checkpoint at step 10" in caplog.text and "bound method" not in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        summary = train_and_evaluate(tiny_config(num_steps=24), str(run_copy))
+    assert "step 20" in caplog.text and "the checkpoint at step 10" in caplog.text
+    assert summary["steps_run_this_session"] == 14
+    assert len(os.listdir(run_copy / "checkpoints.unreadable")) == 1  # kept for inspection
+
+
+def test_checksum_catches_every_single_bit_flip():
+    """The checksum's first sum changes for a flip of any bit of any element (odd weights)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5))
+    ref = np.asarray(ckpt_lib._leaf_checksum(x))
+    bits = np.asarray(jax.lax.bitcast_convert_type(x, jnp.uint32))
+    for i in range(bits.size):
+        for b in (0, 13, 31):
+            flipped = bits.copy().reshape(-1)
+            flipped[i] ^= np.uint32(1 << b)
+            y = jax.lax.bitcast_convert_type(jnp.asarray(flipped.reshape(bits.shape)), jnp.float32)
+            assert np.asarray(ckpt_lib._leaf_checksum(y))[0] != ref[0], (i, b)
+
+
+def test_nonfinite_loss_right_after_a_restore_blames_it_and_falls_back_once(run_copy, caplog):
+    """A checkpoint that passes its checksums but holds infinite weights (e.g. corrupted in
+    memory before it was saved): the first steps after restoring it are non-finite; the run
+    moves it aside as the suspect and resumes from step 10 once."""
+    config = tiny_config()
+    exp = Experiment(config)
+    ckpt = Checkpointer(str(run_copy / "checkpoints"), async_save=False)
+    state, meta = ckpt.restore(20, exp.abstract_state())
+    bad = state.replace(params=jax.tree.map(lambda p: p + jnp.inf, state.params))
+    shutil.rmtree(run_copy / "checkpoints" / "20")
+    ckpt.manager.reload()
+    ckpt.save(20, bad, meta)
+    ckpt.close()
+    with caplog.at_level(logging.WARNING):
+        summary = train_and_evaluate(tiny_config(num_steps=24), str(run_copy))
+    assert "restoring the checkpoint at step 20: that checkpoint is the suspect" in caplog.text
+    assert "falling back once to the checkpoint at step 10" in caplog.text
+    assert summary["steps_run_this_session"] == 14 and summary["step"] == 24
+    assert len(os.listdir(run_copy / "checkpoints.suspect")) == 1
+
+
+# -- 3. two writers ---------------------------------------------------------------------------
+def test_a_live_lock_stops_a_second_writer_and_a_stale_one_is_taken_over(run_copy, caplog):
+    lock = WorkdirLock(str(run_copy))
+    holder = dict(lock.info, pid=os.getppid())  # a live process on this host
+    (run_copy / LOCK_NAME).write_text(json.dumps(holder))
+    before = _snapshot(run_copy)
+    with pytest.raises(WorkdirLockedError, match=f"in use by pid {os.getppid()} on host"):
+        train_and_evaluate(tiny_config(), str(run_copy))
+    assert _snapshot(run_copy) == before
+
+    dead = dict(lock.info, pid=2**22 + 12345)  # above the default pid_max: not alive
+    (run_copy / LOCK_NAME).write_text(json.dumps(dead))
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigChangedError):
+        train_and_evaluate(tiny_config(num_steps=5), str(run_copy))  # refused after the lock
+    assert "taking over the stale lock" in caplog.text
+    assert not (run_copy / LOCK_NAME).exists()  # released on the way out
+
+
+# -- 4. failed saves ---------------------------------------------------------------------------
+def test_a_failed_async_save_stops_the_run_at_once_naming_the_path(tmp_path):
+    """The checkpoint directory is replaced by a file mid-run: the save fails and the run stops
+    with one line naming the directory and the cause, before the next save."""
+    config = tiny_config(async_checkpoint=True, num_steps=40, log_every=2)
+    ckpt_dir = tmp_path / "checkpoints"
+
+    def break_at_11(step, batch):
+        if step == 10:  # batch 10 is consumed by step 11, after the save at step 10 started
+            os.rename(ckpt_dir, tmp_path / "moved_away")  # atomic, even mid-save
+            ckpt_dir.write_text("not a directory")
+        return batch
+
+    seen = []
+
+    def record(step, batch):
+        seen.append(step)
+        if step > 10:
+            time.sleep(0.3)  # steps of a real model take this long: the failure shows meanwhile
+        return break_at_11(step, batch)
+
+    with pytest.raises(CheckpointSaveError, match=f"step 10 in {ckpt_dir} failed") as info:
+        train_and_evaluate(config, str(tmp_path), data=_Wrapped(config, record))
+    assert "\n" not in str(info.value) and "tensorstore_spec" not in str(info.value)
+    assert max(seen) < 19  # stopped before the next save (step 20), at the next log
+
+
+def test_partial_saves_and_surplus_checkpoints_are_cleaned_on_the_next_start(run_copy):
+    """A kill -9 mid-save leaves ``*.orbax-checkpoint-tmp*``; one mid-deletion leaves more than
+    keep_checkpoints steps. The next start removes both."""
+    ckpts = run_copy / "checkpoints"
+    shutil.copytree(ckpts / "10", ckpts / "30.orbax-checkpoint-tmp-1234")
+    shutil.copytree(ckpts / "10", ckpts / "5")
+    summary = train_and_evaluate(tiny_config(keep_checkpoints=2), str(run_copy))
+    assert summary["steps_run_this_session"] == 0
+    assert sorted(os.listdir(ckpts), key=int) == ["10", "20"]
+
+
+# -- 5. inputs --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "section, field, value, message",
+    [
+        ("train", "keep_checkpoints", 0, "train.keep_checkpoints=0: must be >= 1"),
+        ("train", "num_steps", -5, "train.num_steps=-5: must be >= 1"),
+        ("train", "checkpoint_every", -7, "train.checkpoint_every=-7: must be >= 0"),
+        ("train", "log_every", 0, "train.log_every=0: must be >= 1"),
+        ("train", "batch_size", 0, "train.batch_size=0: must be >= 1"),
+        ("eval", "num_samples", 0, "eval.num_samples=0: must be >= 1"),
+        ("eval", "samplers", ("euler",), "eval.samplers: eval sampler 'euler' must look like"),
+        ("eval", "samplers", ("rk4:6",), "eval.samplers: rk4 costs 4 NFE per step"),
+        ("train", "ema_decay", 1.5, r"train.ema_decay=1.5: expected a number in \[0, 1\)"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(tmp_path, section, field, value, message):
+    config = tiny_config()
+    config[section][field] = value
+    with pytest.raises(SetupError, match=message):
+        train_and_evaluate(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_bad_paths_are_refused_and_tilde_is_expanded(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(SetupError, match="is a file; pass a directory"):
+        train_and_evaluate(tiny_config(), str(afile))
+    config = tiny_config()
+    config.data.data_dir = str(afile)
+    with pytest.raises(SetupError, match="data.data_dir=.*is a file"):
+        train_and_evaluate(config, str(tmp_path / "w"))
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / "checkpoints").write_text("x")
+    with pytest.raises(SetupError, match="checkpoints is a file"):
+        train_and_evaluate(tiny_config(), str(tmp_path / "w2"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert prepare_workdir("~/x") == str(tmp_path / "home" / "x")
+    assert (tmp_path / "home" / "x").is_dir() and not os.path.exists("~")
+
+
+def test_broken_config_json_is_named(run_copy):
+    (run_copy / "config.json").write_text("{not json")
+    with pytest.raises(SetupError, match=f"cannot parse {run_copy / 'config.json'}"):
+        train_and_evaluate(tiny_config(), str(run_copy))
+    with pytest.raises(SetupError, match=f"cannot parse {run_copy / 'config.json'}"):
+        load_run(str(run_copy))
+
+
+# -- 8. smaller --------------------------------------------------------------------------------
+def test_first_log_after_a_resume_averages_the_uninterrupted_window(finished_run, tmp_path):
+    """Stopped at step 7 (mid-window of log_every=5): the log at step 10 after the resume is
+    the mean over steps 6-10, as in the uninterrupted run, not over 8-10."""
+    import signal
+
+    config = tiny_config()
+
+    def sigterm_at_7(step, batch):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch
+
+    train_and_evaluate(config, str(tmp_path), data=_Wrapped(config, sigterm_at_7))
+    train_and_evaluate(config, str(tmp_path))
+    straight = {r["step"]: r for r in read_metrics(str(finished_run)) if "train/loss" in r}
+    resumed = {r["step"]: r for r in read_metrics(str(tmp_path)) if "train/loss" in r}
+    assert sorted(resumed) == [5, 10, 15, 20]
+    for step in resumed:
+        assert resumed[step]["train/loss"] == straight[step]["train/loss"], step
