@@ -36,6 +36,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Sequence
+
 import jax
 import numpy as np
 
@@ -182,8 +183,10 @@ def reference_stats_from_tfds(
     source = open_source(name, split, data_dir)
     feature = source.dataset_info.features[image_key]
     shape = tuple(feature.shape)
-    if len(shape) not in (2, 3) or any(d is None for d in shape) or (
-        len(shape) == 3 and shape[-1] not in (1, 3)
+    if (
+        len(shape) not in (2, 3)
+        or any(d is None for d in shape)
+        or (len(shape) == 3 and shape[-1] not in (1, 3))
     ):
         raise ValueError(
             f"{name!r}[{image_key!r}] has shape {shape}; FID statistics need fixed-size images "

@@ -22,7 +22,8 @@ Channel widths are those of InceptionV3 divided by ``width_div`` (1 for the real
 tests use 16 to keep random-weight fixtures small); every width is ``max(1, w // width_div)``.
 
 Weights: a flowjax ``.npz`` with flat keys ``Mixed_5b_branch1x1/conv/kernel`` (HWIO),
-``Mixed_5b_branch1x1/{scale,bias,mean,var}`` (the BatchNorm) and ``fc/kernel`` ``[2048, 1008]``, ``fc/bias``; made once
+``Mixed_5b_branch1x1/{scale,bias,mean,var}`` (the BatchNorm) and ``fc/kernel``
+``[2048, 1008]``, ``fc/bias``; made once
 from pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (torch needed for this step only)::
 
     python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth \
@@ -136,7 +137,12 @@ class InceptionNet(nn.Module):
         for name, pool in (("Mixed_5b", 32), ("Mixed_5c", 64), ("Mixed_5d", 64)):
             x = self._block_a(x, pool, name)
         x = self._block_b(x, "Mixed_6a")
-        for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        for name, c7 in (
+            ("Mixed_6b", 128),
+            ("Mixed_6c", 160),
+            ("Mixed_6d", 160),
+            ("Mixed_6e", 192),
+        ):
             x = self._block_c(x, c7, name)
         x = self._block_d(x, "Mixed_7a")
         x = self._block_e(x, "Mixed_7b", max_pool=False)
@@ -402,8 +408,9 @@ class InceptionV3:
             raise ValueError(f"InceptionV3 needs at least 75x75 pixels, got {x.shape[1:3]}.")
         if x.shape[-1] == 1:
             x = jnp.repeat(x, 3, axis=-1)
-        return _apply(self.params, x.astype(jnp.float32), self.width_div, self.num_classes,
-                      self.resize_to)
+        return _apply(
+            self.params, x.astype(jnp.float32), self.width_div, self.num_classes, self.resize_to
+        )
 
 
 @jax.jit(static_argnums=(2, 3, 4))

@@ -561,7 +561,7 @@ def random_weights(config: VAEConfig, seed: int = 0) -> dict[str, np.ndarray]:
     config = config.check()
     f = config.downsample_factor
     x = jnp.zeros((1, f, f, config.in_channels))
-    params = VAENet(config).init(jax.random.PRNGKey(seed), x)["params"]
+    params = jax.jit(VAENet(config).init)(jax.random.PRNGKey(seed), x)["params"]
     rng = np.random.default_rng(seed)
     out = {}
     for k, v in _flatten(params).items():

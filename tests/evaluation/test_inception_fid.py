@@ -57,8 +57,9 @@ def test_converter_layout_and_wrong_network(state_dict, weights, tmp_path):
     assert weights["Mixed_6b_branch7x7_2/conv/kernel"].shape == (1, 7, *w.shape[1::-1])
     assert weights["Mixed_6b_branch7x7_2/conv/kernel"][0, 5, 2, 1] == w[1, 2, 0, 5]
     np.testing.assert_array_equal(weights["fc/kernel"], state_dict["fc.weight"].T)
-    np.testing.assert_array_equal(weights["Mixed_7c_branch_pool/var"],
-                                  state_dict["Mixed_7c.branch_pool.bn.running_var"])
+    np.testing.assert_array_equal(
+        weights["Mixed_7c_branch_pool/var"], state_dict["Mixed_7c.branch_pool.bn.running_var"]
+    )
     from flowjax.models import vae
 
     vae_sd = vae.read_safetensors(
