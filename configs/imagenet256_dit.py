@@ -6,9 +6,21 @@
     # GPU hosts: --coordinator_address=HOST0:1234 --num_processes=N --process_id=i instead
 
 Variants: ``imagenet256_dit.py`` / ``imagenet256_dit.py:latents`` (default) trains in the
-SD-VAE latent space: a tfds data set ``data.name`` of 32x32x4 float latents of the
-center-cropped 256x256 images, already multiplied by 0.18215, with ``label`` (1000 classes),
-prepared by the user in the array_record format (encode ``imagenet2012`` once with the VAE).
+SD-VAE latent space: ``data.path``, a latent set of 32x32x4 posteriors (mean, std; already
+multiplied by 0.18215; a fresh draw per step) of the center-cropped 256x256 images with
+``label`` (1000 classes), made once (resumable, split across hosts) with
+
+    python -m flowjax.main ... --config.data.path=gs://BUCKET/imagenet256_sdvae_latents \
+        --config.eval.vae_weights=sd_vae_ft_ema.npz \
+        --config.eval.inception_weights=inception_fid.npz \
+        --config.eval.fid_stats=VIRTUAL_imagenet256_stats.npz
+    python -m flowjax.latents --vae=sd_vae_ft_ema.npz --tfds=imagenet2012 --split=train \
+        --data_dir=gs://BUCKET/tfds --resolution=256 --flip --out=gs://BUCKET/imagenet256_sdvae_latents
+
+(the first line is the training run, the second the one-off encoding; see
+docs/maths/fid_and_latents.md). Evaluation decodes the samples with the VAE and reports Inception
+FID (``fid_<sampler>``) against ``eval.fid_stats``, or against the held-out latents' decoded
+images when no statistics file is given.
 ``imagenet256_dit.py:pixels`` trains on pixels of a user-prepared fixed-size 256x256x3
 uint8 tfds data set with DiT-XL/8 (1024 tokens; XL/2 on pixels would be 16384 tokens).
 
@@ -36,15 +48,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in ("latents", "pixels"):
         raise ValueError(f"unknown variant {variant!r}; use 'latents' or 'pixels'")
     c = sibling(__file__, "toy2d_rf").get_config()  # the field set every job has; overridden below
-    c.data = dict(
-        kind="tfds",
-        name="imagenet256_sdvae_latents" if variant == "latents" else "imagenet256_pixels",
-        data_dir=config_dict.placeholder(str),
-        split="train",
-        eval_split="validation",
-        random_flip=True,
-        pairs_dir=config_dict.placeholder(str),
-    )
+    if variant == "latents":  # flips are stored in the latent set (--flip), not drawn
+        c.data = dict(
+            kind="latents",
+            name="imagenet256_sdvae_latents",
+            path=config_dict.placeholder(str),
+            pairs_dir=config_dict.placeholder(str),
+        )
+    else:
+        c.data = dict(
+            kind="tfds",
+            name="imagenet256_pixels",
+            data_dir=config_dict.placeholder(str),
+            split="train",
+            eval_split="validation",
+            random_flip=True,
+            pairs_dir=config_dict.placeholder(str),
+        )
     c.model = dict(
         name="dit",
         variant="XL/2" if variant == "latents" else "XL/8",
@@ -72,6 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.eval.update(dict(samplers=("euler:50", "heun:100"), num_samples=1024, cfg_scale=1.5))
     c.eval.num_kernel_samples = 1024
+    c.eval.vae_weights = config_dict.placeholder(str)  # decode latent samples (flowjax.models.vae)
+    c.eval.inception_weights = config_dict.placeholder(str)  # Inception FID on decoded pixels
+    c.eval.fid_stats = config_dict.placeholder(str)  # reference (mu, sigma) .npz
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     c.sharding.rules = (
         ("batch", ("data", "fsdp")),

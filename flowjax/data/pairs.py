@@ -137,18 +137,23 @@ def pair_features(
     return tfds.features.FeaturesDict(features)
 
 
-def _template(out_dir: str) -> tfds.core.ShardedFileTemplate:
+def _template(
+    out_dir: str, dataset_name: str = PAIRS_DATASET_NAME
+) -> tfds.core.ShardedFileTemplate:
     return tfds.core.ShardedFileTemplate(
         data_dir=out_dir,
         template=_FILENAME_TEMPLATE,
-        dataset_name=PAIRS_DATASET_NAME,
+        dataset_name=dataset_name,
         split=PAIRS_SPLIT,
         filetype_suffix=_FILE_FORMAT,
     )
 
 
-def _shard_path(out_dir: str, index: int, num_shards: int) -> str:
-    return os.fspath(_template(out_dir).sharded_filepath(shard_index=index, num_shards=num_shards))
+def _shard_path(
+    out_dir: str, index: int, num_shards: int, dataset_name: str = PAIRS_DATASET_NAME
+) -> str:
+    template = _template(out_dir, dataset_name)
+    return os.fspath(template.sharded_filepath(shard_index=index, num_shards=num_shards))
 
 
 def _shard_bounds(index: int, num_pairs: int, shard_size: int) -> tuple[int, int]:
@@ -327,7 +332,7 @@ def _write_shard(path: str, arrays: dict[str, np.ndarray], features) -> None:
     tmp = path + _TMP_SUFFIX
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     try:
-        for i in range(len(arrays["x0"])):
+        for i in range(len(next(iter(arrays.values())))):
             writer.write(_serialize(features, {k: v[i] for k, v in arrays.items()}))
     finally:
         writer.close()

@@ -418,6 +418,15 @@ def make_source(
             eval_fraction=cfg.get("eval_fraction", 0.1),
             **common,
         )
+    if kind == "latents":  # a latent set written by python -m flowjax.latents
+        from flowjax.data.latents import LatentSource
+
+        if not cfg.get("path", None):
+            raise ValueError(
+                "data.kind='latents' needs data.path=DIR, a latent set made with "
+                "`python -m flowjax.latents --vae=W --tfds=NAME --resolution=R --out=DIR`"
+            )
+        return LatentSource(cfg.path, name=cfg.get("name", None), **common)
     if kind == "tfds":
         return TfdsImageSource(
             cfg.name,
@@ -427,4 +436,4 @@ def make_source(
             random_flip=bool(cfg.get("random_flip", False)),
             **common,
         )
-    raise ValueError(f"unknown data kind {kind!r}; choose 'toy2d', 'tfds' or 'array'")
+    raise ValueError(f"unknown data kind {kind!r}; choose 'toy2d', 'tfds', 'latents' or 'array'")

@@ -124,11 +124,43 @@ class Evaluator:
             self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)
         self.reference_label = sampler_label(*specs[-1])
         self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
+        self._setup_pixels(ecfg, has_data)
         self._digits = None
         if self.kind == "images" and data.name == "sklearn_digits" and has_data:
             cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
             self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
             self._digits_ref = self._digits.reference_statistics("test")
+
+    def _setup_pixels(self, ecfg, has_data: bool) -> None:
+        """Decoded pixels and Inception FID, when ``eval.vae_weights`` / ``eval.inception_weights``
+        are set: samples of a latent model (and the held-out latents) are decoded by the VAE
+        before scoring and plotting; FID is against ``eval.fid_stats`` (an ``.npz`` with ``mu``,
+        ``sigma``) or, without it, against the held-out data's own Inception statistics."""
+        self._vae = self._inception = self._fid_ref = None
+        if ecfg.get("vae_weights", None):
+            from flowjax.models.vae import AutoencoderKL
+
+            self._vae = AutoencoderKL.from_file(os.path.expanduser(ecfg.vae_weights))
+        if ecfg.get("inception_weights", None):
+            from flowjax.evaluation import fid
+            from flowjax.models.inception import InceptionV3
+
+            self._inception = InceptionV3.from_file(os.path.expanduser(ecfg.inception_weights))
+            if ecfg.get("fid_stats", None):
+                dim = self._inception.feature_dim
+                self._fid_ref = fid.load_stats(os.path.expanduser(ecfg.fid_stats), dim)
+            elif has_data:
+                feats, _ = fid.inception_features(self._inception, self.pixels(self.reference))
+                self._fid_ref = fid.feature_statistics(feats)
+
+    def pixels(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as images in ``[-1, 1]``: decoded by the VAE if one is configured."""
+        if self._vae is None:
+            return x
+        out = [
+            np.asarray(self._vae.decode(x[i : i + 64]), np.float32) for i in range(0, len(x), 64)
+        ]
+        return np.clip(np.concatenate(out), -1.0, 1.0)
 
     @classmethod
     def for_experiment(cls, config: Any, exp: Any, workdir: str) -> Evaluator:
@@ -165,6 +197,12 @@ class Evaluator:
             k = self.num_kernel_samples
             metrics[f"mmd_{label}"] = float(evaluation.mmd(x[:k], y[:k]))
             metrics[f"energy_{label}"] = float(evaluation.energy_distance(x[:k], y[:k]))
+        if self._inception is not None and self._fid_ref is not None:
+            from flowjax.evaluation import fid
+
+            metrics[f"fid_{label}"] = fid.fid_to_stats(
+                self._inception, self.pixels(samples), *self._fid_ref
+            )
         if self._digits is not None:
             metrics[f"fd_{label}"] = float(self._digits.frechet_to_stats(samples, self._digits_ref))
         return metrics
@@ -181,6 +219,8 @@ class Evaluator:
         if self.kind == "points":
             panels = {names[k]: s for k, s in samples.items()}
             return plotting.scatter_panels(self.reference, panels, path, title=title)
-        rows = {} if self.reference is None else {"data (held out)": self.reference[:64]}
-        rows.update({names[k]: s[:64] for k, s in samples.items()})
+        rows = (
+            {} if self.reference is None else {"data (held out)": self.pixels(self.reference[:64])}
+        )
+        rows.update({names[k]: self.pixels(s[:64]) for k, s in samples.items()})
         return plotting.image_rows(rows, path, title=title)

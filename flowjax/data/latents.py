@@ -1,0 +1,297 @@
+"""Latent data sets: VAE posteriors of an image set, written resumably as tfds, read for training.
+
+A latent set holds, for every (optionally flipped) image ``x`` of a tfds split, the VAE
+posterior ``q(z | x) = N(mean, diag(std^2))`` *in model space* (already scaled:
+``mean_y = scaling_factor * (mean - shift_factor)``, ``std_y = scaling_factor * std``), so a
+flow model trained on it draws ``x1 = mean_y + std_y * eps`` afresh every time it sees the
+example (``mode="posterior"``), or reads one fixed draw (``mode="sample"``: a ``latent`` feature).
+
+On disk, like :mod:`flowjax.data.pairs` (whose shard writer, record counter and file template
+it uses): ``latents_manifest.json`` (settings), ``latents-train.array_record-SSSSS-of-NNNNN``
+shards of ``shard_size`` rows in row order, and the tfds metadata once all shards exist, so
+``tfds.builder_from_directory(dir).as_data_source("train")`` reads it. Shard ``s`` is written
+by process ``s % process_count``; a shard is written once, atomically (temporary name +
+rename), and a rerun writes only the missing ones: an interrupted generation resumed with the
+same settings gives byte-identical files.
+
+Row ``r`` is image ``r // 2`` of the source split, horizontally flipped when ``r`` is odd, if
+``flip``; otherwise image ``r``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
+
+from flowjax.data import pairs as _pairs
+from flowjax.data.tfds_pipeline import BatchOrder, DatasetNotFoundError
+
+LATENTS_DATASET_NAME = "latents"
+LATENTS_MANIFEST = "latents_manifest.json"
+SPLIT = "train"
+MODES = ("posterior", "sample")
+_FORMAT = "flowjax.latents"
+
+
+def latent_features(latent_shape, num_classes: int | None, mode: str) -> tfds.features.FeaturesDict:
+    """``{"mean", "std": float32 latent_shape}`` (posterior) or ``{"latent"}`` (sample), plus
+    ``label`` when ``num_classes``; raw-bytes tensors (no TensorFlow to decode)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose 'posterior' or 'sample'.")
+    t = lambda: tfds.features.Tensor(
+        shape=tuple(latent_shape), dtype=np.float32, encoding=tfds.features.Encoding.BYTES
+    )
+    f = {"mean": t(), "std": t()} if mode == "posterior" else {"latent": t()}
+    if num_classes is not None:
+        f["label"] = tfds.features.ClassLabel(num_classes=int(num_classes))
+    return tfds.features.FeaturesDict(f)
+
+
+def read_manifest(out_dir) -> dict:
+    with open(os.path.join(os.fspath(out_dir), LATENTS_MANIFEST)) as f:
+        return json.load(f)
+
+
+def _claim_manifest(out_dir: str, manifest: dict, process_index: int) -> None:
+    path = os.path.join(out_dir, LATENTS_MANIFEST)
+    if not os.path.exists(path):
+        tmp = f"{path}.tmp-{process_index}"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    on_disk = read_manifest(out_dir)
+    if on_disk != manifest:
+        diffs = [
+            f"{k}: {on_disk.get(k)!r} on disk, {manifest.get(k)!r} now"
+            for k in sorted(set(on_disk) | set(manifest))
+            if on_disk.get(k) != manifest.get(k)
+        ]
+        raise ValueError(
+            f"{out_dir} holds latents written with other settings ({'; '.join(diffs)}). A "
+            "generation resumes only with identical settings; use a new directory."
+        )
+
+
+def write_latents(
+    out_dir: str | os.PathLike,
+    shard_fn: Callable[[int, int, int], Mapping[str, Any]],
+    *,
+    num_rows: int,
+    shard_size: int,
+    latent_shape: tuple[int, ...],
+    num_classes: int | None,
+    mode: str = "posterior",
+    metadata: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    barrier_fn: Callable[[str], None] | None = None,
+) -> str:
+    """Write (or finish) a latent set; ``shard_fn(index, start, stop)`` returns the rows
+    ``[start, stop)`` as ``{"mean", "std"}`` or ``{"latent"}`` (``[n, *latent_shape]``) and
+    ``label [n]``, a pure function of ``index`` (then resuming is byte-exact). Multi-host and
+    finalisation as :func:`flowjax.data.write_pairs`. Returns ``out_dir``."""
+    num_rows = _pairs._check_int(num_rows, "num_rows", 1)
+    shard_size = _pairs._check_int(shard_size, "shard_size", 1)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}, process_count={process_count}.")
+    features = latent_features(latent_shape, num_classes, mode)
+    num_shards = math.ceil(num_rows / shard_size)
+    manifest = {
+        "format": _FORMAT,
+        "num_rows": num_rows,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "latent_shape": [int(d) for d in latent_shape],
+        "num_classes": None if num_classes is None else int(num_classes),
+        "mode": mode,
+        "metadata": json.loads(json.dumps(dict(metadata or {}), sort_keys=True)),
+    }
+    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+    os.makedirs(out_dir, exist_ok=True)
+    _claim_manifest(out_dir, manifest, process_index)
+    keys = set(features.keys())
+    todo = []
+    for s in range(process_index, num_shards, process_count):
+        path = _pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME)
+        if os.path.exists(path + _pairs._TMP_SUFFIX):
+            os.remove(path + _pairs._TMP_SUFFIX)
+        if os.path.exists(path):
+            n = min(shard_size, num_rows - s * shard_size)
+            if _pairs._count_records(path) == n:
+                continue
+            warnings.warn(f"{path} is damaged; regenerating shard {s}.", stacklevel=2)
+            os.remove(path)
+        todo.append(s)
+    owned = len(range(process_index, num_shards, process_count))
+    bar = tqdm(
+        total=owned,
+        initial=owned - len(todo),
+        disable=not progress,
+        unit="shard",
+        desc="latents" if process_count == 1 else f"latents (process {process_index})",
+    )
+    t0, done = time.perf_counter(), 0
+    with bar:
+        for s in todo:
+            start, stop = s * shard_size, min((s + 1) * shard_size, num_rows)
+            arrays = dict(shard_fn(s, start, stop))
+            if set(arrays) != keys:
+                raise ValueError(
+                    f"shard_fn returned keys {sorted(arrays)}, expected {sorted(keys)}."
+                )
+            for k in keys - {"label"}:
+                arrays[k] = np.asarray(arrays[k], np.float32)
+                if arrays[k].shape != (stop - start, *latent_shape):
+                    raise ValueError(f"shard_fn: {k} has shape {arrays[k].shape}.")
+            if "label" in arrays:
+                arrays["label"] = np.asarray(arrays["label"], np.int64)
+            path = _pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME)
+            _pairs._write_shard(path, arrays, features)
+            done += stop - start
+            bar.set_postfix(images_per_s=f"{done / (time.perf_counter() - t0):.1f}")
+            bar.update(1)
+    if barrier_fn is not None:
+        barrier_fn("flowjax_write_latents_shards")
+    if process_index == 0 and not _missing(out_dir, num_shards):
+        finalize_latents(out_dir)
+    if barrier_fn is not None:
+        barrier_fn("flowjax_write_latents_metadata")
+    return out_dir
+
+
+def _missing(out_dir: str, num_shards: int) -> list[int]:
+    return [
+        s
+        for s in range(num_shards)
+        if not os.path.exists(_pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME))
+    ]
+
+
+def finalize_latents(out_dir) -> str:
+    """Write the tfds metadata of a latent set whose shards all exist (idempotent)."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    m = read_manifest(out_dir)
+    lengths, nbytes = [], 0
+    for s in range(m["num_shards"]):
+        path = _pairs._shard_path(out_dir, s, m["num_shards"], LATENTS_DATASET_NAME)
+        n = min(m["shard_size"], m["num_rows"] - s * m["shard_size"])
+        if not os.path.exists(path) or _pairs._count_records(path) != n:
+            raise ValueError(f"{out_dir}: shard {s} is missing or damaged; rerun to finish it.")
+        lengths.append(n)
+        nbytes += os.path.getsize(path)
+    template = _pairs._template(out_dir, LATENTS_DATASET_NAME)
+    tfds.folder_dataset.write_metadata(
+        data_dir=out_dir,
+        features=latent_features(m["latent_shape"], m["num_classes"], m["mode"]),
+        split_infos=[
+            tfds.core.SplitInfo(
+                name=SPLIT, shard_lengths=lengths, num_bytes=nbytes, filename_template=template
+            )
+        ],
+        filename_template=template,
+        check_data=False,
+        description="VAE posteriors (model-space mean/std, or fixed samples) of an image set, "
+        "written by python -m flowjax.latents; settings in latents_manifest.json.",
+        disable_shuffling=True,
+    )
+    return out_dir
+
+
+def is_complete(out_dir) -> bool:
+    try:
+        m = read_manifest(out_dir)
+        info = tfds.builder_from_directory(os.fspath(out_dir)).info
+        return info.splits[SPLIT].num_examples == m["num_rows"] and not _missing(
+            os.fspath(out_dir), m["num_shards"]
+        )
+    except Exception:
+        return False
+
+
+def open_latents(data_dir) -> tuple[dict, Any]:
+    """``(manifest, tfds data source)`` of a finished latent set, or a clear error."""
+    data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if not is_complete(data_dir):
+        raise DatasetNotFoundError(
+            f"{data_dir} is not a finished latent set. Make it (it resumes) with\n"
+            f"    python -m flowjax.latents --vae=VAE_WEIGHTS --tfds=IMAGE_SET --split=train "
+            f"--resolution=RES --out={data_dir}"
+        )
+    return read_manifest(data_dir), tfds.builder_from_directory(data_dir).as_data_source(SPLIT)
+
+
+def _hash_seed(*ints: int) -> int:
+    h = hashlib.sha256(np.asarray(ints, np.int64).tobytes()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+class LatentSource:
+    """A latent set as a training source (the contract of :mod:`flowjax.data.sources`).
+
+    Batches ``{"x1": float32 [b, h, w, c], "label": int32 [b]}``; in posterior mode ``x1 =
+    mean_y + std_y * eps`` with ``eps`` a pure function of ``(seed, stream position)``, so batch
+    ``k`` is a pure function of ``(seed, k)`` and resuming is exact. The order and sharding are
+    :class:`~flowjax.data.tfds_pipeline.BatchOrder`'s. ``eval_array(n)`` returns the posterior
+    means of the last ``n`` rows (latents, not pixels: decode them to compare images).
+    """
+
+    kind = "images"
+
+    def __init__(self, data_dir, *, batch_size, seed, shard_index=0, shard_count=1, name=None):
+        self.data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+        self.manifest, self._source = open_latents(self.data_dir)
+        self.name = name or os.path.basename(self.data_dir.rstrip("/"))
+        self.element_shape = tuple(self.manifest["latent_shape"])
+        self.num_classes = self.manifest["num_classes"]
+        self.metadata = self.manifest["metadata"]
+        self.num_examples = len(self._source)
+        self._seed = int(seed)
+        self._order = BatchOrder(
+            self.num_examples,
+            global_batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+
+    def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
+        raw = self._source[index]
+        if "latent" in raw:
+            x1 = np.asarray(raw["latent"], np.float32)
+        else:
+            rng = np.random.default_rng(_hash_seed(self._seed, position))
+            eps = rng.standard_normal(self.element_shape, dtype=np.float32)
+            x1 = np.asarray(raw["mean"], np.float32) + np.asarray(raw["std"], np.float32) * eps
+        out = {"x1": x1}
+        if self.num_classes is not None:
+            out["label"] = np.asarray(raw["label"], np.int32)
+        return out
+
+    def get_batch(self, step: int):
+        return self._order.get_batch(self._example, step)
+
+    def iterator(self, start_step: int = 0) -> Iterator[dict]:
+        return self._order.iterator(self._example, start_step)
+
+    def eval_array(self, n: int):
+        n = min(int(n), self.num_examples)
+        rows = [self._source[i] for i in range(self.num_examples - n, self.num_examples)]
+        key = "latent" if "latent" in rows[0] else "mean"
+        x = np.stack([np.asarray(r[key], np.float32) for r in rows])
+        labels = np.stack([int(r["label"]) for r in rows]) if self.num_classes else None
+        return x, labels
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()

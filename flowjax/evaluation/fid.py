@@ -1,0 +1,236 @@
+"""Inception FID and Inception Score on pixels, with reference statistics from ``.npz`` or tfds.
+
+FID (Heusel et al. 2017): pool3 features ``f(x) in R^2048`` of the FID InceptionV3
+(:mod:`flowjax.models.inception`) for generated images ``x ~ p_g`` and real images ``y ~ p_r``,
+Gaussians fitted to each, and the Fréchet distance between them,
+
+.. code-block:: text
+
+    FID = ||mu_g - mu_r||^2 + tr(S_g + S_r - 2 (S_g S_r)^{1/2})
+
+(:func:`flowjax.evaluation.frechet_distance`, float64; ``S`` the unbiased covariance). It is 0
+for equal statistics, symmetric, invariant to the order of each set, and biased upwards by
+about ``tr(S) F / N`` for ``N`` samples: compare values at equal ``N`` (50 000 in the papers).
+
+Inception Score (Salimans et al. 2016): ``p(y|x) = softmax(logits(x))`` over the 1008 classes
+(logits without the ``fc`` bias, as the original code), ``p(y) = mean_x p(y|x)`` within each of
+``splits`` (10) consecutive chunks, ``IS = exp(mean_x KL(p(y|x) || p(y)))``; the mean and the
+standard deviation over the chunks are reported. ``1 <= IS <= K``.
+
+Reference statistics: the common ``.npz`` with ``mu [F]`` and ``sigma [F, F]`` (what
+pytorch-fid's ``--save-stats`` and the ADM / guided-diffusion reference batches hold), or
+computed here from any prepared tfds split (:func:`reference_stats_from_tfds`) and saved::
+
+    python -m flowjax.evaluation.fid --inception=inception_fid.npz --tfds=cifar10 \
+        --split=train --out=cifar10_train_stats.npz [--data_dir=...] [--num_examples=50000]
+
+Across hosts: each process passes its own images; :func:`inception_features` gathers the
+features of all processes (in process order) before the statistics are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from flowjax.evaluation.frechet import feature_statistics, frechet_distance
+from flowjax.models.inception import InceptionV3
+
+__all__ = [
+    "fid_from_features",
+    "fid_to_stats",
+    "inception_features",
+    "inception_score",
+    "load_stats",
+    "reference_stats_from_tfds",
+    "save_stats",
+]
+
+
+def _check_images(images) -> np.ndarray:
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"FID needs images [N, H, W, 1 or 3] (NHWC) in [-1, 1], got shape {x.shape}; decode "
+            "latents to pixels first."
+        )
+    if x.dtype.kind not in "f":
+        raise ValueError(f"images must be floats in [-1, 1], got {x.dtype} (x / 127.5 - 1).")
+    return x
+
+
+def inception_features(
+    net: InceptionV3, images, *, batch_size: int = 100, gather: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pool3 [N, F], logits [N, K])`` as float64 numpy, in batches of ``batch_size``.
+
+    With ``gather`` and several JAX processes, every process passes its own ``[n, H, W, C]``
+    rows (the same ``n`` on each) and gets all ``P n`` rows back, process ``0``'s first.
+    """
+    x = _check_images(images)
+    pools, logits = [], []
+    for lo in range(0, x.shape[0], batch_size):
+        chunk = x[lo : lo + batch_size]
+        n = chunk.shape[0]
+        if n < batch_size and x.shape[0] > batch_size:  # pad: one compiled shape
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
+        p, lg = net(chunk)
+        pools.append(np.asarray(p, np.float64)[:n])
+        logits.append(np.asarray(lg, np.float64)[:n])
+    pool3, logit = np.concatenate(pools), np.concatenate(logits)
+    if gather and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        pool3 = np.asarray(multihost_utils.process_allgather(pool3, tiled=True))
+        logit = np.asarray(multihost_utils.process_allgather(logit, tiled=True))
+    return pool3, logit
+
+
+def inception_score(logits, splits: int = 10) -> tuple[float, float]:
+    """``(mean, std)`` over ``splits`` chunks of ``exp(mean KL(p(y|x) || p(y)))``, float64."""
+    lg = np.asarray(logits, np.float64)
+    if lg.ndim != 2 or lg.shape[0] < splits or splits < 1:
+        raise ValueError(f"need logits [N, K] with N >= splits={splits}, got {lg.shape}.")
+    lg = lg - lg.max(axis=1, keepdims=True)
+    log_p = lg - np.log(np.sum(np.exp(lg), axis=1, keepdims=True))
+    scores = []
+    for part in np.array_split(log_p, splits):
+        log_py = np.log(np.mean(np.exp(part), axis=0))
+        kl = np.sum(np.exp(part) * (part - log_py), axis=1)
+        scores.append(np.exp(np.mean(kl)))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def save_stats(path: str | os.PathLike, mu, sigma, **extra) -> str:
+    """Write ``mu [F]``, ``sigma [F, F]`` (float64) and ``extra`` scalars to an ``.npz``."""
+    path = os.fspath(path)
+    path = path if path.endswith(".npz") else path + ".npz"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), **extra)
+    os.replace(tmp, path)
+    return path
+
+
+def load_stats(path: str | os.PathLike, feature_dim: int | None = None):
+    """``(mu, sigma)`` from an ``.npz`` with keys ``mu`` and ``sigma``; checks the dimension."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"FID reference statistics {path!r} do not exist; compute them from a prepared tfds "
+            "split with `python -m flowjax.evaluation.fid --inception=W.npz --tfds=NAME "
+            f"--split=train --out={path}`, or use a published .npz with mu and sigma."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "mu" not in data.files or "sigma" not in data.files:
+                raise ValueError(
+                    f"{path} has keys {data.files}; FID reference statistics need 'mu' [F] and "
+                    "'sigma' [F, F]."
+                )
+            mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz ({err}).") from err
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [F] and [F, F].")
+    if feature_dim is not None and mu.size != feature_dim:
+        raise ValueError(
+            f"{path} holds {mu.size}-d statistics but the Inception network gives {feature_dim}-d "
+            "features; use statistics made with the same network."
+        )
+    return mu, sigma
+
+
+def fid_from_features(features, mu_ref, sigma_ref) -> float:
+    """FID of a feature set ``[N, F]`` against ``(mu_ref, sigma_ref)``: the Fréchet distance
+    between ``N(mean, cov)`` of the features and the reference Gaussian."""
+    return frechet_distance(*feature_statistics(features), mu_ref, sigma_ref)
+
+
+def fid_to_stats(net: InceptionV3, images, mu_ref, sigma_ref, *, batch_size: int = 100) -> float:
+    """FID of ``images`` (``[N, H, W, C]`` in ``[-1, 1]``, all processes' rows gathered)
+    against reference statistics ``(mu_ref, sigma_ref)``."""
+    pool3, _ = inception_features(net, images, batch_size=batch_size)
+    return fid_from_features(pool3, mu_ref, sigma_ref)
+
+
+def reference_stats_from_tfds(
+    net: InceptionV3,
+    name: str,
+    *,
+    split: str = "train",
+    data_dir: str | None = None,
+    image_key: str = "image",
+    num_examples: int | None = None,
+    batch_size: int = 100,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` of the pool3 features of the first ``num_examples`` (default all) images
+    of a prepared tfds split (uint8 pixels scaled to ``[-1, 1]``; any fixed-shape image set)."""
+    from tqdm import tqdm
+
+    from flowjax.data.tfds_pipeline import open_source
+
+    source = open_source(name, split, data_dir)
+    feature = source.dataset_info.features[image_key]
+    shape = tuple(feature.shape)
+    if (
+        len(shape) not in (2, 3)
+        or any(d is None for d in shape)
+        or (len(shape) == 3 and shape[-1] not in (1, 3))
+    ):
+        raise ValueError(
+            f"{name!r}[{image_key!r}] has shape {shape}; FID statistics need fixed-size images "
+            "[H, W, 1 or 3]."
+        )
+    n = len(source) if num_examples is None else min(int(num_examples), len(source))
+    half = np.float32(np.iinfo(np.dtype(feature.np_dtype)).max / 2.0)
+    feats = []
+    for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="reference features"):
+        rows = [source[i] for i in range(lo, min(lo + batch_size, n))]
+        x = np.stack([np.asarray(r[image_key]) for r in rows]).astype(np.float32) / half - 1
+        feats.append(inception_features(net, x.reshape(*x.shape[:3], -1), gather=False)[0])
+    return feature_statistics(np.concatenate(feats))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flowjax.evaluation.fid",
+        description="Inception reference statistics (mu, sigma) of a prepared tfds image split.",
+    )
+    parser.add_argument("--inception", required=True, help="flowjax Inception .npz weights")
+    parser.add_argument("--tfds", required=True, help="tfds name, e.g. cifar10")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--image_key", default="image")
+    parser.add_argument("--num_examples", type=int, default=None)
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    net = InceptionV3.from_file(args.inception)
+    mu, sigma = reference_stats_from_tfds(
+        net,
+        args.tfds,
+        split=args.split,
+        data_dir=args.data_dir,
+        image_key=args.image_key,
+        num_examples=args.num_examples,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    path = save_stats(args.out, mu, sigma)
+    print(f"wrote {path}: {mu.size}-d statistics")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""SD-VAE (AutoencoderKL): agreement with diffusers' own AutoencoderKL on a small random config,
+the converter and the weight files, the real architecture at 256x256, and the errors at the
+public boundary.
+
+The reference (tests/fixtures/vae_diffusers.{safetensors,npz}) was made by
+tests/fixtures/make_vae_diffusers.py; torch and diffusers are not needed to run these tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from flowjax.models import vae as V
+
+HERE = os.path.dirname(__file__)
+WEIGHTS = os.path.join(HERE, "..", "fixtures", "vae_diffusers.safetensors")
+OUTPUTS = os.path.join(HERE, "..", "fixtures", "vae_diffusers.npz")
+SMALL = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    return V.read_safetensors(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(OUTPUTS) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def model(state_dict):
+    weights, config = V.convert_diffusers_state_dict(state_dict, SMALL)
+    return V.AutoencoderKL.from_weights(weights, config)
+
+
+def _close(got, want, tol=1e-5):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= tol * max(1.0, np.max(np.abs(want)))
+
+
+def test_encode_and_decode_match_diffusers(model, reference):
+    assert model.config == SMALL and model.downsample_factor == 4
+    mean, std = model.encode_moments(reference["x"])
+    _close(mean, reference["mean"])
+    _close(2 * np.log(np.asarray(std, np.float64)), reference["logvar"])
+    # decode() takes model-space latents y = scaling_factor * z.
+    _close(model.decode(model.scale(reference["z"])), reference["decoded"])
+    # encode(): the scaled posterior mean; with a key, mean + std * eps.
+    _close(model.encode(reference["x"]), V.SD_VAE_CONFIG.scaling_factor * reference["mean"])
+    key = jax.random.PRNGKey(3)
+    eps = jax.random.normal(key, mean.shape)
+    _close(model.encode(reference["x"], key), model.scale(mean + std * eps))
+
+
+def test_old_attention_names_and_conv_attention_weights_convert_alike(state_dict):
+    new, _ = V.convert_diffusers_state_dict(state_dict, SMALL)
+    renames = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    old = {}
+    for k, v in state_dict.items():
+        for a, b in renames.items():
+            k = k.replace(f".attentions.0.{a}.", f".attentions.0.{b}.")
+        if ".attentions.0." in k and k.endswith(".weight") and v.ndim == 2:
+            v = v[:, :, None, None]  # the 1x1 convs of the original ldm attention block
+        old[k] = v
+    converted, _ = V.convert_diffusers_state_dict(old, SMALL)
+    assert set(converted) == set(new)
+    for k in new:
+        np.testing.assert_array_equal(converted[k], new[k])
+    # HWIO: kernel[i, j, c_in, c_out] = torch weight[c_out, c_in, i, j]; Dense [in, out].
+    w = state_dict["encoder.down_blocks.1.resnets.0.conv1.weight"]
+    assert new["encoder/down_blocks_1_resnets_0/conv1/kernel"][2, 0, 5, 9] == w[9, 5, 2, 0]
+    q = state_dict["decoder.mid_block.attentions.0.to_q.weight"]
+    assert new["decoder/mid_block/attentions_0/to_q/kernel"][3, 7] == q[7, 3]
+
+
+def test_npz_round_trip_and_command_line(state_dict, reference, tmp_path, model):
+    cfg_json = tmp_path / "config.json"
+    cfg_json.write_text(json.dumps({"norm_num_groups": 4, "scaling_factor": 0.5}))
+    out = tmp_path / "vae.npz"
+    assert V.main([f"--weights={WEIGHTS}", f"--config={cfg_json}", f"--out={out}"]) == 0
+    loaded = V.AutoencoderKL.from_file(out)
+    assert loaded.config == dataclasses.replace(SMALL, scaling_factor=0.5)
+    _close(loaded.decode(loaded.scale(reference["z"])), reference["decoded"])
+    # A .safetensors with its config.json beside it loads directly, no conversion needed.
+    (tmp_path / "st").mkdir()
+    os.symlink(os.path.abspath(WEIGHTS), tmp_path / "st" / "model.safetensors")
+    os.symlink(cfg_json, tmp_path / "st" / "config.json")
+    direct = V.AutoencoderKL.from_file(tmp_path / "st" / "model.safetensors", scaling_factor=1.0)
+    assert direct.config.scaling_factor == 1.0
+    _close(direct.encode(reference["x"]), reference["mean"])
+
+
+def test_wrong_network_is_refused_naming_the_expected_keys(tmp_path):
+    from flowjax.evaluation import lpips
+
+    not_a_vae = {k.replace("/", "."): v for k, v in lpips.random_weights(0, (4,) * 5).items()}
+    with pytest.raises(ValueError, match=r"not AutoencoderKL.*encoder/conv_in/kernel"):
+        V.convert_diffusers_state_dict(not_a_vae, SMALL)
+    path = tmp_path / "lpips.npz"
+    np.savez(path, **lpips.random_weights(0, (4,) * 5))
+    with pytest.raises(ValueError, match=r"missing keys .*encoder/conv_in/kernel.*flowjax\.models"):
+        V.AutoencoderKL.from_file(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable VAE"):
+        V.AutoencoderKL.from_file(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError, match="python -m flowjax.models.vae"):
+        V.AutoencoderKL.from_file(tmp_path / "missing.npz")
+
+
+def test_bad_images_are_refused_before_any_work(model):
+    with pytest.raises(ValueError, match="cannot be downsampled by this VAE's factor 4"):
+        model.encode_moments(np.zeros((1, 18, 16, 3), np.float32))
+    with pytest.raises(ValueError, match="3-channel"):
+        model.encode_moments(np.zeros((1, 16, 16, 1), np.float32))
+    with pytest.raises(ValueError, match="floats in"):
+        model.encode_moments(np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"latents \[B, h, w, 4\]"):
+        model.decode(np.zeros((1, 4, 4, 3), np.float32))
+
+
+@pytest.mark.slow
+def test_real_architecture_round_trip_at_256_is_finite_and_shape_correct():
+    config = V.SD_VAE_CONFIG
+    weights = V.random_weights(config, seed=0)
+    assert sum(w.size for w in weights.values()) == 83_653_863  # SD-VAE's parameter count
+    vae = V.AutoencoderKL.from_weights(weights, config)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
+    y = vae.encode(x, jax.random.PRNGKey(0))
+    assert y.shape == (1, 32, 32, 4) and np.all(np.isfinite(y))
+    x_hat = vae.decode(y)
+    assert x_hat.shape == (1, 256, 256, 3) and np.all(np.isfinite(x_hat))
