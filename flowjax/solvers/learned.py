@@ -179,7 +179,11 @@ def resolve_init(
     run = jax.jit(lambda g: endpoint_loss(sample(solver, velocity_fn, x0, g, cond), x_ref, slack))
     losses = {}
     for spec in INIT_CANDIDATES:
-        value = float(run(jnp.asarray(init_grid(spec, num_steps), x0.dtype)))
+        try:
+            grid = init_grid(spec, num_steps)
+        except ValueError:  # e.g. the log-SNR grid needs K >= 2
+            continue
+        value = float(run(jnp.asarray(grid, x0.dtype)))
         if math.isfinite(value):
             losses[spec] = value
     if not losses:
