@@ -1,14 +1,19 @@
 """Learned grids and bespoke coefficients against fixed, BOSS and the established samplers.
 
-    python experiments/learned_solvers.py                 # ~15-25 min on a shared 2-core CPU
+    python experiments/learned_solvers.py --workdir=/tmp/toy     # ~40 min on a shared 2-core CPU
+    python -m flowjax.main --config=toy2d_rf --workdir=/tmp/toy  # the trained model, first
 
 Problems: the exact Gaussian-mixture fields of ``experiments/solver_sweep.py`` (``gmm2d``,
-``gmm64d``, ``gmm2d_cfg4``, ``gmm64d_cfg4``), with the sweep's evaluation noise (2048 samples,
-labels under CFG) and its reference (diffrax Tsit5, rtol = atol = 1e-6), so the errors are
-directly comparable with the numbers stored in ``results/solver_sweep.json`` (fixed flowjax
-grids, BOSS grids and the peers: diffusers DPM-Solver++ / UniPC / FlowMatch Euler, Meta's
-flow_matching, diffrax). Calibration uses separate noises (and labels), never the evaluation
-batch: M = 256 by default, reference Tsit5 (1e-6).
+``gmm64d``, ``gmm2d_cfg4``, ``gmm64d_cfg4``) and, with ``--workdir``, the trained checkerboard
+model (``model``), with the sweep's evaluation noise (2048 samples, labels under CFG) and its
+reference (diffrax Tsit5, rtol = atol = 1e-6), so the errors are directly comparable with the
+numbers stored in ``results/solver_sweep.json`` (fixed flowjax grids, BOSS grids and the
+peers: diffusers DPM-Solver++ / UniPC / FlowMatch Euler, Meta's flow_matching, diffrax). For
+the model, two fixed settings are re-measured and compared with the stored ones to check that
+the stored numbers belong to the same network (``stored_sweep_check``). Calibration uses
+separate noises (and labels), never the evaluation batch: M = 256 by default, reference
+Tsit5 (1e-6); each optimisation starts from the fixed grid with the lowest calibration loss
+(``init="best"``).
 
 Candidates per NFE (2, 3, 4, 5, 6, 8, 10): bespoke coefficients (which include the learned
 grid) on UniPC-2 and, at even NFE, on the midpoint rule (``--grids`` adds plain learned
@@ -25,21 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from solver_sweep import gmm_problem, model_problem  # the sibling script
+
+from flowjax import solvers
+from flowjax.solvers import bespoke, learned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-
-from solver_sweep import gmm_problem  # noqa: E402
-
-from flowjax import solvers  # noqa: E402
-from flowjax.solvers import bespoke, learned  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "results")
 NFES = (2, 3, 4, 5, 6, 8, 10)
@@ -63,31 +64,63 @@ def candidates(nfe: int, grids: bool = False):
     return out
 
 
-def calibrate(problem, kind, base, nfe, x0, cond, x_ref, iters, seed):
+def calibrate(problem, kind, base, nfe, x0, cond, x_ref, iters, seed, init="best"):
     solver = solvers.make_solver(base)
     t0 = time.perf_counter()
+    common = dict(cond=cond, x_ref=x_ref, iters=iters, seed=seed, init=init)
     if kind == "grid":
-        sched = learned.learn_grid(
-            solver, problem.velocity, x0, nfe, cond=cond, x_ref=x_ref, iters=iters, seed=seed
-        )
+        sched = learned.learn_grid(solver, problem.velocity, x0, nfe, **common)
         grid = jnp.asarray(sched.grid, jnp.float32)
-        x = jax.jit(lambda a, c: solvers.sample(solver, problem.velocity, a, grid, c))(
+        x = jax.jit(lambda a, c, s=solver, g=grid: solvers.sample(s, problem.velocity, a, g, c))(
             problem.x0, problem.cond
         )
     else:
-        sampler, sched = bespoke.learn(
-            solver, problem.velocity, x0, nfe, cond=cond, x_ref=x_ref, iters=iters, seed=seed
-        )
+        sampler, sched = bespoke.learn(solver, problem.velocity, x0, nfe, **common)
         x = jax.jit(lambda a, c: sampler(problem.velocity, a, c))(problem.x0, problem.cond)
     seconds = time.perf_counter() - t0
     return {
         "heldout_error": problem.error(x),
+        **tail(problem, x),
         "calibration_rmse": float(np.sqrt(sched.loss)),
         "initial_calibration_rmse": float(np.sqrt(sched.initial_loss)),
         "times": list(sched.times),
+        "init": sched.init,
         "optimiser_nfe": int(sched.calibration_nfe),
         "seconds": seconds,
     }
+
+
+def sweep_check(problem, stored) -> dict:
+    """Re-measure two fixed settings and compare with the stored sweep (same network?)."""
+    out = {}
+    for name, grid_spec, nfe in (("euler", "uniform", 4), ("unipc2", "uniform", 5)):
+        solver = solvers.make_solver(name)
+        grid = jnp.asarray(
+            learned.init_grid(grid_spec, solver.num_steps_for_nfe(nfe)), problem.x0.dtype
+        )
+        x = jax.jit(lambda a, c, s=solver, g=grid: solvers.sample(s, problem.velocity, a, g, c))(
+            problem.x0, problem.cond
+        )
+        out[f"{name}/{grid_spec}@{nfe}"] = {
+            "now": problem.error(x),
+            "stored": stored["flowjax"]["errors"][name][grid_spec][str(nfe)],
+        }
+    out["same_network"] = bool(
+        all(abs(v["now"] - v["stored"]) <= 1e-3 * v["stored"] for v in out.values())
+    )
+    return out
+
+
+def tail(problem, x) -> dict:
+    """Median and largest per-sample RMS error (the RMS over the batch is tail-dominated)."""
+    if x is None:
+        return {}
+    e = np.sqrt(
+        np.mean(
+            np.reshape((np.asarray(x) - np.asarray(problem.ref)) ** 2, (x.shape[0], -1)), axis=1
+        )
+    )
+    return {"median_sample_error": float(np.median(e)), "max_sample_error": float(e.max())}
 
 
 def stored_sweep():
@@ -119,8 +152,12 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", action="store_true", help="also plain learned grids")
     parser.add_argument("--sizes", default="16,64,256,1024", help="M values of the size study")
-    parser.add_argument("--size_setting", default="gmm64d:4")
+    parser.add_argument("--size_setting", default="gmm64d:4,gmm64d:8")
+    parser.add_argument("--init", default="best", help="grid spec the optimisation starts from")
+    parser.add_argument("--workdir", default=None, help="trained run for the 'model' problem")
     args = parser.parse_args()
+    if args.workdir and "model" not in args.problems.split(","):
+        args.problems += ",model"
     sweep = stored_sweep()
     dims = {
         "gmm2d": (2, 1.0),
@@ -130,20 +167,30 @@ def main():
     }
     out = {"settings": vars(args), "problems": {}, "calibration_size": {}}
     for name in args.problems.split(","):
-        dim, cfg = dims[name]
-        problem = gmm_problem(name, dim, cfg, 2048)
+        if name == "model":
+            if not args.workdir:
+                raise SystemExit("the 'model' problem needs --workdir=<trained checkerboard run>")
+            problem = model_problem(args.workdir, 2048)
+        else:
+            problem = gmm_problem(name, *dims[name], 2048)
         x0, cond = calibration_batch(problem, args.calibration, args.seed)
         t0 = time.perf_counter()
         x_ref, ref_nfe = learned.reference_endpoints(problem.velocity, x0, cond, "tsit5")
         ref_seconds = time.perf_counter() - t0
         res = {"reference_nfe": ref_nfe, "reference_seconds": ref_seconds, "nfe": {}}
         stored = sweep[name]
+        if name == "model":
+            res["checkpoint_step"] = problem.checkpoint_step
+            res["stored_sweep_check"] = sweep_check(problem, stored)
+            print(f"model: stored sweep check {res['stored_sweep_check']}", flush=True)
         fixed = flowjax_curves(stored["flowjax"]["errors"], lambda g: g != "boss")
         boss_c = flowjax_curves(stored["flowjax"]["errors"], lambda g: g == "boss")
         for nfe in NFES:
             row = {"candidates": {}}
             for kind, base in candidates(nfe, args.grids):
-                r = calibrate(problem, kind, base, nfe, x0, cond, x_ref, args.iters, args.seed)
+                r = calibrate(
+                    problem, kind, base, nfe, x0, cond, x_ref, args.iters, args.seed, args.init
+                )
                 row["candidates"][f"{kind}:{base}"] = r
                 print(
                     f"{name} NFE={nfe} {kind}:{base}: held-out {r['heldout_error']:.4g} "
@@ -153,6 +200,7 @@ def main():
                 )
             chosen = min(row["candidates"], key=lambda k: row["candidates"][k]["calibration_rmse"])
             row["learned"] = [row["candidates"][chosen]["heldout_error"], chosen]
+            row["learned_median_sample_error"] = row["candidates"][chosen]["median_sample_error"]
             row["fixed"] = list(best_at(fixed, nfe))
             row["boss"] = list(best_at(boss_c, nfe))
             row["peer"] = list(best_at({k: v for k, v in stored["peers"].items()}, nfe))
@@ -167,21 +215,25 @@ def main():
             )
         out["problems"][name] = res
         _write(out)
-    # Calibration size study.
-    pname, nfe = args.size_setting.split(":")
-    nfe = int(nfe)
-    dim, cfg = dims[pname]
-    problem = gmm_problem(pname, dim, cfg, 2048)
-    for m in [int(s) for s in args.sizes.split(",")]:
-        x0, cond = calibration_batch(problem, m, args.seed)
-        t0 = time.perf_counter()
-        x_ref, ref_nfe = learned.reference_endpoints(problem.velocity, x0, cond, "tsit5")
-        ref_s = time.perf_counter() - t0
-        r = calibrate(problem, "bespoke", "unipc2", nfe, x0, cond, x_ref, args.iters, args.seed)
-        r.update(reference_nfe=ref_nfe, reference_seconds=ref_s)
-        out["calibration_size"][m] = r
-        print(f"size study {pname} NFE={nfe} M={m}: held-out {r['heldout_error']:.4g}", flush=True)
-        _write(out)
+        plot(out, os.path.join(RESULTS, "learned_solvers.png"))
+    # Calibration size study: held-out error against M, per setting.
+    for setting in args.size_setting.split(","):
+        pname, nfe = setting.split(":")
+        nfe = int(nfe)
+        problem = gmm_problem(pname, *dims[pname], 2048)
+        study = out["calibration_size"].setdefault(setting, {})
+        for m in [int(s) for s in args.sizes.split(",")]:
+            x0, cond = calibration_batch(problem, m, args.seed)
+            t0 = time.perf_counter()
+            x_ref, ref_nfe = learned.reference_endpoints(problem.velocity, x0, cond, "tsit5")
+            ref_s = time.perf_counter() - t0
+            r = calibrate(
+                problem, "bespoke", "unipc2", nfe, x0, cond, x_ref, args.iters, args.seed, args.init
+            )
+            r.update(reference_nfe=ref_nfe, reference_seconds=ref_s)
+            study[m] = r
+            print(f"size study {setting} M={m}: held-out {r['heldout_error']:.4g}", flush=True)
+            _write(out)
     plot(out, os.path.join(RESULTS, "learned_solvers.png"))
     print("wrote results/learned_solvers.json and results/learned_solvers.png")
 
@@ -216,15 +268,17 @@ def plot(out, path):
         ax.set_title(name, fontsize=9)
     axes[0].set_ylabel("RMS error vs Tsit5 reference")
     axes[0].legend(fontsize=7)
-    size = out["calibration_size"]
-    if size:
+    for (setting, size), color in zip(out["calibration_size"].items(), "gmc"):
         ms = [int(m) for m in size]
-        axes[-1].plot(ms, [size[m]["heldout_error"] for m in size], "g-o", label="held-out")
-        axes[-1].plot(ms, [size[m]["calibration_rmse"] for m in size], "k--", label="calibration")
+        errs = [size[m]["heldout_error"] for m in size]
+        cals = [size[m]["calibration_rmse"] for m in size]
+        axes[-1].plot(ms, errs, f"{color}-o", ms=3, label=f"{setting} held-out")
+        axes[-1].plot(ms, cals, f"{color}--", label=f"{setting} calibration")
+    if out["calibration_size"]:
         axes[-1].set_xscale("log")
         axes[-1].set_yscale("log")
         axes[-1].set_xlabel("calibration noises M")
-        axes[-1].set_title(f"{out['settings']['size_setting']}, bespoke-unipc2", fontsize=9)
+        axes[-1].set_title("calibration size, bespoke-unipc2", fontsize=9)
         axes[-1].legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

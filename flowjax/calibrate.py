@@ -34,7 +34,12 @@ flags.DEFINE_string("solver", "unipc2", "Solver whose grid to learn, or bespoke-
 flags.DEFINE_integer("nfe", None, "Number of velocity evaluations per sample.")
 flags.DEFINE_integer("calibration", 256, "Calibration noises M.")
 flags.DEFINE_string("reference", "tsit5", "Reference solve: tsit5, dopri5, dopri8 or rk4:N.")
-flags.DEFINE_string("init", "uniform", "Grid spec the optimisation starts from.")
+flags.DEFINE_string(
+    "init",
+    "best",
+    "Grid spec the optimisation starts from, or 'best' (the fixed grid among uniform, "
+    "diffusers, logsnr, edm, shifted,alpha=3 with the lowest calibration loss).",
+)
 flags.DEFINE_integer("iters", 300, "Adam steps.")
 flags.DEFINE_float("lr", None, "Adam step size (default 0.05 for grids, 0.02 for bespoke).")
 flags.DEFINE_float("slack", 0.0, "LD3-style slack radius (RMS units).")
@@ -59,7 +64,7 @@ def calibrate_run(
     *,
     calibration: int = 256,
     reference: str = "tsit5",
-    init: str = "uniform",
+    init: str = "best",
     iters: int = 300,
     lr: float | None = None,
     slack: float = 0.0,
@@ -131,7 +136,7 @@ def calibrate_run(
     hx, hl = calibration_batch(seed, calibration, shape, exp.num_classes, offset=40_000)
     h_ref, _ = learned.reference_endpoints(velocity, hx, hl, reference)
     k = solver.num_steps_for_nfe(nfe)
-    g0 = jnp.asarray(learned.init_grid(init, k), hx.dtype)
+    g0 = jnp.asarray(learned.init_grid(schedule.init, k), hx.dtype)  # the resolved start
     x_init = jax.jit(lambda a, c: solvers.sample(solver, velocity, a, g0, c))(hx, hl)
     if kind == "grid":
         g = jnp.asarray(schedule.grid, hx.dtype)

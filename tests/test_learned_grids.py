@@ -2,6 +2,8 @@
 the Gaussian closed form, valid grids, finite gradients at t = 0 and 1, determinism, storage
 and clear errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,12 +96,38 @@ def test_grid_parametrisation_valid_for_extreme_logits():
     np.testing.assert_allclose(mid, timesteps.uniform_grid(4), atol=1e-15)
 
 
+def test_best_init_is_the_fixed_grid_with_the_lowest_calibration_loss():
+    """init="best" evaluates each candidate grid on the calibration batch only, starts from
+    the lowest, and the learned loss is at most that (the best iterate is kept)."""
+    solver = solvers.make_solver("euler")
+    x0 = noise(0)
+    x_ref = gauss_exact(x0)
+    spec, losses = learned.resolve_init("best", solver, gauss_field, x0, None, x_ref, 4)
+    assert set(losses) == set(learned.INIT_CANDIDATES)
+    for name, value in losses.items():
+        grid = jnp.asarray(timesteps.grid_from_spec(name, 4))
+        x = solvers.sample(solver, gauss_field, x0, grid)
+        assert value == pytest.approx(float(learned.endpoint_loss(x, x_ref)), rel=1e-10)
+    assert losses[spec] == min(losses.values()) < max(losses.values())
+    sched = learned.learn_grid(solver, gauss_field, x0, 4, x_ref=x_ref, init="best", iters=3)
+    assert sched.init == spec and sched.initial_loss == pytest.approx(losses[spec], rel=1e-10)
+    assert sched.loss <= min(losses.values())
+    # One step: the candidates that need two (log-SNR) are skipped, not an error.
+    _, one = learned.resolve_init("best", solver, gauss_field, x0, None, x_ref, 1)
+    assert "uniform" in one and "logsnr" not in one
+    assert learned.resolve_init("edm", solver, gauss_field, x0, None, x_ref, 4) == ("edm", {})
+
+
 def test_calibration_deterministic_and_slack():
     solver = solvers.make_solver("heun")
     x0 = noise(0)
     a = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=10, seed=3)
     b = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=10, seed=3)
     assert a.times == b.times and a.loss == b.loss and a.key == b.key
+    assert not np.allclose(a.times, [0.0, 0.5, 1.0])  # it did learn something
+    # The seed is part of the key: another seed is another stored schedule.
+    other = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=1, seed=4)
+    assert other.key != a.key and "seed=4" in other.key
     # Slack: errors inside the ball cost nothing; a huge slack leaves nothing to learn.
     c = learned.learn_grid(solver, gauss_field, x0, 4, reference="rk4:64", iters=5, slack=10.0)
     assert c.loss == 0.0 and c.initial_loss == 0.0
@@ -119,6 +147,12 @@ def test_store_roundtrip(tmp_path):
     assert reused and again == sched
     assert store.latest("grid", "midpoint", 4) == sched
     assert store.latest("grid", "midpoint", 6) is None
+    # A later checkpoint is another key; latest() prefers it, the older one stays stored.
+    newer = dataclasses.replace(sched, step=9, times=(0.0, 0.3, 1.0))
+    store.put(newer)
+    reloaded = learned.LearnedStore(store.path)
+    assert reloaded.load_all() == {sched.key: sched, newer.key: newer}
+    assert reloaded.latest("grid", "midpoint", 4) == newer
     assert "step=7" in sched.key and "M=8" in sched.key and "ref=rk4:32" in sched.key
 
 

@@ -290,6 +290,9 @@ def learn(
         x_ref, ref_nfe = learned.reference_endpoints(velocity_fn, x0, cond, reference)
     elif jnp.shape(x_ref) != jnp.shape(x0):
         raise ValueError(f"x_ref has shape {jnp.shape(x_ref)}; expected {jnp.shape(x0)}")
+    init, init_losses = learned.resolve_init(
+        init, solver, velocity_fn, x0, cond, x_ref, num_steps, slack
+    )
     tableau = extract_tableau(solver, learned.init_grid(init, num_steps))
     params0 = init_params(tableau, x0.dtype)
 
@@ -311,7 +314,7 @@ def learn(
         slack=float(slack),
         iters=int(iters),
         lr=float(lr),
-        calibration_nfe=int(ref_nfe + info["steps"] * nfe),
+        calibration_nfe=int(ref_nfe + (info["steps"] + len(init_losses)) * nfe),
         seconds=time.perf_counter() - t0,
     )
     return sampler, schedule
