@@ -1,5 +1,6 @@
 """Inference-time scaling: expected reward against NFE budget for best-of-N, SMC, search over
-paths and RBF, each with ODE, linear-SDE and VP-SDE proposals (Kim et al.; ALGORITHMS.md 9).
+paths and RBF, each with ODE, linear-SDE and VP-SDE proposals (Kim et al.;
+docs/maths/sde_search.md).
 
 Claim tested: for particle methods VP-SDE > linear-SDE > ODE proposals, and RBF with VP-SDE is
 best at equal budget. Tasks (trained runs given on the command line):

@@ -3,7 +3,7 @@
 flowjax: noise ``x0 ~ N(0, I)`` at ``t = 0``, data at ``t = 1``, ``x_t = t x1 + (1 - t) x0``,
 velocity ``v = x1 - x0`` (toward data), generation integrates from 0 to 1.
 
-Much published code (diffusers, SD3, Flux, MeanFlow, rectified-flow++; ALGORITHMS.md §0.2)
+Much published code (diffusers, SD3, Flux, MeanFlow, rectified-flow++; docs/maths/convention.md)
 puts data at ``tau = 0`` and noise at ``tau = 1``: ``z_tau = (1 - tau) x + tau eps``, velocity
 ``u = eps - x`` (toward noise), sampling ``tau: 1 -> 0``. The dictionary::
 

@@ -3,7 +3,7 @@
 Data ``x1 ~ sum_k w_k N(mu_k, q_k^2 I)`` in ``d`` dimensions, noise ``x0 ~ N(0, I)``, linear
 path ``x_t = t x1 + (1 - t) x0`` (noise at t = 0, data at t = 1). Given the component ``k``,
 ``x_t ~ N(t mu_k, sd_k(t)^2 I)`` with ``sd_k(t) = sqrt(t^2 q_k^2 + (1 - t)^2)`` and the
-conditional expectation of ``x1 - x0`` is the single-Gaussian field of ALGORITHMS.md §11:
+conditional expectation of ``x1 - x0`` is the single-Gaussian field of docs/maths/flow_matching.md:
 
     v_k(x, t) = mu_k + (sd_k'(t) / sd_k(t)) (x - t mu_k),     sd_k' = (t q_k^2 - (1 - t)) / sd_k
 

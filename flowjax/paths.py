@@ -17,7 +17,7 @@ prediction ``x0_hat`` and the score exactly (two linear equations in two unknown
     score  = -x0_hat / sigma
 
 For the linear path these are ``x1_hat = x + (1 - t) v``, ``x0_hat = x - t v`` and
-``score = (t v - x) / (1 - t)`` (ALGORITHMS.md section 0.1). Every conversion is available in
+``score = (t v - x) / (1 - t)`` (docs/maths/convention.md). Every conversion is available in
 both directions through :func:`convert`.
 
 Example::
@@ -217,7 +217,7 @@ class VPPath(Path):
     """Variance-preserving path of the linear-beta SDE (DDPM / score SDE), in our time.
 
     With ``tau = 1 - t`` and ``B(tau) = beta_min tau + (beta_max - beta_min) tau^2 / 2``:
-    ``alpha_t = exp(-B / 2)``, ``sigma_t = sqrt(1 - exp(-B))`` (ALGORITHMS.md section 9.2).
+    ``alpha_t = exp(-B / 2)``, ``sigma_t = sqrt(1 - exp(-B))`` (docs/maths/sde_search.md).
     ``alpha_0`` is ``exp(-(beta_min + beta_max)/4) ~ 6.6e-3``, not exactly 0.
     """
 

@@ -3,8 +3,8 @@
 Time convention (everywhere in flowjax): noise ``x0`` at ``t = 0``, data ``x1`` at ``t = 1``,
 ``x_t = t * x1 + (1 - t) * x0``; generation integrates forward from 0 to 1 and the log-SNR of
 the linear path is ``lambda(t) = logit(t)``. SD3, diffusers and Flux parametrise time by the
-*noise level* ``tau = 1 - t``; every formula below has been converted to our ``t`` (ALGORITHMS.md
-sections 0.2, 1.4 and 7.4), with the conversion noted where it matters.
+*noise level* ``tau = 1 - t``; every formula below has been converted to our ``t``
+(docs/maths/convention.md), with the conversion noted where it matters.
 
 Training-time samplers
 ----------------------
@@ -408,7 +408,7 @@ def sample_pair(
 
     Two iid draws ``a, b ~ base``; ``s = min(a, b)``, ``e = max(a, b)``; then the first
     ``floor(equal_fraction * B)`` rows (``B = shape[0]``) get ``e = s`` (instantaneous
-    velocity), as in the official MeanFlow JAX code (ALGORITHMS.md 3.2 step 1; MF's
+    velocity), as in the official MeanFlow JAX code (docs/maths/meanflow.md step 1; MF's
     ``(r, t)`` are our ``(1 - e, 1 - s)``). With ``F`` the CDF of ``base``, ``s`` has CDF
     ``1 - (1 - F)^2`` in every row (also in the equal rows, where ``e`` is overwritten by
     ``s``) and ``e`` has CDF ``F^2`` in the other rows. A tiny tolerance is added before the
@@ -575,7 +575,7 @@ def logsnr_uniform_grid(
     evenly spaced in ``logit(t)``, followed by ``t_N = 1.0`` exactly. ``num_steps`` counts
     solver steps *including* the last segment ``t_max -> 1`` (which DPM-Solver++ takes as a
     first-order step returning ``x1_hat``), so the lambda spacing is
-    ``(logit(t_max) - logit(t_min)) / (num_steps - 1)``. ALGORITHMS.md 7.4 writes the same grid
+    ``(logit(t_max) - logit(t_min)) / (num_steps - 1)``. docs/maths/solvers.md writes the same grid
     with ``N = num_steps - 1`` lambda intervals plus the extra final step. Needs
     ``num_steps >= 2`` and ``0 < t_min < t_max < 1``.
     """
@@ -629,7 +629,7 @@ def edm_grid(
 def diffusers_flow_grid(
     num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000
 ) -> np.ndarray:
-    """The grid of diffusers' schedulers with ``use_flow_sigmas=True`` (ALGORITHMS.md 7.3).
+    """The grid of diffusers' schedulers with ``use_flow_sigmas=True`` (docs/maths/solvers.md).
 
     diffusers builds noise levels ``s = 1 - linspace(1, 1/T, N + 1)`` (``T =
     num_train_timesteps``), shifts them ``s' = shift s / (1 + (shift - 1) s)``, reverses them,

@@ -1,4 +1,4 @@
-"""Closed forms of the shared Gaussian fixture (ALGORITHMS.md section 11), for tests.
+"""Closed forms of the shared Gaussian fixture (docs/maths/flow_matching.md), for tests.
 
 Data ``x1 ~ N(mu, q^2 I)`` per dimension (``q`` is the data std, not a time), noise
 ``x0 ~ N(0, I)``, linear path ``x_t = t x1 + (1 - t) x0`` (noise at t=0, data at t=1). Then

@@ -1,4 +1,4 @@
-"""BOSS (ALGORITHMS.md §8): the DP against brute force, zero cost on straight flows, the cost
+"""BOSS (docs/maths/boss.md): the DP against brute force, zero cost on straight flows, the cost
 matrix against its definition, stored schedules, and the straightening objective."""
 
 import jax

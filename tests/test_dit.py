@@ -1,4 +1,4 @@
-"""DiT (ALGORITHMS.md section 10.3): zero init, identity blocks, parameter counts, CFG batching,
+"""DiT (docs/maths/dit.md): zero init, identity blocks, parameter counts, CFG batching,
 patchify, position embedding, FLOPs against XLA, mixed precision, remat, grad accumulation."""
 
 import flax.linen as nn

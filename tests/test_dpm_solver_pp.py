@@ -1,4 +1,4 @@
-"""DPM-Solver++ in flow form (ALGORITHMS.md §7): Euler identity, exactness on straight flows,
+"""DPM-Solver++ in flow form (docs/maths/solvers.md): Euler identity, exactness on straight flows,
 convergence order on an exact Gaussian-mixture field, parity with diffusers, guidance,
 thresholding, stability at both ends, one compiled program and clear errors."""
 

@@ -1,5 +1,5 @@
-"""FreeFlow, data-free flow-map distillation (ALGORITHMS.md §6.5): the exact student has zero loss,
-the JVP in delta, the correction direction, teacher initialisation and freezing."""
+"""FreeFlow, data-free flow-map distillation (docs/maths/freeflow.md): the exact student has zero
+loss, the JVP in delta, the correction direction, teacher initialisation and freezing."""
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,5 @@
-"""MeanFlow (ALGORITHMS.md §3.6): the target identity, the JVP, guidance, the convention adapter,
-the dispersive loss and the flow-map sampler's kind checks."""
+"""MeanFlow (docs/maths/meanflow.md): the target identity, the JVP, guidance, the convention
+adapter, the dispersive loss and the flow-map sampler's kind checks."""
 
 import jax
 import jax.numpy as jnp

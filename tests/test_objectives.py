@@ -1,4 +1,4 @@
-"""Flow-matching objective, losses and classifier-free guidance (ALGORITHMS.md §1)."""
+"""Flow-matching objective, losses and classifier-free guidance (docs/maths/flow_matching.md)."""
 
 import jax
 import jax.numpy as jnp

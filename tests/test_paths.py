@@ -2,7 +2,7 @@
 
 All checks run in float64 with random inputs and t in (0.05, 0.95). Time convention: noise x0
 at t=0, data x1 at t=1, ``x_t = alpha_t x1 + sigma_t x0``. The Gaussian closed form is the
-shared fixture of ALGORITHMS.md section 11 (``tests/gaussian_fixture.py``).
+shared fixture of docs/maths/flow_matching.md (``tests/gaussian_fixture.py``).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def test_linear_path_closed_forms(scalar_t):
 
 
 # --------------------------------------------------------------------------------------------
-# Gaussian closed form (ALGORITHMS.md section 11)
+# Gaussian closed form (docs/maths/flow_matching.md)
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Reflow and distillation from pairs (ALGORITHMS.md §2.3) on the Gaussian closed form, the
+"""Reflow and distillation from pairs (docs/maths/reflow.md) on the Gaussian closed form, the
 LPIPS-Huber loss, and pair generation from a trained teacher (exact resume)."""
 
 import os

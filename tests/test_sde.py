@@ -1,4 +1,4 @@
-"""SDE sampling with the ODE's marginals and the linear -> VP conversion (ALGORITHMS.md 9.1-9.2).
+"""SDE sampling with the ODE's marginals and the linear -> VP conversion (docs/maths/sde_search.md).
 
 Everything is checked on the Gaussian closed form (section 11, ``tests/gaussian_fixture.py``):
 data ``N(mu, q^2 I)``, exact linear-path velocity, marginal ``x_t ~ N(t mu, sd_t^2 I)``. Time

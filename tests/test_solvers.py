@@ -1,5 +1,5 @@
 """ODE samplers: convergence order on an exact field, exactness on straight flows, honest NFE,
-one compiled program, and clear errors (ALGORITHMS.md §1.2, §1.7, §11)."""
+one compiled program, and clear errors (docs/maths/solvers.md)."""
 
 import jax
 import jax.numpy as jnp

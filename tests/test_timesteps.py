@@ -484,7 +484,7 @@ def test_diffusers_grid_is_the_shifted_grid_from_one_over_t():
         np.testing.assert_allclose(
             ts.diffusers_flow_grid(10, shift), ts.shifted_grid(10, shift, t_min=1e-3), atol=0
         )
-    # diffusers' own construction over noise levels (ALGORITHMS.md 7.3), converted to t.
+    # diffusers' own construction over noise levels (docs/maths/solvers.md), converted to t.
     n, shift = 10, 3.0
     s = 1.0 - np.linspace(1, 1 / 1000, n + 1)
     s = np.flip(shift * s / (1 + (shift - 1) * s))[:-1]

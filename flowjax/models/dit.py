@@ -1,4 +1,4 @@
-"""DiT: the Diffusion Transformer of Peebles & Xie (ALGORITHMS.md section 10), as a velocity net.
+"""DiT: the Diffusion Transformer of Peebles & Xie (docs/maths/dit.md), as a velocity net.
 
     v = DiT(x [B, H, W, C], t [B], cond [B] | None, t_end=[B] | None) -> [B, H, W, C]
 

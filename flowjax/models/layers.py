@@ -1,7 +1,7 @@
 """Shared building blocks: time embeddings and the conditioning checks of velocity networks.
 
 Networks receive canonical flowjax time ``t`` in [0, 1] (noise 0, data 1). What the network
-*sees* is ``time_scale * t`` fed to a sinusoidal embedding (ALGORITHMS.md section 0.3):
+*sees* is ``time_scale * t`` fed to a sinusoidal embedding (docs/maths/convention.md):
 ``time_scale = 1`` is SiT/MeanFlow's raw time, ``999`` rectified flow's, ``1000`` DiT's.
 """
 

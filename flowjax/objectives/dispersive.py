@@ -1,4 +1,6 @@
-"""Dispersive regularisation of intermediate features ("Diffuse and Disperse"; ALGORITHMS.md §3.5).
+"""Dispersive regularisation of intermediate features ("Diffuse and Disperse").
+
+Maths: docs/maths/meanflow.md.
 
 A positive-pair-free contrastive loss on the features ``H [B, D]`` (flattened activations of a
 chosen layer for the whole batch) that pushes the representations of different samples apart:

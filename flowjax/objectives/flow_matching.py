@@ -1,4 +1,4 @@
-"""Conditional flow matching / rectified flow (ALGORITHMS.md section 1).
+"""Conditional flow matching / rectified flow (docs/maths/flow_matching.md).
 
     L(theta) = E_{t ~ p(t), x0 ~ N(0, I), x1 ~ data} [ D( v_theta(x_t, t, c), v_cond ) ]
     x_t = alpha_t x1 + sigma_t x0,          v_cond = alpha'_t x1 + sigma'_t x0

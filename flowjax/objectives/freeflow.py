@@ -1,4 +1,6 @@
-"""Flow-map distillation without data (FreeFlow; Tong, Ma, Xie, Jaakkola 2025; ALGORITHMS.md §6).
+"""Flow-map distillation without data (FreeFlow; Tong, Ma, Xie, Jaakkola 2025).
+
+Maths: docs/maths/freeflow.md.
 
 Convention: noise (the prior) at t = 0, data at t = 1; every velocity points toward data. A
 frozen teacher velocity ``v_T(x, t, c)`` (optionally with CFG scale ``g``:

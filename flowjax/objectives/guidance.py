@@ -3,7 +3,7 @@
 Labels are integers in ``[0, num_classes)``; the "no class" label is ``null = num_classes``
 (the embedding table has ``num_classes + 1`` rows).
 
-Guided velocity (ALGORITHMS.md section 1.6)::
+Guided velocity (docs/maths/flow_matching.md)::
 
     v_w(x, t, c) = v(x, t, null) + w * (v(x, t, c) - v(x, t, null))
 

@@ -7,7 +7,7 @@
 
   - ``normalize=False`` (iCT): ``h_c(delta)`` with ``c = 0.00054 sqrt(d)``;
   - ``normalize=True`` (2-rectified-flow++): ``h_c(delta) / d`` with ``c = 0.00054 d``, the
-    scale its LPIPS-Huber combination assumes (ALGORITHMS.md section 1.5).
+    scale its LPIPS-Huber combination assumes (docs/maths/flow_matching.md).
 
   An explicit ``c`` overrides the constant in either case.
 """

@@ -1,6 +1,6 @@
 """MeanFlow (Geng et al. 2025): one-step generation by regressing the average velocity.
 
-Time convention: noise at 0, data at 1 (ALGORITHMS.md §3; MeanFlow's code uses the opposite
+Time convention: noise at 0, data at 1 (docs/maths/meanflow.md; MeanFlow's code uses the opposite
 one, converted with ``s = 1 - t_MF``, ``e = 1 - r_MF``, ``ubar = -u_MF``; see
 :mod:`flowjax.convention`). The network is an average-velocity model
 ``u_theta(x, s, cond, t_end=e)`` approximating ``ubar(x, s, e) = (Phi_{s->e}(x) - x)/(e - s)``

@@ -1,4 +1,4 @@
-"""BOSS straightening fine-tune ("redress"; ALGORITHMS.md §8.3).
+"""BOSS straightening fine-tune ("redress"; docs/maths/boss.md).
 
 Training tuples come from the pretrained model's own fine-grid trajectories read off at
 consecutive Bellman times ``a = t_{i_k} < b = t_{i_{k+1}}`` (noise at t = 0, data at t = 1):

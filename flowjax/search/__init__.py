@@ -1,4 +1,4 @@
-"""Inference-time particle search for flow models under an NFE budget (ALGORITHMS.md 9).
+"""Inference-time particle search for flow models under an NFE budget (docs/maths/sde_search.md).
 
 Build a :class:`Proposal` from a linear-path model with :func:`make_proposal` (``"ode"``,
 ``"sde"``, ``"vp-ode"``, ``"vp-sde"``), pick a reward (:func:`make_reward` or any jit-able

@@ -1,6 +1,6 @@
 """Rollover Budget Forcing (RBF): adaptive per-step proposals under an NFE budget.
 
-Per problem (ALGORITHMS.md 9.4, Kim et al.): draw ``n0`` noises, evaluate each once at
+Per problem (docs/maths/sde_search.md, Kim et al.): draw ``n0`` noises, evaluate each once at
 ``s_0`` (``n0`` NFE), score its Tweedie estimate and keep the best as the current state
 ``x`` at grid index ``k = 0`` with reward ``r``. The remaining ``L = budget - n0`` NFE are
 spread over the ``N - 1`` searchable steps (proposals land on ``s_1 .. s_{N-1}``; the last step

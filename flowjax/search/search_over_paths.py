@@ -15,7 +15,7 @@ plain sampling. NFE per problem:
 
     b * (k0 + width * ((N - k0) (back + 1) + (N - k0 - 1))) <= budget,
 
-with the beam ``b`` the largest that fits (ALGORITHMS.md 9.4, grid-indexed).
+with the beam ``b`` the largest that fits (docs/maths/sde_search.md, grid-indexed).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""BOSS: Bellman-optimal step sizes for a K-step sampler (Nguyen, Nguyen, Nguyen; ALGORITHMS.md §8).
+"""BOSS: Bellman-optimal step sizes for a K-step sampler (Nguyen, Nguyen, Nguyen).
+
+Maths: docs/maths/boss.md.
 
 Time convention: noise at t = 0, data at t = 1 (the BOSS code uses the same).
 

@@ -1,4 +1,4 @@
-"""DPM-Solver++ (Lu et al.) for flow models on the linear path: 1, 2M, 3M (ALGORITHMS.md §7).
+"""DPM-Solver++ (Lu et al.) for flow models on the linear path: 1, 2M, 3M (docs/maths/solvers.md).
 
 Time convention: noise at t = 0, data at t = 1, ``x_t = t x1 + (1 - t) x0``, so
 ``alpha_t = t``, ``sigma_t = 1 - t`` and the log-SNR is ``lambda(t) = logit(t)`` (-inf at the

@@ -2,7 +2,7 @@
 
 An average-velocity model ``u(x, s, cond, e)`` approximates ``(Phi_{s->e}(x) - x) / (e - s)``,
 the mean velocity along the ODE trajectory from time ``s`` to ``e`` (noise at 0, data at 1;
-ALGORITHMS.md sections 0.1 and 3.4). One step jumps along the whole interval::
+docs/maths/convention.md). One step jumps along the whole interval::
 
     x_{k+1} = x_k + (t_{k+1} - t_k) * u(x_k, t_k, cond, t_{k+1})
 

@@ -1,7 +1,7 @@
 """SDE sampling of flow models with the ODE's marginals, and the linear -> VP conversion.
 
 Time convention: noise ``x0 ~ N(0, I)`` at ``t = 0``, data at ``t = 1``; a path is
-``x_t = alpha_t x1 + sigma_t x0`` (:mod:`flowjax.paths`). ALGORITHMS.md section 9.
+``x_t = alpha_t x1 + sigma_t x0`` (:mod:`flowjax.paths`). docs/maths/sde_search.md.
 
 **Score from velocity.** A velocity ``u(x, t) = E[alpha'_t x1 + sigma'_t x0 | x_t = x]`` fixes
 the noise prediction and hence the score exactly (:meth:`flowjax.paths.Path.convert`)::

@@ -1,4 +1,4 @@
-"""BOSS straightening fine-tune through the ordinary training loop (ALGORITHMS.md §8.3).
+"""BOSS straightening fine-tune through the ordinary training loop (docs/maths/boss.md).
 
 ``straighten(config, workdir, init_params, schedule)``:
 

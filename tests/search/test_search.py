@@ -1,4 +1,4 @@
-"""Particle search under an NFE budget (ALGORITHMS.md 9.4-9.5).
+"""Particle search under an NFE budget (docs/maths/sde_search.md).
 
 The proposals use the exact velocity of the Gaussian closed form (section 11), so every check
 is about the search itself: budgets (NFE counted independently by a callback in the velocity),
