@@ -10,6 +10,14 @@ Claims tested (the seed papers'), at the scale of a 2-core CPU:
     python experiments/one_step.py --data=toy2d        # ~25 min
     python experiments/one_step.py --data=digits       # ~3 h (XLA's CPU convolutions)
     python experiments/one_step.py --data=toy2d --quick   # a smoke run of every stage
+    python experiments/one_step.py --data=digits --only=meanflow   # re-measure one stage
+
+``--only=STAGE[,STAGE]`` retrains only the named stand-alone stages (those that need no other
+stage: ``meanflow``) under ``--workdir/<data>_only`` (so a full run's stages are not reused),
+scores them with the evaluator settings of the full experiment (the same rows, samplers and
+number of samples; the noise and labels come from the run's config, as in the full run), and
+replaces only their rows and wall times in the stored ``results/one_step.json``, appending the
+command to its ``updates`` list. The sample figure is left as it was; the curves are redrawn.
 
 Stages (each a normal flowjax run in ``--workdir/<data>/<name>``, resumed or skipped when done):
 
@@ -80,6 +88,18 @@ SETTINGS = {
         num_samples=1000,
         metric="fd",
     ),
+}
+
+
+# Stages that need no other stage: stage -> (row of the table, steps key, samplers). The full
+# experiment and ``--only`` score them with these same settings.
+STANDALONE = {
+    "meanflow": ("MeanFlow", "meanflow", (("flowmap", 1), ("flowmap", 2), ("flowmap", 4))),
+}
+
+METRIC_NAMES = {
+    "sw": "sliced-Wasserstein to held-out data",
+    "fd": "digits-classifier Frechet distance to the test split",
 }
 
 
@@ -175,6 +195,12 @@ def main():
     parser.add_argument("--workdir", default="/tmp/flowjax_one_step")
     parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
     parser.add_argument("--no_write", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated stages to retrain and re-score alone ({', '.join(STANDALONE)}); "
+        "updates only their rows in the stored results",
+    )
     args = parser.parse_args()
 
     s = SETTINGS[args.data]
@@ -183,7 +209,16 @@ def main():
     if args.quick:
         steps = {k: 20 for k in steps}
         num_pairs, num_samples = 512, 256
-    root = os.path.join(args.workdir, args.data + ("_quick" if args.quick else ""))
+    key = args.data + ("_quick" if args.quick else "")
+    if args.only:
+        only = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in only if name not in STANDALONE]
+        if unknown or not only:
+            parser.error(
+                f"--only takes stand-alone stages ({', '.join(STANDALONE)}), got {args.only!r}"
+            )
+        return update_stages(args, key, only, steps, num_samples)
+    root = os.path.join(args.workdir, key)
     st = Stages(root)
     t0 = time.perf_counter()
 
@@ -204,7 +239,7 @@ def main():
         )
         for m in (1, 2, 4)
     }
-    mf = st.train("meanflow", load_config(s["meanflow"]), steps["meanflow"])
+    mf = st.train("meanflow", load_config(s["meanflow"]), steps[STANDALONE["meanflow"][1]])
     ff = st.train("freeflow", load_config(s["freeflow"]), steps["freeflow"], init=rf1)
     # FreeFlow again with the wall time that distillation from pairs took (pairs + training).
     ratio = (st.times["pairs_1rf"] + st.times["distill_1rf"]) / st.times["freeflow"]
@@ -235,7 +270,8 @@ def main():
         rows["2-RF distilled (m steps)"][str(m)] = metrics[f"{metric}_euler_nfe{m}"]
         if m == 1:
             samples_1nfe["2-RF distilled (m steps)"] = samples["euler_nfe1"]
-    add("MeanFlow", mf, [("flowmap", 1), ("flowmap", 2), ("flowmap", 4)])
+    row, _, settings = STANDALONE["meanflow"]
+    add(row, mf, list(settings))
     add("FreeFlow (no data)", ff, [("flowmap", 1)])
     add("FreeFlow, compute of pair distillation", ff_eq, [("flowmap", 1)])
 
@@ -249,14 +285,11 @@ def main():
         + times["2rf"]
         + times["pairs_2rf"]
         + times["distill_2rf_1"],
-        "MeanFlow": times["meanflow"],
+        STANDALONE["meanflow"][0]: times["meanflow"],
     }
     result = {
         "data": args.data,
-        "metric": {
-            "sw": "sliced-Wasserstein to held-out data",
-            "fd": "digits-classifier Frechet distance to the test split",
-        }[metric],
+        "metric": METRIC_NAMES[metric],
         "reference_1rf_rk4_nfe128": reference,
         "by_nfe": rows,
         "straightness": straight,
@@ -287,6 +320,69 @@ def main():
     print(f"wrote {out} and {png}")
 
 
+def update_stages(args, key: str, only: list[str], steps: dict, num_samples: int) -> None:
+    """Retrains the stand-alone stages ``only`` under ``<workdir>/<key>_only`` and replaces
+    their rows, ``stage_seconds`` and ``seconds_to_one_step_model`` in ``results/<key>``."""
+    s = SETTINGS[args.data]
+    out = os.path.join(RESULTS, "one_step.json")
+    stored = json.load(open(out)) if os.path.exists(out) else {}
+    if key not in stored and not args.no_write:
+        raise SystemExit(
+            f"--only updates the stored {key!r} result of {out}, which has none: "
+            f"run the full experiment first (without --only)"
+        )
+    t0 = time.perf_counter()
+    st = Stages(os.path.join(args.workdir, key + "_only"))
+    cache = os.path.join(st.root, "eval_cache")
+    metric = s["metric"]
+    rows, seconds = {}, {}
+    for stage in only:
+        row, steps_key, settings = STANDALONE[stage]
+        workdir = st.train(stage, load_config(s[stage]), steps[steps_key])
+        metrics, _, _ = evaluate(
+            workdir, [f"{solver}:{n}" for solver, n in settings], num_samples, cache
+        )
+        rows[row] = {str(n): metrics[f"{metric}_{solver}_nfe{n}"] for solver, n in settings}
+        seconds[stage] = st.times[stage]
+    result = stored.get(key)
+    if result is None:  # --no_write without a stored result: show the new rows alone
+        result = {
+            "data": args.data,
+            "metric": METRIC_NAMES[metric],
+            "reference_1rf_rk4_nfe128": float("nan"),
+            "by_nfe": {},
+            "straightness": {"1-RF": float("nan"), "2-RF": float("nan")},
+            "stage_seconds": {},
+            "seconds_to_one_step_model": {},
+        }
+    for stage in only:
+        row = STANDALONE[stage][0]
+        print(f"[{stage}] {row}: was {result['by_nfe'].get(row)}, now {rows[row]}")
+        result["by_nfe"][row] = rows[row]
+        result["stage_seconds"][stage] = seconds[stage]
+        result["seconds_to_one_step_model"][row] = seconds[stage]
+    result.setdefault("updates", []).append(
+        {
+            "command": " ".join(["experiments/one_step.py", *sys.argv[1:]]),
+            "stages": only,
+            "rows": [STANDALONE[stage][0] for stage in only],
+            "steps": {stage: steps[STANDALONE[stage][1]] for stage in only},
+            "num_samples": num_samples,
+            "flowjax_version": flowjax.__version__,
+            "wall_seconds_this_call": time.perf_counter() - t0,
+        }
+    )
+    print_table(result)
+    if args.no_write:
+        return
+    stored[key] = result
+    with open(out, "w") as f:
+        json.dump(stored, f, indent=1)
+    png = os.path.join(RESULTS, f"one_step_{key}.png")
+    plot_curves(result, png.replace(".png", "_curves.png"))
+    print(f"updated {out} ({', '.join(rows)}) and the curves next to {png}")
+
+
 def print_table(result: dict) -> None:
     print(
         f"\n{result['data']}: {result['metric']} (lower is better); "
@@ -303,6 +399,14 @@ def print_table(result: dict) -> None:
 
 
 def plot(result: dict, samples: dict, reference: np.ndarray, ev, path: str) -> None:
+    plot_curves(result, path.replace(".png", "_curves.png"))
+    panels = {f"{k}, 1 NFE": v for k, v in samples.items()}
+    panels["1-RF, RK4 128 NFE"] = reference
+    ev.plot(panels, path, title=f"1-NFE samples, {result['data']}")
+
+
+def plot_curves(result: dict, curve: str) -> None:
+    """The score of every model against NFE, with the 128-NFE reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,12 +425,8 @@ def plot(result: dict, samples: dict, reference: np.ndarray, ev, path: str) -> N
     ax.legend(fontsize=7)
     ax.set_title(f"one-step generation on {result['data']}")
     fig.tight_layout()
-    curve = path.replace(".png", "_curves.png")
     fig.savefig(curve, dpi=120)
     plt.close(fig)
-    panels = {f"{k}, 1 NFE": v for k, v in samples.items()}
-    panels["1-RF, RK4 128 NFE"] = reference
-    ev.plot(panels, path, title=f"1-NFE samples, {result['data']}")
 
 
 if __name__ == "__main__":
