@@ -12,10 +12,17 @@ plain EMA still gives the random initial weights the weight ``decay^n``, 0.61 af
 at ``decay = 0.999``). For ``n >> 1 / (1 - decay)`` the two coincide.
 
 Storage: the training state keeps ``e_n`` itself (``TrainState.ema_params``, what evaluation,
-sampling and fine-tunes read) rather than ``m_n``: the step rebuilds ``m_n = (1 - decay^n) e_n``
-(``n = state.step``) and applies optax's update. So the state has the same pytree, shardings
-and checkpoint layout as the parameters, and no extra copy of the model is held. ``e_0`` (no
-step taken) is any value, conventionally the initial parameters: ``m_0 = 0 * e_0 = 0``.
+sampling and fine-tunes read) rather than ``m_n``, so the state has the same pytree, shardings
+and checkpoint layout as the parameters and no extra copy of the model is held. Substituting
+``m_n = (1 - decay^n) e_n`` into optax's update gives the same recursion on ``e`` directly,
+
+    e_{n+1} = e_n + w_{n+1} (p_{n+1} - e_n),    w_{n+1} = (1 - decay) / (1 - decay^(n+1)),
+
+which is what :func:`ema_update` computes (``tests/training/test_ema.py`` checks it against
+``optax.ema(decay, debias=True)`` run on its own accumulator). Written this way the EMA of a
+parameter that does not change (a frozen teacher) stays bit-identical to it, and the first step
+(``w_1 = 1``) returns ``p_1`` exactly. ``e_0`` (no step taken) is any value, conventionally the
+initial parameters.
 """
 
 from __future__ import annotations
@@ -24,20 +31,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def ema_update(ema_params: Any, params: Any, decay: float, count: jax.Array) -> Any:
     """``e_{n+1}`` from ``e_n = ema_params``, ``p_{n+1} = params`` and ``n = count`` (int).
 
-    The decay is taken in float32 so that ``1 - decay`` in the update and ``1 - decay^n`` in
-    the bias correction are rounded alike (with a Python float the first step's weight would
-    be ``(1 - decay) / (1 - float32(decay)) != 1``).
+    The decay is taken in float32 so that ``1 - decay`` and ``1 - decay^(n+1)`` are rounded
+    alike (the first step's weight is exactly 1, and then ``p_1`` is returned as it is).
     """
     decay = jnp.float32(decay)
     count = jnp.asarray(count, jnp.int32)
-    scale = 1.0 - decay**count  # 0 at count 0: the accumulator starts at zero
-    biased = jax.tree.map(lambda e: e * scale.astype(e.dtype), ema_params)
-    tx = optax.ema(decay, debias=True)
-    debiased, _ = tx.update(params, optax.EmaState(count=count, ema=biased))
-    return debiased
+    weight = (1.0 - decay) / (1.0 - decay ** (count + 1))
+
+    def update(e, p):
+        w = weight.astype(e.dtype)
+        p = p.astype(e.dtype)
+        return jnp.where(w >= 1, p, e + w * (p - e))  # w = 1: first step, or decay 0
+
+    return jax.tree.map(update, ema_params, params)

@@ -78,7 +78,7 @@ def test_checkpoint_restores_bit_exactly_across_mesh_shapes(tmp_path):
     state, meta = Checkpointer(str(tmp_path / "ckpt8")).restore(1, exp.abstract_state())
     saved = np.load(tmp_path / "saved.npz")
     leaves = jax.tree.leaves(state)
-    assert meta == {"devices": 8} and len(leaves) == len(saved.files)
+    assert meta["devices"] == 8 and len(leaves) == len(saved.files)
     for i, leaf in enumerate(leaves):
         np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
 
