@@ -23,6 +23,15 @@ evaluation batch). A second study varies M at one setting to see when held-out e
 improving.
 
 Writes ``results/learned_solvers.json`` and ``results/learned_solvers.png``.
+
+``--digits_workdir=RUN`` (a class-conditional ``sklearn_digits`` run) instead measures only the
+``digits`` problem and adds it to the stored JSON: the guided field at the run's evaluation
+CFG scale, held-out noises and labels, a fixed fine reference (``--digits_reference``, default
+``rk4:32``: an adaptive solve of the UNet is slow on a CPU), calibration noises and labels from
+their own keys. Per NFE: the best fixed setting (Euler, Heun, midpoint, DPM-Solver++ 2M,
+UniPC-2 on the uniform, logSNR and diffusers grids), Euler on the BOSS grid (Euler jump costs
+between RK4 states on ``--digits_boss_fine`` uniform steps) and bespoke UniPC-2 (``init="best"``).
+No peer sampler was run on this model.
 """
 
 from __future__ import annotations
