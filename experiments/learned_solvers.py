@@ -23,6 +23,15 @@ evaluation batch). A second study varies M at one setting to see when held-out e
 improving.
 
 Writes ``results/learned_solvers.json`` and ``results/learned_solvers.png``.
+
+``--digits_workdir=RUN`` (a class-conditional ``sklearn_digits`` run) instead measures only the
+``digits`` problem and adds it to the stored JSON: the guided field at the run's evaluation
+CFG scale, held-out noises and labels, a fixed fine reference (``--digits_reference``, default
+``rk4:32``: an adaptive solve of the UNet is slow on a CPU), calibration noises and labels from
+their own keys. Per NFE: the best fixed setting (Euler, Heun, midpoint, DPM-Solver++ 2M,
+UniPC-2 on the uniform, logSNR and diffusers grids), Euler on the BOSS grid (Euler jump costs
+between RK4 states on ``--digits_boss_fine`` uniform steps) and bespoke UniPC-2 (``init="best"``).
+No peer sampler was run on this model.
 """
 
 from __future__ import annotations
@@ -155,7 +164,18 @@ def main():
     parser.add_argument("--size_setting", default="gmm64d:4,gmm64d:8")
     parser.add_argument("--init", default="best", help="grid spec the optimisation starts from")
     parser.add_argument("--workdir", default=None, help="trained run for the 'model' problem")
+    parser.add_argument("--digits_workdir", default=None, help="class-conditional digits run")
+    parser.add_argument("--digits_nfes", default="2,4,6,8")
+    parser.add_argument("--digits_heldout", type=int, default=256)
+    parser.add_argument("--digits_reference", default="rk4:32")
+    parser.add_argument("--digits_boss_fine", type=int, default=48)
     args = parser.parse_args()
+    if args.digits_workdir:  # the digits problem only; appended to the stored results
+        with open(os.path.join(RESULTS, "learned_solvers.json"), encoding="utf-8") as f:
+            out = json.load(f)
+        digits_section(args, out)
+        print("appended 'digits' to results/learned_solvers.json")
+        return
     if args.workdir and "model" not in args.problems.split(","):
         args.problems += ",model"
     sweep = stored_sweep()
@@ -236,6 +256,136 @@ def main():
             _write(out)
     plot(out, os.path.join(RESULTS, "learned_solvers.png"))
     print("wrote results/learned_solvers.json and results/learned_solvers.png")
+
+
+DIGITS_FIXED = ("euler", "heun", "midpoint", "dpm++2m", "unipc2")
+DIGITS_GRIDS = ("uniform", "logsnr", "diffusers")
+
+
+class DigitsProblem:
+    """The trained class-conditional digits model under its evaluation CFG scale.
+
+    ``velocity(x, t, y)`` is the guided field ``v_null + w (v_y - v_null)`` with ``w`` the run's
+    ``eval.cfg_scale``; the held-out batch (noises ``[n, 8, 8, 1]`` and labels) is drawn from
+    its own keys and its reference is a fixed fine solve (``reference``, e.g. ``rk4:32``).
+    """
+
+    def __init__(self, workdir: str, n: int, reference: str):
+        from flowjax.sampling import load_run
+        from flowjax.training.evaluate import make_velocity_fn
+
+        config, exp, params, step = load_run(workdir)
+        self.cfg_scale = float(config.eval.cfg_scale)
+        self.num_classes = int(exp.num_classes)
+        self.shape = tuple(exp.data.element_shape)
+        self.checkpoint_step = step
+        v = make_velocity_fn(exp.apply_fn, num_classes=exp.num_classes, cfg_scale=self.cfg_scale)
+        self.velocity = lambda x, t, c: v(params, x, t, c)
+        self.x0, self.cond = self.draw(n, 7)
+        self.ref, self.ref_nfe = learned.reference_endpoints(
+            self.velocity, self.x0, self.cond, reference
+        )
+
+    def draw(self, m: int, seed: int):
+        k_x, k_c = jax.random.split(jax.random.PRNGKey(seed))
+        x0 = jax.random.normal(k_x, (m, *self.shape))
+        return x0, jax.random.randint(k_c, (m,), 0, self.num_classes)
+
+    def error(self, x) -> float:
+        return float(jnp.sqrt(jnp.mean((jnp.asarray(x, jnp.float32) - self.ref) ** 2)))
+
+
+def digits_section(args, out: dict) -> dict:
+    """Fixed (best of solver x grid), BOSS (Euler on the BOSS grid) and learned (bespoke UniPC-2
+    from the best fixed grid) on held-out noises and labels of the trained digits model; stored
+    as ``out["digits"]`` and written after every NFE."""
+    from flowjax.solvers import boss
+
+    problem = DigitsProblem(args.digits_workdir, args.digits_heldout, args.digits_reference)
+    x0, cond = problem.draw(args.calibration, 1000 + args.seed)  # calibration: its own keys
+    t0 = time.perf_counter()
+    x_ref, ref_nfe = learned.reference_endpoints(problem.velocity, x0, cond, args.digits_reference)
+    ref_seconds = time.perf_counter() - t0
+    nfes = [int(n) for n in args.digits_nfes.split(",")]
+    runs = {
+        s: jax.jit(
+            lambda a, c, g, s=solvers.make_solver(s): solvers.sample(s, problem.velocity, a, g, c)
+        )
+        for s in DIGITS_FIXED
+    }
+    # BOSS: one cost matrix (Euler jumps between RK4 states on a fine uniform grid) for all K.
+    t0 = time.perf_counter()
+    fine = np.asarray(learned.init_grid("uniform", args.digits_boss_fine))
+    traj = boss.reference_trajectories(problem.velocity, x0, fine, cond, solver=solvers.RK4())
+    costs = boss.jump_costs(problem.velocity, traj, fine, cond)
+    boss_seconds = time.perf_counter() - t0
+    res = {
+        "note": (
+            "no peer numbers exist for this model (the solver sweep does not cover it); fixed "
+            "= best held-out error over the fixed solver x grid settings at exactly this NFE"
+        ),
+        "model": "class-conditional UNet on sklearn_digits (8x8x1), EMA weights",
+        "checkpoint_step": problem.checkpoint_step,
+        "cfg_scale": problem.cfg_scale,
+        "heldout": args.digits_heldout,
+        "calibration": args.calibration,
+        "iters": args.iters,
+        "reference": args.digits_reference,
+        "reference_nfe": ref_nfe,
+        "reference_seconds": ref_seconds,
+        "boss_fine_steps": args.digits_boss_fine,
+        "boss_cost_seconds": boss_seconds,
+        "fixed_solvers": list(DIGITS_FIXED),
+        "fixed_grids": list(DIGITS_GRIDS),
+        "command": (
+            "python experiments/learned_solvers.py --digits_workdir=RUN "
+            f"--digits_nfes={args.digits_nfes} --digits_heldout={args.digits_heldout} "
+            f"--digits_reference={args.digits_reference} "
+            f"--digits_boss_fine={args.digits_boss_fine} --calibration={args.calibration} "
+            f"--iters={args.iters}"
+        ),
+        "nfe": {},
+    }
+    out["digits"] = res
+    for nfe in nfes:
+        fixed = {}
+        for name, run in runs.items():
+            solver = solvers.make_solver(name)
+            try:
+                k = solver.num_steps_for_nfe(nfe)
+            except ValueError:
+                continue
+            for g in DIGITS_GRIDS:
+                try:
+                    grid = jnp.asarray(learned.init_grid(g, k), jnp.float32)
+                except ValueError:
+                    continue
+                fixed[f"{name}/{g}"] = problem.error(run(problem.x0, problem.cond, grid))
+        best_fixed = min(fixed, key=fixed.get)
+        idx, _ = boss.bellman_path(costs, nfe)
+        boss_grid = jnp.asarray(fine[idx], jnp.float32)
+        boss_err = problem.error(runs["euler"](problem.x0, problem.cond, boss_grid))
+        r = calibrate(
+            problem, "bespoke", "unipc2", nfe, x0, cond, x_ref, args.iters, args.seed, "best"
+        )
+        row = {
+            "fixed": [fixed[best_fixed], best_fixed],
+            "fixed_all": fixed,
+            "boss": [boss_err, "euler/boss"],
+            "boss_grid": [float(t) for t in fine[idx]],
+            "learned": [r["heldout_error"], "bespoke:unipc2"],
+            "learned_detail": r,
+            "learned_over_fixed": r["heldout_error"] / fixed[best_fixed],
+        }
+        res["nfe"][nfe] = row
+        print(
+            f"digits NFE={nfe}: fixed {row['fixed'][0]:.4g} ({best_fixed}), BOSS {boss_err:.4g}, "
+            f"learned {r['heldout_error']:.4g} ({r['seconds']:.1f}s): "
+            f"learned/fixed {row['learned_over_fixed']:.2f}",
+            flush=True,
+        )
+        _write(out)
+    return res
 
 
 def _write(out):
