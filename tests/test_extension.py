@@ -53,3 +53,29 @@ def test_unknown_names_list_the_registered_ones():
         objectives.make_objective({"name": "nope"})
     with pytest.raises(ValueError, match="ralston"):
         solvers.make_solver("nope")
+
+
+def test_objective_hooks_have_typed_defaults():
+    base = endpoint_regression.EndpointRegression()
+    assert (base.average_velocity, base.data_free, base.frozen, base.batch_keys) == (
+        False,
+        False,
+        (),
+        ("x1",),
+    )
+    assert base.build_model(lambda use_end_time: ("net", use_end_time)) == ("net", False)
+    tree = {"w": jnp.ones(2)}
+    assert base.initial_params(tree, tree) is tree
+    with pytest.raises(ValueError, match="do not match"):
+        base.initial_params(tree, {"v": jnp.ones(2)})
+    assert objectives.MeanFlow().build_model(lambda e: e) is True  # average velocity
+    assert objectives.Reflow.batch_keys == ("x0", "x1")
+
+
+def test_experiment_refuses_an_undeclared_objective():
+    class LossOnly:
+        def loss_fn(self, params, apply_fn, batch, key):
+            return 0.0, {}
+
+    with pytest.raises(TypeError, match="subclass flowjax.objectives.Objective"):
+        Experiment(tiny_config(), objective=LossOnly())
