@@ -124,11 +124,14 @@ class DataSource(Protocol):
     def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-_REQUIRED = ("kind", "name", "element_shape", "num_classes", "iterator", "eval_array")
+# What building a model needs; ``iterator`` and ``eval_array`` are needed only once training or
+# evaluation reads data (a shape-only stand-in builds an experiment without them).
+_REQUIRED = ("kind", "name", "element_shape", "num_classes")
 
 
 def check_source(source: Any) -> Any:
-    """``source`` if it has the required members of :class:`DataSource`, else a clear error."""
+    """``source`` if it describes its data (:class:`DataSource`'s ``kind``, ``name``,
+    ``element_shape``, ``num_classes``), else a clear error naming what is missing."""
     missing = [m for m in _REQUIRED if not hasattr(source, m)]
     if missing:
         raise TypeError(
