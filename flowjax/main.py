@@ -73,7 +73,7 @@ def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO chatter
-    import jax
+    import jax  # deferred: flags parse and --help answer without loading jax
 
     if FLAGS.coordinator_address or FLAGS.num_processes:
         from flowjax.parallel import multihost

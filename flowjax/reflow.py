@@ -48,6 +48,8 @@ def make_pair_sampler(
     atol: float = 1e-5,
 ):
     """``(run(params, x0, labels) -> x1, description)`` for the teacher of ``exp``."""
+    # Deferred to first use, as every import of jax in this command-line module: ``--help``
+    # and flag errors answer without loading jax.
     import jax
 
     from flowjax import solvers, timesteps
@@ -105,7 +107,7 @@ def generate_pairs(
     import numpy as np
 
     from flowjax.data import pairs
-    from flowjax.sampling import load_run
+    from flowjax.training import load_run
 
     teacher = os.path.abspath(os.path.expanduser(teacher))
     config, exp, params, step = load_run(teacher)

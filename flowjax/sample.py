@@ -57,7 +57,7 @@ def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    from flowjax.sampling import run_sampling
+    from flowjax.sampling import run_sampling  # deferred: --help answers without loading jax
 
     try:
         report = run_sampling(

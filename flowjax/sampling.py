@@ -5,9 +5,10 @@ EMA parameters (noise at t = 0 to data at t = 1) under one (solver, NFE, grid) s
 the samples with the training evaluator against the run's own held-out data (or skips the
 scores, saying why, where :func:`run_data` cannot rebuild that data) and writes
 ``<label>.png/.npz/.json``; see
-:mod:`flowjax.sample` for the command line and the outputs. :func:`load_run` and
-:func:`boss_grid` are its building blocks (kept importable here because the module name
-``flowjax.sample`` is also the package's ``sample`` function).
+:mod:`flowjax.sample` for the command line and the outputs. :func:`boss_grid` and
+:func:`flowjax.training.restore.load_run` (re-exported here) are its building blocks (kept
+importable here because the module name ``flowjax.sample`` is also the package's ``sample``
+function).
 """
 
 from __future__ import annotations
@@ -18,99 +19,18 @@ import os
 import time
 from typing import Any
 
+import jax
+import numpy as np
+
+from flowjax import solvers, timesteps
+from flowjax.solvers import bespoke, boss
+from flowjax.training.evaluate import Evaluator, sampler_label
+from flowjax.training.experiment import load_run
+from flowjax.training.restore import run_data
+
 log = logging.getLogger(__name__)
 
-
-def run_data(config: Any) -> Any:
-    """The data a run was trained on, rebuilt from its ``config.json``, or, where that is not
-    possible, a :class:`~flowjax.data.RecordedShapeSource` (the recorded shape, no examples)
-    whose ``reason`` says why.
-
-    The run's ``dataset`` record (:func:`flowjax.data.describe_source`) decides: data built from
-    the config is rebuilt (for ``kind="array"`` from the recorded file) and must have the
-    recorded fingerprint; data passed in code is used only if the config happens to rebuild the
-    same fingerprint. Runs from before the record are rebuilt from the config as they are.
-    """
-    import jax
-
-    from flowjax import data as data_lib
-
-    try:
-        rebuilt, error = (
-            data_lib.make_source(
-                config.data,
-                batch_size=int(config.train.batch_size),
-                seed=int(config.seed),
-                shard_index=jax.process_index(),
-                shard_count=jax.process_count(),
-            ),
-            None,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        rebuilt, error = None, err
-    record = config.get("dataset", None)
-    if record is None:
-        if error is not None:
-            raise error
-        return rebuilt
-    record = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-    recorded = record.get("fingerprint", None)
-    fingerprint = getattr(rebuilt, "fingerprint", None)
-    fingerprint = fingerprint() if callable(fingerprint) else None
-    what = f"{record['name']!r} {tuple(record['element_shape'])}"
-    if record.get("built_from") == "code":
-        if recorded is not None and fingerprint == recorded:
-            return rebuilt
-        reason = (
-            f"the run was trained on data passed in code ({what}) that its config.json does not "
-            "rebuild; retrain from a config (e.g. data.kind='array' with data.path) to score it"
-        )
-    elif error is not None:
-        reason = f"its data {what} cannot be rebuilt from config.json: {error}"
-    elif recorded is not None and fingerprint is not None and fingerprint != recorded:
-        where = f" at {record['path']}" if record.get("path") else ""
-        reason = (
-            f"its data {what}{where} has changed since training (sha256 {fingerprint[:12]}..., "
-            f"recorded {recorded[:12]}...)"
-        )
-    else:
-        return rebuilt
-    return data_lib.RecordedShapeSource(record, reason)
-
-
-def load_run(workdir: str, *, num_samples: int | None = None):
-    """``(config, experiment, ema_params, step)`` of the newest verified checkpoint in
-    ``workdir`` (read only: a checkpoint that fails is skipped with a warning, never moved).
-
-    The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
-    stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
-    """
-    import ml_collections
-
-    from flowjax.training import Checkpointer, Experiment
-    from flowjax.training.workdir import read_config_json
-
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{workdir} has no config.json; train there first with flowjax.main")
-    config = ml_collections.ConfigDict(read_config_json(path))
-    if num_samples is not None:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples={num_samples}: must be >= 1")
-        config.eval.num_samples = int(num_samples)
-    exp = Experiment(config, data=run_data(config))
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise ValueError(f"no checkpoints in {workdir}; train there first with flowjax.main")
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    try:
-        restored = ckpt.restore_latest(exp.abstract_state(), move_aside=False)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise ValueError(f"no readable checkpoint in {workdir}/checkpoints")
-    state, _, step = restored
-    return config, exp, state.ema_params, int(step)
+__all__ = ["boss_grid", "load_run", "run_data", "run_sampling"]
 
 
 def boss_grid(
@@ -128,10 +48,6 @@ def boss_grid(
     seed: int = 0,
 ):
     """The BOSS schedule for ``solver`` with ``num_steps`` steps: stored, or computed and stored."""
-    import jax
-
-    from flowjax import solvers
-    from flowjax.solvers import boss
 
     store = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json"))
     costed = solver if not boss.uses_euler_cost(solver) else None
@@ -177,11 +93,6 @@ def run_sampling(
     out_dir: str | None = None,
 ) -> dict[str, Any]:
     """Everything the CLI does; returns the report written to ``<label>.json``."""
-    import jax
-    import numpy as np
-
-    from flowjax import solvers, timesteps
-    from flowjax.training.evaluate import Evaluator, sampler_label
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if int(nfe) < 1:
@@ -190,7 +101,6 @@ def run_sampling(
         raise ValueError(f"num_samples={num_samples}: must be >= 1")
     if solver_name == "boss":
         solver_name, grid_spec = "euler", "boss"
-    from flowjax.solvers import bespoke
 
     learned_name = solver_name if bespoke.is_learned_setting(solver_name, grid_spec) else None
     if learned_name is not None:  # stored learned grid / coefficients (flowjax.calibrate)

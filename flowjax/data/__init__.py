@@ -5,6 +5,14 @@ Importing this package registers the tfds builder ``sklearn_digits``, so
 Nothing here imports TensorFlow or downloads anything.
 """
 
+from flowjax.data.base import (
+    BatchLayout,
+    DataSource,
+    check_source,
+    device_batch_fn,
+    fingerprint_of,
+    has_eval_data,
+)
 from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
@@ -37,6 +45,12 @@ from flowjax.data.tfds_pipeline import (
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
 
 __all__ = [
+    "BatchLayout",
+    "DataSource",
+    "check_source",
+    "device_batch_fn",
+    "fingerprint_of",
+    "has_eval_data",
     "ArrayFileSource",
     "ArraySource",
     "RecordedShapeSource",

@@ -26,7 +26,7 @@ Each record is one pair ``{"x0": float32 [*element_shape], "x1": float32 [*eleme
 
 Training (:class:`PairSource`) reads the pairs in the order of :mod:`flowjax.data.tfds_pipeline`
 (a fresh permutation per epoch, global batch ``k`` a pure function of ``(seed, k)``), with the
-source contract of :mod:`flowjax.data.sources`.
+source contract of :class:`flowjax.data.base.DataSource`.
 
 Example::
 
@@ -55,12 +55,8 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from tqdm import tqdm
 
-from flowjax.data.tfds_pipeline import (
-    Batch,
-    BatchOrder,
-    DatasetNotFoundError,
-    check_batch_layout,
-)
+from flowjax.data.base import BatchLayout
+from flowjax.data.tfds_pipeline import Batch, BatchOrder, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -629,7 +625,7 @@ def load_pairs(out_dir: str | os.PathLike, chunk_size: int = 1024) -> dict[str, 
 
 
 class PairSource:
-    """Reflow pairs as a training source (the contract of :mod:`flowjax.data.sources`).
+    """Reflow pairs as a training source (the contract of :class:`flowjax.data.base.DataSource`).
 
     Batches are ``{"x0": float32 [b, ...], "x1": float32 [b, ...], "label": int32 [b]}``
     (``label`` only for conditional pairs), ``b = batch_size // shard_count``; a pair's ``x0``
@@ -681,12 +677,7 @@ class PairSource:
         prefetch_buffer_size: int | None = None,
         in_memory: bool | None = None,
     ):
-        check_batch_layout(
-            global_batch_size=batch_size,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-        )
+        BatchLayout(batch_size, shard_index, shard_count, seed)  # a clear error before any I/O
         self.data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
         self.manifest, self._source = _open_complete(self.data_dir)
         shape = tuple(self.manifest["element_shape"])

@@ -1,11 +1,10 @@
 """Training data sources built from the ``data`` config section.
 
-A source has ``kind`` (``"points"`` or ``"images"``), ``name``, ``element_shape``,
-``num_classes`` (``None`` if unlabelled), ``iterator(start_step)`` yielding this process's
-part of global batch ``start_step, start_step + 1, ...`` as a dict ``{"x1": [b, ...],
-"label": [b]}`` (``label`` only for labelled data), and ``eval_array(n)`` returning held-out
-data ``(x [n, ...], labels or None)``. Batch ``k`` is a pure function of the seed and ``k``, so a
-resumed run sees exactly the batches an uninterrupted run would have seen.
+Every source follows :class:`flowjax.data.base.DataSource` (``kind``, ``name``,
+``element_shape``, ``num_classes``, ``iterator(start_step)``, ``eval_array(n)``, optional
+``device_batch`` and ``fingerprint``) and splits each global batch over the processes with
+the one :class:`flowjax.data.base.BatchLayout`. Batch ``k`` is a pure function of the seed and
+``k``, so a resumed run sees exactly the batches an uninterrupted run would have seen.
 
 Config fields:
 - ``kind="toy2d"``: ``name`` (see :func:`flowjax.data.toy2d.sample_toy`).
@@ -36,6 +35,8 @@ import jax
 import numpy as np
 
 from flowjax.data import toy2d
+from flowjax.data.base import BatchLayout, fingerprint_of, step_iterator
+from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
 
 
@@ -49,20 +50,16 @@ class ToySource:
     def __init__(
         self, name: str, *, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1
     ):
-        if batch_size % shard_count:
-            raise ValueError(f"batch_size={batch_size} is not divisible by {shard_count} processes")
+        self.layout = BatchLayout(batch_size, shard_index, shard_count)
         toy2d.sample_toy(name, jax.random.PRNGKey(0), 1)  # validates the name
         self.name = name
         self.batch_size = batch_size
-        self.local = batch_size // shard_count
-        self.offset = shard_index * self.local
         self._key = jax.random.PRNGKey(seed)
         self._eval_key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
-        lo, hi = self.offset, self.offset + self.local
-        key = self._key
+        key, layout = self._key, self.layout
 
         def batch(step):
-            return toy2d.sample_toy(name, jax.random.fold_in(key, step), batch_size)[lo:hi]
+            return layout.local(toy2d.sample_toy(name, jax.random.fold_in(key, step), batch_size))
 
         self._batch = jax.jit(batch)
 
@@ -81,10 +78,7 @@ class ToySource:
         }
 
     def iterator(self, start_step: int = 0) -> Iterator[dict]:
-        step = start_step
-        while True:
-            yield self.get_batch(step)
-            step += 1
+        return step_iterator(self.get_batch, start_step)
 
     def eval_array(self, n: int) -> tuple[np.ndarray, None]:
         return np.asarray(toy2d.sample_toy(self.name, self._eval_key, n)), None
@@ -165,40 +159,33 @@ class ArraySource:
         sizes = {k: np.shape(v)[0] for k, v in arrays.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"all arrays need the same number of rows; got {sizes}")
-        if batch_size % shard_count:
-            raise ValueError(f"batch_size={batch_size} is not divisible by {shard_count} processes")
+        self.layout = BatchLayout(batch_size, shard_index, shard_count)
         self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
         self.num_examples = next(iter(sizes.values()))
         self.base = base
         self.kind, self.name = base.kind, base.name
         self.element_shape, self.num_classes = tuple(base.element_shape), base.num_classes
         self.batch_size = batch_size
-        self.local = batch_size // shard_count
-        self.offset = shard_index * self.local
         self._key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
 
     def rows(self, step: int) -> np.ndarray:
         key = jax.random.fold_in(self._key, step)
         rows = np.asarray(jax.random.randint(key, (self.batch_size,), 0, self.num_examples))
-        return rows[self.offset : self.offset + self.local]
+        return self.layout.local(rows)
 
     def get_batch(self, step: int) -> dict:
         rows = self.rows(step)
         return {k: v[rows] for k, v in self.arrays.items()}
 
     def iterator(self, start_step: int = 0) -> Iterator[dict]:
-        step = start_step
-        while True:
-            yield self.get_batch(step)
-            step += 1
+        return step_iterator(self.get_batch, start_step)
 
     def eval_array(self, n: int):
         return self.base.eval_array(n)
 
     def fingerprint(self) -> str:
         """sha256 of the training arrays (and the base data set's fingerprint)."""
-        base = getattr(self.base, "fingerprint", None)
-        return _sha256_arrays(self.arrays, extra=base() if callable(base) else "")
+        return _sha256_arrays(self.arrays, extra=fingerprint_of(self.base) or "")
 
 
 def _sha256_text(text: str) -> str:
@@ -368,13 +355,12 @@ def describe_source(source: Any, *, from_config: bool) -> dict:
     ``num_classes``, ``fingerprint`` (sha256 from the source's ``fingerprint()``, ``None`` if it
     has none), ``path`` / ``eval_path`` (file data), and ``built_from`` (``"config"`` or
     ``"code"``: passed to ``train_and_evaluate(data=...)``)."""
-    fp = getattr(source, "fingerprint", None)
     record = {
         "name": str(source.name),
         "kind": str(source.kind),
         "element_shape": [int(d) for d in source.element_shape],
         "num_classes": None if source.num_classes is None else int(source.num_classes),
-        "fingerprint": fp() if callable(fp) else None,
+        "fingerprint": fingerprint_of(source),
         "built_from": "config" if from_config else "code",
     }
     for key in ("path", "eval_path"):
@@ -401,8 +387,6 @@ def make_source(
     )
     pairs_dir = cfg.get("pairs_dir", None) if pairs else None
     if pairs_dir:
-        from flowjax.data.pairs import PairSource
-
         base = make_source(cfg, pairs=False, **common)
         return PairSource(os.path.expanduser(pairs_dir), base=base, **common)
     if kind == "toy2d":

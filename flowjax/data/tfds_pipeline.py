@@ -54,6 +54,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from flowjax.data.base import BatchLayout, check_batch_layout
 from flowjax.data.digits import DIGITS_NAME, prepare_digits
 
 Batch = dict[str, np.ndarray]
@@ -219,27 +220,6 @@ def _stack(examples: list[dict[str, np.ndarray]]) -> Batch:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def check_batch_layout(
-    *, global_batch_size: Any, seed: Any, shard_index: Any, shard_count: Any
-) -> None:
-    """Raise a ``ValueError`` a user can act on unless the batch/process layout is valid."""
-    if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
-        raise ValueError(f"global_batch_size={global_batch_size!r}; pass a positive int.")
-    if shard_count <= 0 or not 0 <= shard_index < shard_count:
-        raise ValueError(
-            f"shard_index={shard_index}, shard_count={shard_count}; need "
-            "0 <= shard_index < shard_count (e.g. jax.process_index(), jax.process_count())."
-        )
-    if global_batch_size % shard_count:
-        raise ValueError(
-            f"global_batch_size={global_batch_size} is not divisible by "
-            f"shard_count={shard_count}; choose a global batch size that is a multiple of the "
-            "number of processes."
-        )
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}; pass a non-negative int.")
-
-
 class BatchOrder:
     """The order of the module docstring, for any random-access set of ``N`` examples.
 
@@ -273,12 +253,7 @@ class BatchOrder:
         num_threads: int = 8,
         prefetch_buffer_size: int | None = None,
     ):
-        check_batch_layout(
-            global_batch_size=global_batch_size,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-        )
+        self.layout = BatchLayout(global_batch_size, shard_index, shard_count, seed)
         if num_examples < 1:
             raise ValueError(f"num_examples={num_examples}; the data set is empty.")
         if num_threads < 1:
@@ -288,7 +263,7 @@ class BatchOrder:
         self.global_batch_size = int(global_batch_size)
         self.shard_index = int(shard_index)
         self.shard_count = int(shard_count)
-        self.local_batch_size = self.global_batch_size // self.shard_count
+        self.local_batch_size = self.layout.local_batch_size
         self.read_options = grain.ReadOptions(
             num_threads=int(num_threads),
             prefetch_buffer_size=int(prefetch_buffer_size or max(2 * self.local_batch_size, 16)),
@@ -308,7 +283,7 @@ class BatchOrder:
 
     def position(self, step: int, row: int) -> int:
         """The stream position of this process's row ``row`` of global batch ``step``."""
-        return step * self.global_batch_size + self.shard_index * self.local_batch_size + row
+        return self.layout.position(step, row)
 
     def epoch_permutation(self, epoch: int) -> np.ndarray:
         """The example indices of epoch ``epoch``, in stream order (a permutation of ``N``).

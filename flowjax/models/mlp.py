@@ -28,6 +28,11 @@ class MLPVelocity(nn.Module):
     use_end_time: bool = False
     end_time_scale: float | None = None  # scale of t_end - t (None: time_scale)
 
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Any ``[B, ...]`` with at least one feature works (examples are flattened)."""
+        if len(shape) < 2 or min(shape[1:]) < 1:
+            raise ValueError(f"MLPVelocity takes x [B, ...] with features; got shape {shape}")
+
     @nn.compact
     def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
         del train

@@ -57,16 +57,22 @@ class UNetVelocity(nn.Module):
     use_end_time: bool = False
     end_time_scale: float | None = None  # scale of t_end - t (None: time_scale)
 
-    @nn.compact
-    def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
-        if x.ndim != 4:
-            raise ValueError(f"UNetVelocity takes images [B, H, W, C]; got shape {x.shape}")
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Raise a clear ``ValueError`` unless ``shape`` is ``[B, H, W, C]`` with ``H`` and
+        ``W`` divisible by ``2 ** (len(channel_mults) - 1)``."""
+        shape = tuple(shape)
+        if len(shape) != 4:
+            raise ValueError(f"UNetVelocity takes images [B, H, W, C]; got shape {shape}")
         factor = 2 ** (len(self.channel_mults) - 1)
-        if x.shape[1] % factor or x.shape[2] % factor:
+        if shape[1] % factor or shape[2] % factor:
             raise ValueError(
-                f"image size {x.shape[1:3]} must be divisible by {factor} for "
+                f"image size {shape[1:3]} must be divisible by {factor} for "
                 f"channel_mults={tuple(self.channel_mults)}"
             )
+
+    @nn.compact
+    def __call__(self, x, t, cond=None, *, t_end=None, train: bool = False):
+        self.check_input(x.shape)
         emb_dim = 4 * self.base_channels
         emb = ConditioningEmbedding(
             emb_dim,

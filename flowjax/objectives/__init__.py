@@ -7,7 +7,7 @@
 Build one from a config section with :func:`make_objective`.
 """
 
-from flowjax.objectives.base import ApplyFn, Objective
+from flowjax.objectives.base import ApplyFn, Objective, check_same_structure
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import FlowMatching
 from flowjax.objectives.freeflow import FreeFlow, FreeFlowNetworks
@@ -15,11 +15,17 @@ from flowjax.objectives.guidance import cfg_velocity, drop_labels
 from flowjax.objectives.losses import L2, PseudoHuber, make_loss
 from flowjax.objectives.meanflow import MeanFlow, effective_guidance_scale, kappa_for_scale
 from flowjax.objectives.reflow import Reflow
-from flowjax.objectives.registry import make_objective
+from flowjax.objectives.registry import (
+    OBJECTIVES,
+    make_objective,
+    objective_names,
+    register_objective,
+)
 
 __all__ = [
     "ApplyFn",
     "Objective",
+    "check_same_structure",
     "FlowMatching",
     "MeanFlow",
     "Reflow",
@@ -33,5 +39,8 @@ __all__ = [
     "L2",
     "PseudoHuber",
     "make_loss",
+    "OBJECTIVES",
+    "objective_names",
+    "register_objective",
     "make_objective",
 ]

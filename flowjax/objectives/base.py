@@ -1,7 +1,7 @@
-"""The objective contract.
+"""The objective contract: :class:`Objective`, the base every training objective subclasses.
 
-An objective is a small immutable value whose hyperparameters are its fields. It exposes one
-pure function, ready for ``jax.value_and_grad(..., has_aux=True)``::
+An objective is a small immutable value (a frozen dataclass) whose hyperparameters are its
+fields. It exposes one pure function, ready for ``jax.value_and_grad(..., has_aux=True)``::
 
     loss_fn(params, apply_fn, batch, key) -> (loss, metrics)
 
@@ -9,27 +9,37 @@ pure function, ready for ``jax.value_and_grad(..., has_aux=True)``::
 - ``apply_fn(params, x, t, cond, *, train=False, rng=None, **extra) -> output``: the network,
   with ``x [B, ...]``, ``t [B]`` in flowjax time (noise 0, data 1) and ``cond`` the labels
   ``[B]`` or ``None``. Average-velocity networks also take ``t_end=[B]`` in ``extra``.
-- ``batch``: a dict with the data ``"x1" [B, ...]`` and, for conditional models,
-  ``"label" [B]`` (int). Objectives draw their own noise and times from ``key``.
+- ``batch``: a dict with the keys :attr:`Objective.batch_keys` (the data ``"x1" [B, ...]``,
+  the paired noise ``"x0"`` for reflow, ...) and, for conditional models, ``"label" [B]``
+  (int). Objectives draw their own noise and times from ``key``.
 - ``metrics``: a dict of scalar arrays (averaged over the batch), logged as they are.
 
-Optional attributes, read by :class:`flowjax.training.Experiment` (absent = the default):
+The hooks :class:`flowjax.training.Experiment` reads, each with a typed default on the base
+(a subclass overrides the class attribute or the method):
 
 - ``average_velocity`` (False): the network models ``u(x, s, cond, t_end)`` (MeanFlow); the
   config's network is built with ``use_end_time`` and sampled with ``flowmap``.
-- ``build_model(make) -> nn.Module``: an objective with several networks wraps them in one
-  module; ``make(use_end_time)`` builds the config's network.
+- ``data_free`` (False): the batch only fixes the batch size and shapes; no data are read.
+- ``frozen`` (()): top-level parameter groups that are never updated (no optimizer state).
+- ``batch_keys`` (``("x1",)``): the batch entries ``loss_fn`` reads besides ``"label"``.
+- ``build_model(make) -> nn.Module``: ``make(use_end_time)`` builds the config's network; an
+  objective with several networks wraps them in one module (default:
+  ``make(self.average_velocity)``).
 - ``initial_params(fresh, loaded) -> params``: how a run started from another run's weights
   (``config.init.workdir``) maps them into this objective's parameter tree (default: the
-  loaded tree as it is).
-- ``frozen`` (()): top-level parameter groups that are never updated (no optimizer state).
-- ``data_free`` (False): the batch only fixes the batch size and shapes; no data are read.
+  loaded tree as it is, which must match the fresh tree's structure).
+
+Adding an objective is one file (a subclass of :class:`Objective`) and one line in
+:data:`flowjax.objectives.registry.OBJECTIVES` (or a call to
+:func:`flowjax.objectives.register_objective`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import dataclasses
+from typing import Any, Callable, ClassVar
 
+import flax.linen as nn
 import jax
 
 Array = jax.Array
@@ -37,7 +47,36 @@ ApplyFn = Callable[..., Array]
 Metrics = dict[str, Array]
 
 
-class Objective(Protocol):
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Base of every training objective; see the module docstring for the contract."""
+
+    average_velocity: ClassVar[bool] = False
+    data_free: ClassVar[bool] = False
+    frozen: ClassVar[tuple[str, ...]] = ()
+    batch_keys: ClassVar[tuple[str, ...]] = ("x1",)
+
     def loss_fn(
         self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
-    ) -> tuple[Array, Metrics]: ...
+    ) -> tuple[Array, Metrics]:
+        raise NotImplementedError(f"{type(self).__name__} must define loss_fn")
+
+    def build_model(self, make: Callable[[bool], nn.Module]) -> nn.Module:
+        """The trained module; ``make(use_end_time)`` builds the config's network."""
+        return make(self.average_velocity)
+
+    def initial_params(self, fresh: Any, loaded: Any) -> Any:
+        """This objective's parameters from another run's weights ``loaded`` (``fresh``: a
+        random initialisation of the module :meth:`build_model` returns); by default the
+        loaded tree as it is, which must have ``fresh``'s structure."""
+        check_same_structure(loaded, fresh)
+        return loaded
+
+
+def check_same_structure(given: Any, expected: Any) -> None:
+    """A clear error unless the parameter trees ``given`` and ``expected`` match."""
+    if jax.tree.structure(given) != jax.tree.structure(expected):
+        raise ValueError(
+            "the initial parameters do not match the parameters of the config's model; "
+            "start from a run trained with the same model config"
+        )

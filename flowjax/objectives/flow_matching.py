@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flowjax import paths as paths_lib
 from flowjax import timesteps
 from flowjax.objectives import guidance, losses
-from flowjax.objectives.base import ApplyFn, Metrics
+from flowjax.objectives.base import ApplyFn, Metrics, Objective
 
 Array = jax.Array
 NUM_TIME_BINS = 4
@@ -41,7 +41,7 @@ def binned_means(values: Array, t: Array, num_bins: int = NUM_TIME_BINS) -> Metr
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowMatching:
+class FlowMatching(Objective):
     """Flow-matching objective; fields are its hyperparameters.
 
     Attributes:

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 
 from flowjax import timesteps
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics
+from flowjax.objectives.base import ApplyFn, Metrics, Objective
 
 Array = jax.Array
 
@@ -128,7 +128,7 @@ def copy_matching(target: Any, source: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class FreeFlow:
+class FreeFlow(Objective):
     """Data-free flow-map distillation (module docstring); fields are its hyperparameters.
 
     Attributes:

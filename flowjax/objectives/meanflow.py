@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from flowjax import timesteps
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics
+from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import binned_means
 
@@ -118,7 +118,7 @@ def _bcast(a: Array, x: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanFlow:
+class MeanFlow(Objective):
     """The MeanFlow objective (module docstring); fields are its hyperparameters.
 
     Attributes:

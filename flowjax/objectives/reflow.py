@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from flowjax import timesteps
 from flowjax.objectives import guidance, losses
-from flowjax.objectives.base import ApplyFn, Metrics
+from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.flow_matching import binned_means
 
 Array = jax.Array
@@ -46,7 +46,7 @@ def _bcast(a: Array, x: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reflow:
+class Reflow(Objective):
     """Flow matching on pairs (module docstring); fields are its hyperparameters.
 
     Attributes:
@@ -58,6 +58,8 @@ class Reflow:
         :class:`flowjax.evaluation.LPIPS` loaded from a weight file); then the loss is
         LPIPS-Huber with ``lpips_time_weight`` ``"inverse"`` (``1/(1 - t)``) or ``"one"``.
     """
+
+    batch_keys = ("x0", "x1")
 
     time_sampler: Any = timesteps.Uniform()
     loss: Any = losses.L2()

@@ -21,14 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.objectives.base import ApplyFn, Metrics
+from flowjax.objectives.base import ApplyFn, Metrics, Objective
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class BossStraightening:
+class BossStraightening(Objective):
     """The straightening objective; ``num_classes`` for class-conditional models."""
+
+    batch_keys = ("x_a", "x_b", "a", "b")
 
     num_classes: int | None = None
 

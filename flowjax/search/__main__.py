@@ -40,7 +40,7 @@ flags.mark_flags_as_required(["workdir", "budget", "reward"])
 
 def main(argv):
     del argv
-    from flowjax.search.run import run_search
+    from flowjax.search.run import run_search  # deferred: --help without loading jax
 
     options = {"smc": {"temperature": FLAGS.temperature}, "sop": {"width": FLAGS.width}}
     try:

@@ -24,6 +24,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from flowjax.data.toy2d import eight_gaussians_centres
+from flowjax.evaluation import digits_features as df
+
 Reward = Callable[[jax.Array], jax.Array]
 
 _REWARDS: dict[str, Callable[..., Reward]] = {}
@@ -79,7 +82,6 @@ def constant(value: float = 0.0) -> Reward:
 def toy_mode(mode: float | None = 0, x: float | None = None, y: float | None = None) -> Reward:
     """``R(p) = -||p - c||^2`` for 2-D points ``p [B, 2]``; ``c`` = mode ``k`` of 8gaussians, or
     ``(x, y)`` when both are given."""
-    from flowjax.data.toy2d import eight_gaussians_centres
 
     if x is not None or y is not None:
         if x is None or y is None:
@@ -101,7 +103,6 @@ def toy_mode(mode: float | None = 0, x: float | None = None, y: float | None = N
 def digits_class(label: float = 0, cache_dir: str | None = None) -> Reward:
     """``R(x) = log p(label | x)`` of the cached digits classifier, for images ``[B, 8, 8, 1]``
     (or ``[B, 64]``) in ``[-1, 1]``."""
-    from flowjax.evaluation import digits_features as df
 
     k = int(label)
     if k != label or not 0 <= k < df.NUM_CLASSES:

@@ -21,13 +21,12 @@ import numpy as np
 
 from flowjax import plotting
 from flowjax.search import METHODS, make_proposal, make_reward, search
+from flowjax.training import load_run
+from flowjax.training.evaluate import make_velocity_fn
 
 
 def load_search_setup(workdir: str, proposal: str, num_steps: int, *, eta: float = 3.0):
     """``(proposal, experiment, params, step)`` of the run in ``workdir``."""
-    from flowjax.sampling import load_run
-    from flowjax.training.evaluate import make_velocity_fn
-
     _, exp, params, step = load_run(workdir)
     if exp.average_velocity:
         raise ValueError(

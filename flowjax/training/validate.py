@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+from flowjax import solvers
+from flowjax.training.evaluate import parse_sampler_spec
 from flowjax.training.faults import SetupError
 
 # (section, field, minimum, what it means); None values are allowed where the config says so.
@@ -93,9 +95,6 @@ def validate_config(config: Any) -> Any:
 
 
 def _check_samplers(samplers: Any) -> None:
-    from flowjax import solvers
-    from flowjax.training.evaluate import parse_sampler_spec
-
     if isinstance(samplers, str) or not hasattr(samplers, "__iter__"):
         raise SetupError(
             f"eval.samplers={samplers!r}: expected a tuple of 'solver:nfe' strings, e.g. "

@@ -1,0 +1,158 @@
+"""The data-source contract (:class:`DataSource`) and the one batch layout (:class:`BatchLayout`).
+
+A training source yields, for global batch ``k = start_step, start_step + 1, ...``, this
+process's rows of that batch. With ``B`` the global batch size and ``P`` processes, process
+``i`` holds rows ``[i b, (i + 1) b)`` of each global batch, ``b = B / P``; the row ``r`` of
+its part of batch ``k`` is the stream position ``k B + i b + r``. :class:`BatchLayout` is
+that arithmetic, written once and used by every source in :mod:`flowjax.data` (toy, array,
+array file, pairs, tfds images). Batch ``k`` is a pure function of the seed and ``k``, so a
+resumed run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+
+def check_batch_layout(
+    *, global_batch_size: Any, seed: Any, shard_index: Any, shard_count: Any
+) -> None:
+    """Raise a ``ValueError`` a user can act on unless the batch/process layout is valid."""
+    if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size <= 0:
+        raise ValueError(f"global_batch_size={global_batch_size!r}; pass a positive int.")
+    if shard_count <= 0 or not 0 <= shard_index < shard_count:
+        raise ValueError(
+            f"shard_index={shard_index}, shard_count={shard_count}; need "
+            "0 <= shard_index < shard_count (e.g. jax.process_index(), jax.process_count())."
+        )
+    if global_batch_size % shard_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by "
+            f"shard_count={shard_count}; choose a global batch size that is a multiple of the "
+            "number of processes."
+        )
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}; pass a non-negative int.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchLayout:
+    """Global batch ``k`` -> this process's rows: ``B`` rows over ``P`` processes.
+
+    Attributes:
+      global_batch_size: ``B``.
+      shard_index, shard_count: this process ``i`` and the number of processes ``P``.
+      local_batch_size: ``b = B / P`` (property).
+      offset: ``i b``, the first global row this process holds (property).
+    """
+
+    global_batch_size: int
+    shard_index: int = 0
+    shard_count: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        check_batch_layout(
+            global_batch_size=self.global_batch_size,
+            seed=self.seed,
+            shard_index=self.shard_index,
+            shard_count=self.shard_count,
+        )
+
+    @property
+    def local_batch_size(self) -> int:
+        return int(self.global_batch_size) // int(self.shard_count)
+
+    @property
+    def offset(self) -> int:
+        return int(self.shard_index) * self.local_batch_size
+
+    @property
+    def rows(self) -> slice:
+        """This process's rows of a global batch: ``[offset, offset + b)``."""
+        return slice(self.offset, self.offset + self.local_batch_size)
+
+    def position(self, step: int, row: int) -> int:
+        """The stream position of this process's row ``row`` of global batch ``step``."""
+        return int(step) * int(self.global_batch_size) + self.offset + int(row)
+
+    def local(self, global_rows: Any) -> Any:
+        """This process's part of the rows of one global batch (leading axis ``B``)."""
+        return global_rows[self.offset : self.offset + self.local_batch_size]
+
+
+def step_iterator(get_batch: Callable[[int], dict], start_step: int = 0) -> Iterator[dict]:
+    """``get_batch(start_step), get_batch(start_step + 1), ...`` (random-access sources)."""
+    step = int(start_step)
+    while True:
+        yield get_batch(step)
+        step += 1
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """What :class:`flowjax.training.Experiment`, the evaluator and the run record read.
+
+    Required:
+
+    - ``kind``: ``"points"`` or ``"images"``; ``name``: the data set's name.
+    - ``element_shape``: one example's shape; ``num_classes``: ``None`` if unlabelled.
+    - ``iterator(start_step)``: this process's rows of global batch ``start_step, ...`` as
+      dicts ``{"x1": [b, ...], "label": [b]}`` (``label`` only for labelled data; pair
+      sources add ``"x0"``), ``b`` from the source's :class:`BatchLayout`.
+    - ``eval_array(n)``: held-out data ``(x [n, ...], labels [n] or None)``.
+
+    Optional (read through :func:`device_batch_fn`, :func:`fingerprint_of` and
+    :func:`has_eval_data`, the only places that look for them):
+
+    - ``device_batch(step) -> dict``: the whole global batch as a pure, traceable function
+      of ``step`` (fused into the jitted step).
+    - ``fingerprint() -> str``: a content hash recorded with the run.
+    - ``has_eval_data`` (True): False for stand-ins that only carry shapes.
+    """
+
+    kind: str
+    name: str
+    element_shape: tuple[int, ...]
+    num_classes: int | None
+
+    def iterator(self, start_step: int = 0) -> Iterator[dict]: ...
+
+    def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+# What building a model needs; ``iterator`` and ``eval_array`` are needed only once training or
+# evaluation reads data (a shape-only stand-in builds an experiment without them).
+_REQUIRED = ("kind", "name", "element_shape", "num_classes")
+
+
+def check_source(source: Any) -> Any:
+    """``source`` if it describes its data (:class:`DataSource`'s ``kind``, ``name``,
+    ``element_shape``, ``num_classes``), else a clear error naming what is missing."""
+    missing = [m for m in _REQUIRED if not hasattr(source, m)]
+    if missing:
+        raise TypeError(
+            f"{type(source).__name__} is not a data source: it lacks {missing}; see "
+            "flowjax.data.DataSource for the members a source needs"
+        )
+    return source
+
+
+def device_batch_fn(source: Any) -> Callable[[Any], dict] | None:
+    """The source's optional ``device_batch(step)``, or ``None``."""
+    fn = getattr(source, "device_batch", None)
+    return fn if callable(fn) else None
+
+
+def fingerprint_of(source: Any) -> str | None:
+    """The source's optional ``fingerprint()``, or ``None``."""
+    fn = getattr(source, "fingerprint", None)
+    return fn() if callable(fn) else None
+
+
+def has_eval_data(source: Any) -> bool:
+    """False for sources that declare ``has_eval_data = False`` (shape-only stand-ins)."""
+    return bool(getattr(source, "has_eval_data", True))

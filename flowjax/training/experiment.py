@@ -1,0 +1,314 @@
+"""``Experiment``: everything a config builds before training (data, model, objective,
+optimizer, mesh and shardings), and :func:`load_run`, which rebuilds a saved run's experiment
+and restores its EMA weights.
+
+The experiment reads only the declared contracts of what it builds:
+:class:`flowjax.objectives.Objective` (``average_velocity``, ``data_free``, ``frozen``,
+``build_model``, ``initial_params``), :class:`flowjax.data.DataSource` (optional members through
+:func:`flowjax.data.device_batch_fn`) and the registered networks' ``check_input``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from flowjax import data as data_lib
+from flowjax import models, objectives, parallel
+from flowjax.parallel import multihost
+from flowjax.training import accounting
+from flowjax.training.checkpoint import Checkpointer
+from flowjax.training.optim import make_optimizer
+from flowjax.training.restore import run_data
+from flowjax.training.state import TrainState
+from flowjax.training.step import make_train_step
+from flowjax.training.workdir import read_config_json
+
+log = logging.getLogger(__name__)
+
+
+class Experiment:
+    """Everything built from a config, before any training: usable from a notebook.
+
+    Attributes: ``data``, ``model``, ``apply_fn``, ``objective``, ``tx``, ``mesh``, ``rules``
+    (logical-axis rules), ``state_sharding`` (a :class:`TrainState` of ``NamedSharding``s, one
+    per leaf), ``batch_sharding``, ``num_classes``, ``grad_accum_steps``. ``data`` and
+    ``objective`` replace the ones the config would build; ``devices`` (default: all devices of
+    all processes) are the devices the mesh is laid over.
+
+    Shardings are decided before anything is allocated: the state's shapes come from
+    ``jax.eval_shape`` of the initialiser with the parameters still carrying their logical axis
+    names; the rules turn those names into per-leaf shardings (the optimizer moments and the
+    EMA copy follow their parameter); ``jax.jit(init, out_shardings=...)`` then creates every
+    array directly on its devices. Configuration errors (a mesh that does not match the
+    devices, a rule naming an unknown mesh axis, a batch or a weight that does not divide over
+    its mesh axes) are raised here, before compiling.
+    """
+
+    def __init__(
+        self, config: Any, *, data: Any = None, objective: Any = None, devices: Any = None
+    ):
+        self.config = config
+        tcfg = config.train
+        self.mesh = parallel.make_mesh(dict(config.get("mesh", None) or {"data": -1}), devices)
+        self.rules = parallel.rules_from_config(config, self.mesh)
+        self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
+        self.grad_accum_steps = int(tcfg.get("grad_accum_steps", 1))
+        dp = parallel.batch_parallel_size(self.mesh, self.rules)
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps must be >= 1; got {self.grad_accum_steps}")
+        if tcfg.batch_size % (dp * self.grad_accum_steps):
+            raise ValueError(
+                f"train.batch_size={tcfg.batch_size} is not divisible by the data-parallel size "
+                f"{dp} of mesh {dict(self.mesh.shape)}"
+                + (
+                    f" times grad_accum_steps={self.grad_accum_steps}"
+                    if self.grad_accum_steps > 1
+                    else ""
+                )
+                + "; change the batch size or the mesh"
+            )
+        if jax.process_count() > 1:
+            local = int(tcfg.batch_size) // jax.process_count()
+            expected = (jax.process_index() * local, (jax.process_index() + 1) * local)
+            if multihost.process_rows(self.batch_sharding, int(tcfg.batch_size)) != expected:
+                raise ValueError(
+                    f"the batch sharding does not give process {jax.process_index()} the rows "
+                    f"{expected} its data shard holds; keep each process's devices together on "
+                    f"the batch axes of the mesh"
+                )
+        self.data = data_lib.check_source(
+            data
+            if data is not None
+            else data_lib.make_source(
+                config.data,
+                batch_size=int(tcfg.batch_size),
+                seed=int(config.seed),
+                shard_index=jax.process_index(),
+                shard_count=jax.process_count(),
+            )
+        )
+        conditional = bool(config.model.get("conditional", False))
+        self.num_classes = self.data.num_classes if conditional else None
+        self.objective = (
+            objective
+            if objective is not None
+            else objectives.make_objective(config.objective, num_classes=self.num_classes)
+        )
+        if not isinstance(self.objective, objectives.Objective):
+            raise TypeError(
+                f"{type(self.objective).__name__} is not an objective; subclass "
+                "flowjax.objectives.Objective (its hooks have the defaults Experiment reads)"
+            )
+        self.average_velocity = bool(self.objective.average_velocity)
+
+        def make(use_end_time: bool):
+            return models.make_model(
+                config.model, num_classes=self.num_classes, use_end_time=use_end_time
+            )
+
+        # The config's network checks the data's shape (each registered model declares
+        # ``check_input``); objectives with several networks build copies of the same one.
+        make(self.average_velocity).check_input((1, *self.data.element_shape))
+        self.model = self.objective.build_model(make)
+        self.apply_fn = models.make_apply_fn(self.model)
+        self.frozen = tuple(self.objective.frozen)
+        self.tx = _freeze(make_optimizer(config.optim, int(tcfg.num_steps)), self.frozen)
+        key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key; nothing is computed
+        boxed = jax.eval_shape(self._init_boxed, key)
+        self.state_sharding = parallel.state_shardings(boxed, self.mesh, self.rules)
+        self._abstract = nn.meta.unbox(boxed)
+        parallel.check_divisible(self._abstract, self.state_sharding)
+
+    # -- state ------------------------------------------------------------------------------
+    def _init_boxed(self, rng, params=None, loaded=None):
+        """The initial state with parameters (and so moments, EMA) boxed with logical names.
+
+        Given ``params`` (plain arrays) are used instead of a random initialisation; given
+        ``loaded`` (another run's weights) are mapped by the objective's ``initial_params``
+        (or used as they are).
+        """
+        init_key, state_key = jax.random.split(rng)
+        if params is None:
+            params = models.init_params(
+                self.model, init_key, self.data.element_shape, self.num_classes
+            )
+            if loaded is not None:
+                params = self.objective.initial_params(nn.meta.unbox(params), loaded)
+        return TrainState.create(params, self.tx, state_key)
+
+    def _init(self, rng, params=None, loaded=None):
+        return nn.meta.unbox(self._init_boxed(rng, params, loaded))
+
+    def init_state(self, params: Any = None, *, loaded: Any = None) -> TrainState:
+        """Parameters and optimizer state created directly with their shardings.
+
+        ``params`` (e.g. a pretrained model's EMA weights, for a fine-tune) replaces the
+        random initialisation; they must have the structure and shapes the config's model
+        creates. ``loaded`` are another run's weights that the objective maps into its own
+        parameters (``initial_params``: e.g. a FreeFlow student, fake and teacher from one
+        teacher). The optimizer state is fresh; the (debiased) EMA averages the parameters
+        from the first step on.
+        """
+        key = jax.random.PRNGKey(int(self.config.seed))
+        if params is not None:
+            objectives.check_same_structure(params, self.abstract_state().params)
+        return self._jit_init(key, params, loaded)
+
+    @functools.cached_property
+    def _jit_init(self):
+        # One jitted initialiser per experiment: a fresh ``jax.jit`` per call would retrace and
+        # recompile it every time (the untrained baseline, benchmarks, notebooks).
+        return jax.jit(self._init, out_shardings=self.state_sharding)
+
+    def pretrained_params(self) -> Any:
+        """The EMA weights of the run named by ``config.init.workdir`` (None if unset)."""
+        return pretrained_params(self.config)
+
+    def abstract_state(self) -> Any:
+        """``ShapeDtypeStruct``s of the state with their shardings (a restore target)."""
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            self._abstract,
+            self.state_sharding,
+        )
+
+    # -- step ---------------------------------------------------------------------------------
+    def jit_train_step(self):
+        """The train step, jitted with explicit in/out shardings and the state donated.
+
+        The model's logical constraints are resolved with this experiment's rules and mesh.
+        """
+        step = make_train_step(
+            self.objective,
+            self.apply_fn,
+            self.tx,
+            float(self.config.train.ema_decay),
+            grad_accum_steps=self.grad_accum_steps,
+        )
+        rules, abstract_mesh = self.rules, self.mesh.abstract_mesh
+        device_batch = data_lib.device_batch_fn(self.data) if self.fuse_data else None
+        batch_sharding = self.batch_sharding
+
+        def sharded_step(state, batch):
+            if device_batch is not None:  # synthetic data: generated inside the step
+                batch = jax.lax.with_sharding_constraint(device_batch(state.step), batch_sharding)
+            with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(abstract_mesh):
+                return step(state, batch)
+
+        return jax.jit(
+            sharded_step,
+            in_shardings=(self.state_sharding, None if device_batch else self.batch_sharding),
+            out_shardings=(self.state_sharding, parallel.replicated(self.mesh)),
+            donate_argnums=(0,),
+        )
+
+    def step_cost(self) -> accounting.StepCost:
+        """Model FLOPs, tokens and examples of one training step at the global batch size."""
+        return accounting.step_cost(
+            self.model, tuple(self.data.element_shape), int(self.config.train.batch_size)
+        )
+
+    @property
+    def data_free(self) -> bool:
+        """The objective reads no data (FreeFlow): batches are zeros that fix the shapes."""
+        return bool(self.objective.data_free)
+
+    @property
+    def fuse_data(self) -> bool:
+        """Whether batches are generated inside the jitted step (sources with ``device_batch``:
+        a pure function of the step, e.g. the 2-D toys), saving a dispatch and a transfer."""
+        return not self.data_free and data_lib.device_batch_fn(self.data) is not None
+
+    def batches(self, start_step: int):
+        """Global batches ``start_step, start_step + 1, ...`` for :meth:`jit_train_step`'s step
+        (``None`` placeholders when the step generates its own data; one device batch of
+        zeros, reused, for data-free objectives)."""
+        if self.fuse_data:
+            while True:
+                yield None
+        if self.data_free:
+            local = int(self.config.train.batch_size) // jax.process_count()
+            zeros = self.global_batch(
+                {"x1": np.zeros((local, *self.data.element_shape), np.float32)}
+            )
+            while True:
+                yield zeros
+        for local in self.data.iterator(start_step):
+            yield self.global_batch(local)
+
+    def global_batch(self, local_batch: dict) -> dict:
+        """Process-local numpy batch -> global jax arrays sharded over the batch axes."""
+        out = {}
+        for k, v in local_batch.items():
+            if v is None:
+                continue
+            if isinstance(v, jax.Array) and jax.process_count() == 1:
+                out[k] = jax.device_put(v, self.batch_sharding)  # already on device
+            else:
+                out[k] = jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
+        return out
+
+
+def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
+    """``tx`` for every top-level parameter group except ``frozen`` ones, which never change
+    and keep no optimizer state."""
+    if not frozen:
+        return tx
+
+    def labels(params):
+        return {
+            k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen else "train", v)
+            for k, v in params.items()
+        }
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def load_run(workdir: str, *, num_samples: int | None = None):
+    """``(config, experiment, ema_params, step)`` of the newest verified checkpoint in
+    ``workdir`` (read only: a checkpoint that fails is skipped with a warning, never moved).
+
+    The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
+    stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
+    """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no config.json; train there first with flowjax.main")
+    config = ml_collections.ConfigDict(read_config_json(path))
+    if num_samples is not None:
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples={num_samples}: must be >= 1")
+        config.eval.num_samples = int(num_samples)
+    exp = Experiment(config, data=run_data(config))
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"no checkpoints in {workdir}; train there first with flowjax.main")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+    try:
+        restored = ckpt.restore_latest(exp.abstract_state(), move_aside=False)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ValueError(f"no readable checkpoint in {workdir}/checkpoints")
+    state, _, step = restored
+    return config, exp, state.ema_params, int(step)
+
+
+def pretrained_params(config: Any) -> Any:
+    """The EMA weights of the run named by ``config.init.workdir`` (None if unset)."""
+    workdir = (config.get("init", None) or {}).get("workdir", None)
+    if not workdir:
+        return None
+    _, _, params, step = load_run(os.path.expanduser(workdir))
+    log.info("initialising from %s (step %d)", workdir, step)
+    return params
