@@ -28,6 +28,9 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.7",
     "array_record>=0.7.0",
     "grain>=0.2.10",
+    # tfds's dataset builders import importlib_resources (through etils' lazy imports) without
+    # declaring it; a fresh environment without it cannot prepare or read a builder.
+    "importlib_resources>=6.0",
     "scikit-learn>=1.3",  # ships the UCI digits images used by the bundled tfds builder
     # Logging, progress, figures.
     "tqdm>=4.66",
