@@ -29,23 +29,31 @@ from typing import Any
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training directory (with config.json and checkpoints/).")
-flags.DEFINE_string("solver", "unipc2", "Solver whose grid to learn, or bespoke-<base solver>.")
-flags.DEFINE_integer("nfe", None, "Number of velocity evaluations per sample.")
-flags.DEFINE_integer("calibration", 256, "Calibration noises M.")
-flags.DEFINE_string("reference", "tsit5", "Reference solve: tsit5, dopri5, dopri8 or rk4:N.")
-flags.DEFINE_string(
-    "init",
-    "best",
-    "Grid spec the optimisation starts from, or 'best' (the fixed grid among uniform, "
-    "diffusers, logsnr, edm, shifted,alpha=3 with the lowest calibration loss).",
-)
-flags.DEFINE_integer("iters", 300, "Adam steps.")
-flags.DEFINE_float("lr", None, "Adam step size (default 0.05 for grids, 0.02 for bespoke).")
-flags.DEFINE_float("slack", 0.0, "LD3-style slack radius (RMS units).")
-flags.DEFINE_integer("seed", 0, "Calibration seed.")
-flags.DEFINE_bool("force", False, "Recompute even if a stored result exists.")
-flags.mark_flags_as_required(["workdir", "nfe"])
+
+
+def define_flags() -> None:
+    """Define this command's flags (once). Called by :func:`run`, not at import, so that a
+    process importing several flowjax workflows (e.g. the tests) never defines a flag twice.
+    """
+    if "calibration" in FLAGS:
+        return
+    flags.DEFINE_string("workdir", None, "Training directory (with config.json and checkpoints/).")
+    flags.DEFINE_string("solver", "unipc2", "Solver whose grid to learn, or bespoke-<base solver>.")
+    flags.DEFINE_integer("nfe", None, "Number of velocity evaluations per sample.")
+    flags.DEFINE_integer("calibration", 256, "Calibration noises M.")
+    flags.DEFINE_string("reference", "tsit5", "Reference solve: tsit5, dopri5, dopri8 or rk4:N.")
+    flags.DEFINE_string(
+        "init",
+        "best",
+        "Grid spec the optimisation starts from, or 'best' (the fixed grid among uniform, "
+        "diffusers, logsnr, edm, shifted,alpha=3 with the lowest calibration loss).",
+    )
+    flags.DEFINE_integer("iters", 300, "Adam steps.")
+    flags.DEFINE_float("lr", None, "Adam step size (default 0.05 for grids, 0.02 for bespoke).")
+    flags.DEFINE_float("slack", 0.0, "LD3-style slack radius (RMS units).")
+    flags.DEFINE_integer("seed", 0, "Calibration seed.")
+    flags.DEFINE_bool("force", False, "Recompute even if a stored result exists.")
+    flags.mark_flags_as_required(["workdir", "nfe"])
 
 
 def calibration_batch(seed: int, m: int, element_shape, num_classes, offset: int = 30_000):
@@ -193,6 +201,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -182,23 +182,37 @@ def generate_pairs(
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "teacher", None, "Training directory of the teacher (config.json, checkpoints/)."
-)
-flags.DEFINE_string("out", None, "Directory of the pair data set (created or resumed).")
-flags.DEFINE_integer("num_pairs", None, "Number of (noise, sample) pairs.")
-flags.DEFINE_string("solver", "rk4", "A flowjax solver name, or tsit5/dopri5/dopri8 (adaptive).")
-flags.DEFINE_integer("nfe", 64, "Velocity evaluations per pair (fixed-grid solvers).")
-flags.DEFINE_string("grid", "uniform", "Time grid spec of a fixed-grid solver.")
-flags.DEFINE_float("rtol", 1e-5, "Relative tolerance of an adaptive solver.")
-flags.DEFINE_float("atol", 1e-5, "Absolute tolerance of an adaptive solver.")
-flags.DEFINE_float("cfg_scale", None, "CFG scale of a conditional teacher (default: its config).")
-flags.DEFINE_integer("shard_size", 4096, "Pairs per array_record shard (the unit of resumption).")
-flags.DEFINE_integer("chunk", 1024, "Pairs integrated per compiled call.")
-flags.DEFINE_integer("seed", 0, "Seed of the noise and labels.")
-flags.DEFINE_integer("process_index", 0, "This host's index when several hosts share the work.")
-flags.DEFINE_integer("process_count", 1, "Number of hosts sharing the work.")
-flags.DEFINE_bool("finalize", False, "Only write the tfds metadata of a finished shard set.")
+
+
+def define_flags() -> None:
+    """Define this command's flags (once). Called by :func:`run`, not at import, so that a
+    process importing several flowjax workflows (e.g. the tests) never defines a flag twice.
+    """
+    if "teacher" in FLAGS:
+        return
+    flags.DEFINE_string(
+        "teacher", None, "Training directory of the teacher (config.json, checkpoints/)."
+    )
+    flags.DEFINE_string("out", None, "Directory of the pair data set (created or resumed).")
+    flags.DEFINE_integer("num_pairs", None, "Number of (noise, sample) pairs.")
+    flags.DEFINE_string(
+        "solver", "rk4", "A flowjax solver name, or tsit5/dopri5/dopri8 (adaptive)."
+    )
+    flags.DEFINE_integer("nfe", 64, "Velocity evaluations per pair (fixed-grid solvers).")
+    flags.DEFINE_string("grid", "uniform", "Time grid spec of a fixed-grid solver.")
+    flags.DEFINE_float("rtol", 1e-5, "Relative tolerance of an adaptive solver.")
+    flags.DEFINE_float("atol", 1e-5, "Absolute tolerance of an adaptive solver.")
+    flags.DEFINE_float(
+        "cfg_scale", None, "CFG scale of a conditional teacher (default: its config)."
+    )
+    flags.DEFINE_integer(
+        "shard_size", 4096, "Pairs per array_record shard (the unit of resumption)."
+    )
+    flags.DEFINE_integer("chunk", 1024, "Pairs integrated per compiled call.")
+    flags.DEFINE_integer("seed", 0, "Seed of the noise and labels.")
+    flags.DEFINE_integer("process_index", 0, "This host's index when several hosts share the work.")
+    flags.DEFINE_integer("process_count", 1, "Number of hosts sharing the work.")
+    flags.DEFINE_bool("finalize", False, "Only write the tfds metadata of a finished shard set.")
 
 
 def main(argv):
@@ -240,6 +254,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 
