@@ -28,6 +28,15 @@ The hooks :class:`flowjax.training.Experiment` reads, each with a typed default 
 - ``initial_params(fresh, loaded) -> params``: how a run started from another run's weights
   (``config.init.workdir``) maps them into this objective's parameter tree (default: the
   loaded tree as it is, which must match the fresh tree's structure).
+- ``noise_shape(element_shape) -> shape``: the shape of the noise one sample starts from
+  (default: the data's element shape; a multi-stage flow may start from several noises packed
+  into one array).
+- ``make_sampler(velocity, solver, nfe, grid_spec) -> run | None``: the sampler of a flow that is
+  not one network over ``[0, 1]`` (blockwise, multi-stage), ``run(params, x0 [B, *noise_shape],
+  cond) -> samples [B, *element_shape]``; ``None`` (default) means the standard
+  ``solvers.make_sampler(solver, velocity, grid_from_spec(grid_spec, ...))``. ``velocity(params,
+  x, t, cond, **extra)`` is the network with the evaluation's classifier-free guidance; keyword
+  ``extra`` arguments are passed to the network.
 
 Adding an objective is one file (a subclass of :class:`Objective`) and one line in
 :data:`flowjax.objectives.registry.OBJECTIVES` (or a call to
@@ -71,6 +80,19 @@ class Objective:
         loaded tree as it is, which must have ``fresh``'s structure."""
         check_same_structure(loaded, fresh)
         return loaded
+
+    def noise_shape(self, element_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the noise one sample starts from (default: ``element_shape``)."""
+        return tuple(element_shape)
+
+    def make_sampler(
+        self, velocity: Callable[..., Array], solver: Any, nfe: int, grid_spec: str
+    ) -> Callable[..., Array] | None:
+        """This objective's own sampler ``run(params, x0, cond) -> samples`` for ``solver``
+        (a :class:`flowjax.solvers.Solver`) at ``nfe`` evaluations and the grid ``grid_spec``, or
+        ``None`` for the standard single-flow sampler (the default)."""
+        del velocity, solver, nfe, grid_spec
+        return None
 
 
 def check_same_structure(given: Any, expected: Any) -> None:
