@@ -150,13 +150,9 @@ class _Latents:
 
 
 def _config(variant, batch, objective, model_kw, tiny):
-    sys.path.insert(0, os.path.join(REPO, "configs"))
-    sys.path.insert(0, REPO)
-    import imagenet256_dit
-
     from flowjax.config_files import load_config
 
-    config = imagenet256_dit.get_config()
+    config = load_config("imagenet256_dit")
     config.model.variant = variant
     config.model.update(model_kw)
     if tiny:
@@ -221,9 +217,7 @@ def torch_entry(variant, batch, objective, compile_, steps, tiny=False) -> dict:
     """Time the PyTorch DiT's step (eager or torch.compile); first call - steady = compile."""
     import numpy as np
     import torch
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_dit import TorchDiT, make_step
+    from torch_dit import TorchDiT, make_step  # the sibling script (its folder is on the path)
 
     from flowjax.models import dit_forward_flops, dit_variant
 
@@ -442,11 +436,12 @@ def compile_only(args) -> None:
     """Lower + compile time of the DiT-S/2 FM step on this CPU: unrolled vs scanned blocks."""
     import jax
 
+    from flowjax.models import dit_variant
     from flowjax.training import Experiment
 
     res = {}
     for name, kw in (("unrolled", dict(scan_blocks=False)), ("scan", dict(scan_blocks=True))):
-        kw = dict(kw, dtype="float32")
+        kw = dict(kw, dtype=args.dtype, **({"depth": args.depth} if args.depth else {}))
         cfg = _config(args.variant, args.batch, "fm", kw, False)
         exp = Experiment(cfg, data=_Latents(args.batch))
         state = exp.init_state()
@@ -466,10 +461,27 @@ def compile_only(args) -> None:
     print(
         f"compile time ratio scan / unrolled: {res['scan']['total'] / res['unrolled']['total']:.2f}"
     )
-    res.update(device=str(jax.devices()[0].device_kind), load_average=os.getloadavg())
+    res.update(
+        variant=args.variant,
+        depth=args.depth or None,
+        batch=args.batch,
+        dtype=args.dtype,
+        device=str(jax.devices()[0].device_kind),
+        cpus=os.cpu_count(),
+        load_average=os.getloadavg(),
+        jax=jax.__version__,
+        command=f"python benchmarks/dit_step.py --compile-only --dtype={args.dtype} "
+        f"--batch={args.batch} --variant={args.variant}"
+        + (f" --depth={args.depth}" if args.depth else ""),
+    )
+    # One entry per (variant, depth, dtype, batch); other entries of the file are kept.
     path = os.path.join(REPO, "results", "dit_compile_cpu.json")
+    stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+    stored = stored if "runs" in stored else {"runs": {}}
+    depth = args.depth or dit_variant(args.variant.split("/")[0] + "/2")["depth"]
+    stored["runs"][f"{args.variant} depth {depth} {args.dtype} batch {args.batch}"] = res
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
+        json.dump(stored, f, indent=1)
 
 
 def main():
@@ -487,6 +499,8 @@ def main():
     parser.add_argument("--append", action="store_true", help="add to the entries in --out")
     parser.add_argument("--compile-only", action="store_true")
     parser.add_argument("--variant", default="S/2")
+    parser.add_argument("--dtype", default="float32", help="compute dtype of --compile-only")
+    parser.add_argument("--depth", type=int, default=0, help="--compile-only: override the depth")
     args = parser.parse_args()
     if args.device:
         args.steps = args.steps or (2 if args.tiny else 10)
