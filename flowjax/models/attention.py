@@ -30,7 +30,10 @@ depend only on the primal, so JAX can transpose it: ``jax.grad`` of a function t
 as in MeanFlow's loss) works; reverse mode then runs the transpose of this tangent, i.e. the
 same ``T x T`` products as XLA's own attention gradient, while the forward stays fused.
 
-Precision: ``P``, ``dS``, ``c`` and the accumulations are float32; the tangent is returned in
+Precision: ``P``, ``dS`` and ``c`` are computed in float32 and every product accumulates in
+float32; the two products with the values (``(P * dS) V``, ``P dV``) take their operands in
+the values' dtype (bf16 under mixed precision, as a flash-attention kernel does: a float32
+matmul would run at a fraction of the bf16 rate on an accelerator). The tangent is returned in
 the dtype of ``O``.
 """
 
@@ -80,8 +83,13 @@ def attention_tangent(q, k, v, o, dq, dk, dv) -> Array:
     )
     pds = p * ds
     c = jnp.sum(pds, axis=-1)  # [B, H, T]
-    out = jnp.einsum("bhts,bshd->bthd", pds, v.astype(f32))
-    out = out + jnp.einsum("bhts,bshd->bthd", p, dv.astype(f32))
+    # The two products with the values take their operands in the compute dtype (bf16 on an
+    # accelerator: float32 matmuls run at a fraction of the bf16 rate) and accumulate in f32.
+    cd = jnp.promote_types(v.dtype, dv.dtype)
+    out = jnp.einsum("bhts,bshd->bthd", pds.astype(cd), v.astype(cd), preferred_element_type=f32)
+    out = out + jnp.einsum(
+        "bhts,bshd->bthd", p.astype(cd), dv.astype(cd), preferred_element_type=f32
+    )
     out = out - jnp.transpose(c, (0, 2, 1))[..., None] * o.astype(f32)
     return out.astype(o.dtype)
 
