@@ -80,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(
         dict(lr=1e-4, weight_decay=0.0, warmup_steps=0, schedule="constant", grad_clip=0.0)
     )
+    c.optim.mu_dtype = config_dict.placeholder(str)  # "bfloat16": Adam's first moment in bf16
     c.train.update(
         dict(
             batch_size=256,

@@ -2,14 +2,19 @@
 
 Fields: ``name`` (``adamw`` | ``adam``), ``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``,
 ``warmup_steps`` (linear from 0), ``schedule`` (``constant`` | ``cosine``; cosine decays to
-``final_lr_fraction * lr`` at the last step), ``grad_clip`` (global-norm clipping; 0 = off).
+``final_lr_fraction * lr`` at the last step), ``grad_clip`` (global-norm clipping; 0 = off),
+``mu_dtype`` (``None`` = the parameters' dtype, or ``"bfloat16"``: Adam's first moment stored in
+bf16, optax's ``mu_dtype``; the second moment stays float32, its range needs it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import optax
+
+MU_DTYPES = (None, "float32", "bfloat16")
 
 
 def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
@@ -38,6 +43,10 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         b2=float(cfg.get("b2", 0.999)),
         eps=float(cfg.get("eps", 1e-8)),
     )
+    mu_dtype = cfg.get("mu_dtype", None)
+    if mu_dtype not in MU_DTYPES:
+        raise ValueError(f"optim.mu_dtype={mu_dtype!r}; choose one of {MU_DTYPES}")
+    kwargs["mu_dtype"] = None if mu_dtype is None else jnp.dtype(mu_dtype)
     if name == "adamw":
         opt = optax.adamw(schedule, weight_decay=float(cfg.get("weight_decay", 0.0)), **kwargs)
     elif name == "adam":
