@@ -282,6 +282,13 @@ SECOND_PLAN = (  # --plan second: unrolled blocks with cuDNN attention, the XL/2
     ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, xla",)),
     ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
 )
+NEXT_PLAN = (  # --plan next: the open goals (MeanFlow with the bf16 JVP rule, XL/2 at batch 256)
+    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, cudnn",)),
+    ("DiT-XL/2 flow matching, batch 256", "XL/2", 256, "fm", ("unrolled, cudnn",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, cudnn",)),
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+)
 TORCH_PLAN = (
     ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", (False, True)),
     ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", (False, True)),
@@ -387,7 +394,8 @@ def device_table(args) -> None:
                     ),
                 )
 
-    plan = dict(main=DEVICE_PLAN, second=SECOND_PLAN, extra=EXTRA_PLAN, none=())[args.plan]
+    plans = dict(main=DEVICE_PLAN, second=SECOND_PLAN, extra=EXTRA_PLAN, next=NEXT_PLAN, none=())
+    plan = plans[args.plan]
     run_flowjax(TINY_PLAN if tiny else plan)
     if have_torch:
         run_torch(TORCH_PLAN[:1] if tiny else TORCH_PLAN)
@@ -493,7 +501,9 @@ def main():
     parser.add_argument("--device", action="store_true", help="the accelerator table")
     parser.add_argument("--tiny", action="store_true", help="tiny models: test the path on CPU")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--plan", default="main", choices=("main", "second", "extra", "none"))
+    parser.add_argument(
+        "--plan", default="main", choices=("main", "second", "extra", "next", "none")
+    )
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skip")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "dit_step_gpu.json"))
     parser.add_argument("--append", action="store_true", help="add to the entries in --out")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every accelerator measurement of the DiT speed work, in one run (a GPU lease is short).
 #   bash benchmarks/gpu_check.sh [OUTDIR] [PLAN]     # OUTDIR defaults to results/, PLAN main
+#   (PLAN: main, second, extra, next = the open goals: MeanFlow with the bf16 JVP rule, XL/2 at 256)
 # 1. attention JVP rule numerics and speed on the device (attention_check.json);
 # 2. flowjax's training-step table (dit_step_gpu.json), rows in order of importance, later
 #    ones skipped past BUDGET seconds; JAX may take 95% of the GPU memory;
