@@ -492,6 +492,41 @@ def compile_only(args) -> None:
         json.dump(stored, f, indent=1)
 
 
+def flop_ratio(args) -> None:
+    """XLA's FLOP count of the compiled MeanFlow step over the FM step (DiT, this CPU)."""
+    import jax
+
+    from flowjax.training import Experiment
+
+    rows = {}
+    for objective, rule in (("fm", False), ("meanflow", False), ("meanflow", True)):
+        kw = dict(scan_blocks=False, dtype=args.dtype, attention="xla", attention_jvp_rule=rule)
+        exp = Experiment(
+            _config(args.variant, args.batch, objective, kw, False), data=_Latents(args.batch)
+        )
+        batch = exp.global_batch(next(_Latents(args.batch).iterator(0)))
+        compiled = exp.jit_train_step().lower(exp.abstract_state(), batch).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        name = objective + (", forward-mode rule" if rule else "")
+        rows[name] = float(cost["flops"])
+    fm = rows["fm"]
+    out = dict(
+        variant=args.variant,
+        batch=args.batch,
+        dtype=args.dtype,
+        gflops_per_step={k: v / 1e9 for k, v in rows.items()},
+        ratio_to_fm={k: v / fm for k, v in rows.items()},
+        jax=jax.__version__,
+        command=f"python benchmarks/dit_step.py --flop-ratio --variant={args.variant} "
+        f"--batch={args.batch} --dtype={args.dtype}",
+    )
+    for k, v in out["ratio_to_fm"].items():
+        print(f"{k}: {rows[k] / 1e9:.1f} GFLOP per step, {v:.3f}x the FM step", flush=True)
+    with open(os.path.join(REPO, "results", "meanflow_flops.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None)
@@ -508,6 +543,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "results", "dit_step_gpu.json"))
     parser.add_argument("--append", action="store_true", help="add to the entries in --out")
     parser.add_argument("--compile-only", action="store_true")
+    parser.add_argument("--flop-ratio", action="store_true", help="MeanFlow / FM step FLOPs")
     parser.add_argument("--variant", default="S/2")
     parser.add_argument("--dtype", default="float32", help="compute dtype of --compile-only")
     parser.add_argument("--depth", type=int, default=0, help="--compile-only: override the depth")
@@ -516,6 +552,8 @@ def main():
         args.steps = args.steps or (2 if args.tiny else 10)
         device_table(args)
         return
+    if args.flop_ratio:
+        return flop_ratio(args)
     if args.compile_only:
         compile_only(args)
         return
