@@ -7,7 +7,7 @@ Two pyramid stages (docs/maths/decomposable.md): a 4x4 coarse image and the 8x8 
 the same 4x4 grid of 16 tokens. Its trunk is the one of ``configs/digits_dit.py`` (width 128,
 depth 4, 4 heads, 16 tokens, DiT's 1000 t time scale), which is the base flow to compare with at
 matched size and compute: the DFM network only adds a second patch embedder, timestep
-embedder and output head (1.34M vs 1.28M parameters; 1.4% more FLOPs per evaluation).
+embedder and output head (1.36M vs 1.27M parameters; 0.6% more FLOPs per evaluation).
 Training follows the paper's sampler: the stage being generated is the coarse one with
 probability 0.9, its time logit-normal(0, 1), the earlier stages' logit-normal(1.5, 1), later
 stages masked. The staged sampler moves the coarse stage to ``thresholds[0] = 0.9`` first,
