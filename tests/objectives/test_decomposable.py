@@ -235,8 +235,8 @@ def test_bad_configuration_is_refused_with_clear_errors():
         obj.noise_shape((7, 8, 1))
     with pytest.raises(ValueError, match="cannot be halved 2"):
         _net(3).check_input((1, 6, 8, 1))
-    with pytest.raises(ValueError, match="patch_size=2"):
-        DecomposableDiT(num_stages=2, patch_size=2).check_input((1, 4, 4, 1))
+    with pytest.raises(ValueError, match="patch_size=4"):
+        DecomposableDiT(num_stages=2, patch_size=4).check_input((1, 4, 4, 1))
     with pytest.raises(ValueError, match="use one of: euler, heun, midpoint, rk4"):
         obj.make_sampler(lambda *a, **k: None, solvers.make_solver("dpm++2m"), 8, "uniform")
     with pytest.raises(ValueError, match="too few"):
