@@ -6,7 +6,8 @@ forward from 0 to 1. Conversions from the opposite convention (diffusers, SD3, M
 code) happen only at the edges.
 
 Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`
-(flow matching, MeanFlow, reflow, FreeFlow), :mod:`flowjax.solvers`, :mod:`flowjax.models`,
+(flow matching, MeanFlow, reflow, FreeFlow, Decomposable Flow Matching),
+:mod:`flowjax.pyramid` (the Laplacian pyramid), :mod:`flowjax.solvers`, :mod:`flowjax.models`,
 :mod:`flowjax.data`, :mod:`flowjax.evaluation`, :mod:`flowjax.training`,
 :mod:`flowjax.parallel`, :mod:`flowjax.search` (inference-time particle search),
 :mod:`flowjax.convention` (the opposite time convention, at the edges). Command lines:
@@ -20,7 +21,7 @@ sampling command line's module, which would replace the function once imported. 
 ``__all__`` is also a submodule's name (tested).
 """
 
-from flowjax import objectives, paths, solvers, timesteps
+from flowjax import objectives, paths, pyramid, solvers, timesteps
 from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
 from flowjax.solvers import make_sampler, make_solver
 from flowjax.solvers import sample as integrate
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "objectives",
     "paths",
+    "pyramid",
     "solvers",
     "timesteps",
     "LinearPath",

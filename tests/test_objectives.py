@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from flowjax import objectives, paths, timesteps
+from flowjax.config_files import load_config
 from flowjax.objectives import L2, FlowMatching, PseudoHuber, cfg_velocity, drop_labels
 from flowjax.objectives.flow_matching import binned_means
 
@@ -160,21 +161,43 @@ def test_binned_means():
     assert float(out["loss_t3"]) == pytest.approx(100.0)
 
 
+def _tiny_dfm_config():
+    from tests.parallel.synthetic import tiny_dit_config
+
+    config = tiny_dit_config()
+    dfm = load_config("digits_dfm")
+    config.model, config.objective = dfm.model, dfm.objective
+    config.model.update(hidden_size=32, depth=1, num_heads=2)
+    return config
+
+
+# Objectives whose networks take images (and not the toy config's points): a config builder.
+IMAGE_OBJECTIVES = {"decomposable": _tiny_dfm_config}
+
+
 @pytest.mark.parametrize("name", objectives.objective_names())
 def test_every_registered_objective_trains_through_its_declared_hooks(name):
     """From the registry, so a new objective is tested without editing this list: it is an
     ``Objective``, builds from a config, and its loss has finite value and gradients on a
     batch holding exactly its declared ``batch_keys``."""
     from flowjax.training import Experiment
+    from tests.parallel.synthetic import SyntheticImages
     from tests.training.conftest import tiny_config
 
-    config = tiny_config()
-    config.objective.name = name
-    exp = Experiment(config)
+    if name in IMAGE_OBJECTIVES:  # networks over images: the objective's own config, shrunk
+        config = IMAGE_OBJECTIVES[name]()
+        exp = Experiment(config, data=SyntheticImages(config.train.batch_size))
+    else:
+        config = tiny_config()
+        config.objective.name = name
+        exp = Experiment(config)
     assert isinstance(exp.objective, objectives.Objective)
     params = exp.init_state().params
     keys = jax.random.split(jax.random.PRNGKey(0), len(exp.objective.batch_keys) + 1)
-    batch = {k: jax.random.normal(kk, (8, 2)) for k, kk in zip(exp.objective.batch_keys, keys)}
+    shape = (8, *exp.data.element_shape)
+    batch = {k: jax.random.normal(kk, shape) for k, kk in zip(exp.objective.batch_keys, keys)}
+    if exp.num_classes is not None:
+        batch["label"] = jnp.arange(8) % exp.num_classes
     (loss, metrics), grads = jax.value_and_grad(exp.objective.loss_fn, has_aux=True)(
         params, exp.apply_fn, batch, keys[-1]
     )

@@ -1,5 +1,7 @@
-"""Velocity networks: toy MLPs, a small U-Net and DiT (sharded with logical axis names)."""
+"""Velocity networks: toy MLPs, a small U-Net, DiT and the multi-stage DiT of Decomposable
+Flow Matching (sharded with logical axis names)."""
 
+from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import (
     DIT_PRESETS,
     DiT,
@@ -16,6 +18,7 @@ from flowjax.models.unet import UNetVelocity
 
 __all__ = [
     "DiT",
+    "DecomposableDiT",
     "DIT_PRESETS",
     "dit_variant",
     "dit_forward_flops",
