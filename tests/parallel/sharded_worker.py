@@ -179,6 +179,50 @@ def imagenet_setup():
     )
 
 
+class _Latents(SyntheticImages):
+    """Synthetic labelled ``32x32x4`` latents (the ImageNet latent configs' element shape)."""
+
+    element_shape, num_classes = (32, 32, 4), 1000
+
+
+def _shrunk(name: str):
+    """``configs/<name>.py`` as shipped (mesh, rules, objective) with a tiny network."""
+    import importlib
+
+    c = importlib.import_module(name).get_config()
+    tiny = dict(variant=None, hidden_size=32, depth=1, num_heads=2, dtype="float32")
+    tiny.update(feature_depth=1, segment_depth=1, frn_depth=1, projector_dim=32)
+    c.model.update({k: v for k, v in tiny.items() if k in c.model})
+    c.train.update(dict(batch_size=16, num_steps=3, progress=False, tensorboard=False))
+    return c
+
+
+def mode_multistage(out, names):
+    """Each multi-stage latent config: 3 steps on its own mesh over 8 devices and on 1 device."""
+    for name in names:
+        c = _shrunk(name)
+        runs = {}
+        for label, devices in (("8", jax.devices()), ("1", jax.devices()[:1])):
+            exp = Experiment(c, data=_Latents(16), devices=devices)
+            state, _, info = _run_steps(exp, 3)
+            runs[label] = dict(info, params=_host(state.params))
+            if label == "8":
+                specs = jax.tree.leaves(
+                    jax.tree.map(lambda sh: tuple(map(str, sh.spec)), exp.state_sharding.params),
+                    is_leaf=lambda x: isinstance(x, tuple),
+                )
+                out[name] = dict(
+                    mesh=dict(exp.mesh.shape),
+                    losses_8=info["losses"],
+                    sharded_weights=sum(any(a != "None" for a in sp) for sp in specs),
+                    weights=len(specs),
+                )
+        diff = max(
+            float(np.max(np.abs(a - b))) for a, b in zip(runs["8"]["params"], runs["1"]["params"])
+        )
+        out[name].update(losses_1=runs["1"]["losses"], params_max_diff=diff)
+
+
 if __name__ == "__main__":
     mode, path = sys.argv[1], sys.argv[2]
     result: dict = {"device_count": jax.device_count()}
@@ -188,6 +232,8 @@ if __name__ == "__main__":
         mode_checkpoint(result, sys.argv[3])
     elif mode == "errors":
         mode_errors(result)
+    elif mode == "multistage":
+        mode_multistage(result, sys.argv[3:])
     else:
         raise SystemExit(f"unknown mode {mode}")
     with open(path, "w", encoding="utf-8") as f:

@@ -102,3 +102,17 @@ def test_bad_configs_fail_clearly_and_imagenet_config_builds_before_compiling(tm
     assert im["state_bytes_per_device"] < 1.01 * im["state_total_bytes"] / 8
     assert im["tokens_per_step"] == 256 * 256
     assert r["compiles_after_imagenet"] == 0
+
+
+@pytest.mark.slow
+def test_multistage_latent_configs_train_sharded_like_dit(tmp_path):
+    # configs/imagenet256_dfm.py with a tiny network, its own mesh and rules over 8 devices:
+    # the same losses and parameters as on one device, and its weights really split.
+    r = _worker("multistage", tmp_path, "imagenet256_dfm")
+    for name in ("imagenet256_dfm",):
+        run = r[name]
+        assert run["mesh"]["fsdp"] == 8, run["mesh"]
+        assert np.all(np.isfinite(run["losses_8"]))
+        np.testing.assert_allclose(run["losses_8"], run["losses_1"], rtol=1e-5)
+        assert run["params_max_diff"] < 1e-5
+        assert run["sharded_weights"] >= run["weights"] // 3, run
