@@ -32,34 +32,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         random_flip=True,
         pairs_dir=config_dict.placeholder(str),
     )
-    c.model = dict(
-        name="dit",
+    # DiT-S/2, pixels (no VAE): the ImageNet recipe at batch 128
+    sibling(__file__, "imagenet256_dit").dit_recipe(
+        c,
         variant="S/2",
-        mlp_ratio=4.0,
-        learn_sigma=False,
-        time_scale=1.0,
-        conditional=True,
         dtype="float32",
-        param_dtype="float32",
-        remat=False,
+        batch_size=128,
+        eval_every=20_000,
+        num_eval_samples=1000,
     )
-    c.objective.label_dropout = 0.1
-    c.optim.update(
-        dict(lr=1e-4, weight_decay=0.0, warmup_steps=0, schedule="constant", grad_clip=0.0)
-    )
-    c.train.update(
-        dict(
-            batch_size=128,
-            num_steps=400_000,
-            ema_decay=0.9999,
-            log_every=100,
-            eval_every=20_000,
-            checkpoint_every=10_000,
-        )
-    )
-    c.eval.update(dict(samplers=("euler:50", "heun:100"), num_samples=1000, cfg_scale=1.5))
-    c.eval.num_kernel_samples = 1000
-    c.eval.vae_weights = config_dict.placeholder(str)  # pixels: no VAE
-    c.eval.inception_weights = config_dict.placeholder(str)
-    c.eval.fid_stats = config_dict.placeholder(str)
     return c

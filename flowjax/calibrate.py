@@ -11,7 +11,8 @@ a conditional model) from ``--seed``, solves them with the reference (``tsit5``,
 ``rk4:N``), fits the grid (``--solver=NAME``) or the bespoke coefficients on top of a base
 solver (``--solver=bespoke-NAME``; ``bespoke`` alone means ``bespoke-unipc2``) with Adam, and
 stores the result in ``RUN/learned_schedules.json`` keyed by (kind, solver, NFE, M,
-reference, seed, slack, checkpoint step). A stored result is reused unless ``--force``.
+reference, seed, slack, requested initial grid, checkpoint step). A stored result is reused
+unless ``--force``.
 
 It reports the calibration NFE (reference + one forward pass per Adam step; each step's
 gradient adds one VJP per evaluation), the seconds, and the RMS error against the reference
@@ -113,7 +114,9 @@ def calibrate_run(
     shape = tuple(exp.data.element_shape)
     x0, labels = calibration_batch(seed, calibration, shape, exp.num_classes)
     store = learned.LearnedStore(os.path.join(workdir, learned.STORE_NAME))
-    key = learned.schedule_key(kind, base, nfe, calibration, reference, seed, step, slack)
+    key = learned.schedule_key(
+        kind, base, nfe, calibration, reference, seed, step, slack, init=init
+    )
     found = None if force else store.get(key)
     t0 = time.perf_counter()
     if found is None:

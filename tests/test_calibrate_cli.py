@@ -49,7 +49,7 @@ def test_calibrate_then_sample_reuses_the_stored_setting(trained):
     workdir = trained
     out = cli("flowjax.calibrate", f"--workdir={workdir}", "--solver=unipc2", "--nfe=4", *SMALL)
     assert out.returncode == 0, out.stderr[-2000:]
-    key = learned.schedule_key("grid", "unipc2", 4, 16, "rk4:16", 0, 20)
+    key = learned.schedule_key("grid", "unipc2", 4, 16, "rk4:16", 0, 20, init="best")
     assert f"{key}: computed; calibration NFE=" in out.stdout
     first = stored(workdir)
     assert list(first) == [key] and first[key]["init"] in learned.INIT_CANDIDATES

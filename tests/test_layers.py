@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flowjax.velocity",
             "flowjax.config_files",
             "flowjax.pyramid",
+            "flowjax.weight_files",
         ),
     ),
     (

@@ -3,6 +3,7 @@ the Gaussian closed form, valid grids, finite gradients at t = 0 and 1, determin
 and clear errors."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,46 @@ def test_store_roundtrip(tmp_path):
     assert reloaded.load_all() == {sched.key: sched, newer.key: newer}
     assert reloaded.latest("grid", "midpoint", 4) == newer
     assert "step=7" in sched.key and "M=8" in sched.key and "ref=rk4:32" in sched.key
+
+
+def _schedule(**kw):
+    fields = dict(
+        kind="grid", solver="midpoint", nfe=4, times=(0.0, 0.5, 1.0), loss=0.1,
+        initial_loss=0.2, init="uniform", reference="rk4:32", num_calibration=8, seed=0,
+    )  # fmt: skip
+    return learned.LearnedSchedule(**{**fields, **kw})
+
+
+def test_calibrations_from_other_initial_grids_do_not_collide(tmp_path):
+    # "best" that resolved to "uniform" and an explicit "uniform" are different requests.
+    explicit = _schedule(requested_init="uniform")
+    best = _schedule(requested_init="best", times=(0.0, 0.4, 1.0))
+    shifted = _schedule(init="shifted", requested_init="shifted", times=(0.0, 0.7, 1.0))
+    keys = {explicit.key, best.key, shifted.key}
+    assert len(keys) == 3 and "init=best" in best.key and "init=uniform" in explicit.key
+    store = learned.LearnedStore(str(tmp_path / learned.STORE_NAME))
+    for schedule in (explicit, best, shifted):
+        store.put(schedule)
+    assert learned.LearnedStore(store.path).load_all() == {
+        s.key: s for s in (explicit, best, shifted)
+    }
+    assert (
+        store.get(learned.schedule_key("grid", "midpoint", 4, 8, "rk4:32", 0, init="best")) == best
+    )
+
+
+def test_store_files_from_before_the_init_key_are_read(tmp_path):
+    # An entry written under the old key (no init, no requested_init field) is found under
+    # the key of the grid it recorded starting from.
+    old = _schedule().to_dict()
+    del old["requested_init"]
+    path = tmp_path / learned.STORE_NAME
+    old_key = "grid|midpoint|NFE=4|M=8|ref=rk4:32|seed=0|slack=0|step=-1"
+    path.write_text(json.dumps({old_key: old}))
+    store = learned.LearnedStore(str(path))
+    key = learned.schedule_key("grid", "midpoint", 4, 8, "rk4:32", 0, init="uniform")
+    assert list(store.load_all()) == [key] and store.get(key) == _schedule()
+    assert store.latest("grid", "midpoint", 4) == _schedule()
 
 
 def test_bad_input_errors_clearly():

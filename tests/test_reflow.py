@@ -182,13 +182,13 @@ def _files(path):
 
 def test_interrupted_pair_generation_resumes_to_the_same_data_set(teacher, tmp_path, monkeypatch):
     from flowjax import reflow
-    from flowjax.data import pairs
+    from flowjax.data import pairs, shards
 
     kwargs = dict(num_pairs=50, solver="heun", nfe=4, shard_size=16, chunk=8, progress=False)
     full = reflow.generate_pairs(teacher, str(tmp_path / "full"), **kwargs)
     assert full["complete"]
 
-    real_write = pairs._write_shard
+    real_write = shards.write_shard
     calls = []
 
     def flaky(path, arrays, features):
@@ -197,12 +197,12 @@ def test_interrupted_pair_generation_resumes_to_the_same_data_set(teacher, tmp_p
             raise KeyboardInterrupt("preempted while writing shard 2")
         return real_write(path, arrays, features)
 
-    monkeypatch.setattr(pairs, "_write_shard", flaky)
+    monkeypatch.setattr(shards, "write_shard", flaky)
     out = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         reflow.generate_pairs(teacher, out, **kwargs)
     assert not pairs.is_complete(out) and len(_files(out)) == 2
-    monkeypatch.setattr(pairs, "_write_shard", real_write)
+    monkeypatch.setattr(shards, "write_shard", real_write)
     resumed = reflow.generate_pairs(teacher, out, **kwargs)
     assert resumed["complete"]
     assert _files(out) == _files(full["out_dir"])  # byte for byte: nothing dropped or duplicated

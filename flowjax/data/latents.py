@@ -6,9 +6,10 @@ posterior ``q(z | x) = N(mean, diag(std^2))`` *in model space* (already scaled:
 flow model trained on it draws ``x1 = mean_y + std_y * eps`` afresh every time it sees the
 example (``mode="posterior"``), or reads one fixed draw (``mode="sample"``: a ``latent`` feature).
 
-On disk, like :mod:`flowjax.data.pairs` (whose shard writer, record counter and file template
-it uses): ``latents_manifest.json`` (settings), ``latents-train.array_record-SSSSS-of-NNNNN``
-shards of ``shard_size`` rows in row order, and the tfds metadata once all shards exist, so
+On disk, like :mod:`flowjax.data.pairs` (both are written by the resumable shard loop of
+:mod:`flowjax.data.shards`): ``latents_manifest.json`` (settings),
+``latents-train.array_record-SSSSS-of-NNNNN`` shards of ``shard_size`` rows in row order, and
+the tfds metadata once all shards exist, so
 ``tfds.builder_from_directory(dir).as_data_source("train")`` reads it. Shard ``s`` is written
 by process ``s % process_count``; a shard is written once, atomically (temporary name +
 rename), and a rerun writes only the missing ones: an interrupted generation resumed with the
@@ -24,21 +25,18 @@ import hashlib
 import json
 import math
 import os
-import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tqdm import tqdm
 
-from flowjax.data import pairs as _pairs
+from flowjax.data import shards
 from flowjax.data.tfds_pipeline import BatchOrder, DatasetNotFoundError
 
 LATENTS_DATASET_NAME = "latents"
 LATENTS_MANIFEST = "latents_manifest.json"
-SPLIT = "train"
+SPLIT = shards.SPLIT
 MODES = ("posterior", "sample")
 _FORMAT = "flowjax.latents"
 
@@ -58,29 +56,23 @@ def latent_features(latent_shape, num_classes: int | None, mode: str) -> tfds.fe
 
 
 def read_manifest(out_dir) -> dict:
-    with open(os.path.join(os.fspath(out_dir), LATENTS_MANIFEST)) as f:
-        return json.load(f)
+    """The contents of ``<out_dir>/latents_manifest.json`` (the settings and metadata)."""
+    return shards.read_json(out_dir, LATENTS_MANIFEST)
 
 
-def _claim_manifest(out_dir: str, manifest: dict, process_index: int) -> None:
-    path = os.path.join(out_dir, LATENTS_MANIFEST)
-    if not os.path.exists(path):
-        tmp = f"{path}.tmp-{process_index}"
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    on_disk = read_manifest(out_dir)
-    if on_disk != manifest:
-        diffs = [
-            f"{k}: {on_disk.get(k)!r} on disk, {manifest.get(k)!r} now"
-            for k in sorted(set(on_disk) | set(manifest))
-            if on_disk.get(k) != manifest.get(k)
-        ]
-        raise ValueError(
-            f"{out_dir} holds latents written with other settings ({'; '.join(diffs)}). A "
-            "generation resumes only with identical settings; use a new directory."
-        )
+def _checked_shard(arrays: Any, start: int, stop: int, features, latent_shape) -> dict:
+    """``shard_fn``'s output as float32 ``[n, *latent_shape]`` arrays and an int64 label."""
+    arrays = dict(arrays)
+    keys = set(features.keys())
+    if set(arrays) != keys:
+        raise ValueError(f"shard_fn returned keys {sorted(arrays)}, expected {sorted(keys)}.")
+    for k in keys - {"label"}:
+        arrays[k] = np.asarray(arrays[k], np.float32)
+        if arrays[k].shape != (stop - start, *latent_shape):
+            raise ValueError(f"shard_fn: {k} has shape {arrays[k].shape}.")
+    if "label" in arrays:
+        arrays["label"] = np.asarray(arrays["label"], np.int64)
+    return arrays
 
 
 def write_latents(
@@ -100,124 +92,76 @@ def write_latents(
 ) -> str:
     """Write (or finish) a latent set; ``shard_fn(index, start, stop)`` returns the rows
     ``[start, stop)`` as ``{"mean", "std"}`` or ``{"latent"}`` (``[n, *latent_shape]``) and
-    ``label [n]``, a pure function of ``index`` (then resuming is byte-exact). Multi-host and
-    finalisation as :func:`flowjax.data.write_pairs`. Returns ``out_dir``."""
-    num_rows = _pairs._check_int(num_rows, "num_rows", 1)
-    shard_size = _pairs._check_int(shard_size, "shard_size", 1)
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}, process_count={process_count}.")
+    ``label [n]``, a pure function of ``index`` (then resuming is byte-exact). The shard loop,
+    multi-host barriers and finalisation are :func:`flowjax.data.shards.write_shards`', as for
+    :func:`flowjax.data.write_pairs`. Returns ``out_dir``."""
+    num_rows = shards.check_int(num_rows, "num_rows", 1)
+    shard_size = shards.check_int(shard_size, "shard_size", 1)
+    process_index, process_count = shards.check_processes(process_index, process_count)
     features = latent_features(latent_shape, num_classes, mode)
-    num_shards = math.ceil(num_rows / shard_size)
+    latent_shape = tuple(int(d) for d in latent_shape)
     manifest = {
         "format": _FORMAT,
         "num_rows": num_rows,
         "shard_size": shard_size,
-        "num_shards": num_shards,
-        "latent_shape": [int(d) for d in latent_shape],
+        "num_shards": math.ceil(num_rows / shard_size),
+        "latent_shape": list(latent_shape),
         "num_classes": None if num_classes is None else int(num_classes),
         "mode": mode,
-        "metadata": json.loads(json.dumps(dict(metadata or {}), sort_keys=True)),
+        "metadata": shards.json_metadata(metadata),
     }
     out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     os.makedirs(out_dir, exist_ok=True)
-    _claim_manifest(out_dir, manifest, process_index)
-    keys = set(features.keys())
-    todo = []
-    for s in range(process_index, num_shards, process_count):
-        path = _pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME)
-        if os.path.exists(path + _pairs._TMP_SUFFIX):
-            os.remove(path + _pairs._TMP_SUFFIX)
-        if os.path.exists(path):
-            n = min(shard_size, num_rows - s * shard_size)
-            if _pairs._count_records(path) == n:
-                continue
-            warnings.warn(f"{path} is damaged; regenerating shard {s}.", stacklevel=2)
-            os.remove(path)
-        todo.append(s)
-    owned = len(range(process_index, num_shards, process_count))
-    bar = tqdm(
-        total=owned,
-        initial=owned - len(todo),
-        disable=not progress,
-        unit="shard",
-        desc="latents" if process_count == 1 else f"latents (process {process_index})",
+    shards.claim_manifest(
+        out_dir,
+        LATENTS_MANIFEST,
+        manifest,
+        dataset_name=LATENTS_DATASET_NAME,
+        process_index=process_index,
+        what="latents",
+        writer="write_latents",
     )
-    t0, done = time.perf_counter(), 0
-    with bar:
-        for s in todo:
-            start, stop = s * shard_size, min((s + 1) * shard_size, num_rows)
-            arrays = dict(shard_fn(s, start, stop))
-            if set(arrays) != keys:
-                raise ValueError(
-                    f"shard_fn returned keys {sorted(arrays)}, expected {sorted(keys)}."
-                )
-            for k in keys - {"label"}:
-                arrays[k] = np.asarray(arrays[k], np.float32)
-                if arrays[k].shape != (stop - start, *latent_shape):
-                    raise ValueError(f"shard_fn: {k} has shape {arrays[k].shape}.")
-            if "label" in arrays:
-                arrays["label"] = np.asarray(arrays["label"], np.int64)
-            path = _pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME)
-            _pairs._write_shard(path, arrays, features)
-            done += stop - start
-            bar.set_postfix(images_per_s=f"{done / (time.perf_counter() - t0):.1f}")
-            bar.update(1)
-    if barrier_fn is not None:
-        barrier_fn("flowjax_write_latents_shards")
-    if process_index == 0 and not _missing(out_dir, num_shards):
-        finalize_latents(out_dir)
-    if barrier_fn is not None:
-        barrier_fn("flowjax_write_latents_metadata")
+    shards.write_shards(
+        out_dir,
+        dataset_name=LATENTS_DATASET_NAME,
+        num_rows=num_rows,
+        shard_size=shard_size,
+        make_shard=lambda index, start, stop: _checked_shard(
+            shard_fn(index, start, stop), start, stop, features, latent_shape
+        ),
+        features=features,
+        finalize=finalize_latents,
+        writer="write_latents",
+        progress=progress,
+        process_index=process_index,
+        process_count=process_count,
+        barrier_fn=barrier_fn,
+        rate_name="images_per_s",
+    )
     return out_dir
-
-
-def _missing(out_dir: str, num_shards: int) -> list[int]:
-    return [
-        s
-        for s in range(num_shards)
-        if not os.path.exists(_pairs._shard_path(out_dir, s, num_shards, LATENTS_DATASET_NAME))
-    ]
 
 
 def finalize_latents(out_dir) -> str:
     """Write the tfds metadata of a latent set whose shards all exist (idempotent)."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     m = read_manifest(out_dir)
-    lengths, nbytes = [], 0
-    for s in range(m["num_shards"]):
-        path = _pairs._shard_path(out_dir, s, m["num_shards"], LATENTS_DATASET_NAME)
-        n = min(m["shard_size"], m["num_rows"] - s * m["shard_size"])
-        if not os.path.exists(path) or _pairs._count_records(path) != n:
-            raise ValueError(f"{out_dir}: shard {s} is missing or damaged; rerun to finish it.")
-        lengths.append(n)
-        nbytes += os.path.getsize(path)
-    template = _pairs._template(out_dir, LATENTS_DATASET_NAME)
-    tfds.folder_dataset.write_metadata(
-        data_dir=out_dir,
+    shards.write_metadata(
+        out_dir,
+        dataset_name=LATENTS_DATASET_NAME,
+        num_rows=m["num_rows"],
+        shard_size=m["shard_size"],
         features=latent_features(m["latent_shape"], m["num_classes"], m["mode"]),
-        split_infos=[
-            tfds.core.SplitInfo(
-                name=SPLIT, shard_lengths=lengths, num_bytes=nbytes, filename_template=template
-            )
-        ],
-        filename_template=template,
-        check_data=False,
         description="VAE posteriors (model-space mean/std, or fixed samples) of an image set, "
         "written by python -m flowjax.latents; settings in latents_manifest.json.",
-        disable_shuffling=True,
+        writer="write_latents",
     )
     return out_dir
 
 
 def is_complete(out_dir) -> bool:
-    try:
-        m = read_manifest(out_dir)
-        info = tfds.builder_from_directory(os.fspath(out_dir)).info
-        return info.splits[SPLIT].num_examples == m["num_rows"] and not _missing(
-            os.fspath(out_dir), m["num_shards"]
-        )
-    except Exception:
-        return False
+    """Whether ``out_dir`` holds a finished latent set (manifest, tfds metadata, all shards)."""
+    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+    return shards.is_complete(out_dir, LATENTS_MANIFEST, LATENTS_DATASET_NAME, "num_rows")
 
 
 def open_latents(data_dir) -> tuple[dict, Any]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Sequence
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 from flowjax.models.inception import InceptionV3
+from flowjax.weight_files import save_npz
 
 __all__ = [
     "fid_from_features",
@@ -110,15 +110,8 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
 
 def save_stats(path: str | os.PathLike, mu, sigma, **extra) -> str:
     """Write ``mu [F]``, ``sigma [F, F]`` (float64) and ``extra`` scalars to an ``.npz``."""
-    path = os.fspath(path)
-    path = path if path.endswith(".npz") else path + ".npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), **extra)
-    os.replace(tmp, path)
-    return path
+    arrays = {"mu": np.asarray(mu, np.float64), "sigma": np.asarray(sigma, np.float64)}
+    return save_npz(path, {**arrays, **extra}, "stats")
 
 
 def load_stats(path: str | os.PathLike, feature_dim: int | None = None):

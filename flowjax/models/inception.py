@@ -37,11 +37,8 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +49,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax.evaluation.lpips import resize_bilinear
+from flowjax.weight_files import (
+    flatten,
+    read_npz,
+    read_state_dict,
+    run_converter,
+    save_npz,
+    to_numpy,
+    unflatten,
+)
 
 __all__ = [
     "InceptionNet",
@@ -223,33 +229,12 @@ class InceptionNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _unflatten(flat):
-    tree: dict = {}
-    for key, v in flat.items():
-        *parents, leaf = key.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
-
-
 def weight_shapes(width_div: int = 1, num_classes: int = NUM_CLASSES) -> dict[str, tuple]:
     """Every key of the flat weight layout and its shape."""
     net = InceptionNet(width_div=width_div, num_classes=num_classes)
     x = jax.ShapeDtypeStruct((1, 80, 80, 3), jnp.float32)
     init = lambda x_: net.init(jax.random.PRNGKey(0), x_)["params"]
-    return {k: tuple(v.shape) for k, v in _flatten(jax.eval_shape(init, x)).items()}
+    return {k: tuple(v.shape) for k, v in flatten(jax.eval_shape(init, x)).items()}
 
 
 def check_weights(weights: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, int]:
@@ -303,9 +288,7 @@ def convert_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndar
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked") or key.startswith("AuxLogits."):
             continue
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().float().numpy()
-        a = np.asarray(value)
+        a = to_numpy(value)
         parts = key.split(".")
         if parts[0] == "fc":
             out[f"fc/{'kernel' if parts[1] == 'weight' else 'bias'}"] = a.T if a.ndim == 2 else a
@@ -321,21 +304,9 @@ def convert_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndar
 
 
 def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
+    """Validate ``weights`` and write them as an ``.npz`` atomically; returns the path."""
     clean, _, _ = check_weights(weights)
-    path = os.fspath(path)
-    path = path if path.endswith(".npz") else path + ".npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".inception.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **clean)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return save_npz(path, clean, "inception")
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -346,11 +317,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth once (needs torch) with\n"
             f"    {_CONVERT_COMMAND.format(out=path)}"
         )
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            flat = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as err:
-        raise ValueError(f"{path} is not a readable Inception .npz weight file ({err}).") from err
+    flat = read_npz(path, "Inception")
     return check_weights(flat)[0]
 
 
@@ -386,7 +353,7 @@ class InceptionV3:
     @classmethod
     def from_weights(cls, weights, resize_to: int | None = INPUT_SIZE) -> InceptionV3:
         clean, width_div, num_classes = check_weights(weights)
-        params = jax.tree.map(jnp.asarray, _unflatten(clean))
+        params = jax.tree.map(jnp.asarray, unflatten(clean))
         return cls(params, width_div, num_classes, resize_to)
 
     @classmethod
@@ -420,31 +387,19 @@ def _apply(params, x, width_div, num_classes, resize_to):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """``python -m flowjax.models.inception --weights=pt_inception-...pth --out=x.npz``."""
+
+    def convert(args):
+        state = read_state_dict(args.weights)
+        return f"wrote {save_weights(args.out, convert_torch_state_dict(state))}"
+
+    return run_converter(
+        argv,
         prog="python -m flowjax.models.inception",
         description="Convert pytorch-fid's FID InceptionV3 weights (.pth) to a flowjax .npz.",
+        inputs=[("weights", "pt_inception-2015-12-05-6726825d.pth")],
+        convert=convert,
     )
-    parser.add_argument("--weights", required=True, help="pt_inception-2015-12-05-6726825d.pth")
-    parser.add_argument("--out", required=True, help="output .npz path")
-    args = parser.parse_args(argv)
-    if not os.path.isfile(args.weights):
-        parser.error(f"--weights: no file {args.weights!r}")
-    if args.weights.endswith(".npz"):
-        with np.load(args.weights) as data:
-            state = {k: data[k] for k in data.files}
-    else:
-        try:
-            import torch
-        except ImportError:
-            raise SystemExit("converting a .pth needs torch (pip install torch, CPU).") from None
-        state = torch.load(args.weights, map_location="cpu", weights_only=True)
-    try:
-        path = save_weights(args.out, convert_torch_state_dict(state))
-    except ValueError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

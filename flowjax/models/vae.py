@@ -50,15 +50,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import re
-import struct
 import sys
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,6 +63,18 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from flowjax.weight_files import (
+    few,
+    flatten,
+    read_npz,
+    read_safetensors,
+    read_state_dict,
+    run_converter,
+    save_npz,
+    to_numpy,
+    unflatten,
+)
 
 __all__ = [
     "AutoencoderKL",
@@ -258,28 +266,6 @@ class VAENet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict:
-    tree: dict = {}
-    for key, v in flat.items():
-        node = tree
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
-
-
 def weight_shapes(config: VAEConfig = SD_VAE_CONFIG) -> dict[str, tuple[int, ...]]:
     """Every parameter key (``"encoder/conv_in/kernel"``, ...) of ``config`` and its shape."""
     config = config.check()
@@ -287,7 +273,7 @@ def weight_shapes(config: VAEConfig = SD_VAE_CONFIG) -> dict[str, tuple[int, ...
     x = jax.ShapeDtypeStruct((1, f, f, config.in_channels), jnp.float32)
     init = lambda x_: VAENet(config).init(jax.random.PRNGKey(0), x_)["params"]
     shapes = jax.eval_shape(init, x)
-    return {k: tuple(v.shape) for k, v in _flatten(shapes).items()}
+    return {k: tuple(v.shape) for k, v in flatten(shapes).items()}
 
 
 def _config_from_weights(weights: Mapping[str, Any], base: VAEConfig) -> VAEConfig:
@@ -321,11 +307,6 @@ def _config_from_weights(weights: Mapping[str, Any], base: VAEConfig) -> VAEConf
     )
 
 
-def _few(items: Sequence[str], limit: int = 6) -> str:
-    items = list(items)
-    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
-
-
 def check_weights(
     weights: Mapping[str, Any], base: VAEConfig = SD_VAE_CONFIG
 ) -> tuple[dict[str, np.ndarray], VAEConfig]:
@@ -339,9 +320,9 @@ def check_weights(
     missing = [k for k in expected if k not in weights]
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
-        parts = [f"{len(missing)} missing keys ({_few(missing)})"] if missing else []
+        parts = [f"{len(missing)} missing keys ({few(missing)})"] if missing else []
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
         raise ValueError(
             "these are not AutoencoderKL (SD-VAE) weights: " + " and ".join(parts) + ". "
             "Expected keys like encoder/conv_in/kernel, encoder/down_blocks_0_resnets_0/norm1/"
@@ -355,7 +336,7 @@ def check_weights(
         if tuple(np.shape(weights[k])) != s
     ]
     if wrong:
-        raise ValueError(f"VAE weights have wrong shapes for {config}: {_few(wrong)}.")
+        raise ValueError(f"VAE weights have wrong shapes for {config}: {few(wrong)}.")
     clean = {}
     for k in expected:
         a = np.asarray(weights[k])
@@ -389,74 +370,13 @@ def _base_from_entries(data: Mapping[str, Any]) -> VAEConfig:
 def save_weights(path: str | os.PathLike, weights: Mapping[str, Any], config: VAEConfig) -> str:
     """Validate and write ``weights`` (+ ``config/*`` scalars) as an ``.npz``, atomically."""
     clean, config = check_weights(weights, config)
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vae.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **clean, **_config_entries(config))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return save_npz(path, {**clean, **_config_entries(config)}, "vae")
 
 
 # ---------------------------------------------------------------------------------------------
-# diffusers state dicts (.safetensors read with numpy; .bin through torch, converter only)
+# diffusers state dicts (.safetensors read with numpy; .bin through torch, converter only;
+# both by flowjax.weight_files.read_state_dict)
 # ---------------------------------------------------------------------------------------------
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of a ``.safetensors`` file as numpy arrays (bf16 becomes float32).
-
-    The format: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
-    ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``, then the raw little-endian
-    data, offsets relative to its start.
-    """
-    with open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 8:
-        raise ValueError(f"{path} is not a .safetensors file (too short).")
-    (n,) = struct.unpack("<Q", raw[:8])
-    try:
-        header = json.loads(raw[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a .safetensors file (bad header: {err}).") from err
-    body = memoryview(raw)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        dtype, shape = info["dtype"], tuple(info["shape"])
-        chunk = body[begin:end]
-        if dtype == "BF16":
-            bits = np.frombuffer(chunk, "<u2").astype(np.uint32) << 16
-            a = bits.view(np.float32)
-        elif dtype in _SAFETENSORS_DTYPES:
-            a = np.frombuffer(chunk, np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
-        else:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {dtype}.")
-        out[name] = a.reshape(shape).copy()
-    return out
-
 
 _OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
@@ -498,9 +418,7 @@ def convert_diffusers_state_dict(
         raise ValueError(f"state_dict must be a mapping, got {type(state_dict)}.")
     out = {}
     for key, value in state_dict.items():
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().float().numpy()
-        a = np.asarray(value)
+        a = to_numpy(value)
         path = _torch_to_flax_key(key)
         stem, leaf = path.rsplit("/", 1)
         is_attn = bool(re.search(r"attentions_0/(to_q|to_k|to_v|to_out_0)$", stem))
@@ -532,14 +450,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAECon
         if os.path.isfile(cfg_json):
             config = config_from_json(cfg_json)
         return convert_diffusers_state_dict(read_safetensors(path), config)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            flat = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as err:
-        raise ValueError(
-            f"{path} is not a readable VAE .npz or .safetensors file ({err}); convert a diffusers "
-            f"file with `{_CONVERT_COMMAND.format(out='vae.npz')}`."
-        ) from err
+    flat = read_npz(
+        path, "VAE", f"; convert a diffusers file with `{_CONVERT_COMMAND.format(out='vae.npz')}`."
+    )
     return check_weights(flat, _base_from_entries(flat))
 
 
@@ -564,7 +477,7 @@ def random_weights(config: VAEConfig, seed: int = 0) -> dict[str, np.ndarray]:
     params = jax.jit(VAENet(config).init)(jax.random.PRNGKey(seed), x)["params"]
     rng = np.random.default_rng(seed)
     out = {}
-    for k, v in _flatten(params).items():
+    for k, v in flatten(params).items():
         v = np.asarray(v, np.float32)
         if k.endswith("/scale"):
             v = v + 0.1 * rng.standard_normal(v.shape, np.float32)
@@ -594,7 +507,7 @@ class AutoencoderKL:
     @classmethod
     def from_weights(cls, weights: Mapping[str, Any], config: VAEConfig = SD_VAE_CONFIG):
         clean, config = check_weights(weights, config)
-        return cls(jax.tree.map(jnp.asarray, _unflatten(clean)), config)
+        return cls(jax.tree.map(jnp.asarray, unflatten(clean)), config)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> AutoencoderKL:
@@ -684,47 +597,31 @@ def _decode(params, z, *, config):
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        return read_safetensors(path)
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit(
-            "reading a .bin checkpoint needs torch (pip install torch, CPU is enough); a "
-            ".safetensors file needs nothing. flowjax itself never imports torch."
-        ) from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    return obj
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """``python -m flowjax.models.vae --weights=... [--config=...] --out=vae.npz``."""
+
+    def options(parser):
+        parser.add_argument("--config", default=None, help="the VAE's diffusers config.json")
+        parser.add_argument("--scaling_factor", type=float, default=None)
+
+    def convert(args):
+        config = config_from_json(args.config) if args.config else SD_VAE_CONFIG
+        if args.scaling_factor is not None:
+            config = dataclasses.replace(config, scaling_factor=args.scaling_factor)
+        weights, config = convert_diffusers_state_dict(read_state_dict(args.weights), config)
+        path = save_weights(args.out, weights, config)
+        count = sum(int(a.size) for a in weights.values())
+        return f"wrote {path}: {config}, {count:,} parameters"
+
+    return run_converter(
+        argv,
         prog="python -m flowjax.models.vae",
         description="Convert a diffusers AutoencoderKL file (.safetensors or .bin) to a "
         "flowjax VAE .npz (read by flowjax.models.vae.AutoencoderKL.from_file).",
+        inputs=[("weights", "diffusion_pytorch_model.safetensors/.bin")],
+        options=options,
+        convert=convert,
     )
-    parser.add_argument("--weights", required=True, help="diffusion_pytorch_model.safetensors/.bin")
-    parser.add_argument("--config", default=None, help="the VAE's diffusers config.json")
-    parser.add_argument("--scaling_factor", type=float, default=None)
-    parser.add_argument("--out", required=True, help="output .npz path")
-    args = parser.parse_args(argv)
-    if not os.path.isfile(args.weights):
-        parser.error(f"--weights: no file {args.weights!r}")
-    config = config_from_json(args.config) if args.config else SD_VAE_CONFIG
-    if args.scaling_factor is not None:
-        config = dataclasses.replace(config, scaling_factor=args.scaling_factor)
-    try:
-        weights, config = convert_diffusers_state_dict(_load_state_dict(args.weights), config)
-        path = save_weights(args.out, weights, config)
-    except ValueError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    count = sum(int(a.size) for a in weights.values())
-    print(f"wrote {path}: {config}, {count:,} parameters")
-    return 0
 
 
 if __name__ == "__main__":

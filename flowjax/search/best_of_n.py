@@ -34,11 +34,7 @@ def _core(proposal: pt.Proposal, reward_fn, num_problems: int, n: int, sharding)
             return (pt.constrain(x, sharding), nfe + n), None
 
         (x, nfe), _ = jax.lax.scan(body, (x, jnp.int32(0)), jnp.arange(num_steps))
-        r, bad = pt.reward_checked(reward_fn, x)
-        samples, rewards = pt.select_best(x, r, num_problems)
-        return pt.SearchResult(
-            samples, rewards, nfe, {"num_particles": n, "nonfinite_rewards": bad}
-        )
+        return pt.best_result(reward_fn, x, num_problems, nfe, False, {"num_particles": n})
 
     return run
 
@@ -56,10 +52,8 @@ def best_of_n(
     """Best-of-N under an NFE budget per problem (module docstring); returns a SearchResult."""
     pt.check_problem(proposal, num_problems, cond)
     budget = pt.check_budget(budget, proposal.num_steps, "one sampling pass")
-    pt.check_reward(reward_fn, proposal, num_problems, key)
     n = budget // proposal.num_steps
-    run = pt.cached_jit(
-        ("bon", proposal, reward_fn, num_problems, n, sharding),
-        lambda: _core(proposal, reward_fn, num_problems, n, sharding),
+    build = lambda: _core(proposal, reward_fn, num_problems, n, sharding)
+    return pt.run_search(
+        "best_of_n", proposal, reward_fn, key, cond, num_problems, (n, sharding), build
     )
-    return pt.check_finite_result(run(key, cond), "best_of_n")

@@ -188,6 +188,19 @@ def select_best(x: Array, rewards: Array, num_problems: int):
     return xs[rows, idx], r[rows, idx]
 
 
+def best_result(
+    reward_fn: Reward, x: Array, num_problems: int, nfe: Array, bad: Array, info: dict
+) -> SearchResult:
+    """Score the final particles ``x [P * n, ...]`` and keep each problem's best.
+
+    ``bad`` (any non-finite reward so far) is or-ed with the final scoring's and stored as
+    ``info["nonfinite_rewards"]``, which :func:`run_search` turns into an error.
+    """
+    r, bad_f = reward_checked(reward_fn, x)
+    samples, rewards = select_best(x, r, num_problems)
+    return SearchResult(samples, rewards, nfe, {**info, "nonfinite_rewards": bad | bad_f})
+
+
 def gather_rows(tree: Any, idx: Array) -> Any:
     """Reorder particles within each problem: ``idx [P, n]`` of indices in ``0..n-1``."""
     num_problems, n = idx.shape
@@ -288,3 +301,24 @@ def cached_jit(key: tuple, build: Callable[[], Callable]) -> Callable:
             _COMPILED.clear()
         fn = _COMPILED[key] = jax.jit(build())
     return fn
+
+
+def run_search(
+    method: str,
+    proposal: Proposal,
+    reward_fn: Reward,
+    key: Array,
+    cond: Any,
+    num_problems: int,
+    settings: tuple,
+    build: Callable[[], Callable],
+) -> SearchResult:
+    """The common tail of every search method, after its own argument checks.
+
+    Probes the reward (:func:`check_reward`), runs the jitted core ``build()`` (compiled once
+    per ``(method, proposal, reward_fn, num_problems, *settings)``) on ``(key, cond)``, and
+    raises if any reward was non-finite (:func:`check_finite_result`).
+    """
+    check_reward(reward_fn, proposal, num_problems, key)
+    run = cached_jit((method, proposal, reward_fn, num_problems, *settings), build)
+    return check_finite_result(run(key, cond), method)

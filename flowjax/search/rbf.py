@@ -151,9 +151,6 @@ def rbf(
     budget = pt.check_budget(
         budget, n0 + num_steps - 1, f"{n0} initial noises plus one proposal per step"
     )
-    pt.check_reward(reward_fn, proposal, num_problems, key)
-    run = pt.cached_jit(
-        ("rbf", proposal, reward_fn, num_problems, budget, n0, sharding),
-        lambda: _core(proposal, reward_fn, num_problems, budget, n0, sharding),
-    )
-    return pt.check_finite_result(run(key, cond), "rbf")
+    build = lambda: _core(proposal, reward_fn, num_problems, budget, n0, sharding)
+    settings = (budget, n0, sharding)
+    return pt.run_search("rbf", proposal, reward_fn, key, cond, num_problems, settings, build)

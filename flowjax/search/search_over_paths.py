@@ -90,16 +90,8 @@ def _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding)
         # Final round: land on s_N = 1; the copies are samples, scored directly.
         xs = expand_and_resolve(x, num_steps - 1)
         nfe = nfe + m * (back + 1)
-        r, bad_f = pt.reward_checked(reward_fn, xs)
-        samples, rewards = pt.select_best(xs, r, num_problems)
-        info = {
-            "beam": beam,
-            "width": width,
-            "start": start,
-            "back": back,
-            "nonfinite_rewards": bad | bad_f,
-        }
-        return pt.SearchResult(samples, rewards, nfe, info)
+        info = {"beam": beam, "width": width, "start": start, "back": back}
+        return pt.best_result(reward_fn, xs, num_problems, nfe, bad, info)
 
     return run
 
@@ -140,10 +132,9 @@ def search_over_paths(
         f"one beam particle of search over paths "
         f"(start={start}, width={width}, back={back}, {num_steps} steps)",
     )
-    pt.check_reward(reward_fn, proposal, num_problems, key)
     beam = budget // per_beam
-    run = pt.cached_jit(
-        ("sop", proposal, reward_fn, num_problems, beam, width, start, back, sharding),
-        lambda: _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding),
+    build = lambda: _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding)
+    settings = (beam, width, start, back, sharding)
+    return pt.run_search(
+        "search_over_paths", proposal, reward_fn, key, cond, num_problems, settings, build
     )
-    return pt.check_finite_result(run(key, cond), "search_over_paths")

@@ -58,15 +58,8 @@ def _core(proposal, reward_fn, num_problems, n, lam, threshold, sharding):
         zeros = jnp.zeros((num_problems, n), jnp.float32)
         init = (x, zeros, zeros, jnp.int32(0), jnp.bool_(False), jnp.zeros(num_problems, jnp.int32))
         (x, _, _, nfe, bad, resamples), ess = jax.lax.scan(body, init, jnp.arange(num_steps))
-        r, bad_f = pt.reward_checked(reward_fn, x)
-        samples, rewards = pt.select_best(x, r, num_problems)
-        info = {
-            "num_particles": n,
-            "resamples": resamples,
-            "mean_ess": ess,
-            "nonfinite_rewards": bad | bad_f,
-        }
-        return pt.SearchResult(samples, rewards, nfe, info)
+        info = {"num_particles": n, "resamples": resamples, "mean_ess": ess}
+        return pt.best_result(reward_fn, x, num_problems, nfe, bad, info)
 
     return run
 
@@ -93,11 +86,8 @@ def smc(
         raise ValueError(f"temperature must be > 0; got {temperature}")
     if not 0 < ess_threshold <= 1:
         raise ValueError(f"ess_threshold must lie in (0, 1]; got {ess_threshold}")
-    pt.check_reward(reward_fn, proposal, num_problems, key)
     n = budget // proposal.num_steps
     lam, thr = float(temperature), float(ess_threshold)
-    run = pt.cached_jit(
-        ("smc", proposal, reward_fn, num_problems, n, lam, thr, sharding),
-        lambda: _core(proposal, reward_fn, num_problems, n, lam, thr, sharding),
-    )
-    return pt.check_finite_result(run(key, cond), "smc")
+    build = lambda: _core(proposal, reward_fn, num_problems, n, lam, thr, sharding)
+    settings = (n, lam, thr, sharding)
+    return pt.run_search("smc", proposal, reward_fn, key, cond, num_problems, settings, build)

@@ -45,7 +45,6 @@ Cost: one evaluation per row, like the base solver; memory ``J`` velocity buffer
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Callable
 
 import jax
@@ -281,19 +280,24 @@ def learn(
 
     Returns the :class:`Bespoke` sampler and its storable :class:`learned.LearnedSchedule`.
     """
-    t0 = time.perf_counter()
-    num_steps = learned.check_calibration(solver, nfe, x0, cond, reference, element_shape)
-    if slack < 0:
-        raise ValueError(f"slack must be >= 0; got {slack}")
-    ref_nfe = 0
-    if x_ref is None:
-        x_ref, ref_nfe = learned.reference_endpoints(velocity_fn, x0, cond, reference)
-    elif jnp.shape(x_ref) != jnp.shape(x0):
-        raise ValueError(f"x_ref has shape {jnp.shape(x_ref)}; expected {jnp.shape(x0)}")
-    init, init_losses = learned.resolve_init(
-        init, solver, velocity_fn, x0, cond, x_ref, num_steps, slack
+    cal = learned.prepare_calibration(
+        solver,
+        velocity_fn,
+        x0,
+        nfe,
+        cond=cond,
+        reference=reference,
+        x_ref=x_ref,
+        init=init,
+        iters=iters,
+        lr=lr,
+        slack=slack,
+        seed=seed,
+        step=step,
+        element_shape=element_shape,
     )
-    tableau = extract_tableau(solver, learned.init_grid(init, num_steps))
+    x_ref = cal.x_ref
+    tableau = extract_tableau(solver, learned.init_grid(cal.init, cal.num_steps))
     params0 = init_params(tableau, x0.dtype)
 
     def loss(p):
@@ -303,20 +307,7 @@ def learn(
         loss, params0, iters=iters, lr=lr, progress=progress, desc=f"bespoke {solver.name}@{nfe}"
     )
     sampler = Bespoke(solver.name, tableau, best)
-    schedule = sampler.to_schedule(
-        loss=info["loss"],
-        initial_loss=info["initial_loss"],
-        init=init,
-        reference=reference,
-        num_calibration=int(x0.shape[0]),
-        seed=int(seed),
-        step=int(step),
-        slack=float(slack),
-        iters=int(iters),
-        lr=float(lr),
-        calibration_nfe=int(ref_nfe + (info["steps"] + len(init_losses)) * nfe),
-        seconds=time.perf_counter() - t0,
-    )
+    schedule = sampler.to_schedule(**cal.schedule_fields(info))
     return sampler, schedule
 
 

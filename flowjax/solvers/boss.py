@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import os
 from typing import Any
 
 import jax
@@ -42,6 +40,7 @@ from flowjax import timesteps
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, sample
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP
 from flowjax.solvers.euler import Euler
+from flowjax.solvers.schedule_store import JsonScheduleStore
 
 Array = jax.Array
 
@@ -313,43 +312,13 @@ def compute_schedule(
     )
 
 
-class ScheduleStore:
+class ScheduleStore(JsonScheduleStore):
     """BOSS schedules in one JSON file (e.g. ``<workdir>/boss_schedules.json``), by key.
 
     The key records the costed solver, K, the fine grid N, the calibration size M, the
     reference integrator and the checkpoint step, so a schedule is reused only for the model
-    and setting it was computed for.
+    and setting it was computed for. Reading, atomic writing and ``get_or_compute`` are
+    :class:`~flowjax.solvers.schedule_store.JsonScheduleStore`'s.
     """
 
-    def __init__(self, path: str):
-        self.path = os.path.abspath(path)
-
-    def load_all(self) -> dict[str, BossSchedule]:
-        if not os.path.exists(self.path):
-            return {}
-        with open(self.path, encoding="utf-8") as f:
-            raw = json.load(f)
-        return {k: BossSchedule.from_dict(v) for k, v in raw.items()}
-
-    def get(self, key: str) -> BossSchedule | None:
-        return self.load_all().get(key)
-
-    def put(self, schedule: BossSchedule) -> None:
-        allp = self.load_all()
-        allp[schedule.key] = schedule
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({k: v.to_dict() for k, v in sorted(allp.items())}, f, indent=1)
-        os.replace(tmp, self.path)
-
-    def get_or_compute(self, key: str, compute) -> tuple[BossSchedule, bool]:
-        """``(schedule, reused)``: the stored schedule for ``key``, or ``compute()`` stored."""
-        found = self.get(key)
-        if found is not None:
-            return found, True
-        schedule = compute()
-        if schedule.key != key:
-            raise ValueError(f"computed schedule has key {schedule.key!r}, expected {key!r}")
-        self.put(schedule)
-        return schedule, False
+    entry_type = BossSchedule

@@ -30,15 +30,13 @@ other noises (:func:`heldout_error`).
 Stored and reused like BOSS schedules: a :class:`LearnedSchedule` (times, for learned
 coefficients also the weights of :mod:`flowjax.solvers.bespoke`) lives in
 ``<workdir>/learned_schedules.json`` (:class:`LearnedStore`), keyed by kind, solver, NFE,
-calibration size, reference, seed, slack and checkpoint step.
+calibration size, reference, seed, slack, the requested initial grid and checkpoint step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import time
 from typing import Any, Callable
 
@@ -50,7 +48,7 @@ import optax
 from flowjax import timesteps
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import Solver, VelocityFn, check_inputs, make_solver, sample
-from flowjax.solvers.boss import ScheduleStore
+from flowjax.solvers.schedule_store import JsonScheduleStore
 
 Array = jax.Array
 
@@ -306,6 +304,8 @@ class LearnedSchedule:
       weights: bespoke only: ``[J + 1][J]`` learned affine weights (else empty).
       loss, initial_loss: calibration loss of the learned / initial setting.
       init: the grid spec it started from; reference: the reference solve; slack: LD3 slack.
+      requested_init: the ``init`` argument of the calibration (``"best"`` or a spec; part of
+        the key); ``""`` in schedules stored before it was recorded, read as ``init``.
       num_calibration: ``M``; seed: calibration seed; step: checkpoint step (or -1).
       iters, lr: optimiser settings; calibration_nfe: batched evaluations spent (reference +
         one forward pass per iterate; each gradient adds one VJP per evaluation);
@@ -329,6 +329,7 @@ class LearnedSchedule:
     calibration_nfe: int = 0
     seconds: float = 0.0
     weights: tuple[tuple[float, ...], ...] = ()
+    requested_init: str = ""
 
     @property
     def grid(self) -> np.ndarray:
@@ -345,6 +346,7 @@ class LearnedSchedule:
             self.seed,
             self.step,
             self.slack,
+            init=self.requested_init or self.init,
         )
 
     def to_dict(self) -> dict:
@@ -367,22 +369,29 @@ def schedule_key(
     seed: int,
     step: int = -1,
     slack: float = 0.0,
+    *,
+    init: str,
 ) -> str:
+    """The store key of a calibration: every setting that changes its result.
+
+    ``init`` is the requested initial grid (``"best"`` or a grid spec): two calibrations that
+    differ only in it are different schedules.
+    """
     return (
         f"{kind}|{solver}|NFE={int(nfe)}|M={int(num_calibration)}|ref={reference}|"
-        f"seed={int(seed)}|slack={float(slack):g}|step={int(step)}"
+        f"seed={int(seed)}|slack={float(slack):g}|init={init}|step={int(step)}"
     )
 
 
-class LearnedStore(ScheduleStore):
-    """Learned schedules in one JSON file (``<workdir>/learned_schedules.json``), by key."""
+class LearnedStore(JsonScheduleStore):
+    """Learned schedules in one JSON file (``<workdir>/learned_schedules.json``), by key.
 
-    def load_all(self) -> dict[str, LearnedSchedule]:
-        if not os.path.exists(self.path):
-            return {}
-        with open(self.path, encoding="utf-8") as f:
-            raw = json.load(f)
-        return {k: LearnedSchedule.from_dict(v) for k, v in raw.items()}
+    Files written before the key held the initial grid are read too: their entries are
+    re-keyed with ``init=<their recorded init>`` (see
+    :class:`~flowjax.solvers.schedule_store.JsonScheduleStore`).
+    """
+
+    entry_type = LearnedSchedule
 
     def latest(self, kind: str, solver: str, nfe: int) -> LearnedSchedule | None:
         """The stored schedule of (kind, solver, NFE) from the newest checkpoint step (then
@@ -400,6 +409,86 @@ class LearnedStore(ScheduleStore):
 # ---------------------------------------------------------------------------------------------
 # Learned grids
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The checked inputs of a calibration, shared by :func:`learn_grid` and
+    :func:`flowjax.solvers.bespoke.learn` (made by :func:`prepare_calibration`).
+
+    Attributes:
+      num_steps: ``K``; x_ref: reference endpoints of ``x0``; ref_nfe: evaluations the
+        reference solve spent (0 when ``x_ref`` was given); init: the resolved initial grid
+        spec; init_losses: the candidates' losses under ``init="best"`` (else empty);
+        settings: the :class:`LearnedSchedule` fields fixed before optimising; started: the
+        ``time.perf_counter()`` at the start.
+    """
+
+    num_steps: int
+    x_ref: Array
+    ref_nfe: int
+    init: str
+    init_losses: dict
+    settings: dict
+    started: float
+
+    def schedule_fields(self, info: dict) -> dict:
+        """The :class:`LearnedSchedule` fields other than kind, solver, NFE, times, weights,
+        from ``info`` of :func:`optimise`."""
+        nfe = self.settings["nfe"]
+        return dict(
+            loss=info["loss"],
+            initial_loss=info["initial_loss"],
+            init=self.init,
+            calibration_nfe=int(self.ref_nfe + (info["steps"] + len(self.init_losses)) * nfe),
+            seconds=time.perf_counter() - self.started,
+            **{k: v for k, v in self.settings.items() if k != "nfe"},
+        )
+
+
+def prepare_calibration(
+    solver: Solver,
+    velocity_fn: VelocityFn,
+    x0: Array,
+    nfe: int,
+    *,
+    cond: Any,
+    reference: str,
+    x_ref: Array | None,
+    init: str,
+    iters: int,
+    lr: float,
+    slack: float,
+    seed: int,
+    step: int,
+    element_shape: tuple[int, ...] | None,
+) -> Calibration:
+    """Check the arguments, solve the reference (unless ``x_ref`` is given) and resolve
+    ``init`` (:func:`resolve_init`); arguments as :func:`learn_grid`."""
+    started = time.perf_counter()
+    num_steps = check_calibration(solver, nfe, x0, cond, reference, element_shape)
+    if slack < 0:
+        raise ValueError(f"slack must be >= 0; got {slack}")
+    ref_nfe = 0
+    if x_ref is None:
+        x_ref, ref_nfe = reference_endpoints(velocity_fn, x0, cond, reference)
+    elif jnp.shape(x_ref) != jnp.shape(x0):
+        raise ValueError(f"x_ref has shape {jnp.shape(x_ref)}; expected {jnp.shape(x0)}")
+    resolved, init_losses = resolve_init(
+        init, solver, velocity_fn, x0, cond, x_ref, num_steps, slack
+    )
+    settings = dict(
+        nfe=int(nfe),
+        requested_init=init,
+        reference=reference,
+        num_calibration=int(x0.shape[0]),
+        seed=int(seed),
+        step=int(step),
+        slack=float(slack),
+        iters=int(iters),
+        lr=float(lr),
+    )
+    return Calibration(num_steps, x_ref, ref_nfe, resolved, init_losses, settings, started)
 
 
 def grid_loss_fn(solver, velocity_fn, x0, cond, x_ref, t_start, t_end, slack=0.0):
@@ -446,20 +535,26 @@ def learn_grid(
       slack: LD3-style slack radius (RMS units), 0 for the plain MSE.
       seed, step: recorded in the key (the caller drew ``x0`` from ``seed``).
     """
-    t0 = time.perf_counter()
-    num_steps = check_calibration(solver, nfe, x0, cond, reference, element_shape)
-    if slack < 0:
-        raise ValueError(f"slack must be >= 0; got {slack}")
-    ref_nfe = 0
-    if x_ref is None:
-        x_ref, ref_nfe = reference_endpoints(velocity_fn, x0, cond, reference)
-    elif jnp.shape(x_ref) != jnp.shape(x0):
-        raise ValueError(f"x_ref has shape {jnp.shape(x_ref)}; expected {jnp.shape(x0)}")
-    init, init_losses = resolve_init(init, solver, velocity_fn, x0, cond, x_ref, num_steps, slack)
-    g0 = init_grid(init, num_steps)
+    cal = prepare_calibration(
+        solver,
+        velocity_fn,
+        x0,
+        nfe,
+        cond=cond,
+        reference=reference,
+        x_ref=x_ref,
+        init=init,
+        iters=iters,
+        lr=lr,
+        slack=slack,
+        seed=seed,
+        step=step,
+        element_shape=element_shape,
+    )
+    g0 = init_grid(cal.init, cal.num_steps)
     t_start, t_end = float(g0[0]), float(g0[-1])
     logits0 = jnp.asarray(logits_from_grid(g0), x0.dtype)
-    loss = grid_loss_fn(solver, velocity_fn, x0, cond, x_ref, t_start, t_end, slack)
+    loss = grid_loss_fn(solver, velocity_fn, x0, cond, cal.x_ref, t_start, t_end, slack)
     best, info = optimise(
         loss, logits0, iters=iters, lr=lr, progress=progress, desc=f"grid {solver.name}@{nfe}"
     )
@@ -475,18 +570,7 @@ def learn_grid(
         solver=solver.name,
         nfe=int(nfe),
         times=tuple(float(t) for t in grid),
-        loss=info["loss"],
-        initial_loss=info["initial_loss"],
-        init=init,
-        reference=reference,
-        num_calibration=int(x0.shape[0]),
-        seed=int(seed),
-        step=int(step),
-        slack=float(slack),
-        iters=int(iters),
-        lr=float(lr),
-        calibration_nfe=int(ref_nfe + (info["steps"] + len(init_losses)) * nfe),
-        seconds=time.perf_counter() - t0,
+        **cal.schedule_fields(info),
     )
 
 

@@ -1,82 +1,13 @@
-"""LPIPS perceptual distance, VGG16 variant (Zhang et al. 2018), with weights read from a file.
+"""The LPIPS network (VGG16 features, unit normalisation, lin weights) and its weight files.
 
-For images ``x, y`` (NHWC, values in ``[-1, 1]``) LPIPS compares unit-normalised deep features
-of a VGG16 network, channel-weighted by non-negative learned "lin" weights:
-
-.. code-block:: text
-
-    x' = resize(x)                                 bilinear, to resize_to (optional)
-    z  = (x' - shift) / scale                      LPIPS scaling layer, per RGB channel
-    f_k(x)  in R^{H_k x W_k x C_k}                 VGG16 after relu1_2, relu2_2, relu3_3,
-                                                   relu4_3, relu5_3   (k = 0..4)
-    n_k(x)_hw = f_k(x)_hw / (||f_k(x)_hw||_2 + eps)            norm over channels, eps = 1e-10
-    d(x, y) = sum_k mean_{h,w} sum_c w_{k,c} (n_k(x)_hwc - n_k(y)_hwc)^2     w_{k,c} >= 0
-
-``shift = (-0.030, -0.088, -0.188)``, ``scale = (0.458, 0.448, 0.450)`` (the ``lpips``
-package's ``ScalingLayer``). On ``u = (x + 1) / 2`` in ``[0, 1]`` this is exactly the ImageNet
-standardisation ``(u - mean) / std`` with ``mean = (0.485, 0.456, 0.406)``, ``std = (0.229,
-0.224, 0.225)`` that ``piq.LPIPS`` applies, so both packages see the same network input.
-Single-channel images are repeated to three channels. ``d >= 0``, and ``d(x, x) = 0`` and
-``d(x, y) = d(y, x)`` up to float32 rounding; it is not a metric (no triangle inequality).
-
-Network: VGG16's 13 convolutions (3x3, stride 1, zero padding 1, bias, ReLU) in five stages of
-2, 2, 3, 3, 3 layers, with 2x2 stride-2 pooling (floor: an odd last row/column is dropped)
-before stages 2..5. ``replace_pooling=False`` uses max pooling, as in torchvision's VGG16 and
-the original ``lpips`` package; ``replace_pooling=True`` uses average pooling, the
-``piq.LPIPS(replace_pooling=True)`` option used by the 2-rectified-flow++ code (Lee et al.
-2024, LPIPS-Huber loss), which also resizes both images to 224x224 first.
-
-Resizing (``resize_to``, default 224): bilinear with half-pixel centres and no antialiasing,
-i.e. torch's ``F.interpolate(x, size, mode="bilinear", align_corners=False)``, also when
-shrinking. ``resize_to=None`` feeds the images as they are; the network needs at least 16x16
-pixels (four poolings).
-
-Nothing is downloaded: :meth:`LPIPS.from_file` reads a ``.npz`` of float32
-arrays with these keys (``s`` = stage 1..5, ``l`` = layer 1..2 for stages 1-2, 1..3 after)::
-
-    vgg/conv{s}_{l}/kernel   [3, 3, C_in, C_out]   HWIO; C_in = 3 for conv1_1
-    vgg/conv{s}_{l}/bias     [C_out]
-    lin{k}                   [C_k]                 k = 0..4, the 1x1 weights of tap k, >= 0
-
-with ``C = (C_0, ..., C_4)`` the stage widths, ``(64, 128, 256, 512, 512)`` for real VGG16
-(14.7M parameters, 59 MB). Make the file once from the two published torch files:
-
-- torchvision's ImageNet VGG16 weights, ``vgg16-397923af.pth``
-  (``torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()``);
-- the ``lpips`` package's ``lpips/weights/v0.1/vgg.pth`` (in the installed ``pip install
-  lpips`` package directory),
-
-with (torch is needed for this step only; flowjax never imports it otherwise)::
-
-    python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz
-
-Mapping from torch: torchvision ``features.{i}.weight`` ``[C_out, C_in, 3, 3]`` is transposed to
-HWIO, with ``i`` = 0, 2 (stage 1), 5, 7 (stage 2), 10, 12, 14 (stage 3), 17, 19, 21 (stage 4),
-24, 26, 28 (stage 5); lpips ``lin{k}.model.1.weight`` ``[1, C_k, 1, 1]`` is flattened to
-``[C_k]`` (see :func:`convert_torch_weights`). ``piq`` ships the lin weights in a file of its own
-(used as a list of five ``[1, C_k, 1, 1]`` tensors; not checked here to hold exactly the lpips
-v0.1 values); such a list is accepted too.
-
-Example::
-
-    lpips = LPIPS.from_file("lpips_vgg16.npz", replace_pooling=True)   # 2-RF++ setting
-    d_b = lpips(x_bhwc, y_bhwc)          # [B]; jit / grad w.r.t. x work
-
-References: R. Zhang, P. Isola, A. Efros, E. Shechtman, O. Wang, "The Unreasonable
-Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018; K. Simonyan, A. Zisserman,
-"Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015; S. Lee,
-Z. Lin, G. Fanti, "Improving the Training of Rectified Flows", NeurIPS 2024.
+The maths, the weight layout and how to make the file are in :mod:`flowjax.evaluation.lpips`;
+:mod:`flowjax.evaluation.lpips.convert` maps the published torch checkpoints to that layout.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
-import re
-import sys
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax.weight_files import few, read_npz, save_npz
+
 __all__ = [
     "LPIPS",
     "LPIPS_SCALE",
@@ -94,7 +27,6 @@ __all__ = [
     "TORCHVISION_CONV_INDICES",
     "VGG16Features",
     "VGG16_WIDTHS",
-    "convert_torch_weights",
     "load_weights",
     "random_weights",
     "resize_bilinear",
@@ -432,10 +364,6 @@ class LPIPS:
 _CONVERT_COMMAND = "python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}"
 
 
-def _few(items: Sequence[str], sep: str = ", ", limit: int = 6) -> str:
-    return sep.join(items[:limit]) + (f"{sep}..." if len(items) > limit else "")
-
-
 def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """Validate a weight dict; returns ``(float32 copy, widths)`` or raises ``ValueError``."""
     if not isinstance(weights, Mapping):
@@ -458,9 +386,9 @@ def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         f"with `{_CONVERT_COMMAND.format(out='lpips_vgg16.npz')}`."
     )
     if missing or unexpected:
-        parts = [f"{len(missing)} missing keys ({_few(missing)})"] if missing else []
+        parts = [f"{len(missing)} missing keys ({few(missing)})"] if missing else []
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
         raise ValueError("LPIPS weights have " + " and ".join(parts) + "." + hint)
     if widths is None:
         raise ValueError(
@@ -474,7 +402,7 @@ def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     ]
     if wrong:
         raise ValueError(
-            f"LPIPS weights have wrong shapes for stage widths {widths}: {_few(wrong, '; ')}."
+            f"LPIPS weights have wrong shapes for stage widths {widths}: {few(wrong, '; ')}."
         )
     clean = {}
     for key in expected:
@@ -510,18 +438,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "weights/v0.1/vgg.pth (pip install lpips; it sits in the installed package "
             "directory)."
         )
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable LPIPS .npz weight file ({err}).") from err
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single .npy array, not an LPIPS .npz weight archive.")
-    try:
-        weights = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable LPIPS .npz weight file ({err}).") from err
-    finally:
-        data.close()
+    weights = read_npz(path, "LPIPS")
     return _check_weights(weights)[0]
 
 
@@ -532,21 +449,7 @@ def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
     a temporary name in the same directory and then renamed, so a reader never sees half a file.
     """
     clean, _ = _check_weights(weights)
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lpips.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **clean)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return save_npz(path, clean, "lpips")
 
 
 def random_weights(seed: int = 0, widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, np.ndarray]:
@@ -567,127 +470,3 @@ def random_weights(seed: int = 0, widths: Sequence[int] = VGG16_WIDTHS) -> dict[
             a = rng.uniform(size=shape)
         out[key] = a.astype(np.float32)
     return out
-
-
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor; torch itself is never imported here
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def convert_torch_weights(vgg_state_dict: Mapping[str, Any], lin_state_dict) -> dict:
-    """Map torch checkpoints to the flowjax LPIPS weight layout (module docstring).
-
-    Args:
-      vgg_state_dict: torchvision ``vgg16()`` state dict (keys ``features.{i}.weight`` /
-        ``.bias``; ``classifier.*`` keys are ignored) or that of ``vgg16().features`` alone
-        (keys ``{i}.weight``). Conv ``i`` in ``TORCHVISION_CONV_INDICES``; weights
-        ``[C_out, C_in, 3, 3]`` become HWIO ``[3, 3, C_in, C_out]``.
-      lin_state_dict: the lpips package's state dict (keys ``lin{k}.model.1.weight``, or
-        ``...model.0...`` without dropout, any prefix), each ``[1, C_k, 1, 1]``; or a sequence
-        of five arrays of ``C_k`` entries each.
-
-    Values may be torch tensors or arrays. Returns ``{key: float32 np.ndarray}``, validated.
-    """
-    if not isinstance(vgg_state_dict, Mapping):
-        raise ValueError(f"vgg_state_dict must be a mapping, got {type(vgg_state_dict)}.")
-    keys = set(vgg_state_dict)
-    if "features.0.weight" in keys:
-        prefix = "features."
-    elif "0.weight" in keys:
-        prefix = ""
-    else:
-        raise ValueError(
-            "vgg_state_dict has neither 'features.0.weight' (torchvision vgg16()) nor "
-            f"'0.weight' (vgg16().features); first keys: {sorted(keys)[:6]}."
-        )
-    out: dict[str, np.ndarray] = {}
-    missing = []
-    for name, i in TORCHVISION_CONV_INDICES.items():
-        w_key, b_key = f"{prefix}{i}.weight", f"{prefix}{i}.bias"
-        if w_key not in keys or b_key not in keys:
-            missing += [k for k in (w_key, b_key) if k not in keys]
-            continue
-        w = _to_numpy(vgg_state_dict[w_key])
-        if w.ndim != 4 or w.shape[2:] != (3, 3):
-            raise ValueError(
-                f"{w_key} must be a 3x3 conv weight [C_out, C_in, 3, 3], got {w.shape}."
-            )
-        out[f"vgg/{name}/kernel"] = np.transpose(w, (2, 3, 1, 0)).astype(np.float32)
-        out[f"vgg/{name}/bias"] = _to_numpy(vgg_state_dict[b_key]).astype(np.float32)
-    if missing:
-        raise ValueError(f"vgg_state_dict lacks the VGG16 conv keys {missing}.")
-
-    if isinstance(lin_state_dict, Mapping):
-        lins = []
-        for k in range(len(STAGE_DEPTHS)):
-            pattern = re.compile(rf"(?:^|\.)lin{k}\.(?:model\.\d+\.)?weight$")
-            found = [key for key in lin_state_dict if pattern.search(key)]
-            if len(found) != 1:
-                raise ValueError(
-                    f"lin_state_dict must have exactly one key like 'lin{k}.model.1.weight', "
-                    f"found {found}; keys: {sorted(lin_state_dict)[:10]}."
-                )
-            lins.append(_to_numpy(lin_state_dict[found[0]]))
-    elif isinstance(lin_state_dict, Sequence) and len(lin_state_dict) == len(STAGE_DEPTHS):
-        lins = [_to_numpy(w) for w in lin_state_dict]
-    else:
-        raise ValueError(
-            "lin_state_dict must be the lpips state dict (lin{k}.model.1.weight) or a sequence "
-            f"of five weight arrays, got {type(lin_state_dict)}."
-        )
-    for k, w in enumerate(lins):
-        if w.ndim not in (1, 4) or (w.ndim == 4 and (w.shape[0], w.shape[2:]) != (1, (1, 1))):
-            raise ValueError(f"lin{k} weight must be [1, C, 1, 1] (or [C]), got {w.shape}.")
-        out[f"lin{k}"] = w.reshape(-1).astype(np.float32)
-    return _check_weights(out)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: torch checkpoints -> .npz
-# ---------------------------------------------------------------------------------------------
-
-
-def _load_torch_file(path: str):
-    """``torch.load`` a state dict on the CPU; the only place torch is imported."""
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit(
-            "converting the torch checkpoints needs torch (pip install torch; the CPU wheel is "
-            "enough). flowjax itself never imports torch."
-        ) from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    return obj
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=out.npz``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flowjax.evaluation.lpips",
-        description="Convert torchvision VGG16 + lpips v0.1 'vgg' weights to a flowjax LPIPS "
-        ".npz (read by flowjax.evaluation.LPIPS.from_file).",
-    )
-    parser.add_argument("--vgg", required=True, help="torchvision vgg16 state dict (.pth)")
-    parser.add_argument("--lin", required=True, help="lpips weights/v0.1/vgg.pth")
-    parser.add_argument("--out", required=True, help="output .npz path")
-    args = parser.parse_args(argv)
-    for flag in ("vgg", "lin"):
-        if not os.path.isfile(getattr(args, flag)):
-            parser.error(f"--{flag}: no file {getattr(args, flag)!r}")
-    try:
-        weights = convert_torch_weights(_load_torch_file(args.vgg), _load_torch_file(args.lin))
-        path = save_weights(args.out, weights)
-    except ValueError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    widths = tuple(int(weights[f"lin{k}"].shape[0]) for k in range(len(STAGE_DEPTHS)))
-    count = sum(int(a.size) for a in weights.values())
-    print(f"wrote {path}: stage widths {widths}, {count:,} parameters")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Weight files of pretrained networks: flat ``.npz`` trees, foreign state dicts, converter CLIs.
+
+Every pretrained network in flowjax (the VAE, FID's InceptionV3, LPIPS' VGG16) stores its
+parameters as one uncompressed ``.npz`` whose keys are the flax parameter paths joined by
+``/`` (``encoder/conv_in/kernel``). This module holds what those three share:
+
+- :func:`flatten` / :func:`unflatten`: a nested flax parameter dict <-> the flat ``.npz`` keys.
+- :func:`read_npz` / :func:`save_npz`: read a weight archive with a clear error, write one
+  atomically (temporary file in the same directory, then a rename).
+- :func:`read_state_dict`: a published checkpoint as ``{name: array}``: ``.safetensors`` is
+  parsed with numpy (:func:`read_safetensors`), ``.npz`` with numpy, anything else
+  (``.pth``, ``.bin``) with ``torch.load`` on the CPU. torch is imported inside that call
+  only; flowjax never depends on it and importing this module never imports it.
+- :func:`to_numpy`: a torch tensor or array as a numpy array, without importing torch.
+- :func:`run_converter`: the command-line plumbing of the ``python -m ...`` converters (input
+  files must exist, a ``ValueError`` from the conversion becomes ``ERROR: ...`` and exit
+  status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a/b/c": leaf}`` (the ``.npz`` key layout)."""
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """The inverse of :func:`flatten`: ``{"a/b/c": leaf}`` -> ``{"a": {"b": {"c": leaf}}}``."""
+    tree: dict = {}
+    for key, v in flat.items():
+        node = tree
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+def few(items: Sequence[str], sep: str = ", ", limit: int = 6) -> str:
+    """The first ``limit`` items joined by ``sep`` (and ``...`` if there are more)."""
+    return sep.join(items[:limit]) + (f"{sep}..." if len(items) > limit else "")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (detached, on the CPU; half or bfloat16 as float32) or any array-like as
+    a numpy array."""
+    if hasattr(value, "detach"):  # a torch tensor; torch itself is never imported here
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # numpy has no bfloat16
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np.ndarray]:
+    """All arrays of the ``.npz`` weight archive at ``path`` (no pickles).
+
+    ``what`` names the network (``"LPIPS"``). Raises a ``ValueError`` ``"<path> is not a
+    readable <what> .npz weight file (<reason>)<hint>"`` for an unreadable file (``hint``
+    defaults to ``"."``), and one naming the single array for a plain ``.npy``.
+    """
+    hint = hint or "."
+    path = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable {what} .npz weight file ({err}){hint}") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} holds a single .npy array, not a {what} .npz weight archive{hint}"
+        )
+    try:
+        return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable {what} .npz weight file ({err}){hint}") from err
+    finally:
+        data.close()
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], prefix: str) -> str:
+    """Write ``arrays`` as an uncompressed ``.npz`` atomically; returns the path written.
+
+    ``.npz`` is appended to ``path`` if missing (as ``np.savez`` does). The file goes to a
+    temporary name ``.<prefix>.*.tmp`` in the same directory and is then renamed, so a reader
+    never sees half a file.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{prefix}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a ``.safetensors`` file as numpy arrays (bf16 becomes float32).
+
+    The format: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
+    ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``, then the raw little-endian
+    data, offsets relative to its start.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8:
+        raise ValueError(f"{path} is not a .safetensors file (too short).")
+    (n,) = struct.unpack("<Q", raw[:8])
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a .safetensors file (bad header: {err}).") from err
+    body = memoryview(raw)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype, shape = info["dtype"], tuple(info["shape"])
+        chunk = body[begin:end]
+        if dtype == "BF16":
+            bits = np.frombuffer(chunk, "<u2").astype(np.uint32) << 16
+            a = bits.view(np.float32)
+        elif dtype in _SAFETENSORS_DTYPES:
+            a = np.frombuffer(chunk, np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
+        else:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {dtype}.")
+        out[name] = a.reshape(shape).copy()
+    return out
+
+
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
+    """A published checkpoint as ``{name: array or torch tensor}``.
+
+    ``.safetensors`` and ``.npz`` are read with numpy; any other file (``.pth``, ``.bin``) with
+    ``torch.load(path, map_location="cpu", weights_only=True)``, unwrapping a
+    ``{"state_dict": ...}`` container. torch is imported here and only here; without it, a
+    ``SystemExit`` says to install it (the CPU wheel is enough) for this one conversion.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    try:
+        import torch  # converters only; flowjax never imports torch otherwise
+    except ImportError:
+        raise SystemExit(
+            f"reading the torch checkpoint {path} needs torch (pip install torch; the CPU wheel "
+            "is enough); .safetensors and .npz files need nothing. flowjax itself never "
+            "imports torch."
+        ) from None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    return obj
+
+
+def run_converter(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    inputs: Sequence[tuple[str, str]],
+    convert: Callable[[argparse.Namespace], str],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The command line of a weight converter: parse, check the inputs exist, convert.
+
+    Args:
+      argv: the arguments (``None``: ``sys.argv[1:]``).
+      prog, description: for ``--help``.
+      inputs: ``(flag, help)`` of each required input file flag (``("weights", "x.pth")``);
+        ``--out`` (the output ``.npz``) is always added.
+      convert: ``convert(args) -> message``: reads the inputs, writes ``args.out`` and returns
+        the line to print (``"wrote <path>: ..."``). A ``ValueError`` it raises is printed as
+        ``ERROR: ...`` and gives exit status 2.
+      options: adds further optional flags to the parser.
+
+    Returns:
+      0 on success, 2 on a conversion error; a missing input file exits through
+      ``parser.error`` (status 2, with usage).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for flag, help_text in inputs:
+        parser.add_argument(f"--{flag}", required=True, help=help_text)
+    if options is not None:
+        options(parser)
+    parser.add_argument("--out", required=True, help="output .npz path")
+    args = parser.parse_args(argv)
+    for flag, _ in inputs:
+        if not os.path.isfile(getattr(args, flag)):
+            parser.error(f"--{flag}: no file {getattr(args, flag)!r}")
+    try:
+        message = convert(args)
+    except ValueError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0

@@ -1,0 +1,99 @@
+"""flowjax.weight_files: the .npz tree layout, safetensors parsing (bf16 included), atomic
+writes, clear errors on foreign files, and the converter command-line contract."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from flowjax import weight_files as W
+
+
+def test_flatten_and_unflatten_are_inverse():
+    tree = {"enc": {"conv": {"kernel": np.ones((3, 3)), "bias": np.zeros(3)}}, "fc": {"b": 1}}
+    flat = W.flatten(tree)
+    assert sorted(flat) == ["enc/conv/bias", "enc/conv/kernel", "fc/b"]
+    assert W.unflatten(flat) == tree
+
+
+def _safetensors(path, tensors):
+    """A .safetensors file written by hand: 8-byte header length, JSON header, raw data."""
+    header, chunks, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+
+
+def test_state_dicts_are_read_without_torch(tmp_path):
+    w = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
+    # bfloat16 is the top half of float32: these values are exact in bf16.
+    bf16 = (w.view(np.uint32) >> 16).astype("<u2").tobytes()
+    path = tmp_path / "model.safetensors"
+    _safetensors(
+        path,
+        {"a.weight": ("F32", [2, 3], w.astype("<f4").tobytes()), "b": ("BF16", [2, 3], bf16)},
+    )
+    got = W.read_state_dict(str(path))
+    assert sorted(got) == ["a.weight", "b"]
+    np.testing.assert_array_equal(got["a.weight"], w)
+    np.testing.assert_array_equal(got["b"], w)
+    assert got["b"].dtype == np.float32
+    np.savez(tmp_path / "model.npz", **{"a.weight": w})
+    np.testing.assert_array_equal(W.read_state_dict(str(tmp_path / "model.npz"))["a.weight"], w)
+
+
+def test_npz_files_are_written_atomically_and_read_back(tmp_path):
+    arrays = {"enc/conv/kernel": np.ones((3, 3), np.float32), "lin0": np.arange(4.0)}
+    path = W.save_npz(tmp_path / "sub" / "weights", arrays, "test")
+    assert path == str(tmp_path / "sub" / "weights.npz")
+    assert os.listdir(tmp_path / "sub") == ["weights.npz"]  # no temporary file is left
+    got = W.read_npz(path, "test")
+    assert sorted(got) == sorted(arrays)
+    np.testing.assert_array_equal(got["lin0"], arrays["lin0"])
+
+
+def test_foreign_files_are_one_clear_error(tmp_path):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="is not a readable VAE .npz weight file.*; convert"):
+        W.read_npz(garbage, "VAE", "; convert it first.")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="single .npy array, not a LPIPS .npz weight archive"):
+        W.read_npz(tmp_path / "one.npy", "LPIPS")
+
+
+def test_converter_command_line(tmp_path, capsys):
+    source = tmp_path / "in.pth"
+    source.write_bytes(b"")
+    seen = []
+
+    def convert(args):
+        seen.append((args.weights, args.scale, args.out))
+        if args.scale < 0:
+            raise ValueError("scale must be >= 0")
+        return f"wrote {args.out}"
+
+    def run(*argv):
+        return W.run_converter(
+            list(argv),
+            prog="convert",
+            description="test",
+            inputs=[("weights", "the checkpoint")],
+            options=lambda p: p.add_argument("--scale", type=float, default=1.0),
+            convert=convert,
+        )
+
+    assert run(f"--weights={source}", "--out=o.npz") == 0
+    assert seen == [(str(source), 1.0, "o.npz")] and "wrote o.npz" in capsys.readouterr().out
+    assert run(f"--weights={source}", "--scale=-1", "--out=o.npz") == 2
+    assert "ERROR: scale must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a missing input stops before converting
+        run(f"--weights={tmp_path / 'absent.pth'}", "--out=o.npz")
+    assert info.value.code == 2 and len(seen) == 2
+    assert "--weights: no file" in capsys.readouterr().err
