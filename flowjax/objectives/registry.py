@@ -31,17 +31,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from flowjax import paths, timesteps
+from flowjax import paths
 from flowjax.objectives import flow_matching, freeflow, losses, meanflow, reflow
 from flowjax.objectives.base import Objective
 from flowjax.objectives.dispersive import Dispersive
+from flowjax.time import laws
 
 
 def time_sampler_from_config(cfg: Any):
     name = cfg.time_sampler
     kwargs = dict(cfg.get(name, {}) or {})
     shift = float(cfg.get("time_shift", 1.0))
-    return timesteps.make_time_sampler(name, shift=shift, **kwargs)
+    return laws.make_time_sampler(name, shift=shift, **kwargs)
 
 
 def loss_from_config(cfg: Any):
@@ -123,10 +124,8 @@ def _freeflow(cfg: Any, num_classes: int | None):
         num_classes=num_classes,
         teacher_cfg_scale=float(ff.get("teacher_cfg_scale", 1.0)),
         correction_fraction=float(ff.get("correction_fraction", 0.25)),
-        delta_sampler=timesteps.time_sampler_from_spec(ff.get("delta_sampler", "uniform")),
-        r_sampler=timesteps.time_sampler_from_spec(
-            ff.get("r_sampler", "logit_normal,loc=-0.8,scale=1")
-        ),
+        delta_sampler=laws.time_sampler_from_spec(ff.get("delta_sampler", "uniform")),
+        r_sampler=laws.time_sampler_from_spec(ff.get("r_sampler", "logit_normal,loc=-0.8,scale=1")),
         weight_power=float(ff.get("weight_power", 1.0)),
         weight_eps=float(ff.get("weight_eps", 1e-3)),
         alpha=float(ff.get("alpha", 1.0)),

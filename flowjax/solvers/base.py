@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import timesteps
+from flowjax.time import grids
 
 Array = jax.Array
 VelocityFn = Callable[[Array, Array, Any], Array]
@@ -115,7 +115,7 @@ def check_inputs(x0: Array, cond: Any) -> None:
 def _grid_array(grid, dtype) -> Array:
     if isinstance(grid, jax.core.Tracer):
         return grid.astype(dtype)
-    timesteps.validate_grid(np.asarray(grid))
+    grids.validate_grid(np.asarray(grid))
     return jnp.asarray(grid, dtype=dtype)
 
 
@@ -263,7 +263,7 @@ def make_sampler(
     check_velocity_kind(solver, velocity_fn)
     kind = velocity_kind(velocity_fn)
     grid_np = np.asarray(grid, dtype=np.float64)
-    timesteps.validate_grid(grid_np)
+    grids.validate_grid(grid_np)
     grid_list = tuple(float(g) for g in grid_np)
 
     @jax.jit

@@ -55,8 +55,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import paths, timesteps
+from flowjax import paths
 from flowjax.solvers.base import VelocityFn, check_inputs
+from flowjax.time import grids
 
 Array = jax.Array
 Diffusion = Callable[[Array], Array]
@@ -223,7 +224,7 @@ def sample_sde(
     diffusion = make_diffusion(diffusion)
     check_inputs(x0, cond)
     if not isinstance(grid, jax.core.Tracer):
-        g_np = timesteps.validate_grid(np.asarray(grid, dtype=np.float64))
+        g_np = grids.validate_grid(np.asarray(grid, dtype=np.float64))
         if abs(float(g_np[-1]) - 1.0) > 1e-12:
             raise ValueError(f"an SDE grid must end at t = 1 (data); it ends at {g_np[-1]}")
     ts = jnp.asarray(grid, dtype=x0.dtype)
