@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax.registry import Registry
 from flowjax.time import grids
 
 Array = jax.Array
@@ -279,19 +280,19 @@ def make_sampler(
     return run
 
 
-_SOLVERS: dict[str, Callable[[], Solver]] = {}
+#: Solvers by name; each entry is ``factory(**kwargs) -> Solver``.
+SOLVERS: Registry[Callable[..., Solver]] = Registry("solver")
 
 
 def register_solver(name: str, factory: Callable[..., Solver]) -> None:
-    _SOLVERS[name] = factory
+    """Make ``make_solver(name)`` (and ``solver:nfe`` sampler strings) build ``factory()``."""
+    SOLVERS[name] = factory
 
 
 def make_solver(name: str, **kwargs) -> Solver:
     """Build a solver by name (``euler``, ``heun``, ``midpoint``, ``rk4``, ...)."""
-    if name not in _SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(_SOLVERS)}")
-    return _SOLVERS[name](**kwargs)
+    return SOLVERS[name](**kwargs)
 
 
 def solver_names() -> list[str]:
-    return sorted(_SOLVERS)
+    return sorted(SOLVERS)

@@ -60,7 +60,8 @@ def make_velocity_fn(
 
 def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
     """``"heun:8"`` -> ``("heun", 8, "uniform")``, ``"dpm++2m:8:logsnr"`` ->
-    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else."""
+    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else; the grid part is a
+    :func:`flowjax.time.grids.parse_grid_spec` spec (``"heun:8:shifted,alpha=3"``)."""
     name, sep, rest = str(spec).partition(":")
     nfe, _, grid = rest.partition(":")
     if not sep or not nfe.strip().isdigit() or not name.strip():
@@ -68,7 +69,9 @@ def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
             f"eval sampler {spec!r} must look like 'solver:nfe' or 'solver:nfe:grid', e.g. "
             "'euler:4' or 'dpm++2m:8:logsnr'"
         )
-    return name.strip(), int(nfe), grid.strip() or "uniform"
+    grid = grid.strip() or "uniform"
+    grids.parse_grid_spec(grid)  # a grid part in the name,k=v form (or times), checked now
+    return name.strip(), int(nfe), grid
 
 
 def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
