@@ -316,3 +316,34 @@ def test_eval_sampler_strings_check_their_grid_part_with_the_parser():
     assert parse_sampler_spec("euler:4") == ("euler", 4, "uniform")
     with pytest.raises(ValueError, match="bad time grid 'shifted,alpha'.*such as"):
         parse_sampler_spec("heun:8:shifted,alpha")
+
+
+@pytest.mark.parametrize(
+    "old, expected",
+    [
+        (
+            {"time_sampler": "uniform", "time_shift": 1.0, "uniform": {"t_min": 1e-3}},
+            laws.Uniform(t_min=1e-3),
+        ),
+        (
+            {
+                "time_sampler": "logit_normal",
+                "time_shift": 3.0,
+                "uniform": {},
+                "logit_normal": {"loc": 0.4, "scale": 1.0},
+                "u_shaped": {"a": 4.0},
+            },
+            laws.Shifted(laws.LogitNormal(0.4, 1.0), 3.0),
+        ),
+        (
+            {"time_sampler": "discrete", "discrete": {"num_steps": 2, "t_min": 0.0}},
+            laws.Discrete(2),
+        ),
+    ],
+)
+def test_runs_stored_with_the_retired_form_load_the_same_law(old, expected):
+    from flowjax.objectives.registry import upgrade_time_sampler
+
+    section = upgrade_time_sampler({"name": "flow_matching", "path": "linear", **old})
+    assert make_objective(section).time_sampler == expected
+    assert upgrade_time_sampler(section) == section  # the spec form is left alone

@@ -69,6 +69,27 @@ def retired_key_message(key: str, section: Any = None) -> str | None:
     return None
 
 
+def upgrade_time_sampler(section: Any) -> dict:
+    """A stored ``objective`` section (a run's ``config.json``) with the retired second form of
+    the time sampler (``time_sampler="logit_normal"`` + ``logit_normal=dict(loc=...)`` +
+    ``time_shift``) rewritten to the one spec form that builds the same law; other sections
+    are returned unchanged (as a dict). Runs trained before the change load with it."""
+    section = dict(section)
+    retired = [k for k in section if k == "time_shift" or k in laws.LAWS]
+    if not retired:
+        return section
+    name = section.get("time_sampler", None)
+    kwargs = dict(section.get(name, None) or {}) if name in laws.LAWS else {}
+    shift = section.get("time_shift", None)
+    if shift is not None and float(shift) != 1.0:  # 1.0 was "no shift" in the retired form
+        kwargs["shift"] = float(shift)
+    for key in retired:
+        del section[key]
+    if name is not None:
+        section["time_sampler"] = format_spec(name, kwargs)
+    return section
+
+
 def check_objective_section(cfg: Any) -> None:
     """Refuse retired and unknown keys of the ``objective`` section (one line each)."""
     for key in cfg:
