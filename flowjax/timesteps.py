@@ -35,7 +35,7 @@ from flowjax.time.laws import (
     time_sampler_from_spec,
     time_sampler_spec,
 )
-from flowjax.time.shifts import flux_shift, sd3_resolution_shift, shift_time
+from flowjax.time.shifts import check_alpha, flux_shift, sd3_resolution_shift, shift_time
 
 __all__ = [
     "GRIDS",
@@ -50,6 +50,7 @@ __all__ = [
     "TimeSampler",
     "UShaped",
     "Uniform",
+    "check_alpha",
     "custom_grid",
     "diffusers_flow_grid",
     "edm_grid",

@@ -26,7 +26,7 @@ import numpy as np
 
 from flowjax.registry import Registry
 from flowjax.spec import coerce, parse_spec
-from flowjax.time.shifts import _check_alpha, shift_time
+from flowjax.time.shifts import check_alpha, shift_time
 
 
 def _check_num_steps(num_steps: Any, minimum: int = 1) -> int:
@@ -96,7 +96,7 @@ def shifted_grid(num_steps: int, alpha: float, t_min: float = 0.0) -> np.ndarray
     1024^2; see :func:`sd3_resolution_shift`, :func:`flux_shift`). Over diffusers' noise level
     this is their ``shift`` / ``flow_shift``.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return shift_time(uniform_grid(num_steps, t_min, 1.0), float(alpha))
 
 

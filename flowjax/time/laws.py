@@ -40,7 +40,7 @@ import numpy as np
 
 from flowjax.registry import Registry
 from flowjax.spec import coerce, format_spec, init_fields, parse_spec
-from flowjax.time.shifts import _check_alpha, shift_time
+from flowjax.time.shifts import check_alpha, shift_time
 
 Array = jax.Array
 Shape = int | Sequence[int]
@@ -266,7 +266,7 @@ class Shifted:
         methods = (getattr(self.base, m, None) for m in ("sample", "density"))
         if not all(callable(m) for m in methods):
             raise TypeError(f"Shifted needs a base sampler with sample/density; got {self.base!r}")
-        _check_alpha(self.alpha)
+        check_alpha(self.alpha)
 
     @property
     def name(self) -> str:
@@ -382,7 +382,7 @@ def make_time_sampler(name: str, *, shift: float = 1.0, **kwargs) -> TimeSampler
             f"time sampler {name!r} got unknown arguments {unknown}; it accepts {allowed} and shift"
         )
     sampler = cls(**coerce(cls, kwargs))
-    _check_alpha(shift, "shift")
+    check_alpha(shift, "shift")
     return sampler if float(shift) == 1.0 else Shifted(sampler, float(shift))
 
 

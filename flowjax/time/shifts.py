@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 
-def _check_alpha(alpha: Any, what: str = "alpha") -> None:
+def check_alpha(alpha: Any, what: str = "alpha") -> None:
+    """Refuse a shift ``alpha`` that is not a finite number > 0 (a traced value passes)."""
     if isinstance(alpha, (int, float, np.number)) and not (
         math.isfinite(float(alpha)) and float(alpha) > 0.0
     ):
@@ -36,7 +37,7 @@ def shift_time(t: Any, alpha: float) -> Any:
 
     Works elementwise on Python floats, numpy arrays and jax arrays (returns the same kind).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if isinstance(alpha, (int, np.number)):
         alpha = float(alpha)  # keep the dtype of t (numpy scalars are not weakly typed in jax)
     return t / (t + alpha * (1.0 - t))
