@@ -347,3 +347,30 @@ def test_runs_stored_with_the_retired_form_load_the_same_law(old, expected):
     section = upgrade_time_sampler({"name": "flow_matching", "path": "linear", **old})
     assert make_objective(section).time_sampler == expected
     assert upgrade_time_sampler(section) == section  # the spec form is left alone
+
+
+@pytest.mark.parametrize(
+    "config, section, cls, differs",
+    [
+        ("meanflow_toy2d", "meanflow", meanflow.MeanFlow, {"adaptive_p"}),
+        ("meanflow_toy2d", "dispersive", Dispersive, {"weight"}),
+        ("freeflow_toy2d", "freeflow", freeflow.FreeFlow, {"teacher_cfg_scale"}),
+    ],
+)
+def test_config_sections_that_state_defaults_state_the_dataclass_defaults(
+    config, section, cls, differs
+):
+    """The shipped configs state these sections to make them visible and overridable, saying
+    they hold the dataclass's defaults (but ``differs``): the two must not drift apart."""
+    from flowjax.config_files import load_config
+
+    stated = dict(load_config(config).objective[section])
+    built = make_objective(
+        {"name": load_config(config).objective.name, section: stated}
+        if section != "dispersive"
+        else {"name": "meanflow", "dispersive": {**stated, "weight": 0.5}}
+    )
+    obj = built.dispersive if section == "dispersive" else built
+    default = cls()
+    for key in set(stated) - differs:
+        assert getattr(obj, key) == getattr(default, key), (config, section, key)
