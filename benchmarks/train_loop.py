@@ -28,8 +28,9 @@ import time
 
 import jax
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.config_files import load_config
+from flowjax.time import grids
 from flowjax.training import Experiment, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +112,7 @@ def sampler_benchmark(n: int = 20_000, nfe: int = 32) -> list[dict]:
     rows = []
     for name in ("euler", "heun", "midpoint", "rk4"):
         solver = solvers.make_solver(name)
-        grid = timesteps.uniform_grid(solver.num_steps_for_nfe(nfe))
+        grid = grids.uniform_grid(solver.num_steps_for_nfe(nfe))
         run = solvers.make_sampler(solver, velocity, grid)
         x0 = jax.random.normal(jax.random.PRNGKey(0), (n, 2))
         start = time.perf_counter()

@@ -23,6 +23,8 @@ from flowjax.config_files import sibling
 def freeflow_objective(c: ml_collections.ConfigDict) -> None:
     """Set ``c.objective`` and the sampler for FreeFlow (shared by the FreeFlow configs)."""
     c.objective.name = "freeflow"
+    # FreeFlow's defaults (but the teacher's guidance scale), stated to be overridable; the
+    # samplers are name,k=v specs like objective.time_sampler.
     c.objective.freeflow = dict(
         teacher_cfg_scale=c.eval.get("cfg_scale", 1.0),
         correction_fraction=0.25,

@@ -28,8 +28,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # centres); after 4000 steps p = 0.5 0.075, p = 0 (plain squared error) 0.061 with
     # logit-normal(0.4, 1) times and 0.054 with uniform times; 50% e = s rows and
     # logit-normal(0, 1): 0.076.
+    # (the logit-normal above: --config.objective.time_sampler=logit_normal,loc=0.4,scale=1)
     c.objective.time_sampler = "uniform"
-    c.objective.logit_normal = dict(loc=0.4, scale=1.0)
+    # Stated so that each field can be overridden on the command line; all are MeanFlow's
+    # defaults except adaptive_p (and time_sampler above).
     c.objective.meanflow = dict(
         equal_fraction=0.75,
         adaptive_p=0.0,
@@ -39,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         kappa=0.0,
         guidance_interval=None,
     )
+    # Dispersive's defaults, with weight 0 (= no dispersive term); stated to be overridable.
     c.objective.dispersive = dict(
         weight=0.0,
         layers=("feature_1",),

@@ -22,6 +22,7 @@ at 1 NFE, ``distill1/2/4`` of the 2-RF on its own pairs 12.1 / 12.0 / 12.0; stra
 import ml_collections
 
 from flowjax.config_files import sibling
+from flowjax.spec import parse_spec
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -29,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sibling(__file__, "reflow_toy2d").reflow_objective(c, arg or "2rf")
     c.objective.label_dropout = 0.0
     c.eval.cfg_scale = 1.0
-    if c.objective.time_sampler != "discrete":
+    if parse_spec(c.objective.time_sampler)[0] != "discrete":
         c.eval.samplers = ("euler:1", "euler:2", "euler:4", "heun:64")
     c.optim.lr = 2e-4
     c.optim.warmup_steps = 200

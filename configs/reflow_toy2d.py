@@ -46,19 +46,15 @@ def reflow_objective(c: ml_collections.ConfigDict, variant: str) -> None:
         lpips_time_weight="inverse",
         lpips_replace_pooling=True,
     )
-    c.objective.discrete = dict(num_steps=1, t_min=0.0)
-    c.objective.time_sampler = "uniform"
-    c.objective.uniform = dict(t_min=1e-3, t_max=1.0)
+    c.objective.time_sampler = "uniform,t_min=0.001"  # the official RF code's U(1e-3, 1)
     c.eval.samplers = ("euler:1", "euler:2", "euler:4", "euler:8", "rk4:64")
     if variant == "rfpp":
-        c.objective.time_sampler = "u_shaped"
-        c.objective.u_shaped = dict(a=4.0)
+        c.objective.time_sampler = "u_shaped,a=4"
         c.objective.loss = "pseudo_huber"
         c.objective.reflow.huber_normalize = True  # 2-RF++: divide by d, c = 0.00054 d
     elif variant.startswith("distill"):
         m = int(variant[len("distill") :])
-        c.objective.time_sampler = "discrete"
-        c.objective.discrete = dict(num_steps=m, t_min=0.0)
+        c.objective.time_sampler = f"discrete,num_steps={m}"
         c.eval.samplers = (f"euler:{m}",)
 
 

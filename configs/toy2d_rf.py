@@ -42,16 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         conditional=False,
     )
 
+    # The keys are the objective's constructor arguments (flowjax.objectives.registry); these
+    # state the defaults so that they show (and can be overridden on the command line).
+    # time_sampler is one name,k=v spec: "logit_normal,loc=0.4,scale=1", "mode,a=1.29",
+    # "cosmap", "u_shaped,a=4", "uniform,t_min=0.001"; shift=alpha adds the resolution shift.
     c.objective = dict(
         name="flow_matching",
         path="linear",
         time_sampler="uniform",
-        time_shift=1.0,
-        uniform=dict(t_min=0.0, t_max=1.0),
-        logit_normal=dict(loc=0.0, scale=1.0),
-        mode=dict(a=1.29),
-        cosmap=dict(),
-        u_shaped=dict(a=4.0),
         loss="l2",
         huber_c=config_dict.placeholder(float),
         label_dropout=0.0,

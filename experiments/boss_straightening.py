@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import evaluation, plotting, solvers, timesteps
+from flowjax import evaluation, plotting, solvers
 from flowjax.sampling import load_run
 from flowjax.solvers import boss
+from flowjax.time import grids
 from flowjax.training.straighten import straighten
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
@@ -73,7 +74,7 @@ def main():
             reference_solver=solvers.RK4(),
             step=ckpt_step,
         )
-        uniform = timesteps.uniform_grid(k)
+        uniform = grids.uniform_grid(k)
         tuned_config = config.copy_and_resolve_references()
         tuned_config.train.num_steps = args.train_steps
         tuned_config.train.checkpoint_every = args.train_steps

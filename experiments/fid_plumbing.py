@@ -85,8 +85,9 @@ def upsample_rgb(x_bhwc: np.ndarray, size: int = 32) -> np.ndarray:
 def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     """``n`` samples of the run in ``workdir`` with the sampler ``spec`` (``"heun:32"``) on the
     run's evaluation noise and labels, and what was used."""
-    from flowjax import solvers, timesteps
+    from flowjax import solvers
     from flowjax.sampling import load_run
+    from flowjax.time import grids
     from flowjax.training.evaluate import Evaluator, parse_sampler_spec, sampler_label
 
     config, exp, params, step = load_run(workdir, num_samples=n)
@@ -97,7 +98,7 @@ def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     label = sampler_label(name, nfe, grid_spec)
     if label not in evaluator.samplers:
         solver = solvers.make_solver(name)
-        grid = timesteps.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
+        grid = grids.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
         evaluator.add_sampler(label, solver, grid)
     t0 = time.perf_counter()
     x = np.asarray(evaluator.sample(params, [label])[label], np.float32)

@@ -53,10 +53,11 @@ import jax
 import numpy as np
 
 import flowjax
-from flowjax import evaluation, solvers, timesteps
+from flowjax import evaluation, solvers
 from flowjax.config_files import load_config
 from flowjax.reflow import generate_pairs
 from flowjax.sampling import load_run
+from flowjax.time import grids
 from flowjax.training import train_and_evaluate
 from flowjax.training.evaluate import Evaluator
 
@@ -183,7 +184,7 @@ def straightness_of(workdir: str, num: int = 2048, steps: int = 64) -> float:
         cfg_scale=float(config.eval.get("cfg_scale", 1.0)),
         cfg_interval=config.eval.get("cfg_interval", None),
     )
-    grid = timesteps.uniform_grid(steps)
+    grid = grids.uniform_grid(steps)
     run = solvers.make_sampler(solvers.Euler(), velocity, grid, return_trajectory=True)
     _, traj = run(params, x0, labels)
     return float(evaluation.straightness(traj, grid))

@@ -43,10 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.exact_fields import GaussianMixtureField
 from flowjax.objectives import guidance
 from flowjax.solvers import boss
+from flowjax.time import grids
 
 NFES = (1, 2, 3, 4, 5, 6, 8, 10, 16)
 GRIDS = ("uniform", "logsnr", "edm", "shifted,alpha=3", "diffusers", "boss")
@@ -130,7 +131,7 @@ def model_problem(workdir: str, n: int) -> Problem:
 def boss_costs(problem: Problem, solver_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Cost matrix and fine grid for a solver: Euler cost (N = 100) or its own step (N = 50)."""
     euler_cost = boss.uses_euler_cost(SOLVERS[solver_name])
-    fine = timesteps.uniform_grid(100 if euler_cost else 50)
+    fine = grids.uniform_grid(100 if euler_cost else 50)
     traj = boss.reference_trajectories(
         problem.velocity, problem.calib_x0, fine, problem.calib_cond, solver=solvers.RK4()
     )
@@ -174,7 +175,7 @@ def flowjax_sweep(problem: Problem) -> dict:
                 boss_grids.setdefault(solver_name, {})[nfe] = [float(t) for t in grid]
             else:
                 try:
-                    grid = timesteps.grid_from_spec(grid_name, steps)
+                    grid = grids.grid_from_spec(grid_name, steps)
                 except ValueError:
                     continue  # e.g. the logSNR grid needs 2 steps
             x = run(problem.x0, problem.cond, jnp.asarray(grid, jnp.float32))
@@ -295,7 +296,7 @@ def best_within(curves: dict[str, dict], budget: int) -> tuple[float, str]:
 
 
 def summarise(fj: dict, peers: dict) -> dict:
-    flat = {f"{s}/{g}": c for s, grids in fj["errors"].items() for g, c in grids.items()}
+    flat = {f"{s}/{g}": c for s, per_grid in fj["errors"].items() for g, c in per_grid.items()}
     table = {}
     for n in NFES:
         f_err, f_lab = best_within(flat, n)
@@ -305,12 +306,12 @@ def summarise(fj: dict, peers: dict) -> dict:
         no_worse = bool(f_err <= p_err * (1 + TIE)) if np.isfinite(p_err) else True
         table[n] = {"flowjax": [f_err, f_lab], "peer": [p_err, p_lab], "no_worse": no_worse}
     ratios = {}
-    for s, grids in fj["errors"].items():
-        if "boss" in grids and "uniform" in grids:
+    for s, per_grid in fj["errors"].items():
+        if "boss" in per_grid and "uniform" in per_grid:
             ratios[s] = {
-                n: grids["uniform"][n] / grids["boss"][n]
-                for n in grids["boss"]
-                if n in grids["uniform"]
+                n: per_grid["uniform"][n] / per_grid["boss"][n]
+                for n in per_grid["boss"]
+                if n in per_grid["uniform"]
             }
     return {"best": table, "boss_over_uniform": ratios}
 
@@ -319,7 +320,7 @@ def timing(problem: Problem) -> dict:
     """Compile time, samples/s, and no recompilation for a new noise batch (one program)."""
     solver = SOLVERS["dpm++2m"]
     run = solvers.make_sampler(
-        solver, lambda p, x, t, c: problem.v_params(p, x, t, c), timesteps.uniform_grid(8)
+        solver, lambda p, x, t, c: problem.v_params(p, x, t, c), grids.uniform_grid(8)
     )
     t0 = time.perf_counter()
     compiled = run.lower(problem.params, problem.x0).compile()
@@ -352,9 +353,9 @@ def plot(all_results: dict, path: str) -> None:
     for ax, name in zip(axes[0], names):
         res = all_results[name]
         palette = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # C7 (grey) marks peers
-        for i, (s, grids) in enumerate(res["flowjax"]["errors"].items()):
+        for i, (s, per_grid) in enumerate(res["flowjax"]["errors"].items()):
             best = {}
-            for g, curve in grids.items():
+            for g, curve in per_grid.items():
                 if g == "boss":
                     continue
                 for n, e in curve.items():
@@ -362,9 +363,9 @@ def plot(all_results: dict, path: str) -> None:
             xs = sorted(best)
             color = palette[i % len(palette)]
             ax.plot(xs, [best[n] for n in xs], "-o", ms=2, lw=0.8, color=color, label=s)
-            if "boss" in grids:
-                xs = sorted(int(n) for n in grids["boss"])
-                ax.plot(xs, [grids["boss"][n] for n in xs], ":", lw=0.8, color=color)
+            if "boss" in per_grid:
+                xs = sorted(int(n) for n in per_grid["boss"])
+                ax.plot(xs, [per_grid["boss"][n] for n in xs], ":", lw=0.8, color=color)
         for curve in res["peers"].values():
             xs = sorted(int(n) for n in curve)
             ax.plot(xs, [curve[n] for n in xs], "-", color="0.6", lw=0.6)

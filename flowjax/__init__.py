@@ -5,9 +5,10 @@ Time convention, everywhere: noise ``x0 ~ N(0, I)`` at ``t = 0``, data ``x1`` at
 forward from 0 to 1. Conversions from the opposite convention (diffusers, SD3, MeanFlow's
 code) happen only at the edges.
 
-Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objectives`
-(flow matching, MeanFlow, reflow, FreeFlow, Decomposable Flow Matching),
-:mod:`flowjax.pyramid` (the Laplacian pyramid), :mod:`flowjax.solvers`, :mod:`flowjax.models`,
+Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.time` (training-time laws, grids, shifts),
+:mod:`flowjax.objectives` (flow matching, MeanFlow, reflow, FreeFlow, Decomposable Flow Matching),
+:mod:`flowjax.pyramid` (the Laplacian pyramid),
+:mod:`flowjax.solvers`, :mod:`flowjax.models`,
 :mod:`flowjax.data`, :mod:`flowjax.evaluation`, :mod:`flowjax.training`,
 :mod:`flowjax.parallel`, :mod:`flowjax.search` (inference-time particle search),
 :mod:`flowjax.convention` (the opposite time convention, at the edges). Command lines:
@@ -18,10 +19,13 @@ Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.timesteps`, :mod:`flowjax.objec
 :func:`integrate` is :func:`flowjax.solvers.sample` (integrate ``dx/dt = v(x, t, cond)`` over
 a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the
 sampling command line's module, which would replace the function once imported. No name in
-``__all__`` is also a submodule's name (tested).
+``__all__`` is also a submodule's name (tested). :mod:`flowjax.time` is imported but not in
+``__all__`` (``from flowjax import *`` would hide the standard library's ``time``);
+:mod:`flowjax.timesteps` re-exports its names under their former module.
 """
 
 from flowjax import objectives, paths, pyramid, solvers, timesteps
+from flowjax import time as time  # noqa: F401  (not in __all__: see above)
 from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
 from flowjax.solvers import make_sampler, make_solver
 from flowjax.solvers import sample as integrate

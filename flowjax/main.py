@@ -5,7 +5,7 @@ file by path (``configs/toy2d_rf.py``, ``my_config.py:variant``); see
 :mod:`flowjax.config_files`.
 
 Any config field can be overridden on the command line, e.g.
-``--config.optim.lr=3e-4 --config.objective.time_sampler=logit_normal``; a field that does
+``--config.optim.lr=3e-4 --config.objective.time_sampler=logit_normal,loc=0.4``; a field that does
 not exist is an error. Re-running the same command resumes from the newest checkpoint in
 ``DIR``. SIGTERM / SIGINT save a checkpoint and exit 0.
 
@@ -149,8 +149,25 @@ def _parse_flags(argv):
         sys.exit(2)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as err:
         message = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-        print(f"ERROR: bad command-line flag: {message}", file=sys.stderr)
+        retired = _retired_override(argv)
+        print(f"ERROR: bad command-line flag: {retired or message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _retired_override(argv: list[str]) -> str | None:
+    """The message for a ``--config.objective.<key>`` override of a retired key (the former
+    second form of the time sampler, e.g. ``--config.objective.logit_normal.loc=0.4``)."""
+    from flowjax.objectives.registry import retired_key_message  # deferred: loads jax
+    from flowjax.spec import parse_value
+
+    for a in argv:
+        if a.startswith("--config.objective."):
+            key, _, value = a[len("--config.objective.") :].partition("=")
+            name, _, field = key.partition(".")
+            found = retired_key_message(name, {field: parse_value(value)} if field else None)
+            if found:
+                return found
+    return None
 
 
 def run():

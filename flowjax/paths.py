@@ -38,6 +38,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from flowjax.registry import Registry
+
 Array = jax.Array
 
 PREDICTION_TYPES = ("velocity", "x1", "x0", "score")
@@ -278,11 +280,10 @@ def _elementwise_grad(f):
     return df
 
 
-_PATHS = {"linear": LinearPath, "cosine": CosinePath, "vp": VPPath}
+#: Probability paths by name (``make_path``).
+PATHS: Registry[type] = Registry("path", {"linear": LinearPath, "cosine": CosinePath, "vp": VPPath})
 
 
 def make_path(name: str = "linear", **kwargs) -> Path:
     """Build a path by name: ``"linear"``, ``"cosine"`` or ``"vp"``."""
-    if name not in _PATHS:
-        raise ValueError(f"unknown path {name!r}; choose one of {sorted(_PATHS)}")
-    return _PATHS[name](**kwargs)
+    return PATHS[name](**kwargs)

@@ -52,7 +52,8 @@ def make_pair_sampler(
     # and flag errors answer without loading jax.
     import jax
 
-    from flowjax import solvers, timesteps
+    from flowjax import solvers
+    from flowjax.time import grids
     from flowjax.training.evaluate import make_velocity_fn
 
     if exp.average_velocity:
@@ -76,7 +77,7 @@ def make_pair_sampler(
         raise ValueError(f"solver {solver!r} needs --nfe (its number of velocity evaluations)")
     s = solvers.make_solver(solver)
     steps = s.num_steps_for_nfe(nfe)
-    return solvers.make_sampler(s, velocity, timesteps.grid_from_spec(grid, steps)), {
+    return solvers.make_sampler(s, velocity, grids.grid_from_spec(grid, steps)), {
         "solver": solver,
         "nfe": int(nfe),
         "grid": grid,

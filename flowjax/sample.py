@@ -13,7 +13,7 @@ Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is reb
   data file that is gone or changed: its recorded sha256 differs), the metrics are skipped and
   ``metrics_skipped`` (also printed) says why.
 
-``--grid`` is any :func:`flowjax.timesteps.grid_from_spec` spec (``uniform``, ``logsnr``,
+``--grid`` is any :func:`flowjax.time.grids.grid_from_spec` spec (``uniform``, ``logsnr``,
 ``edm,rho=7``, ``shifted,alpha=3``, ``diffusers``, or a list of times ``0,0.5,1``) or
 ``boss``. ``--solver=boss`` means Euler on the BOSS grid. ``--grid=learned`` and
 ``--solver=bespoke-NAME`` use a learned grid / learned coefficients stored by

@@ -22,8 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.solvers import bespoke, boss
+from flowjax.time import grids
 from flowjax.training.evaluate import Evaluator, sampler_label
 from flowjax.training.experiment import load_run
 from flowjax.training.restore import run_data
@@ -148,7 +149,7 @@ def run_sampling(
         grid = schedule.grid
         report["learned"] = schedule.to_dict()
     else:
-        grid = timesteps.grid_from_spec(grid_spec, num_steps)
+        grid = grids.grid_from_spec(grid_spec, num_steps)
     label = sampler_label(solver.name, int(nfe), grid_spec)
     if learned_name is not None:
         evaluator.samplers[label] = learned_run

@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.exact_fields import GaussianMixtureField
 from flowjax.objectives import guidance
 from flowjax.solvers import AdaptiveSolve, DPMSolverPP, DynamicThreshold, Euler, sample
+from flowjax.time import grids
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "dpm_solver_pp_diffusers.npz")
 
@@ -58,7 +59,7 @@ def test_point_mass_lands_exactly_from_any_grid(order, corrector):
 
     x0 = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
     solver = DPMSolverPP(order=order, corrector=corrector)
-    for grid in (timesteps.uniform_grid(6), timesteps.logsnr_uniform_grid(7)):
+    for grid in (grids.uniform_grid(6), grids.logsnr_uniform_grid(7)):
         _, traj = sample(solver, v, x0, grid, return_trajectory=True)
         t = jnp.asarray(grid, jnp.float32)[:, None, None]
         exact = x0 + (t - grid[0]) / (1 - grid[0]) * (mu - x0)  # straight lines through x0
@@ -161,7 +162,7 @@ def test_parity_with_diffusers(case):
         grid = stored_grid  # UniPC builds its own flow grid (starts at t = 0, not 1/1000)
         solver = DPMSolverPP(order=int(order), corrector=True)
     else:
-        grid = timesteps.diffusers_flow_grid(int(n), float(shift))
+        grid = grids.diffusers_flow_grid(int(n), float(shift))
         np.testing.assert_allclose(grid, stored_grid, atol=1e-7)
         solver = DPMSolverPP(
             order=int(order),
@@ -187,7 +188,7 @@ def test_guided_field_converges_to_the_guided_reference():
     x0 = jax.random.normal(jax.random.PRNGKey(4), (128, 2))
     labels = jnp.arange(128) % field.num_components
     ref, _ = AdaptiveSolve(rtol=1e-6, atol=1e-6)(guided, x0, labels)
-    grid = timesteps.diffusers_flow_grid(16)
+    grid = grids.diffusers_flow_grid(16)
     errs = {
         name: float(
             jnp.sqrt(
@@ -206,15 +207,15 @@ def test_stable_at_both_ends_and_thresholding_bounds_the_data_prediction():
     field = mixture()
     x0 = 3.0 * jax.random.normal(jax.random.PRNGKey(5), (32, 2))
     for order in (1, 2, 3):
-        for grid in (timesteps.uniform_grid(6), timesteps.edm_grid(6)):
+        for grid in (grids.uniform_grid(6), grids.edm_grid(6)):
             for corrector in (False, True):
                 x = sample(DPMSolverPP(order=order, corrector=corrector), field.velocity, x0, grid)
                 assert bool(jnp.all(jnp.isfinite(x)))
     x = sample(
-        DPMSolverPP(thresholding=DynamicThreshold()), field.velocity, x0, timesteps.uniform_grid(6)
+        DPMSolverPP(thresholding=DynamicThreshold()), field.velocity, x0, grids.uniform_grid(6)
     )
     assert float(jnp.max(jnp.abs(x))) <= 1.0 + 1e-6
-    plain = sample(DPMSolverPP(), field.velocity, x0, timesteps.uniform_grid(6))
+    plain = sample(DPMSolverPP(), field.velocity, x0, grids.uniform_grid(6))
     assert float(jnp.max(jnp.abs(plain))) > 1.5  # the mixture lives beyond [-1, 1]
     m = jnp.array([[0.5, -0.2], [3.0, -6.0]])
     np.testing.assert_allclose(
@@ -226,7 +227,7 @@ def test_multistep_sampler_compiles_once():
     run = solvers.make_sampler(
         DPMSolverPP(order=3),
         lambda p, x, t, c: p * x + t[:, None],
-        timesteps.logsnr_uniform_grid(8),
+        grids.logsnr_uniform_grid(8),
     )
     for seed in range(3):
         run(jnp.float32(-0.5 * seed), jax.random.normal(jax.random.PRNGKey(seed), (4, 2)))

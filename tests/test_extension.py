@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import objectives, solvers, timesteps
+from flowjax import objectives, solvers
+from flowjax.time import grids
 from flowjax.training import Experiment, train_and_evaluate
 from tests.extensions import endpoint_regression, ralston  # noqa: F401  (they register)
 from tests.training.conftest import tiny_config
@@ -27,9 +28,7 @@ def test_registered_solver_has_its_order():
         exact = x0 / (1.0 - x0 * jnp.sin(1.0))
         steps = np.array([16, 32, 64, 128])
         errors = [
-            float(
-                jnp.max(jnp.abs(solvers.sample(solver, f, x0, timesteps.uniform_grid(n)) - exact))
-            )
+            float(jnp.max(jnp.abs(solvers.sample(solver, f, x0, grids.uniform_grid(n)) - exact)))
             for n in steps
         ]
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import models, solvers, timesteps
+from flowjax import models, solvers
 from flowjax.objectives import FreeFlow
 from flowjax.objectives.freeflow import FreeFlowNetworks
+from flowjax.time import laws
 from tests import gaussian_fixture as gf
 
 KEY = jax.random.PRNGKey(0)
@@ -32,7 +33,7 @@ def gaussian_apply(student_shift=0.0):
 
 
 def test_exact_student_has_zero_loss_in_both_objectives():
-    obj = FreeFlow(delta_sampler=timesteps.Uniform(0.0, 1.0), correction_fraction=0.25)
+    obj = FreeFlow(delta_sampler=laws.Uniform(0.0, 1.0), correction_fraction=0.25)
     batch = {"x1": jnp.zeros((512, 3))}  # only the shape is used
     loss, m = obj.loss_fn(None, gaussian_apply(), batch, KEY)
     assert float(m["generating_velocity_mse"]) < 1e-9  # Dg = 0: the optimality condition
@@ -106,7 +107,7 @@ def _group_apply(params, x, t, cond=None, *, method=None, t_end=None, **kwargs):
 @pytest.fixture(scope="module")
 def routed_grads():
     """Gradients of each loss term w.r.t. every parameter group (one trace per term)."""
-    obj = FreeFlow(correction_fraction=0.5, r_sampler=timesteps.Uniform(0.05, 0.95))
+    obj = FreeFlow(correction_fraction=0.5, r_sampler=laws.Uniform(0.05, 0.95))
     params = _group_params(jax.random.PRNGKey(3))
     batch = {"x1": jnp.zeros((16, 3))}
 
@@ -188,7 +189,7 @@ def test_correction_moves_student_samples_toward_the_teacher():
             return (jax.lax.stop_gradient(params["theta"]) - x) / one_minus
         return params["theta"] - x  # the student: x_hat = z + F(z, 1) = theta
 
-    obj = FreeFlow(correction_fraction=0.5, r_sampler=timesteps.Uniform(0.0, 0.9))
+    obj = FreeFlow(correction_fraction=0.5, r_sampler=laws.Uniform(0.0, 0.9))
     params = {"theta": a}
     batch = {"x1": jnp.zeros((64, 2))}
 

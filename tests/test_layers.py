@@ -20,6 +20,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "core",
         (
+            "flowjax.registry",
+            "flowjax.spec",
             "flowjax.paths",
             "flowjax.timesteps",
             "flowjax.time",

@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import convention, models, solvers, timesteps
+from flowjax import convention, models, solvers
 from flowjax.objectives import Dispersive, MeanFlow, effective_guidance_scale, kappa_for_scale
 from flowjax.objectives import dispersive as disp
 from flowjax.objectives.meanflow import guided_velocity, label_dropout_mask, meanflow_target
+from flowjax.time import grids, laws
 from tests import gaussian_fixture as gf
 
 KEY = jax.random.PRNGKey(0)
@@ -56,7 +57,7 @@ def test_point_mass_exact_average_velocity_has_zero_loss():
     (a wrong tangent sign, (v, -1, 0), would leave du = -2 v / (1 - s) != 0)."""
     mu = jnp.array([1.5, -0.5])
     x1 = jnp.broadcast_to(mu, (256, 2))
-    obj = MeanFlow(time_sampler=timesteps.Uniform(0.0, 0.95), equal_fraction=0.25, adaptive_p=0.0)
+    obj = MeanFlow(time_sampler=laws.Uniform(0.0, 0.95), equal_fraction=0.25, adaptive_p=0.0)
     loss, _ = obj.loss_fn(None, gaussian_ubar_apply(mu, 0.0), {"x1": x1}, KEY)
     assert float(loss) < 1e-8
 
@@ -66,7 +67,7 @@ def test_exact_average_velocity_satisfies_the_target_identity():
     as the tangent, u_tgt = v + (e - s) d/ds ubar equals ubar (tolerance 1e-4)."""
     mu, q = 1.0, 1.0
     k1, k2, k3 = jax.random.split(KEY, 3)
-    s, e = timesteps.sample_pair(k1, (512,), timesteps.Uniform(0.0, 0.98), 0.25)
+    s, e = laws.sample_pair(k1, (512,), laws.Uniform(0.0, 0.98), 0.25)
     x = jax.random.normal(k2, (512, 4)) * 1.5
     x_s = gf.mean(_col(s), mu) + gf.std(_col(s), q) * x
     v = gf.velocity(x_s, _col(s), mu, q)
@@ -98,7 +99,7 @@ def tiny_average_net():
 def test_jvp_matches_central_finite_differences(tiny_average_net):
     _, params, apply_fn = tiny_average_net
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(4), 3)
-    s, e = timesteps.sample_pair(k1, (16,), timesteps.Uniform(0.1, 0.9), 0.0)
+    s, e = laws.sample_pair(k1, (16,), laws.Uniform(0.1, 0.9), 0.0)
     x = jax.random.normal(k2, (16, 3))
     v = jax.random.normal(k3, (16, 3))
 
@@ -227,7 +228,7 @@ def test_loss_and_gradient_equal_the_published_loss(case):
         batch["label"] = jax.random.randint(k2, (b,), 0, NUM_CLASSES)
     t_lo, t_hi = 0.0, 0.8
     obj = MeanFlow(
-        time_sampler=timesteps.LogitNormal(loc=0.4, scale=1.0),
+        time_sampler=laws.LogitNormal(loc=0.4, scale=1.0),
         equal_fraction=0.5,
         adaptive_p=spec["p"],
         adaptive_c=0.01,
@@ -319,7 +320,7 @@ def test_registry_passes_meanflow_fields_and_keeps_dataclass_defaults():
     assert obj.label_dropout_rows == MeanFlow.label_dropout_rows
     assert obj.equal_fraction == MeanFlow.equal_fraction
     cfg.objective.meanflow.unknown = 1.0
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(ValueError, match="unknown key.*valid keys"):
         make_objective(cfg.objective, num_classes=10)
 
 
@@ -354,7 +355,7 @@ def test_meanflow_convention_adapter():
         return -mu + sd_dot * (z - m(t)) / sd(t)
 
     k1, k2 = jax.random.split(jax.random.PRNGKey(7))
-    r, t = timesteps.sample_pair(k1, (64,), timesteps.Uniform(0.05, 0.95), 0.0)
+    r, t = laws.sample_pair(k1, (64,), laws.Uniform(0.05, 0.95), 0.0)
     z = jax.random.normal(k2, (64, 2))
     # MeanFlow's identity in its own convention holds for u_mf:
     _, du = jax.jvp(
@@ -476,7 +477,7 @@ def test_flowmap_sampler_is_exact_for_the_exact_average_velocity():
         x1 = solvers.sample(solvers.FlowMap(), u, x0, grid)
         np.testing.assert_allclose(x1, exact, atol=1e-5)
     diag = solvers.diagonal_velocity(u)  # u(x, t, t) = v(x, t): RK4 converges to the same map
-    x1 = solvers.sample(solvers.RK4(), diag, x0, timesteps.uniform_grid(32))
+    x1 = solvers.sample(solvers.RK4(), diag, x0, grids.uniform_grid(32))
     np.testing.assert_allclose(x1, exact, atol=1e-4)
 
 

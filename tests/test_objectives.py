@@ -6,10 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from flowjax import objectives, paths, timesteps
+from flowjax import objectives, paths
 from flowjax.config_files import load_config
 from flowjax.objectives import L2, FlowMatching, PseudoHuber, cfg_velocity, drop_labels
 from flowjax.objectives.flow_matching import binned_means
+from flowjax.time import laws
 
 KEY = jax.random.PRNGKey(0)
 
@@ -26,7 +27,7 @@ def point_mass_velocity(mu):
 def test_exact_velocity_has_zero_loss_on_point_mass_data():
     mu = jnp.array([1.5, -0.5, 2.0])
     batch = {"x1": jnp.broadcast_to(mu, (256, 3))}
-    obj = FlowMatching(time_sampler=timesteps.Uniform(t_max=0.99))
+    obj = FlowMatching(time_sampler=laws.Uniform(t_max=0.99))
     loss, metrics = obj.loss_fn(None, point_mass_velocity(mu), batch, KEY)
     assert float(loss) < 1e-9
     assert set(metrics) >= {"loss", "loss_t0", "loss_t3"}

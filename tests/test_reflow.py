@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.evaluation import straightness
 from flowjax.evaluation.lpips import LPIPS, random_weights
 from flowjax.objectives import L2, PseudoHuber, Reflow
+from flowjax.time import grids, laws
 from tests import gaussian_fixture as gf
 
 KEY = jax.random.PRNGKey(0)
@@ -26,7 +27,7 @@ def gaussian_pairs(n, dim=2, key=KEY):
     """Pairs of the 1-RF teacher of N(MU, Q^2): z1 = RK4 solve of the exact marginal field."""
     z0 = jax.random.normal(key, (n, dim))
     v = solvers.instantaneous_velocity(lambda x, t, c: gf.velocity(x, _col(t), MU, Q))
-    z1 = solvers.sample(solvers.RK4(), v, z0, timesteps.uniform_grid(64))
+    z1 = solvers.sample(solvers.RK4(), v, z0, grids.uniform_grid(64))
     return z0, z1
 
 
@@ -44,7 +45,7 @@ def test_pair_generation_is_the_gaussian_transport_map_and_keeps_the_marginal():
 
 def test_reflowed_field_is_constant_along_paths_straight_and_one_step_exact():
     z0, z1 = gaussian_pairs(512)
-    reflow = Reflow(time_sampler=timesteps.Uniform())
+    reflow = Reflow(time_sampler=laws.Uniform())
 
     def apply_fn(params, x, t, cond, **kwargs):
         return reflowed_velocity(x, _col(t))
@@ -55,20 +56,20 @@ def test_reflowed_field_is_constant_along_paths_straight_and_one_step_exact():
     x1, traj = solvers.sample(solvers.Euler(), v, z0, [0.0, 1.0], return_trajectory=True)
     np.testing.assert_allclose(x1, z1, atol=1e-5)
     _, traj16 = solvers.sample(
-        solvers.Euler(), v, z0, timesteps.uniform_grid(16), return_trajectory=True
+        solvers.Euler(), v, z0, grids.uniform_grid(16), return_trajectory=True
     )
-    assert float(straightness(traj16, timesteps.uniform_grid(16))) < 1e-10
+    assert float(straightness(traj16, grids.uniform_grid(16))) < 1e-10
     # The 1-RF (teacher) field is not straight on the same data: the check can fail.
     v1 = solvers.instantaneous_velocity(lambda x, t, c: gf.velocity(x, _col(t), MU, Q))
     _, traj1 = solvers.sample(
-        solvers.Euler(), v1, z0, timesteps.uniform_grid(16), return_trajectory=True
+        solvers.Euler(), v1, z0, grids.uniform_grid(16), return_trajectory=True
     )
-    assert float(straightness(traj1, timesteps.uniform_grid(16))) > 1e-2
+    assert float(straightness(traj1, grids.uniform_grid(16))) > 1e-2
 
 
 def test_distillation_loss_is_zero_for_the_exact_one_step_map():
     z0, z1 = gaussian_pairs(256)
-    distill = Reflow(time_sampler=timesteps.Discrete(num_steps=1))
+    distill = Reflow(time_sampler=laws.Discrete(num_steps=1))
     seen = {}
 
     def apply_fn(params, x, t, cond, **kwargs):
@@ -77,22 +78,22 @@ def test_distillation_loss_is_zero_for_the_exact_one_step_map():
 
     loss, _ = distill.loss_fn(None, apply_fn, {"x0": z0, "x1": z1}, KEY)
     assert float(loss) < 1e-10 and np.all(seen["t"] == 0.0)
-    perturbed = Reflow(time_sampler=timesteps.Discrete(num_steps=1)).loss_fn(
+    perturbed = Reflow(time_sampler=laws.Discrete(num_steps=1)).loss_fn(
         None, lambda p, x, t, c, **k: apply_fn(p, x, t, c) + 0.1, {"x0": z0, "x1": z1}, KEY
     )[0]
     np.testing.assert_allclose(perturbed, 0.01, rtol=1e-4)
 
 
 def test_discrete_time_sampler():
-    d = timesteps.Discrete(num_steps=4)
+    d = laws.Discrete(num_steps=4)
     np.testing.assert_allclose(d.support(), [0.0, 0.25, 0.5, 0.75])
     t = np.asarray(d.sample(KEY, (40000,)))
     values, counts = np.unique(t, return_counts=True)
     np.testing.assert_allclose(values, d.support(), atol=1e-7)
     assert np.all(np.abs(counts / 40000 - 0.25) < 0.01)
-    assert timesteps.time_sampler_from_spec("discrete,num_steps=2") == timesteps.Discrete(2)
+    assert laws.time_sampler_from_spec("discrete,num_steps=2") == laws.Discrete(2)
     with pytest.raises(ValueError, match="num_steps >= 1"):
-        timesteps.Discrete(num_steps=0)
+        laws.Discrete(num_steps=0)
     with pytest.raises(NotImplementedError, match="no density|without a density"):
         d.density(0.5)
 
@@ -103,7 +104,7 @@ def test_lpips_huber_loss_matches_its_formula():
     z0 = jax.random.normal(k1, (4, 16, 16, 1))
     z1 = jnp.tanh(jax.random.normal(k2, (4, 16, 16, 1)))
     huber = PseudoHuber(normalize=True)
-    obj = Reflow(time_sampler=timesteps.UShaped(a=4.0), loss=huber, lpips=lpips)
+    obj = Reflow(time_sampler=laws.UShaped(a=4.0), loss=huber, lpips=lpips)
     seen = {}
 
     def record(x, t):

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.solvers import RK4, Euler, Heun, Midpoint, make_sampler, make_solver, sample
+from flowjax.time import grids
 from tests import gaussian_fixture as gf
 
 DPM_MODULE = "flowjax.solvers.dpm_solver_pp"  # multistep: tested in test_dpm_solver_pp.py
@@ -98,7 +99,7 @@ def test_nfe_is_honest(name):
         return -x
 
     steps = max(3, solver.min_steps)
-    sample(solver, v, jnp.ones((2, 1)), timesteps.uniform_grid(steps))
+    sample(solver, v, jnp.ones((2, 1)), grids.uniform_grid(steps))
     assert len(calls) == solver.nfe_per_step  # the scan body is traced once per program
     assert solver.nfe(steps) == steps * solver.nfe_per_step
     assert solver.num_steps_for_nfe((steps + 1) * solver.nfe_per_step) == steps + 1
@@ -107,7 +108,7 @@ def test_nfe_is_honest(name):
 def test_trajectory_and_conditioning_are_threaded_through():
     x0 = jnp.ones((3, 2))
     labels = jnp.array([0.0, 1.0, 2.0])
-    grid = timesteps.uniform_grid(4)
+    grid = grids.uniform_grid(4)
     x1, traj = sample(
         Euler(),
         lambda x, t, c: jnp.broadcast_to(c[:, None], x.shape),
@@ -126,7 +127,7 @@ def test_sampler_compiles_once_for_new_noise_params_and_labels():
     def v(params, x, t, c):
         return params["w"] * x + c[:, None]
 
-    run = make_sampler(Heun(), v, timesteps.uniform_grid(5))
+    run = make_sampler(Heun(), v, grids.uniform_grid(5))
     for seed in range(3):
         x0 = jax.random.normal(jax.random.PRNGKey(seed), (4, 2))
         run({"w": jnp.float32(seed)}, x0, jnp.arange(4.0))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from flowjax import timesteps as ts
+from flowjax.time import grids, laws, shifts
 
 N = 20_000
 P_ACCEPT = 1e-3  # a correct sampler must not be rejected at this level
@@ -48,32 +48,32 @@ def _draw(sampler, seed: int = 0, n: int = N, dtype=jnp.float32) -> np.ndarray:
 
 
 def _support_breaks(sampler) -> list[float]:
-    if isinstance(sampler, ts.Uniform):
+    if isinstance(sampler, laws.Uniform):
         return [sampler.t_min, sampler.t_max]
-    if isinstance(sampler, ts.UShaped):
+    if isinstance(sampler, laws.UShaped):
         return [sampler.eps, 1.0 - sampler.eps]
-    if isinstance(sampler, ts.Shifted):
-        return [ts.shift_time(b, sampler.alpha) for b in _support_breaks(sampler.base)]
+    if isinstance(sampler, laws.Shifted):
+        return [shifts.shift_time(b, sampler.alpha) for b in _support_breaks(sampler.base)]
     return []
 
 
 SAMPLERS = [
-    ts.Uniform(),
-    ts.Uniform(1e-3, 1.0),
-    ts.Uniform(0.2, 0.7),
-    ts.LogitNormal(0.4, 1.0),
-    ts.LogitNormal(-1.0, 0.5),
-    ts.LogitNormal(2.0, 2.0),
-    ts.ModeSampler(),
-    ts.ModeSampler(-0.5),
-    ts.ModeSampler(1.7),
-    ts.CosMap(),
-    ts.UShaped(),
-    ts.UShaped(a=1.0, eps=0.01),
-    ts.Shifted(ts.LogitNormal(), 3.0),
-    ts.Shifted(ts.CosMap(), 2.0),
-    ts.Shifted(ts.Uniform(0.2, 0.7), 4.0),
-    ts.Shifted(ts.ModeSampler(), 1.0 / 3.0),
+    laws.Uniform(),
+    laws.Uniform(1e-3, 1.0),
+    laws.Uniform(0.2, 0.7),
+    laws.LogitNormal(0.4, 1.0),
+    laws.LogitNormal(-1.0, 0.5),
+    laws.LogitNormal(2.0, 2.0),
+    laws.ModeSampler(),
+    laws.ModeSampler(-0.5),
+    laws.ModeSampler(1.7),
+    laws.CosMap(),
+    laws.UShaped(),
+    laws.UShaped(a=1.0, eps=0.01),
+    laws.Shifted(laws.LogitNormal(), 3.0),
+    laws.Shifted(laws.CosMap(), 2.0),
+    laws.Shifted(laws.Uniform(0.2, 0.7), 4.0),
+    laws.Shifted(laws.ModeSampler(), 1.0 / 3.0),
 ]
 IDS = [repr(s) for s in SAMPLERS]
 
@@ -103,10 +103,10 @@ def test_samples_match_density_ks(sampler):
 @pytest.mark.parametrize(
     "samples_of, density_of",
     [
-        (ts.Shifted(ts.LogitNormal(), 3.0), ts.LogitNormal()),  # shift ignored
-        (ts.UShaped(), ts.Uniform()),
-        (ts.ModeSampler(1.29), ts.Uniform()),
-        (ts.LogitNormal(0.1, 1.0), ts.LogitNormal(0.0, 1.0)),
+        (laws.Shifted(laws.LogitNormal(), 3.0), laws.LogitNormal()),  # shift ignored
+        (laws.UShaped(), laws.Uniform()),
+        (laws.ModeSampler(1.29), laws.Uniform()),
+        (laws.LogitNormal(0.1, 1.0), laws.LogitNormal(0.0, 1.0)),
     ],
 )
 def test_ks_has_power(samples_of, density_of):
@@ -117,17 +117,17 @@ def test_ks_has_power(samples_of, density_of):
 @pytest.mark.parametrize(
     "sampler",
     [
-        ts.Uniform(0.2, 0.7),
-        ts.LogitNormal(0.4, 1.0),
-        ts.ModeSampler(),
-        ts.CosMap(),
-        ts.UShaped(),
-        ts.Shifted(ts.LogitNormal(), 3.0),
+        laws.Uniform(0.2, 0.7),
+        laws.LogitNormal(0.4, 1.0),
+        laws.ModeSampler(),
+        laws.CosMap(),
+        laws.UShaped(),
+        laws.Shifted(laws.LogitNormal(), 3.0),
         # Extreme parameters: float32 rounding must not leave [0, 1].
-        ts.LogitNormal(0.0, 30.0),
-        ts.ModeSampler(ts.MODE_A_MAX),
-        ts.ModeSampler(-1.0),
-        ts.Shifted(ts.LogitNormal(0.0, 30.0), 100.0),
+        laws.LogitNormal(0.0, 30.0),
+        laws.ModeSampler(laws.MODE_A_MAX),
+        laws.ModeSampler(-1.0),
+        laws.Shifted(laws.LogitNormal(0.0, 30.0), 100.0),
     ],
     ids=repr,
 )
@@ -146,26 +146,26 @@ def test_sampler_contract(sampler):
 
 @pytest.mark.parametrize("loc, scale", [(0.0, 1.0), (0.4, 1.0), (-1.0, 0.5), (2.0, 2.0)])
 def test_logit_normal_moments_of_logit(loc, scale):
-    z = _logit(_draw(ts.LogitNormal(loc, scale), seed=4, dtype=jnp.float64))
+    z = _logit(_draw(laws.LogitNormal(loc, scale), seed=4, dtype=jnp.float64))
     assert abs(z.mean() - loc) < 5 * scale / math.sqrt(N)
     assert abs(z.std() - scale) < 5 * scale / math.sqrt(2 * N)
 
 
 def test_mode_sampler_with_a_zero_is_uniform():
-    x = _draw(ts.ModeSampler(0.0), seed=5)
+    x = _draw(laws.ModeSampler(0.0), seed=5)
     assert stats.kstest(x, "uniform").pvalue > P_ACCEPT
-    np.testing.assert_allclose(ts.ModeSampler(0.0).density(jnp.linspace(0, 1, 11)), 1.0)
+    np.testing.assert_allclose(laws.ModeSampler(0.0).density(jnp.linspace(0, 1, 11)), 1.0)
 
 
 def test_mode_sampler_is_symmetric_about_half():
     t = jnp.linspace(0.01, 0.99, 99)
-    d = ts.ModeSampler(1.29).density
+    d = laws.ModeSampler(1.29).density
     np.testing.assert_allclose(d(t), d(1.0 - t), rtol=1e-9)
 
 
 def test_cosmap_density_closed_form_cdf():
     # u = (2/pi) arctan(1/t - 1) is decreasing in t, so F(t) = 1 - u(t).
-    x = _draw(ts.CosMap(), seed=6)
+    x = _draw(laws.CosMap(), seed=6)
 
     def cdf(t):
         return 1.0 - (2.0 / math.pi) * np.arctan(1.0 / np.maximum(t, 1e-300) - 1.0)
@@ -174,7 +174,7 @@ def test_cosmap_density_closed_form_cdf():
 
 
 def test_u_shaped_mean_and_cosh_density():
-    sampler = ts.UShaped(a=4.0, eps=1e-5)
+    sampler = laws.UShaped(a=4.0, eps=1e-5)
     x = _draw(sampler, seed=7)
     assert abs(x.mean() - 0.5) < 5 * x.std() / math.sqrt(N)
     # KS against the cosh density written independently of the implementation.
@@ -195,7 +195,7 @@ def test_sd3_logit_normal_conversion():
     m, s = 0.8, 1.0
     n = np.random.default_rng(8).standard_normal(N)
     t_sd3 = 1.0 - 1.0 / (1.0 + np.exp(-(-m + s * n)))
-    cdf = numerical_cdf(ts.LogitNormal(m, s).density)
+    cdf = numerical_cdf(laws.LogitNormal(m, s).density)
     assert stats.kstest(t_sd3, cdf).pvalue > P_ACCEPT
     t_wrong = 1.0 - 1.0 / (1.0 + np.exp(-(m + s * n)))  # forgot to negate the location
     assert stats.kstest(t_wrong, cdf).pvalue < P_REJECT
@@ -204,8 +204,8 @@ def test_sd3_logit_normal_conversion():
 def test_shifted_logit_normal_is_logit_normal_with_moved_loc():
     alpha = 3.0
     t = jnp.linspace(0.001, 0.999, 501)
-    shifted = ts.Shifted(ts.LogitNormal(0.4, 1.2), alpha).density(t)
-    direct = ts.LogitNormal(0.4 - math.log(alpha), 1.2).density(t)
+    shifted = laws.Shifted(laws.LogitNormal(0.4, 1.2), alpha).density(t)
+    direct = laws.LogitNormal(0.4 - math.log(alpha), 1.2).density(t)
     np.testing.assert_allclose(shifted, direct, rtol=1e-10)
 
 
@@ -218,17 +218,17 @@ def test_densities_vanish_outside_unit_interval():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: ts.Uniform(0.5, 0.5),
-        lambda: ts.Uniform(-0.1, 1.0),
-        lambda: ts.Uniform(0.0, 1.5),
-        lambda: ts.LogitNormal(0.0, 0.0),
-        lambda: ts.LogitNormal(math.inf, 1.0),
-        lambda: ts.ModeSampler(2.0),
-        lambda: ts.ModeSampler(-1.01),
-        lambda: ts.UShaped(a=0.0),
-        lambda: ts.UShaped(eps=0.5),
-        lambda: ts.Shifted(ts.Uniform(), 0.0),
-        lambda: ts.Shifted(ts.Uniform(), -2.0),
+        lambda: laws.Uniform(0.5, 0.5),
+        lambda: laws.Uniform(-0.1, 1.0),
+        lambda: laws.Uniform(0.0, 1.5),
+        lambda: laws.LogitNormal(0.0, 0.0),
+        lambda: laws.LogitNormal(math.inf, 1.0),
+        lambda: laws.ModeSampler(2.0),
+        lambda: laws.ModeSampler(-1.01),
+        lambda: laws.UShaped(a=0.0),
+        lambda: laws.UShaped(eps=0.5),
+        lambda: laws.Shifted(laws.Uniform(), 0.0),
+        lambda: laws.Shifted(laws.Uniform(), -2.0),
     ],
 )
 def test_invalid_sampler_parameters_raise(build):
@@ -238,7 +238,7 @@ def test_invalid_sampler_parameters_raise(build):
 
 def test_shifted_rejects_non_sampler():
     with pytest.raises(TypeError, match="sample/density"):
-        ts.Shifted(object(), 2.0)
+        laws.Shifted(object(), 2.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,25 +247,25 @@ def test_shifted_rejects_non_sampler():
 
 
 def test_make_time_sampler_names_and_kwargs():
-    assert ts.make_time_sampler("uniform", t_min=1e-3) == ts.Uniform(1e-3, 1.0)
-    assert ts.make_time_sampler("logit_normal", loc=0.4) == ts.LogitNormal(0.4, 1.0)
-    assert ts.make_time_sampler("mode", a=0.5) == ts.ModeSampler(0.5)
-    assert ts.make_time_sampler("cosmap") == ts.CosMap()
-    assert ts.make_time_sampler("u_shaped", a=2.0) == ts.UShaped(a=2.0)
+    assert laws.make_time_sampler("uniform", t_min=1e-3) == laws.Uniform(1e-3, 1.0)
+    assert laws.make_time_sampler("logit_normal", loc=0.4) == laws.LogitNormal(0.4, 1.0)
+    assert laws.make_time_sampler("mode", a=0.5) == laws.ModeSampler(0.5)
+    assert laws.make_time_sampler("cosmap") == laws.CosMap()
+    assert laws.make_time_sampler("u_shaped", a=2.0) == laws.UShaped(a=2.0)
     for name in ("uniform", "logit_normal", "mode", "cosmap", "u_shaped"):
-        assert ts.make_time_sampler(name).name == name
-        assert ts.make_time_sampler(name, shift=1.0) == ts.make_time_sampler(name)
-        shifted = ts.make_time_sampler(name, shift=3.0)
-        assert shifted == ts.Shifted(ts.make_time_sampler(name), 3.0)
+        assert laws.make_time_sampler(name).name == name
+        assert laws.make_time_sampler(name, shift=1.0) == laws.make_time_sampler(name)
+        shifted = laws.make_time_sampler(name, shift=3.0)
+        assert shifted == laws.Shifted(laws.make_time_sampler(name), 3.0)
 
 
 def test_make_time_sampler_errors():
     with pytest.raises(ValueError, match="unknown time sampler 'beta'.*cosmap.*logit_normal"):
-        ts.make_time_sampler("beta")
+        laws.make_time_sampler("beta")
     with pytest.raises(ValueError, match=r"unknown arguments \['mean'\]"):
-        ts.make_time_sampler("logit_normal", mean=0.0)
+        laws.make_time_sampler("logit_normal", mean=0.0)
     with pytest.raises(ValueError, match="shift"):
-        ts.make_time_sampler("uniform", shift=0.0)
+        laws.make_time_sampler("uniform", shift=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,20 +277,20 @@ T_GRID = np.concatenate([[0.0, 1.0], np.random.default_rng(9).uniform(size=200)]
 
 @pytest.mark.parametrize("alpha, beta", [(3.0, 0.5), (2.0, 2.0), (0.1, 7.0), (1.0, 4.0)])
 def test_shift_composes(alpha, beta):
-    two = ts.shift_time(ts.shift_time(T_GRID, alpha), beta)
-    np.testing.assert_allclose(two, ts.shift_time(T_GRID, alpha * beta), rtol=1e-13, atol=1e-15)
+    two = shifts.shift_time(shifts.shift_time(T_GRID, alpha), beta)
+    np.testing.assert_allclose(two, shifts.shift_time(T_GRID, alpha * beta), rtol=1e-13, atol=1e-15)
 
 
 def test_shift_identity_order_endpoints_and_logit():
-    np.testing.assert_allclose(ts.shift_time(T_GRID, 1.0), T_GRID, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(shifts.shift_time(T_GRID, 1.0), T_GRID, rtol=1e-15, atol=0)
     t = np.sort(T_GRID)
     for alpha in (0.2, 3.0, 50.0):
-        shifted = ts.shift_time(t, alpha)
+        shifted = shifts.shift_time(t, alpha)
         assert shifted[0] == 0.0 and shifted[-1] == 1.0
         assert np.all(np.diff(shifted) > 0)
         inner = t[1:-1]
         np.testing.assert_allclose(
-            _logit(ts.shift_time(inner, alpha)), _logit(inner) - math.log(alpha), atol=1e-9
+            _logit(shifts.shift_time(inner, alpha)), _logit(inner) - math.log(alpha), atol=1e-9
         )
         # alpha > 1 moves time toward noise (t' < t), alpha < 1 toward data.
         assert np.all((shifted[1:-1] < inner) == (alpha > 1))
@@ -298,24 +298,24 @@ def test_shift_identity_order_endpoints_and_logit():
 
 def test_shift_keeps_array_kind_and_dtype():
     t32 = jnp.linspace(0, 1, 5, dtype=jnp.float32)
-    out = ts.shift_time(t32, np.float64(3.0))
+    out = shifts.shift_time(t32, np.float64(3.0))
     assert isinstance(out, jax.Array) and out.dtype == jnp.float32
-    assert isinstance(ts.shift_time(np.linspace(0, 1, 5), 3.0), np.ndarray)
+    assert isinstance(shifts.shift_time(np.linspace(0, 1, 5), 3.0), np.ndarray)
     with pytest.raises(ValueError, match="> 0"):
-        ts.shift_time(t32, 0.0)
+        shifts.shift_time(t32, 0.0)
 
 
 def test_resolution_shift_formulas():
-    assert ts.sd3_resolution_shift(256**2) == 1.0
-    assert ts.sd3_resolution_shift(1024**2) == pytest.approx(4.0)
-    assert ts.sd3_resolution_shift(512 * 512, base_pixels=128 * 128) == pytest.approx(4.0)
-    assert ts.flux_shift(256) == pytest.approx(math.exp(0.5))
-    assert ts.flux_shift(4096) == pytest.approx(math.exp(1.15))
-    assert math.log(ts.flux_shift(2176)) == pytest.approx(0.825)  # midpoint: mu is linear
+    assert shifts.sd3_resolution_shift(256**2) == 1.0
+    assert shifts.sd3_resolution_shift(1024**2) == pytest.approx(4.0)
+    assert shifts.sd3_resolution_shift(512 * 512, base_pixels=128 * 128) == pytest.approx(4.0)
+    assert shifts.flux_shift(256) == pytest.approx(math.exp(0.5))
+    assert shifts.flux_shift(4096) == pytest.approx(math.exp(1.15))
+    assert math.log(shifts.flux_shift(2176)) == pytest.approx(0.825)  # midpoint: mu is linear
     with pytest.raises(ValueError):
-        ts.sd3_resolution_shift(0)
+        shifts.sd3_resolution_shift(0)
     with pytest.raises(ValueError):
-        ts.flux_shift(-1)
+        shifts.flux_shift(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,9 +325,9 @@ def test_resolution_shift_formulas():
 
 def test_sample_pair_order_statistics():
     loc, scale = 0.4, 1.0
-    base = ts.LogitNormal(loc, scale)
+    base = laws.LogitNormal(loc, scale)
     batch, frac = 2 * N, 0.5
-    s, e = ts.sample_pair(jax.random.key(10), (batch,), base, frac)
+    s, e = laws.sample_pair(jax.random.key(10), (batch,), base, frac)
     s, e = np.asarray(s, np.float64), np.asarray(e, np.float64)
     n_eq = batch // 2
     assert np.all(s <= e)
@@ -354,7 +354,7 @@ def test_sample_pair_order_statistics():
 )
 def test_sample_pair_equal_rows_count(frac, expected):
     batch = 100
-    s, e = ts.sample_pair(jax.random.key(11), (batch, 3), ts.Uniform(), frac)
+    s, e = laws.sample_pair(jax.random.key(11), (batch, 3), laws.Uniform(), frac)
     assert s.shape == e.shape == (batch, 3) and s.dtype == jnp.float32
     equal_rows = np.all(np.asarray(s) == np.asarray(e), axis=1)
     assert np.all(equal_rows[:expected]) and not np.any(equal_rows[expected:])
@@ -362,9 +362,9 @@ def test_sample_pair_equal_rows_count(frac, expected):
 
 def test_sample_pair_errors():
     with pytest.raises(ValueError, match="equal_fraction"):
-        ts.sample_pair(jax.random.key(0), (4,), ts.Uniform(), 1.5)
+        laws.sample_pair(jax.random.key(0), (4,), laws.Uniform(), 1.5)
     with pytest.raises(ValueError, match="batch"):
-        ts.sample_pair(jax.random.key(0), (), ts.Uniform(), 0.5)
+        laws.sample_pair(jax.random.key(0), (), laws.Uniform(), 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,21 +375,21 @@ def test_sample_pair_errors():
 @pytest.mark.parametrize("num_steps", [1, 4, 17])
 @pytest.mark.parametrize("t_min, t_max", [(0.0, 1.0), (1e-3, 1.0), (0.1, 0.6)])
 def test_uniform_grid(num_steps, t_min, t_max):
-    grid = ts.uniform_grid(num_steps, t_min, t_max)
+    grid = grids.uniform_grid(num_steps, t_min, t_max)
     assert grid.dtype == np.float64 and grid.shape == (num_steps + 1,)
     assert grid[0] == t_min and grid[-1] == t_max
     np.testing.assert_allclose(np.diff(grid), (t_max - t_min) / num_steps, rtol=1e-12)
-    ts.validate_grid(grid)
+    grids.validate_grid(grid)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
 @pytest.mark.parametrize("t_min", [0.0, 1e-3])
 def test_shifted_grid_is_shift_of_uniform_grid(alpha, t_min):
-    grid = ts.shifted_grid(10, alpha, t_min)
-    uniform = ts.uniform_grid(10, t_min, 1.0)
-    np.testing.assert_array_equal(grid, ts.shift_time(uniform, alpha))
+    grid = grids.shifted_grid(10, alpha, t_min)
+    uniform = grids.uniform_grid(10, t_min, 1.0)
+    np.testing.assert_array_equal(grid, shifts.shift_time(uniform, alpha))
     assert grid.shape == (11,) and grid[-1] == 1.0
-    assert grid[0] == pytest.approx(ts.shift_time(t_min, alpha), abs=0)
+    assert grid[0] == pytest.approx(shifts.shift_time(t_min, alpha), abs=0)
     assert np.all(np.diff(grid) > 0)
     if alpha > 1:
         assert np.all(grid[1:-1] < uniform[1:-1])  # more resolution near noise
@@ -398,7 +398,7 @@ def test_shifted_grid_is_shift_of_uniform_grid(alpha, t_min):
 @pytest.mark.parametrize("num_steps", [2, 5, 25])
 def test_logsnr_grid(num_steps):
     t_min, t_max = 1e-3, 1 - 1e-3
-    grid = ts.logsnr_uniform_grid(num_steps, t_min, t_max)
+    grid = grids.logsnr_uniform_grid(num_steps, t_min, t_max)
     assert grid.dtype == np.float64 and grid.shape == (num_steps + 1,)
     assert grid[0] == t_min and grid[-2] == t_max and grid[-1] == 1.0
     assert np.all(np.diff(grid) > 0)
@@ -409,37 +409,37 @@ def test_logsnr_grid(num_steps):
 
 def test_grid_argument_errors():
     with pytest.raises(ValueError, match="num_steps must be >= 2"):
-        ts.logsnr_uniform_grid(1)
+        grids.logsnr_uniform_grid(1)
     with pytest.raises(ValueError, match="0 < t_min < t_max < 1"):
-        ts.logsnr_uniform_grid(4, t_max=1.0)
+        grids.logsnr_uniform_grid(4, t_max=1.0)
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
-        ts.uniform_grid(0)
+        grids.uniform_grid(0)
     with pytest.raises(TypeError, match="integer"):
-        ts.uniform_grid(2.5)
+        grids.uniform_grid(2.5)
     with pytest.raises(ValueError, match="t_min"):
-        ts.uniform_grid(4, 0.5, 0.2)
+        grids.uniform_grid(4, 0.5, 0.2)
     with pytest.raises(ValueError, match="> 0"):
-        ts.shifted_grid(4, -1.0)
+        grids.shifted_grid(4, -1.0)
 
 
 def test_make_grid_registry():
-    np.testing.assert_array_equal(ts.make_grid("uniform", 6), ts.uniform_grid(6))
+    np.testing.assert_array_equal(grids.make_grid("uniform", 6), grids.uniform_grid(6))
     np.testing.assert_array_equal(
-        ts.make_grid("shifted", 8, alpha=3.0, t_min=1e-3), ts.shifted_grid(8, 3.0, 1e-3)
+        grids.make_grid("shifted", 8, alpha=3.0, t_min=1e-3), grids.shifted_grid(8, 3.0, 1e-3)
     )
-    np.testing.assert_array_equal(ts.make_grid("logsnr", 5), ts.logsnr_uniform_grid(5))
+    np.testing.assert_array_equal(grids.make_grid("logsnr", 5), grids.logsnr_uniform_grid(5))
     with pytest.raises(ValueError, match="unknown time grid 'karras'.*logsnr.*shifted.*uniform"):
-        ts.make_grid("karras", 5)
+        grids.make_grid("karras", 5)
     with pytest.raises(ValueError, match="accepts keyword arguments"):
-        ts.make_grid("shifted", 5)  # alpha missing
+        grids.make_grid("shifted", 5)  # alpha missing
     with pytest.raises(ValueError, match="accepts keyword arguments"):
-        ts.make_grid("uniform", 5, rho=7.0)
+        grids.make_grid("uniform", 5, rho=7.0)
 
 
 def test_validate_grid_accepts_and_converts():
-    out = ts.validate_grid([0.0, 0.25, 1.0])
+    out = grids.validate_grid([0.0, 0.25, 1.0])
     assert isinstance(out, np.ndarray) and out.dtype == np.float64
-    ts.validate_grid(jnp.asarray([0.0, 0.5, 1.0], dtype=jnp.float32))
+    grids.validate_grid(jnp.asarray([0.0, 0.5, 1.0], dtype=jnp.float32))
 
 
 @pytest.mark.parametrize(
@@ -458,15 +458,15 @@ def test_validate_grid_accepts_and_converts():
 )
 def test_validate_grid_rejects(grid, pattern):
     with pytest.raises(ValueError, match=pattern):
-        ts.validate_grid(grid)
+        grids.validate_grid(grid)
 
 
 @pytest.mark.parametrize("num_steps", [1, 2, 7])
 @pytest.mark.parametrize("rho", [1.0, 7.0])
 def test_edm_grid_is_a_rho_schedule_over_the_noise_level(num_steps, rho):
-    grid = ts.edm_grid(num_steps, rho=rho, sigma_min=0.01, sigma_max=0.9)
+    grid = grids.edm_grid(num_steps, rho=rho, sigma_min=0.01, sigma_max=0.9)
     assert grid.shape == (num_steps + 1,) and grid[-1] == 1.0
-    ts.validate_grid(grid)
+    grids.validate_grid(grid)
     sigma = 1.0 - grid[:-1]
     assert sigma[0] == pytest.approx(0.9)
     if num_steps > 1:
@@ -482,37 +482,57 @@ def test_edm_grid_is_a_rho_schedule_over_the_noise_level(num_steps, rho):
 def test_diffusers_grid_is_the_shifted_grid_from_one_over_t():
     for shift in (1.0, 3.0):
         np.testing.assert_allclose(
-            ts.diffusers_flow_grid(10, shift), ts.shifted_grid(10, shift, t_min=1e-3), atol=0
+            grids.diffusers_flow_grid(10, shift), grids.shifted_grid(10, shift, t_min=1e-3), atol=0
         )
     # diffusers' own construction over noise levels (docs/maths/solvers.md), converted to t.
     n, shift = 10, 3.0
     s = 1.0 - np.linspace(1, 1 / 1000, n + 1)
     s = np.flip(shift * s / (1 + (shift - 1) * s))[:-1]
-    np.testing.assert_allclose(ts.diffusers_flow_grid(n, shift), 1 - np.append(s, 0.0), atol=1e-15)
+    np.testing.assert_allclose(
+        grids.diffusers_flow_grid(n, shift), 1 - np.append(s, 0.0), atol=1e-15
+    )
 
 
 def test_grid_specs_and_custom_grids():
-    assert ts.parse_grid_spec("uniform") == ("uniform", {})
-    assert ts.parse_grid_spec("shifted, alpha=3") == ("shifted", {"alpha": 3.0})
-    assert ts.parse_grid_spec("0,0.5,1") == ("custom", {"times": [0.0, 0.5, 1.0]})
-    np.testing.assert_array_equal(ts.grid_from_spec("edm,rho=5", 4), ts.edm_grid(4, rho=5.0))
+    assert grids.parse_grid_spec("uniform") == ("uniform", {})
+    assert grids.parse_grid_spec("shifted, alpha=3") == ("shifted", {"alpha": 3.0})
+    assert grids.parse_grid_spec("0,0.5,1") == ("custom", {"times": [0.0, 0.5, 1.0]})
+    np.testing.assert_array_equal(grids.grid_from_spec("edm,rho=5", 4), grids.edm_grid(4, rho=5.0))
     np.testing.assert_array_equal(
-        ts.grid_from_spec("diffusers,shift=3,num_train_timesteps=100", 4),
-        ts.diffusers_flow_grid(4, 3.0, 100),
+        grids.grid_from_spec("diffusers,shift=3,num_train_timesteps=100", 4),
+        grids.diffusers_flow_grid(4, 3.0, 100),
     )
-    np.testing.assert_array_equal(ts.grid_from_spec("0,0.2,0.9,1", 3), [0, 0.2, 0.9, 1])
-    np.testing.assert_array_equal(ts.make_grid("custom", 2, times=[0.1, 0.4, 1.0]), [0.1, 0.4, 1])
+    np.testing.assert_array_equal(grids.grid_from_spec("0,0.2,0.9,1", 3), [0, 0.2, 0.9, 1])
+    np.testing.assert_array_equal(
+        grids.make_grid("custom", 2, times=[0.1, 0.4, 1.0]), [0.1, 0.4, 1]
+    )
     with pytest.raises(ValueError, match="needs 4 points; the given grid has 3"):
-        ts.grid_from_spec("0,0.5,1", 3)
+        grids.grid_from_spec("0,0.5,1", 3)
     with pytest.raises(ValueError, match=r"leaves \[0, 1\]"):
-        ts.grid_from_spec("0,0.5,1.5", 2)
+        grids.grid_from_spec("0,0.5,1.5", 2)
     with pytest.raises(ValueError, match="not strictly increasing"):
-        ts.custom_grid(2, [0.0, 0.7, 0.3])
-    with pytest.raises(ValueError, match="NAME\\[,key=number"):
-        ts.parse_grid_spec("shifted,alpha")
+        grids.custom_grid(2, [0.0, 0.7, 0.3])
+    with pytest.raises(ValueError, match="NAME\\[,key=value"):
+        grids.parse_grid_spec("shifted,alpha")
     with pytest.raises(ValueError, match="unknown time grid 'karras'"):
-        ts.grid_from_spec("karras", 4)
+        grids.grid_from_spec("karras", 4)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
-        ts.edm_grid(4, sigma_min=0.5, sigma_max=0.2)
+        grids.edm_grid(4, sigma_min=0.5, sigma_max=0.2)
     with pytest.raises(ValueError, match="rho > 0"):
-        ts.edm_grid(4, rho=0.0)
+        grids.edm_grid(4, rho=0.0)
+
+
+def test_the_former_module_re_exports_every_public_name():
+    """``flowjax.timesteps`` (the module before the split) still offers every public name of
+    ``flowjax.time.{laws,grids,shifts}``, as the same objects."""
+    from flowjax import timesteps
+
+    for module in (laws, grids, shifts):
+        public = [n for n in vars(module) if not n.startswith("_") and n.isidentifier()]
+        for name in public:
+            obj = getattr(module, name)
+            if getattr(obj, "__module__", module.__name__) != module.__name__:
+                continue  # imported from elsewhere (numpy, jax, typing, flowjax.spec, ...)
+            if isinstance(obj, type(timesteps)) or name in ("Array", "Shape", "SPEC_EXAMPLE"):
+                continue
+            assert getattr(timesteps, name) is obj, f"flowjax.timesteps lacks {name}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -38,6 +38,7 @@ from flowjax.data import toy2d
 from flowjax.data.base import BatchLayout, fingerprint_of, step_iterator
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
+from flowjax.registry import Registry
 
 
 class ToySource:
@@ -369,6 +370,45 @@ def describe_source(source: Any, *, from_config: bool) -> dict:
     return record
 
 
+def _stated(cfg: Any, *keys: str) -> dict:
+    """The ``keys`` a data section states (not None): the source's own defaults hold the rest."""
+    return {k: cfg[k] for k in keys if cfg.get(k, None) is not None}
+
+
+def _toy_source(cfg: Any, common: dict):
+    return ToySource(cfg.name, **common)
+
+
+def _array_source(cfg: Any, common: dict):
+    if not cfg.get("path", None):
+        raise ValueError("data.kind='array' needs data.path=FILE (.npz with x[, label], or .npy)")
+    return ArrayFileSource(cfg.path, **_stated(cfg, "eval_path", "eval_fraction"), **common)
+
+
+def _latent_source(cfg: Any, common: dict):
+    from flowjax.data.latents import LatentSource  # a latent set written by flowjax.latents
+
+    if not cfg.get("path", None):
+        raise ValueError(
+            "data.kind='latents' needs data.path=DIR, a latent set made with "
+            "`python -m flowjax.latents --vae=W --tfds=NAME --resolution=R --out=DIR`"
+        )
+    return LatentSource(cfg.path, **_stated(cfg, "name"), **common)
+
+
+def _tfds_source(cfg: Any, common: dict):
+    options = _stated(cfg, "data_dir", "split", "eval_split", "random_flip")
+    return TfdsImageSource(cfg.name, **options, **common)
+
+
+#: Data sources by ``data.kind``; each entry is ``builder(data section, common) -> source``
+#: with ``common`` = batch_size, seed, shard_index, shard_count.
+SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
+    "data kind",
+    {"toy2d": _toy_source, "array": _array_source, "latents": _latent_source, "tfds": _tfds_source},
+)
+
+
 def make_source(
     cfg: Any,
     *,
@@ -380,8 +420,9 @@ def make_source(
 ):
     """Build the training source described by ``cfg`` (the ``data`` config section).
 
-    ``pairs=False`` ignores ``cfg.pairs_dir`` (the real data set behind a pair data set)."""
-    kind = cfg.get("kind", "toy2d")
+    ``cfg.kind`` picks the builder in :data:`SOURCES` (default ``"toy2d"``); ``pairs=False``
+    ignores ``cfg.pairs_dir`` (the real data set behind a pair data set)."""
+    build = SOURCES[cfg.get("kind", "toy2d")]
     common = dict(
         batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
     )
@@ -389,35 +430,4 @@ def make_source(
     if pairs_dir:
         base = make_source(cfg, pairs=False, **common)
         return PairSource(os.path.expanduser(pairs_dir), base=base, **common)
-    if kind == "toy2d":
-        return ToySource(cfg.name, **common)
-    if kind == "array":
-        if not cfg.get("path", None):
-            raise ValueError(
-                "data.kind='array' needs data.path=FILE (.npz with x[, label], or .npy)"
-            )
-        return ArrayFileSource(
-            cfg.path,
-            eval_path=cfg.get("eval_path", None),
-            eval_fraction=cfg.get("eval_fraction", 0.1),
-            **common,
-        )
-    if kind == "latents":  # a latent set written by python -m flowjax.latents
-        from flowjax.data.latents import LatentSource
-
-        if not cfg.get("path", None):
-            raise ValueError(
-                "data.kind='latents' needs data.path=DIR, a latent set made with "
-                "`python -m flowjax.latents --vae=W --tfds=NAME --resolution=R --out=DIR`"
-            )
-        return LatentSource(cfg.path, name=cfg.get("name", None), **common)
-    if kind == "tfds":
-        return TfdsImageSource(
-            cfg.name,
-            data_dir=cfg.get("data_dir", None),
-            split=cfg.get("split", "train"),
-            eval_split=cfg.get("eval_split", "test"),
-            random_flip=bool(cfg.get("random_flip", False)),
-            **common,
-        )
-    raise ValueError(f"unknown data kind {kind!r}; choose 'toy2d', 'tfds', 'latents' or 'array'")
+    return build(cfg, common)

@@ -37,6 +37,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from flowjax.registry import Registry
+
 EIGHT_GAUSSIANS_RADIUS = 2.0
 EIGHT_GAUSSIANS_STD = 0.1
 RING_RADII = (0.5, 1.0, 1.5, 2.0)
@@ -91,13 +93,17 @@ def _rings(key: jax.Array, n: int) -> jax.Array:
     return r[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
 
-_SAMPLERS: dict[str, Callable[[jax.Array, int], jax.Array]] = {
-    "checkerboard": _checkerboard,
-    "8gaussians": _eight_gaussians,
-    "moons": _moons,
-    "2spirals": _two_spirals,
-    "rings": _rings,
-}
+#: The toy distributions by name (``sample_toy``; config ``data.name`` with ``kind="toy2d"``).
+_SAMPLERS: Registry[Callable[[jax.Array, int], jax.Array]] = Registry(
+    "toy distribution",
+    {
+        "checkerboard": _checkerboard,
+        "8gaussians": _eight_gaussians,
+        "moons": _moons,
+        "2spirals": _two_spirals,
+        "rings": _rings,
+    },
+)
 _ALIASES = {"spirals": "2spirals"}
 TOY_DISTRIBUTIONS = tuple(_SAMPLERS)
 

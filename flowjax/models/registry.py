@@ -11,13 +11,14 @@ from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import DiT, dit_variant
 from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
+from flowjax.registry import Registry
+from flowjax.spec import check_keys
 
-_MODELS = {
-    "mlp": MLPVelocity,
-    "unet": UNetVelocity,
-    "dit": DiT,
-    "decomposable_dit": DecomposableDiT,
-}
+#: Networks by name (config ``model.name``); the other keys of ``model`` are its fields.
+_MODELS: Registry[type] = Registry(
+    "model",
+    {"mlp": MLPVelocity, "unet": UNetVelocity, "dit": DiT, "decomposable_dit": DecomposableDiT},
+)
 
 
 def make_model(
@@ -34,8 +35,7 @@ def make_model(
     cfg = dict(cfg)
     name = cfg.pop("name")
     conditional = cfg.pop("conditional", False)
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(_MODELS)}")
+    cls = _MODELS[name]
     variant = cfg.pop("variant", None)
     if variant is not None:
         if name != "dit":
@@ -43,20 +43,9 @@ def make_model(
         cfg = {**dit_variant(variant), **cfg}
     if conditional and num_classes is None:
         raise ValueError("model.conditional=True needs a data set with class labels")
-    fields = set(_MODELS[name].__dataclass_fields__) - {
-        "parent",
-        "name",
-        "num_classes",
-        "use_end_time",
-    }
-    unknown = set(cfg) - fields
-    if unknown:
-        raise ValueError(
-            f"model {name!r} has no option(s) {sorted(unknown)}; options: {sorted(fields)}"
-        )
-    return _MODELS[name](
-        num_classes=num_classes if conditional else None, use_end_time=use_end_time, **cfg
-    )
+    fields = set(cls.__dataclass_fields__) - {"parent", "name", "num_classes", "use_end_time"}
+    check_keys(cfg, fields, f"model ({name})")
+    return cls(num_classes=num_classes if conditional else None, use_end_time=use_end_time, **cfg)
 
 
 def init_params(model: nn.Module, key, element_shape, num_classes: int | None = None):

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from flowjax import paths as paths_lib
-from flowjax import timesteps
 from flowjax.objectives import guidance, losses
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
+from flowjax.time import laws
 
 Array = jax.Array
 NUM_TIME_BINS = 4
@@ -46,14 +46,14 @@ class FlowMatching(Objective):
 
     Attributes:
       path: the interpolant (default linear).
-      time_sampler: training-time distribution over t (see :mod:`flowjax.timesteps`).
+      time_sampler: training-time distribution over t (see :mod:`flowjax.time.laws`).
       loss: per-sample premetric (``losses.L2()`` or ``losses.PseudoHuber(...)``).
       num_classes: number of classes for conditional models, or None (unconditional).
       label_dropout: probability of replacing a label by the null label ``num_classes``.
     """
 
     path: paths_lib.Path = paths_lib.LinearPath()
-    time_sampler: Any = timesteps.Uniform()
+    time_sampler: Any = laws.Uniform()
     loss: Any = losses.L2()
     num_classes: int | None = None
     label_dropout: float = 0.0

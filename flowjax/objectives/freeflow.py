@@ -53,9 +53,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flowjax import timesteps
 from flowjax.objectives import guidance
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
+from flowjax.time import laws
 
 Array = jax.Array
 
@@ -148,8 +148,8 @@ class FreeFlow(Objective):
     num_classes: int | None = None
     teacher_cfg_scale: float = 1.0
     correction_fraction: float = 0.25
-    delta_sampler: Any = timesteps.Uniform()
-    r_sampler: Any = timesteps.LogitNormal(loc=-0.8, scale=1.0)
+    delta_sampler: Any = laws.Uniform()
+    r_sampler: Any = laws.LogitNormal(loc=-0.8, scale=1.0)
     weight_power: float = 1.0
     weight_eps: float = 1e-3
     alpha: float = 1.0

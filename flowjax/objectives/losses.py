@@ -20,6 +20,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from flowjax.registry import Registry
+from flowjax.spec import coerce
+
 Array = jax.Array
 
 
@@ -66,10 +69,10 @@ class PseudoHuber:
         return value / dim if self.normalize else value
 
 
-_LOSSES = {"l2": L2, "pseudo_huber": PseudoHuber}
+#: Regression losses by name (``make_loss``, config ``objective.loss``).
+LOSSES: Registry[type] = Registry("loss", {"l2": L2, "pseudo_huber": PseudoHuber})
 
 
 def make_loss(name: str, **kwargs):
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(_LOSSES)}")
-    return _LOSSES[name](**kwargs)
+    cls = LOSSES[name]
+    return cls(**coerce(cls, kwargs))

@@ -45,11 +45,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flowjax import timesteps
 from flowjax.objectives import guidance
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import binned_means
+from flowjax.time import laws
 
 Array = jax.Array
 
@@ -133,7 +133,7 @@ class MeanFlow(Objective):
       dispersive: optional :class:`~flowjax.objectives.dispersive.Dispersive` regulariser.
     """
 
-    time_sampler: Any = timesteps.LogitNormal(loc=0.4, scale=1.0)
+    time_sampler: Any = laws.LogitNormal(loc=0.4, scale=1.0)
     equal_fraction: float = 0.75
     adaptive_p: float = 1.0
     adaptive_c: float = 0.01
@@ -206,7 +206,7 @@ class MeanFlow(Objective):
         x1 = batch["x1"]
         b = x1.shape[0]
         key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
-        s, e = timesteps.sample_pair(key_t, (b,), self.time_sampler, self.equal_fraction, x1.dtype)
+        s, e = laws.sample_pair(key_t, (b,), self.time_sampler, self.equal_fraction, x1.dtype)
         x0 = jax.random.normal(key_noise, x1.shape, x1.dtype)
         y_in = dropped = None
         if self.num_classes is not None:

@@ -33,10 +33,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from flowjax import timesteps
 from flowjax.objectives import guidance, losses
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.flow_matching import binned_means
+from flowjax.time import laws
 
 Array = jax.Array
 
@@ -61,7 +61,7 @@ class Reflow(Objective):
 
     batch_keys = ("x0", "x1")
 
-    time_sampler: Any = timesteps.Uniform()
+    time_sampler: Any = laws.Uniform()
     loss: Any = losses.L2()
     num_classes: int | None = None
     label_dropout: float = 0.0

@@ -14,6 +14,7 @@ Example::
     result = rbf(proposal, make_reward("toy_mode,mode=0"), key, budget=100, num_problems=64)
 """
 
+from flowjax.registry import Registry
 from flowjax.search.best_of_n import best_of_n
 from flowjax.search.particles import PROPOSALS, Proposal, SearchResult, make_proposal
 from flowjax.search.rbf import rbf
@@ -21,13 +22,14 @@ from flowjax.search.rewards import make_reward, register_reward, reward_names
 from flowjax.search.search_over_paths import search_over_paths
 from flowjax.search.smc import smc
 
-METHODS = {"bon": best_of_n, "smc": smc, "sop": search_over_paths, "rbf": rbf}
+#: Search algorithms by name.
+METHODS: Registry = Registry(
+    "search method", {"bon": best_of_n, "smc": smc, "sop": search_over_paths, "rbf": rbf}
+)
 
 
 def search(method: str, proposal, reward_fn, key, *, budget: int, **kwargs) -> SearchResult:
     """Run ``method`` (``"bon"``, ``"smc"``, ``"sop"``, ``"rbf"``) with its keyword options."""
-    if method not in METHODS:
-        raise ValueError(f"unknown search method {method!r}; choose one of {sorted(METHODS)}")
     return METHODS[method](proposal, reward_fn, key, budget=budget, **kwargs)
 
 

@@ -26,10 +26,12 @@ import jax.numpy as jnp
 
 from flowjax.data.toy2d import eight_gaussians_centres
 from flowjax.evaluation import digits_features as df
+from flowjax.registry import Registry
+from flowjax.spec import coerce, parse_spec
 
 Reward = Callable[[jax.Array], jax.Array]
 
-_REWARDS: dict[str, Callable[..., Reward]] = {}
+_REWARDS: Registry[Callable[..., Reward]] = Registry("reward")
 
 
 def register_reward(name: str, factory: Callable[..., Reward]) -> None:
@@ -43,29 +45,16 @@ def reward_names() -> list[str]:
 
 def parse_reward_spec(spec: str) -> tuple[str, dict[str, float]]:
     """``"toy_mode,mode=3"`` -> ``("toy_mode", {"mode": 3.0})``."""
-    name, *items = [p.strip() for p in str(spec).split(",") if p.strip()] or [""]
-    kwargs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            kwargs[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(
-                f"reward spec {spec!r}: options look like 'name,key=number'; got {item!r}"
-            )
-    return name, kwargs
+    return parse_spec(spec, kind="reward spec", example="toy_mode,mode=3")
 
 
 def make_reward(spec: str, **overrides) -> Reward:
     """A reward from a spec ``"name,key=value,..."``; ``overrides`` are passed to the factory."""
     name, kwargs = parse_reward_spec(spec)
-    if name not in _REWARDS:
-        raise ValueError(f"unknown reward {name!r}; choose one of {reward_names()}")
-    kwargs.update(overrides)
+    factory = _REWARDS[name]
+    kwargs = coerce(factory, {**kwargs, **overrides})
     try:
-        return _REWARDS[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as err:
         raise ValueError(f"reward {name!r}: bad options {sorted(kwargs)} ({err})") from None
 

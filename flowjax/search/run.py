@@ -64,8 +64,7 @@ def run_search(
     """Everything the CLI does; returns the report written to ``<label>.json``."""
     from tqdm import tqdm
 
-    if method not in METHODS:
-        raise ValueError(f"unknown search method {method!r}; choose one of {sorted(METHODS)}")
+    METHODS[method]  # unknown search method 'x'; choose one of [...] (before loading the run)
     if num_samples < 1 or chunk < 1:
         raise ValueError("num_samples and chunk must be >= 1")
     reward_fn = make_reward(reward)

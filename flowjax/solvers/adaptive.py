@@ -27,15 +27,16 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from flowjax.registry import Registry
 from flowjax.solvers.base import VelocityFn, check_inputs
 
 Array = jax.Array
 
-_METHODS = {
-    "tsit5": (diffrax.Tsit5, 6),
-    "dopri5": (diffrax.Dopri5, 6),
-    "dopri8": (diffrax.Dopri8, 13),
-}
+#: diffrax methods by name: ``(solver class, function evaluations per step)``.
+_METHODS: Registry[tuple[type, int]] = Registry(
+    "adaptive method",
+    {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 13)},
+)
 
 
 def _max_norm(tree) -> Array:
@@ -60,10 +61,7 @@ class AdaptiveSolve:
     max_steps: int = 4096
 
     def __post_init__(self):
-        if self.method not in _METHODS:
-            raise ValueError(
-                f"unknown adaptive method {self.method!r}; choose one of {sorted(_METHODS)}"
-            )
+        _METHODS[self.method]  # unknown adaptive method 'x'; choose one of [...]
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be > 0; got rtol={self.rtol}, atol={self.atol}")
         if self.norm not in ("max", "rms"):

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import timesteps
+from flowjax.registry import Registry
+from flowjax.time import grids
 
 Array = jax.Array
 VelocityFn = Callable[[Array, Array, Any], Array]
@@ -115,7 +116,7 @@ def check_inputs(x0: Array, cond: Any) -> None:
 def _grid_array(grid, dtype) -> Array:
     if isinstance(grid, jax.core.Tracer):
         return grid.astype(dtype)
-    timesteps.validate_grid(np.asarray(grid))
+    grids.validate_grid(np.asarray(grid))
     return jnp.asarray(grid, dtype=dtype)
 
 
@@ -263,7 +264,7 @@ def make_sampler(
     check_velocity_kind(solver, velocity_fn)
     kind = velocity_kind(velocity_fn)
     grid_np = np.asarray(grid, dtype=np.float64)
-    timesteps.validate_grid(grid_np)
+    grids.validate_grid(grid_np)
     grid_list = tuple(float(g) for g in grid_np)
 
     @jax.jit
@@ -279,19 +280,19 @@ def make_sampler(
     return run
 
 
-_SOLVERS: dict[str, Callable[[], Solver]] = {}
+#: Solvers by name; each entry is ``factory(**kwargs) -> Solver``.
+SOLVERS: Registry[Callable[..., Solver]] = Registry("solver")
 
 
 def register_solver(name: str, factory: Callable[..., Solver]) -> None:
-    _SOLVERS[name] = factory
+    """Make ``make_solver(name)`` (and ``solver:nfe`` sampler strings) build ``factory()``."""
+    SOLVERS[name] = factory
 
 
 def make_solver(name: str, **kwargs) -> Solver:
     """Build a solver by name (``euler``, ``heun``, ``midpoint``, ``rk4``, ...)."""
-    if name not in _SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(_SOLVERS)}")
-    return _SOLVERS[name](**kwargs)
+    return SOLVERS[name](**kwargs)
 
 
 def solver_names() -> list[str]:
-    return sorted(_SOLVERS)
+    return sorted(SOLVERS)

@@ -55,8 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import paths, timesteps
+from flowjax import paths
+from flowjax.registry import Registry
 from flowjax.solvers.base import VelocityFn, check_inputs
+from flowjax.spec import check_keys, coerce, parse_spec
+from flowjax.time import grids
 
 Array = jax.Array
 Diffusion = Callable[[Array], Array]
@@ -73,10 +76,7 @@ class DiffusionCoefficient:
     eta: float = 3.0
 
     def __post_init__(self):
-        if self.kind not in _DIFFUSIONS:
-            raise ValueError(
-                f"unknown diffusion {self.kind!r}; choose one of {sorted(_DIFFUSIONS)}"
-            )
+        DIFFUSIONS[self.kind]  # unknown diffusion 'x'; choose one of [...]
         if not np.isfinite(self.eta) or self.eta < 0:
             raise ValueError(f"diffusion eta must be a finite number >= 0; got {self.eta}")
 
@@ -85,15 +85,19 @@ class DiffusionCoefficient:
         return self.kind == "ode" or self.eta == 0.0
 
     def __call__(self, t: Array) -> Array:
-        return _DIFFUSIONS[self.kind](jnp.asarray(t), self.eta)
+        return DIFFUSIONS[self.kind](jnp.asarray(t), self.eta)
 
 
-_DIFFUSIONS: dict[str, Callable[[Array, float], Array]] = {
-    "ode": lambda t, eta: jnp.zeros_like(t),
-    "square": lambda t, eta: eta * (1.0 - t) ** 2,
-    "sit": lambda t, eta: jnp.sqrt(2.0 * eta * jnp.clip(1.0 - t, 0.0, None)),
-    "constant": lambda t, eta: jnp.full_like(t, eta),
-}
+#: Diffusion coefficients ``g(t; eta)`` by name.
+DIFFUSIONS: Registry[Callable[[Array, float], Array]] = Registry(
+    "diffusion",
+    {
+        "ode": lambda t, eta: jnp.zeros_like(t),
+        "square": lambda t, eta: eta * (1.0 - t) ** 2,
+        "sit": lambda t, eta: jnp.sqrt(2.0 * eta * jnp.clip(1.0 - t, 0.0, None)),
+        "constant": lambda t, eta: jnp.full_like(t, eta),
+    },
+)
 
 
 def make_diffusion(
@@ -104,13 +108,9 @@ def make_diffusion(
         return spec
     if spec is None:
         return DiffusionCoefficient("ode", 0.0)
-    name, *items = [p.strip() for p in str(spec).split(",")]
-    kwargs: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() != "eta":
-            raise ValueError(f"diffusion {spec!r}: options look like 'square,eta=3'; got {item!r}")
-        kwargs["eta"] = float(value)
+    name, kwargs = parse_spec(spec, kind="diffusion", example="square,eta=3")
+    check_keys(kwargs, ["eta"], f"diffusion {spec!r}")
+    kwargs = coerce(DiffusionCoefficient, kwargs)
     if name == "ode":
         kwargs["eta"] = 0.0
     return DiffusionCoefficient(name, **kwargs)
@@ -223,7 +223,7 @@ def sample_sde(
     diffusion = make_diffusion(diffusion)
     check_inputs(x0, cond)
     if not isinstance(grid, jax.core.Tracer):
-        g_np = timesteps.validate_grid(np.asarray(grid, dtype=np.float64))
+        g_np = grids.validate_grid(np.asarray(grid, dtype=np.float64))
         if abs(float(g_np[-1]) - 1.0) > 1e-12:
             raise ValueError(f"an SDE grid must end at t = 1 (data); it ends at {g_np[-1]}")
     ts = jnp.asarray(grid, dtype=x0.dtype)

@@ -3,7 +3,7 @@ settings and score the samples against held-out data.
 
 ``config.eval.samplers`` lists ``"solver:nfe[:grid]"`` strings, e.g. ``("euler:1", "euler:4",
 "dpm++2m:8:logsnr", "heun:8:shifted,alpha=3", "rk4:128")``; the grid defaults to uniform (any
-spec of :func:`flowjax.timesteps.grid_from_spec`, or ``learned``; ``bespoke-unipc2:4`` is a
+spec of :func:`flowjax.time.grids.grid_from_spec`, or ``learned``; ``bespoke-unipc2:4`` is a
 learned sampler; both are read from ``<workdir>/learned_schedules.json``, written by
 ``python -m flowjax.calibrate``); the last one is the *reference* setting (a
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import evaluation, plotting, solvers, timesteps
+from flowjax import evaluation, plotting, solvers
 from flowjax.objectives import guidance
 from flowjax.parallel import multihost
 from flowjax.solvers import bespoke
+from flowjax.time import grids
 
 
 def make_velocity_fn(
@@ -59,7 +60,8 @@ def make_velocity_fn(
 
 def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
     """``"heun:8"`` -> ``("heun", 8, "uniform")``, ``"dpm++2m:8:logsnr"`` ->
-    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else."""
+    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else; the grid part is a
+    :func:`flowjax.time.grids.parse_grid_spec` spec (``"heun:8:shifted,alpha=3"``)."""
     name, sep, rest = str(spec).partition(":")
     nfe, _, grid = rest.partition(":")
     if not sep or not nfe.strip().isdigit() or not name.strip():
@@ -67,7 +69,9 @@ def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
             f"eval sampler {spec!r} must look like 'solver:nfe' or 'solver:nfe:grid', e.g. "
             "'euler:4' or 'dpm++2m:8:logsnr'"
         )
-    return name.strip(), int(nfe), grid.strip() or "uniform"
+    grid = grid.strip() or "uniform"
+    grids.parse_grid_spec(grid)  # a grid part in the name,k=v form (or times), checked now
+    return name.strip(), int(nfe), grid
 
 
 def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
@@ -120,7 +124,7 @@ class Evaluator:
                 self.samplers[sampler_label(name, nfe, grid_spec)] = run
                 continue
             solver = solvers.make_solver(name)
-            grid = timesteps.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
+            grid = grids.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
             self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)
         self.reference_label = sampler_label(*specs[-1])
         self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))

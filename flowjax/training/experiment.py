@@ -24,6 +24,7 @@ import optax
 
 from flowjax import data as data_lib
 from flowjax import models, objectives, parallel
+from flowjax.objectives.registry import upgrade_time_sampler
 from flowjax.parallel import multihost
 from flowjax.training import accounting
 from flowjax.training.checkpoint import Checkpointer
@@ -285,7 +286,10 @@ def load_run(workdir: str, *, num_samples: int | None = None):
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ValueError(f"{workdir} has no config.json; train there first with flowjax.main")
-    config = ml_collections.ConfigDict(read_config_json(path))
+    stored = read_config_json(path)
+    if isinstance(stored.get("objective", None), dict):  # a run trained with the retired form
+        stored["objective"] = upgrade_time_sampler(stored["objective"])
+    config = ml_collections.ConfigDict(stored)
     if num_samples is not None:
         if int(num_samples) < 1:
             raise ValueError(f"num_samples={num_samples}: must be >= 1")

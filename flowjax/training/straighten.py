@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import data as data_lib
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.objectives.straightening import BossStraightening, straightening_tuples
 from flowjax.solvers import boss
+from flowjax.time import grids
 from flowjax.training.evaluate import make_velocity_fn
 from flowjax.training.loop import Experiment, train_and_evaluate
 
@@ -41,7 +42,7 @@ def make_straightening_data(
     chunk: int = 1024,
 ) -> dict[str, np.ndarray]:
     """The ``(x_a, x_b, a, b[, label])`` tuples of ``num_trajectories`` model trajectories."""
-    fine = timesteps.uniform_grid(schedule.fine_steps, schedule.times[0], 1.0)
+    fine = grids.uniform_grid(schedule.fine_steps, schedule.times[0], 1.0)
     if not np.allclose(fine[list(schedule.indices)], schedule.times):
         raise ValueError("the schedule's times are not on a uniform fine grid from its first time")
     velocity = make_velocity_fn(exp.apply_fn, num_classes=exp.num_classes)

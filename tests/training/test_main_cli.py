@@ -117,6 +117,14 @@ def test_bad_flags_fail_fast_with_a_clear_message(tmp_path):
     )
     assert out.returncode == 2
     assert "unknown time sampler 'lognormal'" in out.stderr and "Traceback" not in out.stderr
+    # A time sampler is one name,k=v spec: the commas reach the builder (shift=0 is refused
+    # there), and the retired sub-section form names the spec that replaces it.
+    spec = "--config.objective.time_sampler=logit_normal,loc=0.4,scale=1,shift=0"
+    out = _run(_main(tmp_path, spec, "--config.train.num_steps=1"))
+    assert out.returncode == 2 and "shift must be a finite number > 0; got 0" in out.stderr
+    out = _run(_main(tmp_path, "--config.objective.logit_normal.loc=0.4"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "objective.time_sampler='logit_normal,loc=0.4'" in out.stderr
     out = _run(_main(tmp_path, config="configs/no_such_config.py"))
     assert out.returncode == 2
     assert "No such file" in out.stderr and "Traceback" not in out.stderr

@@ -62,10 +62,11 @@ def test_reflow_from_teacher_pairs(rf_run, tmp_path):
     data = load_pairs(pairs_dir)
     # x1 is the teacher's RK4 solution from x0: re-solving reproduces it.
     config, exp, params, _ = sampling.load_run(rf_run)
-    from flowjax import solvers, timesteps
+    from flowjax import solvers
+    from flowjax.time import grids
 
     again = solvers.make_sampler(
-        solvers.RK4(), lambda p, x, t, c: exp.apply_fn(p, x, t, c), timesteps.uniform_grid(2)
+        solvers.RK4(), lambda p, x, t, c: exp.apply_fn(p, x, t, c), grids.uniform_grid(2)
     )(params, data["x0"][:16])
     np.testing.assert_allclose(again, data["x1"][:16], rtol=1e-5, atol=1e-5)
 
