@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.exact_fields import GaussianMixtureField
 from flowjax.solvers import bespoke, learned
+from flowjax.time import grids
 from tests import gaussian_fixture as gf
 
 ALL = ["euler", "heun", "midpoint", "rk4", "dpm++2m", "dpm++3m", "unipc2", "dpm++3m-unic"]
@@ -39,7 +40,7 @@ def test_init_reproduces_base_solver(name, grid_spec):
     field = GaussianMixtureField.ring(4, radius=2.0, std=0.4)
     solver = solvers.make_solver(name)
     k = solver.num_steps_for_nfe(8 if name in ("rk4", "heun", "midpoint") else 6)
-    grid = timesteps.grid_from_spec(grid_spec, k)
+    grid = grids.grid_from_spec(grid_spec, k)
     tab = bespoke.extract_tableau(solver, grid)
     np.testing.assert_allclose(tab.x0_coef, 1.0, rtol=0, atol=1e-12)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (32, 2), jnp.float64)
@@ -52,7 +53,7 @@ def test_init_reproduces_base_solver(name, grid_spec):
 def test_consistent_for_any_parameters(name):
     """Random parameters still integrate a straight flow exactly (the row-sum constraint)."""
     solver = solvers.make_solver(name)
-    tab = bespoke.extract_tableau(solver, timesteps.uniform_grid(solver.num_steps_for_nfe(6)))
+    tab = bespoke.extract_tableau(solver, grids.uniform_grid(solver.num_steps_for_nfe(6)))
     p = bespoke.init_params(tab, jnp.float64)
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
     p = {
@@ -74,7 +75,7 @@ def test_learning_helps_and_roundtrips(tmp_path):
     sampler, sched = bespoke.learn(solver, gauss_field, x0, 3, x_ref=x_ref, iters=60, seed=1)
     held = jax.random.normal(jax.random.PRNGKey(9), (256, 3), jnp.float64)
     exact = gf.flow_map(held, 0.0, 1.0, MU, Q)
-    base = solvers.sample(solver, gauss_field, held, timesteps.uniform_grid(3))
+    base = solvers.sample(solver, gauss_field, held, grids.uniform_grid(3))
     got = sampler(gauss_field, held)
     assert sched.loss < 0.5 * sched.initial_loss
     assert float(jnp.mean((got - exact) ** 2)) < 0.5 * float(jnp.mean((base - exact) ** 2))
@@ -93,7 +94,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="thresholding"):
         bespoke.extract_tableau(
             solvers.DPMSolverPP(thresholding=solvers.DynamicThreshold()),
-            timesteps.uniform_grid(4),
+            grids.uniform_grid(4),
         )
     with pytest.raises(ValueError, match="reference resolution"):
         bespoke.learn(solvers.Euler(), gauss_field, x0, 10, reference="rk4:5")

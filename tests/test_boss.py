@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from flowjax import data as data_lib
-from flowjax import timesteps
 from flowjax.exact_fields import GaussianMixtureField
 from flowjax.objectives.straightening import BossStraightening, straightening_tuples
 from flowjax.solvers import Euler, Heun, boss, sample
+from flowjax.time import grids
 
 MU = jnp.array([0.7, -1.2])
 
@@ -23,7 +23,7 @@ def straight_field(x, t, cond):
 @pytest.fixture(scope="module")
 def mixture_costs():
     field = GaussianMixtureField.ring(4, radius=2.0, std=0.4)
-    grid = timesteps.uniform_grid(8)
+    grid = grids.uniform_grid(8)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (64, 2))
     traj = boss.reference_trajectories(field.velocity, x0, grid)
     return field, grid, traj, boss.jump_costs(field.velocity, traj, grid)
@@ -71,7 +71,7 @@ def test_generic_solver_costs_use_the_solver_step(mixture_costs):
 
 
 def test_straight_field_costs_nothing():
-    grid = timesteps.uniform_grid(12)
+    grid = grids.uniform_grid(12)
     x0 = jax.random.normal(jax.random.PRNGKey(1), (32, 2))
     schedule = boss.compute_schedule(straight_field, x0, 3, fine_steps=12)
     traj = boss.reference_trajectories(straight_field, x0, grid)
@@ -113,12 +113,12 @@ def test_bad_input_gives_clear_errors(mixture_costs):
     with pytest.raises(ValueError, match="square"):
         boss.bellman_path(np.zeros((3, 4)), 1)
     with pytest.raises(ValueError, match=r"\[N \+ 1, M, \.\.\.\]"):
-        boss.jump_costs(straight_field, jnp.zeros((5, 4, 2)), timesteps.uniform_grid(8))
+        boss.jump_costs(straight_field, jnp.zeros((5, 4, 2)), grids.uniform_grid(8))
 
 
 def test_straightening_loss_is_zero_on_straight_trajectories():
     """The chord (x_b - x_a)/(b - a) equals the velocity of a straight constant-speed flow."""
-    grid = timesteps.uniform_grid(10)
+    grid = grids.uniform_grid(10)
     x0 = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
     traj = boss.reference_trajectories(straight_field, x0, grid)
     tuples = straightening_tuples(traj, grid, [0, 3, 7, 10])

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import solvers, timesteps
+from flowjax import solvers
 from flowjax.solvers import learned
+from flowjax.time import grids
 from tests import gaussian_fixture as gf
 
 ALL = ["euler", "heun", "midpoint", "rk4", "dpm++2m", "dpm++3m", "unipc2", "dpm++3m-unic"]
@@ -83,7 +84,7 @@ def test_gaussian_learned_beats_uniform_and_gradients_finite(name):
         x = solvers.sample(solver, gauss_field, held, jnp.asarray(grid))
         return float(jnp.sqrt(jnp.mean((x - gauss_exact(held)) ** 2)))
 
-    uniform = err(timesteps.uniform_grid(k))
+    uniform = err(grids.uniform_grid(k))
     assert sched.loss <= sched.initial_loss
     assert err(g) <= uniform, (err(g), uniform)
     assert err(g) < 0.9 * uniform  # learning actually helps on this curved flow
@@ -94,7 +95,7 @@ def test_grid_parametrisation_valid_for_extreme_logits():
     g = np.asarray(learned.grid_from_logits(logits, 0.0, 1.0))
     assert g[0] == 0.0 and g[-1] == 1.0 and np.all(np.diff(g) >= 0)
     mid = learned.grid_from_logits(jnp.zeros(4), 0.0, 1.0)
-    np.testing.assert_allclose(mid, timesteps.uniform_grid(4), atol=1e-15)
+    np.testing.assert_allclose(mid, grids.uniform_grid(4), atol=1e-15)
 
 
 def test_best_init_is_the_fixed_grid_with_the_lowest_calibration_loss():
@@ -106,7 +107,7 @@ def test_best_init_is_the_fixed_grid_with_the_lowest_calibration_loss():
     spec, losses = learned.resolve_init("best", solver, gauss_field, x0, None, x_ref, 4)
     assert set(losses) == set(learned.INIT_CANDIDATES)
     for name, value in losses.items():
-        grid = jnp.asarray(timesteps.grid_from_spec(name, 4))
+        grid = jnp.asarray(grids.grid_from_spec(name, 4))
         x = solvers.sample(solver, gauss_field, x0, grid)
         assert value == pytest.approx(float(learned.endpoint_loss(x, x_ref)), rel=1e-10)
     assert losses[spec] == min(losses.values()) < max(losses.values())

@@ -44,10 +44,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import pyramid, solvers, timesteps
+from flowjax import pyramid, solvers
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.objectives import guidance
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
+from flowjax.time import grids, laws
 
 Array = jax.Array
 
@@ -87,7 +88,7 @@ class DecomposableFlowMatching(Objective):
 
     num_stages: int = 2
     stage_probs: tuple[float, ...] | None = None
-    current_sampler: Any = timesteps.LogitNormal(loc=0.0, scale=1.0)
+    current_sampler: Any = laws.LogitNormal(loc=0.0, scale=1.0)
     earlier_loc: float = 1.5
     earlier_scale: float = 1.0
     thresholds: tuple[float, ...] | None = None
@@ -266,7 +267,7 @@ class DecomposableFlowMatching(Objective):
                 f"path's time or another kind of model); use one of: {names}"
             )
         steps = self.phase_steps(solver.num_steps_for_nfe(nfe), solver.min_steps)
-        return [np.asarray(timesteps.grid_from_spec(grid_spec, n), np.float64) for n in steps]
+        return [np.asarray(grids.grid_from_spec(grid_spec, n), np.float64) for n in steps]
 
     def make_sampler(
         self, velocity: Callable[..., Array], solver: Any, nfe: int, grid_spec: str
@@ -278,7 +279,7 @@ class DecomposableFlowMatching(Objective):
         ``nfe`` evaluations are split over the phases (:meth:`phase_steps`); ``grid_spec``
         spaces the steps within each phase's clock ``u``.
         """
-        grids = self._grids(nfe, solver, grid_spec)
+        phase_grids = self._grids(nfe, solver, grid_spec)
         coefs = self.phase_coefficients()
 
         @jax.jit
@@ -289,7 +290,7 @@ class DecomposableFlowMatching(Objective):
                     f"(objective.noise_shape); got {x0.shape}"
                 )
             x = x0
-            for s, ((end, travel, mask), grid) in enumerate(zip(coefs, grids)):
+            for s, ((end, travel, mask), grid) in enumerate(zip(coefs, phase_grids)):
                 end_, travel_ = jnp.asarray(end, x0.dtype), jnp.asarray(travel, x0.dtype)
                 mask_ = jnp.asarray(mask, x0.dtype)
 
@@ -308,7 +309,7 @@ class DecomposableFlowMatching(Objective):
 _FIELDS = dict(
     num_stages=int,
     stage_probs=lambda v: tuple(float(p) for p in v),
-    current_sampler=timesteps.time_sampler_from_spec,
+    current_sampler=laws.time_sampler_from_spec,
     earlier_loc=float,
     earlier_scale=float,
     thresholds=lambda v: tuple(float(t) for t in v),

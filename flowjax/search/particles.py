@@ -38,8 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import paths, timesteps
+from flowjax import paths
 from flowjax.solvers import sde
+from flowjax.time import grids
 
 Array = jax.Array
 Reward = Callable[[Array], Array]
@@ -73,7 +74,7 @@ class Proposal:
     name: str = "proposal"
 
     def __post_init__(self):
-        grid = timesteps.validate_grid(np.asarray(self.grid, np.float64))
+        grid = grids.validate_grid(np.asarray(self.grid, np.float64))
         if grid[0] != 0.0 or grid[-1] != 1.0:
             raise ValueError(f"a proposal grid must run from 0 (noise) to 1 (data); got {grid}")
 
@@ -131,7 +132,7 @@ def make_proposal(
       element_shape: shape of one sample, e.g. ``(2,)`` or ``(8, 8, 1)``.
       eta: scale of ``g(s) = eta (1 - s)^2`` for the SDE kinds.
       diffusion: another ``g`` spec for the SDE kinds (:func:`flowjax.solvers.sde.make_diffusion`).
-      grid: a :func:`flowjax.timesteps.grid_from_spec` spec over the proposal's own time.
+      grid: a :func:`flowjax.time.grids.grid_from_spec` spec over the proposal's own time.
     """
     if kind not in PROPOSALS:
         raise ValueError(f"unknown proposal {kind!r}; choose one of {PROPOSALS}")
@@ -143,7 +144,7 @@ def make_proposal(
         velocity_fn = sde.convert_velocity(velocity_fn, path)
     else:
         path = paths.LinearPath()
-    grid_np = timesteps.grid_from_spec(grid, int(num_steps))
+    grid_np = grids.grid_from_spec(grid, int(num_steps))
     return Proposal(
         velocity_fn=velocity_fn,
         path=path,

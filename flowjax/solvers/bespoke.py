@@ -51,9 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import timesteps
 from flowjax.solvers import learned
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, make_solver
+from flowjax.time import grids
 
 Array = jax.Array
 
@@ -89,7 +89,7 @@ def extract_tableau(solver: Solver, grid) -> Tableau:
         )
     if getattr(solver, "thresholding", None) is not None:
         raise ValueError("thresholding makes the solver nonlinear in v; bespoke needs it off")
-    g = timesteps.validate_grid(grid)
+    g = grids.validate_grid(grid)
     k = g.shape[0] - 1
     if k < solver.min_steps:
         raise ValueError(f"{solver.name} needs at least {solver.min_steps} steps; got {k}")

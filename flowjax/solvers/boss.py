@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import timesteps
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, sample
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP
 from flowjax.solvers.euler import Euler
 from flowjax.solvers.schedule_store import JsonScheduleStore
+from flowjax.time import grids
 
 Array = jax.Array
 
@@ -88,7 +88,7 @@ def jump_costs(
     Any other one-step solver is costed by running its step from every ``(x_i, t_i)`` to every
     ``t_j`` (``M N (N + 1) nfe_per_step`` NFE: fine for small models).
     """
-    grid = timesteps.validate_grid(np.asarray(fine_grid))
+    grid = grids.validate_grid(np.asarray(fine_grid))
     traj = jnp.asarray(traj)
     if traj.ndim < 2 or traj.shape[0] != grid.shape[0]:
         raise ValueError(
@@ -230,7 +230,7 @@ class BossSchedule:
 
     @property
     def grid(self) -> np.ndarray:
-        return timesteps.validate_grid(np.asarray(self.times, np.float64))
+        return grids.validate_grid(np.asarray(self.times, np.float64))
 
     @property
     def key(self) -> str:
@@ -293,7 +293,7 @@ def compute_schedule(
             f"BOSS cannot pick K={num_steps} steps from a fine grid of N={fine_steps} steps; "
             f"use fine_steps >= {num_steps}"
         )
-    fine = timesteps.uniform_grid(int(fine_steps), t_min, 1.0)
+    fine = grids.uniform_grid(int(fine_steps), t_min, 1.0)
     traj = reference_trajectories(velocity_fn, x0, fine, cond, solver=reference_solver)
     costs = jump_costs(velocity_fn, traj, fine, cond, solver=solver)
     indices, cost = bellman_path(costs, int(num_steps))

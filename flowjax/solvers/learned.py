@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from flowjax import timesteps
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import Solver, VelocityFn, check_inputs, make_solver, sample
 from flowjax.solvers.schedule_store import JsonScheduleStore
+from flowjax.time import grids
 
 Array = jax.Array
 
@@ -84,7 +84,7 @@ def reference_endpoints(
         x, stats = jax.jit(lambda x, c: solve(velocity_fn, x, c))(x0, cond)
         return x, int(stats["nfe"])
     solver = make_solver(name)
-    grid = timesteps.uniform_grid(steps)
+    grid = grids.uniform_grid(steps)
     x = jax.jit(lambda x, c: sample(solver, velocity_fn, x, grid, c))(x0, cond)
     return x, solver.nfe(steps)
 
@@ -135,7 +135,7 @@ def grid_from_logits(logits: Array, t_start: float = 0.0, t_end: float = 1.0) ->
 
 def logits_from_grid(grid) -> np.ndarray:
     """Logits whose :func:`grid_from_logits` is ``grid`` (up to rounding)."""
-    g = timesteps.validate_grid(grid)
+    g = grids.validate_grid(grid)
     return np.log(np.diff(g))
 
 
@@ -151,7 +151,7 @@ INIT_CANDIDATES = ("uniform", "diffusers", "logsnr", "edm", "shifted,alpha=3")
 
 
 def init_grid(spec: str, num_steps: int) -> np.ndarray:
-    return timesteps.grid_from_spec(spec, num_steps)
+    return grids.grid_from_spec(spec, num_steps)
 
 
 def resolve_init(
@@ -333,7 +333,7 @@ class LearnedSchedule:
 
     @property
     def grid(self) -> np.ndarray:
-        return timesteps.validate_grid(np.asarray(self.times, np.float64))
+        return grids.validate_grid(np.asarray(self.times, np.float64))
 
     @property
     def key(self) -> str:
@@ -562,7 +562,7 @@ def learn_grid(
     # Float64 rebuild of the best logits; fall back to the initial grid if rounding ever
     # collapsed two points (it keeps the learned <= initial guarantee).
     try:
-        timesteps.validate_grid(grid)
+        grids.validate_grid(grid)
     except ValueError:
         grid = g0
     return LearnedSchedule(

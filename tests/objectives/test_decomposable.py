@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax import pyramid, solvers, timesteps
+from flowjax import pyramid, solvers
 from flowjax.models import DecomposableDiT, make_apply_fn
 from flowjax.objectives import DecomposableFlowMatching, FlowMatching, make_objective
+from flowjax.time import laws
 
 SHAPE = (8, 8, 1)
 B = 8
@@ -50,9 +51,7 @@ def test_one_stage_is_flow_matching_with_the_same_draws_loss_and_gradients():
     model = _net(1)
     params, apply = _params(model), make_apply_fn(model)
     dfm = DecomposableFlowMatching(num_stages=1, num_classes=10, label_dropout=0.3)
-    fm = FlowMatching(
-        time_sampler=timesteps.LogitNormal(0.0, 1.0), num_classes=10, label_dropout=0.3
-    )
+    fm = FlowMatching(time_sampler=laws.LogitNormal(0.0, 1.0), num_classes=10, label_dropout=0.3)
 
     def fm_apply(p, x, t, cond, **kw):  # the same network, seeing the image as its one stage
         return apply(p, x[:, None], t, cond, **kw)[:, 0]
@@ -250,4 +249,4 @@ def test_bad_configuration_is_refused_with_clear_errors():
         make_objective(cfg)
     cfg.decomposable = dict(thresholds=(0.7,), current_sampler="logit_normal,loc=0.5")
     built = make_objective(cfg)
-    assert built.thresholds == (0.7,) and built.current_sampler == timesteps.LogitNormal(0.5, 1.0)
+    assert built.thresholds == (0.7,) and built.current_sampler == laws.LogitNormal(0.5, 1.0)
