@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from flowjax import data as data_lib
 from flowjax import solvers, timesteps
 from flowjax.solvers import bespoke, boss
 from flowjax.training.evaluate import Evaluator, sampler_label
@@ -116,7 +117,7 @@ def run_sampling(
             "average-velocity model: use --solver=flowmap with a uniform or given grid"
         )
     report: dict[str, Any] = {"checkpoint_step": step, "solver": solver.name, "nfe": int(nfe)}
-    skipped = getattr(exp.data, "reason", None)
+    skipped = data_lib.unavailable_reason(exp.data)
     if skipped:
         report["metrics_skipped"] = f"data-based metrics skipped: {skipped}"
         log.warning("%s", report["metrics_skipped"])

@@ -53,7 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flowjax.data.digits import DIGITS_NAME
 from flowjax.data.digits_arrays import IMAGE_SHAPE, NUM_CLASSES, load_digits_numpy
+from flowjax.data.tfds_pipeline import register_feature_metric
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "TRAIN_SETTINGS",
     "DigitsClassifier",
     "DigitsFeatureExtractor",
+    "DigitsFrechetMetric",
     "cache_key",
     "default_cache_dir",
     "images_to_model_input",
@@ -411,3 +414,29 @@ class DigitsFeatureExtractor:
         if not (isinstance(stats, (tuple, list)) and len(stats) == 2):
             raise ValueError("stats must be a (mu, sigma) pair, e.g. from reference_statistics().")
         return self.frechet(samples, tuple(stats))
+
+
+class DigitsFrechetMetric:
+    """The digits data set's :class:`~flowjax.data.FeatureMetric`: ``fd``, the classifier-feature
+    Fréchet distance of samples ``[n, 8, 8, 1]`` in ``[-1, 1]`` to the ``test`` split.
+
+    Registered for the tfds data set ``sklearn_digits`` (below), so the evaluator scores any
+    run on it, through the data source, with no knowledge of the data set.
+    """
+
+    name = "fd"
+
+    def __init__(self, extractor: DigitsFeatureExtractor):
+        self.extractor = extractor
+        self.reference = extractor.reference_statistics("test")
+
+    @classmethod
+    def load(cls, cache_dir: str | os.PathLike | None = None) -> DigitsFrechetMetric:
+        """The metric with the cached (or freshly trained) classifier under ``cache_dir``."""
+        return cls(DigitsFeatureExtractor.load_or_train(cache_dir=cache_dir))
+
+    def __call__(self, samples) -> float:
+        return float(self.extractor.frechet_to_stats(samples, self.reference))
+
+
+register_feature_metric(DIGITS_NAME, DigitsFrechetMetric.load)

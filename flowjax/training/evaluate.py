@@ -9,8 +9,9 @@ learned sampler; both are read from ``<workdir>/learned_schedules.json``, writte
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
 Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD and energy distance; for
-images, the pixel-space sliced-Wasserstein and, for the bundled digits, the Fréchet distance
-on features of a digits classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>``
+images, the pixel-space sliced-Wasserstein and the feature metric the data source declares,
+if any (:func:`flowjax.data.feature_metric`; the bundled digits declare ``fd``, the Fréchet
+distance on features of a digits classifier). Metric names are ``<metric>_<solver>_nfe<k>``
 (``..._nfe<k>_<grid>`` for a non-uniform grid). Samples come from a fixed noise batch (and
 fixed labels), so numbers at different steps are comparable.
 """
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax import data as data_lib
 from flowjax import evaluation, plotting, solvers, timesteps
 from flowjax.objectives import guidance
 from flowjax.parallel import multihost
@@ -101,7 +103,7 @@ class Evaluator:
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
         # Sources without examples (a run whose data cannot be rebuilt) give samples, no scores.
-        has_data = getattr(data, "has_eval_data", True)
+        has_data = data_lib.has_eval_data(data)
         self.reference = data.eval_array(n)[0] if has_data else None
         self.velocity = make_velocity_fn(
             apply_fn,
@@ -125,11 +127,10 @@ class Evaluator:
         self.reference_label = sampler_label(*specs[-1])
         self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
         self._setup_pixels(ecfg, has_data)
-        self._digits = None
-        if self.kind == "images" and data.name == "sklearn_digits" and has_data:
-            cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
-            self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
-            self._digits_ref = self._digits.reference_statistics("test")
+        # A distance on learned features, if the data source declares one (e.g. the digits
+        # classifier's Fréchet distance `fd` for sklearn_digits); cached under the workdir.
+        cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
+        self.feature_metric = data_lib.feature_metric(data, cache)
 
     def _setup_pixels(self, ecfg, has_data: bool) -> None:
         """Decoded pixels and Inception FID, when ``eval.vae_weights`` / ``eval.inception_weights``
@@ -203,8 +204,8 @@ class Evaluator:
             metrics[f"fid_{label}"] = fid.fid_to_stats(
                 self._inception, self.pixels(samples), *self._fid_ref
             )
-        if self._digits is not None:
-            metrics[f"fd_{label}"] = float(self._digits.frechet_to_stats(samples, self._digits_ref))
+        if self.feature_metric is not None:
+            metrics[f"{self.feature_metric.name}_{label}"] = float(self.feature_metric(samples))
         return metrics
 
     def __call__(self, params, labels: list[str] | None = None):
