@@ -29,10 +29,11 @@ solver, K, N, M, reference integrator, checkpoint step) and reused afterwards. E
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
+
+from flowjax import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training directory (with config.json and checkpoints/).")
@@ -55,8 +56,7 @@ flags.mark_flags_as_required(["workdir", "nfe"])
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    console.setup_logging()  # INFO, absl quiet, no backend-probe line
     from flowjax.sampling import run_sampling  # deferred: --help answers without loading jax
 
     try:
