@@ -57,7 +57,15 @@ flags.mark_flags_as_required(["workdir", "nfe"])
 def main(argv):
     del argv
     console.setup_logging()  # INFO, absl quiet, no backend-probe line
-    from flowjax.sampling import run_sampling  # deferred: --help answers without loading jax
+    from flowjax.sampling import STAGES, run_sampling  # deferred: --help needs no jax
+
+    bar = console.progress_bar(len(STAGES), desc="sample", unit="stage")
+    bar.set_postfix_str(STAGES[0])
+
+    def on_stage(name: str) -> None:
+        following = STAGES.index(name) + 1
+        bar.set_postfix_str(STAGES[following] if following < len(STAGES) else "done", False)
+        bar.update(1)
 
     try:
         report = run_sampling(
@@ -70,10 +78,13 @@ def main(argv):
             boss_calibration=FLAGS.boss_calibration,
             boss_reference=FLAGS.boss_reference,
             out_dir=FLAGS.out,
+            on_stage=on_stage,
         )
     except ValueError as err:
+        bar.close()
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(2)
+    bar.close()
     if "metrics_skipped" in report:
         print(report["metrics_skipped"])
     metrics = " ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items())

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax import console, evaluation, plotting, solvers, timesteps
 from flowjax import data as data_lib
-from flowjax import evaluation, plotting, solvers, timesteps
 from flowjax.objectives import guidance
 from flowjax.parallel import multihost
 from flowjax.solvers import bespoke
@@ -208,11 +208,22 @@ class Evaluator:
             metrics[f"{self.feature_metric.name}_{label}"] = float(self.feature_metric(samples))
         return metrics
 
-    def __call__(self, params, labels: list[str] | None = None):
-        samples = self.sample(params, labels)
+    def __call__(
+        self, params, labels: list[str] | None = None, *, progress: bool | None = False, desc="eval"
+    ):
+        """``(metrics, samples)`` of every sampler setting (or those in ``labels``), each
+        sampled then scored; ``progress`` shows a bar over the settings (``None``: when stderr
+        is a terminal)."""
+        labels = labels or list(self.samplers)
+        bar = console.progress_bar(len(labels), desc=desc, unit="setting", enabled=progress)
+        samples: dict[str, np.ndarray] = {}
         metrics: dict[str, float] = {}
-        for label, s in samples.items():
-            metrics.update(self.score(s, label))
+        with bar:
+            for label in labels:
+                bar.set_postfix_str(label, refresh=False)
+                samples.update(self.sample(params, [label]))
+                metrics.update(self.score(samples[label], label))
+                bar.update(1)
         return metrics, samples
 
     def plot(self, samples: dict[str, np.ndarray], path: str, title: str | None = None) -> str:

@@ -436,8 +436,10 @@ def _train(
     }
     if not preempted:
         with abandon("the final evaluation", num_steps):
-            final_metrics, samples = evaluator(state.ema_params)
-            final_raw, _ = evaluator(state.params)
+            final_metrics, samples = evaluator(
+                state.ema_params, progress=progress, desc="final eval (EMA)"
+            )
+            final_raw, _ = evaluator(state.params, progress=progress, desc="final eval (raw)")
             # The untrained network (zero output layer) maps noise to itself under any
             # solver; score it with the cheapest sampler.
             untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])

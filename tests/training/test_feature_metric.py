@@ -65,7 +65,9 @@ def test_evaluator_scores_with_the_metric_the_source_declares(scored):
     assert source.asked == ["W/eval_cache"]  # asked once, with the workdir's cache
     expected = _MeanNorm(None)(samples["euler_nfe2"])
     assert metrics["meannorm_euler_nfe2"] == pytest.approx(expected)
-    assert expected == pytest.approx(np.linalg.norm(np.asarray(evaluator.x0).mean(0) + [1.0, 0.0]), rel=1e-5)
+    assert expected == pytest.approx(
+        np.linalg.norm(np.asarray(evaluator.x0).mean(0) + [1.0, 0.0]), rel=1e-5
+    )
     assert "fd_euler_nfe2" not in metrics
 
 
@@ -112,3 +114,12 @@ class _FakeExtractor:
     def frechet_to_stats(self, samples, stats):
         assert stats == ("mu", "sigma")
         return float(len(samples))
+
+
+def test_evaluation_bar_counts_the_settings_and_keeps_the_numbers(scored, capsys):
+    _, evaluator, metrics, samples = scored
+    again, again_samples = evaluator(None, progress=True, desc="final eval (EMA)")
+    bar = capsys.readouterr().err
+    assert "final eval (EMA)" in bar and "1/1" in bar
+    assert again == metrics
+    np.testing.assert_array_equal(again_samples["euler_nfe2"], samples["euler_nfe2"])
