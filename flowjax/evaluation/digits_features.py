@@ -195,9 +195,10 @@ def _train_params(
 
     All randomness comes from ``settings["seed"]``: the initialisation (``jax.random.key``) and
     the minibatch order and shifts (NumPy ``RandomState``, drawn up front). Each epoch is one
-    jitted ``lax.scan`` over its steps (one compilation; bit-identical to one scan over all). ``settings`` defaults to
-    ``TRAIN_SETTINGS`` (only those are cached under :func:`cache_key`). ``progress`` shows a
-    bar over the epochs (``None``: when stderr is a terminal).
+    jitted ``lax.scan`` over its steps (one compilation; bit-identical to one scan over all).
+    ``settings`` defaults to ``TRAIN_SETTINGS`` (only those are cached under
+    :func:`cache_key`). ``progress`` shows a bar over the epochs (``None``: when stderr is a
+    terminal).
     """
     settings = TRAIN_SETTINGS if settings is None else settings
     images, labels = load_digits_numpy("train")

@@ -390,8 +390,3 @@ def dit_forward_flops(
 def dit_num_tokens(image_shape: tuple[int, ...], patch_size: int) -> int:
     h, w = image_shape[0], image_shape[1]
     return (h // patch_size) * (w // patch_size)
-
-
-def training_flops_per_example(forward_flops: float) -> float:
-    """Model FLOPs of one training example: forward + backward = 3 x forward (no remat)."""
-    return 3.0 * forward_flops
