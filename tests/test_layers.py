@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flowjax.exact_fields",
             "flowjax.velocity",
             "flowjax.config_files",
+            "flowjax.console",
         ),
     ),
     (
