@@ -18,8 +18,7 @@ INSTALL_REQUIRES = [
     "flax>=0.10.4",
     "optax>=0.2.4",
     "orbax-checkpoint>=0.11.0",
-    "chex>=0.1.88",
-    "einops>=0.8.0",
+    "einops>=0.8.0",  # patchify / unpatchify (flowjax.models.dit)
     "ml_collections>=1.0.0",
     "absl-py>=2.1.0",
     "numpy>=1.26",
@@ -35,6 +34,7 @@ INSTALL_REQUIRES = [
     # Logging, progress, figures.
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    "pillow>=10.0",  # reads the sample figure for TensorBoard (also a matplotlib dependency)
     "tensorboardX>=2.6.2",
 ]
 
@@ -42,6 +42,7 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8.0",
         "scipy>=1.11",  # reference implementations in the tests (stats, linalg, ndimage)
+        "chex>=0.1.88",  # tree assertions in the tests (exact resume, multi-process agreement)
         "pytest-xdist>=3.5",
         "nbclient>=0.10",
         "nbformat>=5.10",

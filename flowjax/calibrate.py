@@ -21,13 +21,14 @@ on ``--calibration`` *held-out* noises (another key), for the initial and the le
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 from typing import Any
 
 from absl import app, flags
+
+from flowjax import console
 
 FLAGS = flags.FLAGS
 
@@ -172,8 +173,7 @@ def calibrate_run(
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    console.setup_logging()  # INFO, absl quiet, no backend-probe line
     try:
         report = calibrate_run(
             os.path.abspath(FLAGS.workdir),

@@ -33,7 +33,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from flowjax import config_files
+from flowjax import config_files, console
 
 _DEFAULT_CONFIG = os.path.join(config_files.CONFIG_DIR, "toy2d_rf.py")
 
@@ -71,8 +71,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO chatter
+    console.setup_logging()  # INFO, absl quiet, no backend-probe line
     import jax  # deferred: flags parse and --help answer without loading jax
 
     if FLAGS.coordinator_address or FLAGS.num_processes:

@@ -33,6 +33,8 @@ from typing import Any
 
 from absl import app, flags
 
+from flowjax import console
+
 log = logging.getLogger(__name__)
 
 
@@ -218,8 +220,7 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    console.setup_logging()  # INFO, absl quiet, no backend-probe line
     from flowjax.data import pairs
 
     try:

@@ -29,10 +29,11 @@ solver, K, N, M, reference integrator, checkpoint step) and reused afterwards. E
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
+
+from flowjax import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training directory (with config.json and checkpoints/).")
@@ -55,9 +56,16 @@ flags.mark_flags_as_required(["workdir", "nfe"])
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from flowjax.sampling import run_sampling  # deferred: --help answers without loading jax
+    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    from flowjax.sampling import STAGES, run_sampling  # deferred: --help needs no jax
+
+    bar = console.progress_bar(len(STAGES), desc="sample", unit="stage")
+    bar.set_postfix_str(STAGES[0])
+
+    def on_stage(name: str) -> None:
+        following = STAGES.index(name) + 1
+        bar.set_postfix_str(STAGES[following] if following < len(STAGES) else "done", False)
+        bar.update(1)
 
     try:
         report = run_sampling(
@@ -70,10 +78,13 @@ def main(argv):
             boss_calibration=FLAGS.boss_calibration,
             boss_reference=FLAGS.boss_reference,
             out_dir=FLAGS.out,
+            on_stage=on_stage,
         )
     except ValueError as err:
+        bar.close()
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(2)
+    bar.close()
     if "metrics_skipped" in report:
         print(report["metrics_skipped"])
     metrics = " ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items())

@@ -17,11 +17,12 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from flowjax import data as data_lib
 from flowjax import solvers
 from flowjax.solvers import bespoke, boss
 from flowjax.time import grids
@@ -31,7 +32,10 @@ from flowjax.training.restore import run_data
 
 log = logging.getLogger(__name__)
 
-__all__ = ["boss_grid", "load_run", "run_data", "run_sampling"]
+__all__ = ["STAGES", "boss_grid", "load_run", "run_data", "run_sampling"]
+
+# What run_sampling does, in order (its on_stage hook names each as it ends).
+STAGES = ("load", "grid", "compile", "sample", "score", "write")
 
 
 def boss_grid(
@@ -92,8 +96,12 @@ def run_sampling(
     boss_calibration: int = 256,
     boss_reference: str = "euler",
     out_dir: str | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Everything the CLI does; returns the report written to ``<label>.json``."""
+    """Everything the CLI does; returns the report written to ``<label>.json``.
+
+    ``on_stage(name)`` is called as each of :data:`STAGES` ends (the CLI's progress bar)."""
+    stage_done = on_stage or (lambda name: None)
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if int(nfe) < 1:
@@ -111,13 +119,14 @@ def run_sampling(
     num_steps = solver.num_steps_for_nfe(nfe)
     config, exp, params, step = load_run(workdir, num_samples=num_samples)
     evaluator = Evaluator.for_experiment(config, exp, workdir)
+    stage_done("load")
     if grid_spec == "boss" and exp.average_velocity:
         raise ValueError(
             "BOSS grids are chosen for instantaneous-velocity solvers; this run trains an "
             "average-velocity model: use --solver=flowmap with a uniform or given grid"
         )
     report: dict[str, Any] = {"checkpoint_step": step, "solver": solver.name, "nfe": int(nfe)}
-    skipped = getattr(exp.data, "reason", None)
+    skipped = data_lib.unavailable_reason(exp.data)
     if skipped:
         report["metrics_skipped"] = f"data-based metrics skipped: {skipped}"
         log.warning("%s", report["metrics_skipped"])
@@ -156,10 +165,12 @@ def run_sampling(
     else:
         evaluator.add_sampler(label, solver, grid)
     run = evaluator.samplers[label]
+    stage_done("grid")
 
     t0 = time.perf_counter()
     compiled = run.lower(params, evaluator.x0, evaluator.labels).compile()
     compile_seconds = time.perf_counter() - t0
+    stage_done("compile")
     jax.block_until_ready(compiled(params, evaluator.x0, evaluator.labels))  # warm-up
     t0 = time.perf_counter()
     samples = np.asarray(jax.device_get(compiled(params, evaluator.x0, evaluator.labels)))
@@ -168,7 +179,9 @@ def run_sampling(
     other_noise = jax.random.normal(jax.random.PRNGKey(12345), evaluator.x0.shape)
     for x0 in (evaluator.x0, other_noise):
         jax.block_until_ready(run(params, x0, evaluator.labels))
+    stage_done("sample")
     metrics = evaluator.score(samples, label)
+    stage_done("score")
     report.update(
         grid=[float(g) for g in grid],
         label=label,
@@ -193,4 +206,5 @@ def run_sampling(
     with open(base + ".json", "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     report["files"] = [base + ext for ext in (".png", ".npz", ".json")]
+    stage_done("write")
     return report

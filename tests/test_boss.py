@@ -70,10 +70,12 @@ def test_generic_solver_costs_use_the_solver_step(mixture_costs):
     assert costs[i, j] == pytest.approx(want, rel=1e-5)
 
 
-def test_straight_field_costs_nothing():
+def test_straight_field_costs_nothing(capsys):
     grid = grids.uniform_grid(12)
     x0 = jax.random.normal(jax.random.PRNGKey(1), (32, 2))
-    schedule = boss.compute_schedule(straight_field, x0, 3, fine_steps=12)
+    schedule = boss.compute_schedule(straight_field, x0, 3, fine_steps=12, progress=True)
+    bar = capsys.readouterr().err  # the search's progress bar, forced on
+    assert "BOSS: dynamic programme" in bar and "3/3" in bar
     traj = boss.reference_trajectories(straight_field, x0, grid)
     costs = boss.jump_costs(straight_field, traj, grid)
     finite = costs[np.isfinite(costs)]

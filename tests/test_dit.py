@@ -130,6 +130,30 @@ def test_patchify_round_trip_and_equivalence_to_a_strided_convolution():
     np.testing.assert_allclose(tokens @ w, conv.reshape(2, 6, 5), rtol=1e-5, atol=1e-5)
 
 
+def _patchify_by_reshape(x, p):  # the reshape/transpose form patchify had before einops
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // p, p, w // p, p, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def _unpatchify_by_reshape(tokens, p, h, w):
+    b, _, f = tokens.shape
+    x = tokens.reshape(b, h // p, w // p, p, p, f // (p * p))
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, f // (p * p))
+
+
+@pytest.mark.parametrize("shape,p", [((2, 8, 12, 3), 4), ((1, 6, 4, 2), 2), ((3, 5, 7, 1), 1)])
+def test_einops_patchify_equals_the_reshape_form(shape, p):
+    x = jax.random.normal(KEY, shape)
+    tokens = patchify(x, p)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(_patchify_by_reshape(x, p)))
+    h, w = shape[1:3]
+    np.testing.assert_array_equal(
+        np.asarray(unpatchify(tokens, p, h, w)),
+        np.asarray(_unpatchify_by_reshape(tokens, p, h, w)),
+    )
+
+
 def test_position_embedding_layout():
     d, gh, gw = 16, 3, 4
     pos = sincos_pos_embed_2d(d, gh, gw)

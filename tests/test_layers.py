@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flowjax.config_files",
             "flowjax.pyramid",
             "flowjax.weight_files",
+            "flowjax.console",
         ),
     ),
     (

@@ -1,6 +1,7 @@
 """Every notebook under notebooks/ runs top to bottom, headless, without errors."""
 
 import glob
+import importlib.util
 import os
 
 import nbformat
@@ -47,3 +48,44 @@ def test_notebook_starts_with_a_guarded_install_cell(path):
     first = next(c for c in nb.cells if c.cell_type == "code").source
     assert "%pip install" in first
     assert 'importlib.util.find_spec("flowjax") is None' in first
+
+
+def _install_cell_as_python(path) -> str:
+    """The first code cell with each ``%pip ...`` line turned into ``_calls.append(f"...")``."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code").source
+    lines = []
+    for line in first.splitlines():
+        indent, stripped = line[: len(line) - len(line.lstrip())], line.strip()
+        if stripped.startswith("%pip "):
+            line = f"{indent}_calls.append(f{stripped[len('%pip ') :]!r})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_install_cell_installs_the_enclosing_clone_or_the_given_git_url(
+    path, tmp_path, monkeypatch
+):
+    code = _install_cell_as_python(path)
+    assert "github.com/flowjax/flowjax" not in code  # that name is another project
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "flowjax" else real(n, *a)
+    )
+
+    def run(cwd, url=""):
+        monkeypatch.chdir(cwd)
+        scope = {"_calls": []}
+        exec(code.replace('FLOWJAX_GIT_URL = ""', f"FLOWJAX_GIT_URL = {url!r}"), scope)
+        return scope["_calls"]
+
+    # Opened from the clone's notebooks/ folder: the clone itself is installed.
+    assert run(os.path.dirname(path)) == [f'install --quiet "{REPO}"']
+    # Elsewhere (Colab), with the URL set: the git URL.
+    (tmp_path / "content").mkdir()
+    url = "https://example.org/owner/repo.git"
+    assert run(tmp_path / "content", url) == [f'install --quiet "flowjax @ git+{url}"']
+    # Elsewhere without a URL: a one-line error that says what to set.
+    with pytest.raises(RuntimeError, match="set FLOWJAX_GIT_URL"):
+        run(tmp_path / "content")

@@ -1,5 +1,6 @@
 """The repository as a whole: the curated API, config lookup, no machine paths, docs links."""
 
+import ast
 import importlib
 import os
 import pkgutil
@@ -191,3 +192,56 @@ def test_relative_links_in_readme_and_docs_resolve():
             elif not os.path.realpath(dest).startswith(os.path.realpath(REPO)):
                 broken.append(f"{rel}: {target} (outside the repository)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+# Distribution name -> the module it is imported as, where they differ.
+_IMPORT_NAME = {
+    "orbax-checkpoint": "orbax",
+    "absl-py": "absl",
+    "tensorflow-datasets": "tensorflow_datasets",
+    "scikit-learn": "sklearn",
+    "pillow": "PIL",
+}
+# Imported by the library only where a user asks for it, from an extra (the LPIPS/VAE weight
+# converters read torch checkpoints).
+_OPTIONAL_IMPORTS = {"torch"}
+# Declared although flowjax never imports it: tfds's builders import it without declaring it.
+_DECLARED_FOR_OTHERS = {"importlib_resources"}
+
+
+def _declared_requirements() -> dict[str, list[str]]:
+    """``INSTALL_REQUIRES`` and ``EXTRAS_REQUIRE`` of setup.py, read without running it."""
+    tree = ast.parse(open(os.path.join(REPO, "setup.py"), encoding="utf-8").read())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("INSTALL_REQUIRES", "EXTRAS_REQUIRE"):
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+    names = {"install": found["INSTALL_REQUIRES"], **found["EXTRAS_REQUIRE"]}
+    return {k: [re.split(r"[<>=\[ ;]", req)[0] for req in v] for k, v in names.items()}
+
+
+def _library_imports() -> set[str]:
+    mods = set()
+    for root, _, files in os.walk(os.path.join(REPO, "flowjax")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        mods.update(a.name.split(".")[0] for a in node.names)
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                        mods.add(node.module.split(".")[0])
+    return {m for m in mods if m not in sys.stdlib_module_names and m != "flowjax"}
+
+
+def test_the_library_imports_what_it_declares_and_declares_what_it_imports():
+    declared = _declared_requirements()
+    install = {_IMPORT_NAME.get(d, d) for d in declared["install"]}
+    imported = _library_imports()
+    assert imported - install - _OPTIONAL_IMPORTS == set(), "imported but not declared"
+    assert install - imported - _DECLARED_FOR_OTHERS == set(), "declared but never imported"
+    # Test-only packages live in the dev extra, not in the install requirements.
+    assert {"scipy", "chex", "pytest"} <= set(declared["dev"])
+    assert not {"scipy", "chex", "pytest"} & install

@@ -8,10 +8,13 @@ Nothing here imports TensorFlow or downloads anything.
 from flowjax.data.base import (
     BatchLayout,
     DataSource,
+    FeatureMetric,
     check_source,
     device_batch_fn,
+    feature_metric,
     fingerprint_of,
     has_eval_data,
+    unavailable_reason,
 )
 from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
@@ -38,19 +41,28 @@ from flowjax.data.sources import (
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
     ImageDataset,
+    LocalBuilder,
     how_to_prepare,
     load_split_array,
     open_source,
+    register_feature_metric,
+    register_local_builder,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
 
 __all__ = [
     "BatchLayout",
     "DataSource",
+    "FeatureMetric",
     "check_source",
     "device_batch_fn",
+    "feature_metric",
     "fingerprint_of",
     "has_eval_data",
+    "unavailable_reason",
+    "LocalBuilder",
+    "register_feature_metric",
+    "register_local_builder",
     "ArrayFileSource",
     "ArraySource",
     "RecordedShapeSource",

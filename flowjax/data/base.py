@@ -105,13 +105,20 @@ class DataSource(Protocol):
       sources add ``"x0"``), ``b`` from the source's :class:`BatchLayout`.
     - ``eval_array(n)``: held-out data ``(x [n, ...], labels [n] or None)``.
 
-    Optional (read through :func:`device_batch_fn`, :func:`fingerprint_of` and
-    :func:`has_eval_data`, the only places that look for them):
+    Optional, each with a default (read through :func:`device_batch_fn`,
+    :func:`fingerprint_of`, :func:`has_eval_data`, :func:`unavailable_reason` and
+    :func:`feature_metric`, the only places that look for them):
 
-    - ``device_batch(step) -> dict``: the whole global batch as a pure, traceable function
-      of ``step`` (fused into the jitted step).
-    - ``fingerprint() -> str``: a content hash recorded with the run.
+    - ``device_batch(step) -> dict`` (none): the whole global batch as a pure, traceable
+      function of ``step`` (fused into the jitted step).
+    - ``fingerprint() -> str`` (none): a content hash recorded with the run.
     - ``has_eval_data`` (True): False for stand-ins that only carry shapes.
+    - ``reason`` (None): why a stand-in has no examples (reported instead of the metrics).
+    - ``feature_metric(cache_dir) -> FeatureMetric | None`` (None): a distance on learned
+      features that suits this data (e.g. the digits classifier's Fréchet distance); the
+      evaluator scores samples with it besides the pixel metrics.
+    - ``base`` (None): the real data set a wrapping source imitates (reflow pairs, generated
+      tuples); its feature metric is the one the wrapper reports.
     """
 
     kind: str
@@ -122,6 +129,20 @@ class DataSource(Protocol):
     def iterator(self, start_step: int = 0) -> Iterator[dict]: ...
 
     def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@runtime_checkable
+class FeatureMetric(Protocol):
+    """A distance from generated samples to a data set's held-out examples on learned features.
+
+    ``name`` is the metric's prefix (scores are logged as ``<name>_<sampler label>``);
+    ``metric(samples)`` takes samples ``[n, *element_shape]`` in the data's range (images in
+    ``[-1, 1]``, the t=1 end of the path) and returns a float (lower is closer).
+    """
+
+    name: str
+
+    def __call__(self, samples: np.ndarray) -> float: ...
 
 
 # What building a model needs; ``iterator`` and ``eval_array`` are needed only once training or
@@ -156,3 +177,20 @@ def fingerprint_of(source: Any) -> str | None:
 def has_eval_data(source: Any) -> bool:
     """False for sources that declare ``has_eval_data = False`` (shape-only stand-ins)."""
     return bool(getattr(source, "has_eval_data", True))
+
+
+def unavailable_reason(source: Any) -> str | None:
+    """Why ``source`` has no examples (its optional ``reason``), or ``None``."""
+    reason = getattr(source, "reason", None)
+    return str(reason) if reason else None
+
+
+def feature_metric(source: Any, cache_dir: str) -> FeatureMetric | None:
+    """The source's optional feature metric (``feature_metric(cache_dir)``), else its ``base``'s,
+    else ``None``. A source without examples (:func:`has_eval_data` False) has none."""
+    while source is not None and has_eval_data(source):
+        fn = getattr(source, "feature_metric", None)
+        if callable(fn):
+            return fn(cache_dir)
+        source = getattr(source, "base", None)
+    return None

@@ -1,9 +1,11 @@
 """scikit-learn's handwritten digits as a real tfds data set, prepared offline without TensorFlow.
 
 :class:`SklearnDigits` is an ordinary ``tfds.core.GeneratorBasedBuilder`` registered under the
-name ``"sklearn_digits"`` (importing :mod:`flowjax.data` registers it). Its examples come from
-:func:`flowjax.data.digits_arrays.load_digits_numpy`, which fixes the split and the pixel
-scaling; nothing is downloaded, so the data set can be prepared on any machine::
+name ``"sklearn_digits"`` (importing :mod:`flowjax.data` registers it, and registers
+:func:`prepare_digits` with the generic pipeline, which prepares the set when it is missing).
+Its examples come from :func:`flowjax.data.digits_arrays.load_digits_numpy`, which fixes the
+split and the pixel scaling; nothing is downloaded, so the data set can be prepared on any
+machine::
 
     import tensorflow_datasets as tfds
     from flowjax.data import prepare_digits
@@ -35,6 +37,7 @@ from flowjax.data.digits_arrays import (
     SPLITS,
     load_digits_numpy,
 )
+from flowjax.data.tfds_pipeline import LocalBuilder, register_local_builder
 
 DIGITS_NAME = "sklearn_digits"
 
@@ -129,3 +132,16 @@ def prepare_digits(data_dir: str | os.PathLike | None = None) -> str:
         if not SklearnDigits(data_dir=data_dir, file_format="array_record").is_prepared():
             raise
     return root
+
+
+# The generic pipeline prepares this set itself when it is missing (it needs no download).
+register_local_builder(
+    DIGITS_NAME,
+    LocalBuilder(
+        prepare=prepare_digits,
+        instructions=(
+            "Prepare it (offline, about a second) with `flowjax.data.prepare_digits({data_dir})`, "
+            "or pass auto_prepare=True to let the pipeline do it."
+        ),
+    ),
+)

@@ -2,9 +2,10 @@
 
 Every source follows :class:`flowjax.data.base.DataSource` (``kind``, ``name``,
 ``element_shape``, ``num_classes``, ``iterator(start_step)``, ``eval_array(n)``, optional
-``device_batch`` and ``fingerprint``) and splits each global batch over the processes with
-the one :class:`flowjax.data.base.BatchLayout`. Batch ``k`` is a pure function of the seed and
-``k``, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+``device_batch``, ``fingerprint`` and ``feature_metric``) and splits each global batch over
+the processes with the one :class:`flowjax.data.base.BatchLayout`. Batch ``k`` is a pure
+function of the seed and ``k``, so a resumed run sees exactly the batches an uninterrupted run
+would have seen.
 
 Config fields:
 - ``kind="toy2d"``: ``name`` (see :func:`flowjax.data.toy2d.sample_toy`).
@@ -35,9 +36,9 @@ import jax
 import numpy as np
 
 from flowjax.data import toy2d
-from flowjax.data.base import BatchLayout, fingerprint_of, step_iterator
+from flowjax.data.base import BatchLayout, FeatureMetric, fingerprint_of, step_iterator
 from flowjax.data.pairs import PairSource
-from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
+from flowjax.data.tfds_pipeline import ImageDataset, feature_metric_for, load_split_array
 from flowjax.registry import Registry
 
 
@@ -132,6 +133,10 @@ class TfdsImageSource:
     def fingerprint(self) -> str:
         """The data set's identity: tfds name and splits (not the bytes: they are not read)."""
         return _sha256_text(f"tfds:{self.name}:{self.dataset.split}:{self.eval_split}")
+
+    def feature_metric(self, cache_dir: str) -> FeatureMetric | None:
+        """The metric registered for this tfds name (:func:`register_feature_metric`), if any."""
+        return feature_metric_for(self.name, cache_dir)
 
 
 class ArraySource:

@@ -2,9 +2,12 @@
 
 Reading uses ``tfds.data_source(name, split=..., data_dir=..., download=False)`` (random access
 to array_record files) and grain's ``MapDataset`` API with thread-based prefetch, so nothing here
-imports TensorFlow. Any tfds image data set works once it is prepared in the array_record format:
-``sklearn_digits`` (prepared automatically, see :mod:`flowjax.data.digits`), ``mnist``,
-``cifar10``, ``imagenet_resized/64x64``, ``downsampled_imagenet/64x64`` ...
+imports TensorFlow. Any tfds image data set works once it is prepared in the array_record
+format: ``mnist``, ``cifar10``, ``imagenet_resized/64x64``, ``downsampled_imagenet/64x64`` ...
+A data set that can be prepared offline registers how (:func:`register_local_builder`; the
+bundled ``sklearn_digits`` of :mod:`flowjax.data.digits` does), and one with a metric on
+learned features registers it (:func:`register_feature_metric`); this module names no data
+set.
 
 Batches
 -------
@@ -44,6 +47,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -54,8 +58,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from flowjax.data.base import BatchLayout, check_batch_layout
-from flowjax.data.digits import DIGITS_NAME, prepare_digits
+from flowjax.data.base import BatchLayout, FeatureMetric, check_batch_layout
 
 Batch = dict[str, np.ndarray]
 _MASK64 = (1 << 64) - 1
@@ -75,15 +78,50 @@ def _data_dir_text(data_dir: str | os.PathLike | None) -> str:
     return os.fspath(data_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalBuilder:
+    """A tfds data set this machine can prepare without a download.
+
+    Attributes:
+      prepare: ``prepare(data_dir) -> data_dir`` prepares the set (in the array_record format)
+        under ``data_dir`` (``None``: its default place) if it is missing, and returns the
+        directory it is in.
+      instructions: how a user prepares it by hand; ``{data_dir}`` is replaced by the
+        directory (as a Python literal).
+    """
+
+    prepare: Callable[[str | os.PathLike | None], str]
+    instructions: str
+
+
+_LOCAL_BUILDERS: dict[str, LocalBuilder] = {}
+_FEATURE_METRICS: dict[str, Callable[[str], FeatureMetric]] = {}
+
+
+def register_local_builder(name: str, builder: LocalBuilder) -> None:
+    """Let ``open_source(name, auto_prepare=True)`` prepare data set ``name`` itself."""
+    _LOCAL_BUILDERS[_base_name(name)] = builder
+
+
+def register_feature_metric(name: str, factory: Callable[[str], FeatureMetric]) -> None:
+    """Score samples of tfds data set ``name`` with ``factory(cache_dir)`` (a
+    :class:`~flowjax.data.base.FeatureMetric`, e.g. a classifier's Fréchet distance) besides
+    the pixel metrics; :class:`TfdsImageSource`'s ``feature_metric`` returns it."""
+    _FEATURE_METRICS[_base_name(name)] = factory
+
+
+def feature_metric_for(name: str, cache_dir: str) -> FeatureMetric | None:
+    """The feature metric registered for tfds data set ``name``, built, or ``None``."""
+    factory = _FEATURE_METRICS.get(_base_name(name))
+    return None if factory is None else factory(cache_dir)
+
+
 def how_to_prepare(name: str, data_dir: str | os.PathLike | None) -> str:
     """The instruction, as text, that prepares data set ``name`` under ``data_dir``."""
     dir_arg = "<your data_dir>" if data_dir is None else os.fspath(data_dir)
-    if _base_name(name) == DIGITS_NAME:
-        return (
-            "Prepare it (offline, about a second) with "
-            f"`flowjax.data.prepare_digits({dir_arg!r})`, or pass auto_prepare=True to let the "
-            "pipeline do it."
-        )
+    local = _LOCAL_BUILDERS.get(_base_name(name))
+    if local is not None:
+        return local.instructions.format(data_dir=repr(dir_arg))
     return (
         "Prepare it on a machine with internet access, in the array_record format, with\n"
         f"    tfds build {name} --data_dir={dir_arg} --file_format=array_record\n"
@@ -113,8 +151,8 @@ def open_source(
         ``"imagenet_resized/64x64"``, ``"sklearn_digits:1.0.0"``).
       split: a tfds split, slicing allowed (``"train"``, ``"train[:90%]"``).
       data_dir: the tfds data directory; ``None`` means tfds' default.
-      auto_prepare: prepare ``sklearn_digits`` first if it is missing (it needs no download).
-        Other data sets are never downloaded.
+      auto_prepare: prepare a data set registered with :func:`register_local_builder` (e.g.
+        ``sklearn_digits``) first if it is missing (no download). Others are never downloaded.
 
     Returns:
       A random-access source: ``len(source)`` and ``source[i] -> dict of numpy arrays``, with
@@ -124,8 +162,9 @@ def open_source(
       DatasetNotFoundError: the data set is unknown, missing under ``data_dir`` or prepared
         in a format without random access; the message says how to prepare it.
     """
-    if auto_prepare and _base_name(name) == DIGITS_NAME:
-        data_dir = prepare_digits(data_dir)
+    local = _LOCAL_BUILDERS.get(_base_name(name))
+    if auto_prepare and local is not None:
+        data_dir = local.prepare(data_dir)
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.DatasetNotFoundError as err:
@@ -378,7 +417,8 @@ class ImageDataset:
       num_threads: grain reader threads (loading overlaps compute; threads only, no
         processes).
       prefetch_buffer_size: examples read ahead; default ``2 * b`` (at least 16).
-      auto_prepare: prepare ``sklearn_digits`` if it is missing (no download needed).
+      auto_prepare: prepare a locally buildable data set (:func:`register_local_builder`,
+        e.g. ``sklearn_digits``) if it is missing (no download needed).
 
     Attributes:
       element_shape: ``(H, W, C)`` of one image.

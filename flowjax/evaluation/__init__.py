@@ -3,13 +3,19 @@
 - :func:`sliced_wasserstein`, :func:`mmd`, :func:`energy_distance`: two-sample distances for
   low-dimensional data (jax.numpy, jit-friendly, blocked pairwise sums).
 - :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
-- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set.
+- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set;
+  :class:`DigitsFrechetMetric`, its score, is the feature metric registered for
+  ``sklearn_digits`` (importing this package registers it).
 - :func:`straightness`: the rectified-flow straightness of sampled trajectories.
 - :class:`LPIPS`: the VGG16 LPIPS perceptual distance, with weights read from a file
   (:func:`convert_torch_weights` and :mod:`flowjax.evaluation.lpips` make the file).
 """
 
-from flowjax.evaluation.digits_features import DigitsClassifier, DigitsFeatureExtractor
+from flowjax.evaluation.digits_features import (
+    DigitsClassifier,
+    DigitsFeatureExtractor,
+    DigitsFrechetMetric,
+)
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance, trace_sqrt_product
 from flowjax.evaluation.sample_metrics import energy_distance, mmd, sliced_wasserstein
 from flowjax.evaluation.straightness import straightness
@@ -29,6 +35,7 @@ def __getattr__(name):
 __all__ = [
     "DigitsClassifier",
     "DigitsFeatureExtractor",
+    "DigitsFrechetMetric",
     "LPIPS",
     "convert_torch_weights",
     "energy_distance",

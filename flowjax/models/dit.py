@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -82,17 +83,14 @@ def dit_variant(variant: str) -> dict[str, int]:
 
 def patchify(x_bhwc: Array, p: int) -> Array:
     """``[B, H, W, C] -> [B, (H/p)(W/p), p*p*C]``; tokens row-major, features (row, col, chan)."""
-    b, h, w, c = x_bhwc.shape
-    x = x_bhwc.reshape(b, h // p, p, w // p, p, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+    return einops.rearrange(x_bhwc, "b (gh ph) (gw pw) c -> b (gh gw) (ph pw c)", ph=p, pw=p)
 
 
 def unpatchify(tokens_btf: Array, p: int, h: int, w: int) -> Array:
     """Inverse of :func:`patchify`: ``[B, (h/p)(w/p), p*p*C] -> [B, h, w, C]``."""
-    b, _, f = tokens_btf.shape
-    c = f // (p * p)
-    x = tokens_btf.reshape(b, h // p, w // p, p, p, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    return einops.rearrange(
+        tokens_btf, "b (gh gw) (ph pw c) -> b (gh ph) (gw pw) c", gh=h // p, ph=p, pw=p
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -392,8 +390,3 @@ def dit_forward_flops(
 def dit_num_tokens(image_shape: tuple[int, ...], patch_size: int) -> int:
     h, w = image_shape[0], image_shape[1]
     return (h // patch_size) * (w // patch_size)
-
-
-def training_flops_per_example(forward_flops: float) -> float:
-    """Model FLOPs of one training example: forward + backward = 3 x forward (no remat)."""
-    return 3.0 * forward_flops

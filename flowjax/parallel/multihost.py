@@ -62,11 +62,6 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(flags))
 
 
-def all_processes(flag: bool) -> bool:
-    """``True`` on every process iff ``flag`` is true on all of them (collective)."""
-    return not any_process(not flag)
-
-
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier called ``name``."""
     if jax.process_count() > 1:

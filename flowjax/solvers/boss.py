@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax import console
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, sample
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP
 from flowjax.solvers.euler import Euler
@@ -276,6 +277,7 @@ def compute_schedule(
     solver: Solver | None = None,
     reference_solver: Solver | None = None,
     step: int = -1,
+    progress: bool | None = None,
 ) -> BossSchedule:
     """Run the calibration, the costs and the DP; return the K-step :class:`BossSchedule`.
 
@@ -287,6 +289,7 @@ def compute_schedule(
       solver: whose one-step jumps to cost (default Euler, the paper's cost).
       reference_solver: integrator of the calibration trajectories (default Euler).
       step: the checkpoint step the model came from (recorded in the key).
+      progress: a bar over the three stages (``None``: when stderr is a terminal).
     """
     if int(num_steps) > int(fine_steps):
         raise ValueError(
@@ -294,9 +297,17 @@ def compute_schedule(
             f"use fine_steps >= {num_steps}"
         )
     fine = grids.uniform_grid(int(fine_steps), t_min, 1.0)
-    traj = reference_trajectories(velocity_fn, x0, fine, cond, solver=reference_solver)
-    costs = jump_costs(velocity_fn, traj, fine, cond, solver=solver)
-    indices, cost = bellman_path(costs, int(num_steps))
+    with console.progress_bar(3, desc="BOSS: calibration", unit="stage", enabled=progress) as bar:
+        traj = jax.block_until_ready(
+            reference_trajectories(velocity_fn, x0, fine, cond, solver=reference_solver)
+        )
+        bar.set_description("BOSS: jump costs")
+        bar.update(1)
+        costs = jump_costs(velocity_fn, traj, fine, cond, solver=solver)
+        bar.set_description("BOSS: dynamic programme")
+        bar.update(1)
+        indices, cost = bellman_path(costs, int(num_steps))
+        bar.update(1)
     k, n = int(num_steps), int(fine_steps)
     uniform_cost = path_cost(costs, np.arange(0, n + 1, n // k)) if n % k == 0 else None
     return BossSchedule(

@@ -9,8 +9,9 @@ learned sampler; both are read from ``<workdir>/learned_schedules.json``, writte
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
 Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD and energy distance; for
-images, the pixel-space sliced-Wasserstein and, for the bundled digits, the Fréchet distance
-on features of a digits classifier (``fd``). Metric names are ``<metric>_<solver>_nfe<k>``
+images, the pixel-space sliced-Wasserstein and the feature metric the data source declares,
+if any (:func:`flowjax.data.feature_metric`; the bundled digits declare ``fd``, the Fréchet
+distance on features of a digits classifier). Metric names are ``<metric>_<solver>_nfe<k>``
 (``..._nfe<k>_<grid>`` for a non-uniform grid). Samples come from a fixed noise batch (and
 fixed labels), so numbers at different steps are comparable.
 """
@@ -24,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import evaluation, plotting, solvers
+from flowjax import console, evaluation, plotting, solvers
+from flowjax import data as data_lib
 from flowjax.objectives import guidance
 from flowjax.parallel import multihost
 from flowjax.solvers import bespoke
@@ -105,7 +107,7 @@ class Evaluator:
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
         # Sources without examples (a run whose data cannot be rebuilt) give samples, no scores.
-        has_data = getattr(data, "has_eval_data", True)
+        has_data = data_lib.has_eval_data(data)
         self.reference = data.eval_array(n)[0] if has_data else None
         self.velocity = make_velocity_fn(
             apply_fn,
@@ -129,11 +131,10 @@ class Evaluator:
         self.reference_label = sampler_label(*specs[-1])
         self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
         self._setup_pixels(ecfg, has_data)
-        self._digits = None
-        if self.kind == "images" and data.name == "sklearn_digits" and has_data:
-            cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
-            self._digits = evaluation.DigitsFeatureExtractor.load_or_train(cache_dir=cache)
-            self._digits_ref = self._digits.reference_statistics("test")
+        # A distance on learned features, if the data source declares one (e.g. the digits
+        # classifier's Fréchet distance `fd` for sklearn_digits); cached under the workdir.
+        cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
+        self.feature_metric = data_lib.feature_metric(data, cache)
 
     def _setup_pixels(self, ecfg, has_data: bool) -> None:
         """Decoded pixels and Inception FID, when ``eval.vae_weights`` / ``eval.inception_weights``
@@ -207,15 +208,26 @@ class Evaluator:
             metrics[f"fid_{label}"] = fid.fid_to_stats(
                 self._inception, self.pixels(samples), *self._fid_ref
             )
-        if self._digits is not None:
-            metrics[f"fd_{label}"] = float(self._digits.frechet_to_stats(samples, self._digits_ref))
+        if self.feature_metric is not None:
+            metrics[f"{self.feature_metric.name}_{label}"] = float(self.feature_metric(samples))
         return metrics
 
-    def __call__(self, params, labels: list[str] | None = None):
-        samples = self.sample(params, labels)
+    def __call__(
+        self, params, labels: list[str] | None = None, *, progress: bool | None = False, desc="eval"
+    ):
+        """``(metrics, samples)`` of every sampler setting (or those in ``labels``), each
+        sampled then scored; ``progress`` shows a bar over the settings (``None``: when stderr
+        is a terminal)."""
+        labels = labels or list(self.samplers)
+        bar = console.progress_bar(len(labels), desc=desc, unit="setting", enabled=progress)
+        samples: dict[str, np.ndarray] = {}
         metrics: dict[str, float] = {}
-        for label, s in samples.items():
-            metrics.update(self.score(s, label))
+        with bar:
+            for label in labels:
+                bar.set_postfix_str(label, refresh=False)
+                samples.update(self.sample(params, [label]))
+                metrics.update(self.score(samples[label], label))
+                bar.update(1)
         return metrics, samples
 
     def plot(self, samples: dict[str, np.ndarray], path: str, title: str | None = None) -> str:

@@ -34,18 +34,20 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
+from flowjax import console
 from flowjax import data as data_lib
 from flowjax.parallel import multihost
 from flowjax.training import accounting
 from flowjax.training import checkpoint as ckpt_lib
+from flowjax.training import optim as optim_lib
 from flowjax.training import workdir as workdir_lib
 from flowjax.training.evaluate import Evaluator
 from flowjax.training.experiment import Experiment, pretrained_params
@@ -167,6 +169,14 @@ def _samples_title(data_name: str, ema_decay: float, num_steps: int) -> str:
     )
 
 
+def _write_samples_image(writer, evaluator, samples, step: int, title: str) -> None:
+    """The evaluation's sample figure (as ``samples.png`` would show it) to TensorBoard."""
+    with tempfile.TemporaryDirectory() as tmp:
+        writer.write_image(
+            "samples", evaluator.plot(samples, os.path.join(tmp, "s.png"), title), step
+        )
+
+
 def _agreed(fn) -> None:
     """Run ``fn`` on process 0; its SetupError is raised on every process (multi-host)."""
     error = None
@@ -285,6 +295,7 @@ def _train(
 
             writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
             writer.truncate_after(start_step)
+            writer.write_config(config, start_step)
             evaluator = Evaluator.for_experiment(config, exp, workdir)
             train_step = exp.jit_train_step()
         except BaseException:
@@ -296,6 +307,11 @@ def _train(
     eval_every = int(tcfg.get("eval_every", 0)) or num_steps
     ckpt_every = int(tcfg.get("checkpoint_every", 0)) or num_steps
     meta = {"config": config.to_dict()}
+    # The rate optax applied in update k (count k - 1 before it), logged as train/lr at step k.
+    lr_schedule = optim_lib.make_schedule(config.optim, num_steps)
+
+    def title(step: int) -> str:
+        return _samples_title(dataset["name"], tcfg.ema_decay, step)
 
     def save(step: int, st: TrainState) -> None:
         nonlocal last_saved
@@ -316,14 +332,14 @@ def _train(
 
     if progress is None:
         progress = bool(tcfg.get("progress", True))
-    bar = tqdm(
-        total=num_steps,
+    # The ETA leaves out the first step of this session: it compiles the train step.
+    bar = console.progress_bar(
+        num_steps,
         initial=start_step,
-        disable=not progress or jax.process_index() != 0,
+        enabled=progress,
         desc="train",
         unit="step",
-        dynamic_ncols=True,
-        mininterval=0.5,
+        first_step_compiles=True,
     )
     pending = _Pending(carried)
     preempted = False
@@ -370,6 +386,7 @@ def _train(
                         )
                         means.update({f"perf/{k}": v for k, v in rates.items()})
                     timer = (step, now)  # the first interval (compilation) is not reported
+                    means["train/lr"] = float(lr_schedule(step - 1))
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
                     pending = _Pending()
@@ -383,8 +400,10 @@ def _train(
                     checkpointer.wait()
                     log.info("evaluating at step %d", step)
                     with abandon(f"the evaluation at step {step}", step):
-                        metrics_eval, _ = evaluator(state.ema_params)
+                        metrics_eval, samples_eval = evaluator(state.ema_params)
                     writer.write(step, {f"eval/{k}": v for k, v in metrics_eval.items()})
+                    if writer.tensorboard:
+                        _write_samples_image(writer, evaluator, samples_eval, step, title(step))
                 if preemption.should_stop(step, guard.requested):
                     check(pending)
                     log.warning(
@@ -417,8 +436,10 @@ def _train(
     }
     if not preempted:
         with abandon("the final evaluation", num_steps):
-            final_metrics, samples = evaluator(state.ema_params)
-            final_raw, _ = evaluator(state.params)
+            final_metrics, samples = evaluator(
+                state.ema_params, progress=progress, desc="final eval (EMA)"
+            )
+            final_raw, _ = evaluator(state.params, progress=progress, desc="final eval (raw)")
             # The untrained network (zero output layer) maps noise to itself under any
             # solver; score it with the cheapest sampler.
             untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
@@ -430,11 +451,8 @@ def _train(
         summary.update(final=final_metrics, final_raw=final_raw, untrained=untrained)
         summary["dataset"] = dataset
         if jax.process_index() == 0:
-            evaluator.plot(
-                samples,
-                os.path.join(workdir, "samples.png"),
-                title=_samples_title(dataset["name"], tcfg.ema_decay, num_steps),
-            )
+            png = evaluator.plot(samples, os.path.join(workdir, "samples.png"), title(num_steps))
+            writer.write_image("samples", png, num_steps)
             summary["samples_png"] = os.path.join(workdir, "samples.png")
         _write_json(os.path.join(workdir, "summary.json"), summary)
     writer.close()

@@ -1,14 +1,26 @@
 """Metric writers: ``metrics.jsonl`` (always) and TensorBoard event files (tensorboardX, which
-needs no TensorFlow). Only process 0 writes."""
+needs no TensorFlow). Only process 0 writes.
+
+TensorBoard (``<workdir>/tensorboard``) gets every scalar of ``metrics.jsonl`` (losses, the
+learning rate ``train/lr``, throughput, evaluation scores), the config as text once per
+session (tag ``config``) and the sample figure of each evaluation (tag ``samples``, the same
+picture as ``samples.png``). It is optional: ``tensorboard=False`` (``train.tensorboard``)
+writes ``metrics.jsonl`` only, and so does a machine without tensorboardX (with a warning).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
+import numpy as np
+from PIL import Image  # pillow: a dependency of matplotlib, and what tensorboardX's images use
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value):
@@ -28,9 +40,17 @@ class MetricWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if self.enabled and tensorboard:
-            from tensorboardX import SummaryWriter
+            try:
+                from tensorboardX import SummaryWriter  # optional: only this writer needs it
+            except ImportError:
+                log.warning("tensorboardX is not installed: writing metrics.jsonl only")
+            else:
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    @property
+    def tensorboard(self) -> bool:
+        """Whether TensorBoard event files are written (process 0 with tensorboardX)."""
+        return self._tb is not None
 
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not os.path.exists(self.path):
@@ -51,6 +71,27 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))
+
+    def write_text(self, tag: str, text: str, step: int) -> None:
+        """``text`` under ``tag`` in TensorBoard's text tab, shown verbatim (a code block)."""
+        if self._tb is not None:
+            block = "\n".join("    " + line for line in str(text).splitlines())
+            self._tb.add_text(tag, block, int(step))
+
+    def write_config(self, config: Any, step: int) -> None:
+        """The config (a ``ConfigDict`` or a dict) as JSON text under the tag ``config``."""
+        if self._tb is not None:
+            as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            self.write_text(
+                "config", json.dumps(as_dict, indent=2, sort_keys=True, default=str), step
+            )
+
+    def write_image(self, tag: str, png_path: str, step: int) -> None:
+        """The PNG file ``png_path`` (e.g. the sample figure) under ``tag`` in TensorBoard."""
+        if self._tb is not None:
+            with Image.open(png_path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
 
     def flush(self) -> None:
         if self._tb is not None:

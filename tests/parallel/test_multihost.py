@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import portpicker
@@ -94,5 +95,6 @@ def test_two_processes_preempt_together_and_one_process_resumes(tmp_path):
     a, b = _losses(multi), _losses(straight)
     assert sorted(a) == sorted(b) == [2, 4, 6, 8]
     np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-5)
-    for x, y in zip(_params(multi, config, 8), _params(straight, config, 8)):
-        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+    chex.assert_trees_all_close(
+        _params(multi, config, 8), _params(straight, config, 8), rtol=0, atol=1e-5
+    )

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -95,9 +96,8 @@ def test_preempted_and_resumed_run_is_bit_identical(tmp_path, make_config):
     second = train_and_evaluate(config, str(interrupted))
     assert second["steps_run_this_session"] == 13
 
-    a, b = _params(str(straight), config), _params(str(interrupted), config)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # The whole state (parameters, EMA, optimizer moments, step), bit for bit and same tree.
+    chex.assert_trees_all_equal(_params(str(straight), config), _params(str(interrupted), config))
     # The interrupted run's metrics file has exactly one record per logged step.
     steps = [r["step"] for r in read_metrics(str(interrupted)) if "train/loss" in r]
     assert steps == sorted(set(steps))
@@ -172,5 +172,4 @@ def test_init_state_compiles_once_and_is_deterministic(make_config):
     exp = Experiment(make_config())
     first, second = exp.init_state(), exp.init_state()
     assert exp._jit_init._cache_size() == 1
-    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(first.params, second.params)

@@ -30,7 +30,11 @@ def trained(tmp_path_factory):
 
 def test_sampling_writes_outputs_and_reuses_the_boss_schedule(trained):
     workdir, _ = trained
-    out = sample_cli.run_sampling(workdir, "dpm++2m", 3, "logsnr", num_samples=256)
+    stages = []
+    out = sample_cli.run_sampling(
+        workdir, "dpm++2m", 3, "logsnr", num_samples=256, on_stage=stages.append
+    )
+    assert stages == list(sample_cli.STAGES)  # what the CLI's progress bar follows
     assert out["label"] == "dpm++2m_nfe3_logsnr" and out["nfe"] == 3
     assert len(out["grid"]) == 4 and out["checkpoint_step"] == 20
     assert out["recompiled_for_new_noise"] is False
