@@ -374,3 +374,23 @@ def test_config_sections_that_state_defaults_state_the_dataclass_defaults(
     default = cls()
     for key in set(stated) - differs:
         assert getattr(obj, key) == getattr(default, key), (config, section, key)
+
+
+def test_resuming_a_run_stored_with_the_retired_form_is_not_a_config_change(tmp_path):
+    import json
+
+    from flowjax.config_files import load_config
+    from flowjax.training.faults import ConfigChangedError
+    from flowjax.training.workdir import check_config_change
+
+    config = load_config("toy2d_rf")
+    config.objective.time_sampler = "logit_normal,loc=0.4,shift=3"
+    stored = json.loads(config.to_json())
+    stored["objective"].update(
+        time_sampler="logit_normal", time_shift=3.0, logit_normal={"loc": 0.4, "scale": 1.0}
+    )
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert check_config_change(str(tmp_path), config, saved_step=10) == []
+    config.objective.time_sampler = "logit_normal,loc=0.5,shift=3"  # a real change is refused
+    with pytest.raises(ConfigChangedError, match="objective.time_sampler"):
+        check_config_change(str(tmp_path), config, saved_step=10)

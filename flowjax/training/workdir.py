@@ -23,6 +23,8 @@ import shutil
 import socket
 from typing import Any, Iterable
 
+from flowjax.objectives.registry import upgrade_time_sampler
+from flowjax.time import laws
 from flowjax.training.faults import ConfigChangedError, SetupError, WorkdirLockedError
 
 log = logging.getLogger(__name__)
@@ -227,6 +229,18 @@ def changed_fields(stored: dict, new: Any) -> list[str]:
     )
 
 
+def _same_law(field: str, stored: dict, config: Any) -> bool:
+    """True when ``objective.time_sampler`` differs only in spelling (``"logit_normal,loc=0"``
+    and ``"logit_normal,loc=0.0,scale=1.0"`` build the same law)."""
+    if field != "objective.time_sampler":
+        return False
+    try:
+        old = laws.time_sampler_from_spec(stored["objective"]["time_sampler"])
+        return old == laws.time_sampler_from_spec(config.objective.time_sampler)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _allowed(field: str, allow: Iterable[str]) -> bool:
     return any(field == a or field.startswith(a + ".") for a in allow)
 
@@ -249,7 +263,9 @@ def check_config_change(
     if saved_step is None or not os.path.exists(path):
         return []
     stored = read_config_json(path)
-    changed = changed_fields(stored, config)
+    if isinstance(stored.get("objective", None), dict):  # runs from before the one spec form
+        stored["objective"] = upgrade_time_sampler(stored["objective"])
+    changed = [f for f in changed_fields(stored, config) if not _same_law(f, stored, config)]
     num_steps = int(config.train.num_steps)
     if "train.num_steps" in changed and num_steps < saved_step:
         raise ConfigChangedError(
