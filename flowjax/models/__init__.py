@@ -1,5 +1,6 @@
 """Velocity networks: toy MLPs, a small U-Net and DiT (sharded with logical axis names)."""
 
+from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.dit import (
     DIT_PRESETS,
     DiT,
@@ -15,6 +16,7 @@ from flowjax.models.registry import init_params, make_apply_fn, make_model
 from flowjax.models.unet import UNetVelocity
 
 __all__ = [
+    "BlockwiseFlowNet",
     "DiT",
     "DIT_PRESETS",
     "dit_variant",

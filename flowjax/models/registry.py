@@ -7,11 +7,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.dit import DiT, dit_variant
 from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
 
-_MODELS = {"mlp": MLPVelocity, "unet": UNetVelocity, "dit": DiT}
+_MODELS = {"mlp": MLPVelocity, "unet": UNetVelocity, "dit": DiT, "blockwise": BlockwiseFlowNet}
 
 
 def make_model(

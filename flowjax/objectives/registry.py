@@ -3,7 +3,8 @@
 Config fields (all overridable on the command line, e.g.
 ``--config.objective.time_sampler=logit_normal --config.objective.logit_normal.loc=0.4``):
 
-- ``name``: ``"flow_matching"`` | ``"meanflow"`` | ``"reflow"`` | ``"freeflow"``.
+- ``name``: ``"flow_matching"`` | ``"meanflow"`` | ``"reflow"`` | ``"freeflow"`` |
+  ``"blockwise"``.
 - ``path``: ``"linear"`` | ``"cosine"`` | ``"vp"``.
 - ``time_sampler``: ``"uniform"`` | ``"logit_normal"`` | ``"mode"`` | ``"cosmap"`` |
   ``"u_shaped"``; its parameters live in the sub-section of the same name
@@ -25,6 +26,8 @@ Config fields (all overridable on the command line, e.g.
 - ``freeflow``: ``teacher_cfg_scale``, ``correction_fraction``, ``delta_sampler`` and
   ``r_sampler`` (text specs such as ``"logit_normal,loc=-0.8,scale=1"``), ``weight_power``,
   ``weight_eps``, ``alpha``, ``correction_guidance_interval``.
+- ``blockwise``: ``num_segments``, ``boundaries``, ``align_weight``, ``encoder``,
+  ``encoder_cache_dir``, ``frn`` (:func:`~flowjax.objectives.blockwise.build_blockwise`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flowjax import paths, timesteps
-from flowjax.objectives import flow_matching, freeflow, losses, meanflow, reflow
+from flowjax.objectives import blockwise, flow_matching, freeflow, losses, meanflow, reflow
 from flowjax.objectives.base import Objective
 from flowjax.objectives.dispersive import Dispersive
 
@@ -153,6 +156,7 @@ OBJECTIVES: dict[str, ObjectiveBuilder] = {
     "meanflow": _meanflow,
     "reflow": _reflow,
     "freeflow": _freeflow,
+    "blockwise": blockwise.build_blockwise,
 }
 
 
