@@ -50,11 +50,16 @@ def _perturbed(params, seed=0):
     return jax.tree.unflatten(tree, noisy)
 
 
+def _init(model, seed, num_classes=10):
+    return jax.jit(lambda k: _perturbed(init_params(model, k, SHAPE, num_classes)))(
+        jax.random.key(seed)
+    )
+
+
 @pytest.fixture(scope="module")
 def net():
     model = _net()
-    params = _perturbed(init_params(model, jax.random.key(0), SHAPE, 10))
-    return model, params, make_apply_fn(model)
+    return model, _init(model, 0), make_apply_fn(model)
 
 
 def _batch(b, seed=1):
@@ -100,7 +105,7 @@ def test_rows_of_one_segment_only_touch_their_block(net, k):
         v = apply_fn(p, x_t, t, batch["label"], segment_sizes=sizes)
         return jnp.mean(jnp.square(v - (batch["x1"] - x0)))
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     for j in range(K):
         total = _abs_sum(grads[f"segment_{j}"])
         if j == k:
@@ -113,7 +118,9 @@ def test_rows_of_one_segment_only_touch_their_block(net, k):
 def test_objective_batch_of_one_row_only_trains_the_first_block(net):
     _, params, apply_fn = net
     obj = BlockwiseFlowMatching(boundaries=BOUNDS, num_classes=10)
-    grads = jax.grad(lambda p: obj.loss_fn(p, apply_fn, _batch(1), jax.random.key(4))[0])(params)
+    grads = jax.jit(jax.grad(lambda p: obj.loss_fn(p, apply_fn, _batch(1), jax.random.key(4))[0]))(
+        params
+    )
     assert _abs_sum(grads["segment_0"]) > 0
     assert _abs_sum(grads["segment_1"]) == 0.0 and _abs_sum(grads["segment_2"]) == 0.0
     assert _abs_sum(grads["frn"]) == 0.0
@@ -121,7 +128,7 @@ def test_objective_batch_of_one_row_only_trains_the_first_block(net):
 
 def test_one_segment_without_feature_network_equals_flow_matching():
     model = _net(num_segments=1, feature_depth=0)
-    params = _perturbed(init_params(model, jax.random.key(5), SHAPE, 10))
+    params = _init(model, 5)
     apply_fn = make_apply_fn(model)
 
     def plain(p, x, t, c, **kw):  # the same network as a plain velocity field
@@ -132,8 +139,12 @@ def test_one_segment_without_feature_network_equals_flow_matching():
     )
     fm = FlowMatching(num_classes=10, label_dropout=0.3)
     batch, key = _batch(6), jax.random.key(6)
-    (l1, _), g1 = jax.value_and_grad(bfm.loss_fn, has_aux=True)(params, apply_fn, batch, key)
-    (l2, _), g2 = jax.value_and_grad(fm.loss_fn, has_aux=True)(params, plain, batch, key)
+    (l1, _), g1 = jax.jit(
+        lambda p: jax.value_and_grad(bfm.loss_fn, has_aux=True)(p, apply_fn, batch, key)
+    )(params)
+    (l2, _), g2 = jax.jit(
+        lambda p: jax.value_and_grad(fm.loss_fn, has_aux=True)(p, plain, batch, key)
+    )(params)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g1, g2)
 
@@ -152,10 +163,17 @@ def test_alignment_is_negative_cosine_and_trains_projector_and_features(net):
     obj0 = BlockwiseFlowMatching(boundaries=BOUNDS)
     batch, key = {"x1": _batch(6)["x1"]}, jax.random.key(8)
     unc = _net().clone(num_classes=None)
-    p_unc = _perturbed(init_params(unc, jax.random.key(9), SHAPE, None))
+    p_unc = _init(unc, 9, None)
     ap_unc = make_apply_fn(unc)
-    (loss, m), g = jax.value_and_grad(obj.loss_fn, has_aux=True)(p_unc, ap_unc, batch, key)
-    (loss0, _), g0 = jax.value_and_grad(obj0.loss_fn, has_aux=True)(p_unc, ap_unc, batch, key)
+
+    def both(p):
+        vg = jax.value_and_grad
+        return (
+            vg(obj.loss_fn, has_aux=True)(p, ap_unc, batch, key),
+            vg(obj0.loss_fn, has_aux=True)(p, ap_unc, batch, key),
+        )
+
+    ((loss, m), g), ((loss0, _), g0) = jax.jit(both)(p_unc)
     np.testing.assert_allclose(loss, loss0 + m["align"], rtol=1e-5)
     assert _abs_sum(g["projector"]) > 0 and _abs_sum(g0["projector"]) == 0.0
     assert _abs_sum(jax.tree.map(jnp.subtract, g["feature_net"], g0["feature_net"])) > 0
@@ -164,24 +182,37 @@ def test_alignment_is_negative_cosine_and_trains_projector_and_features(net):
 def test_frn_features_equal_exact_features_at_segment_start(net):
     _, params, apply_fn = net
     batch = _batch(3)
-    y = batch["label"]
-    for k in range(K):
-        t_s = jnp.full((3,), BOUNDS[k])
-        x = batch["x1"] * 0.5
-        anchor = apply_fn(params, x, t_s, y, method="features")
-        span = (BOUNDS[k], BOUNDS[k + 1])
-        v_frn = apply_fn(params, x, t_s, y, segment=k, anchor=anchor, frn_span=span)
-        v_full = apply_fn(params, x, t_s, y, segment=k)
+    y, x = batch["label"], batch["x1"] * 0.5
+
+    @jax.jit
+    def outputs(p):
+        out = []
+        for k in range(K):
+            t_s = jnp.full((3,), BOUNDS[k])
+            anchor = apply_fn(p, x, t_s, y, method="features")
+            span = (BOUNDS[k], BOUNDS[k + 1])
+            t_mid = jnp.full((3,), 0.5 * (BOUNDS[k] + BOUNDS[k + 1]))
+            out.append(
+                (
+                    apply_fn(p, x, t_s, y, segment=k, anchor=anchor, frn_span=span),
+                    apply_fn(p, x, t_s, y, segment=k),
+                    apply_fn(p, x, t_mid, y, segment=k, anchor=anchor, frn_span=span),
+                    apply_fn(p, x, t_mid, y, segment=k, features=anchor),
+                )
+            )
+        return out
+
+    for v_frn, v_full, v_mid, v_anchor_only in outputs(params):
         np.testing.assert_allclose(v_frn, v_full, rtol=1e-5, atol=1e-6)  # gamma(t_s) = 0
-        t_mid = jnp.full((3,), 0.5 * (BOUNDS[k] + BOUNDS[k + 1]))
-        v_mid = apply_fn(params, x, t_mid, y, segment=k, anchor=anchor, frn_span=span)
-        assert not np.allclose(v_mid, apply_fn(params, x, t_mid, y, segment=k, features=anchor))
+        assert not np.allclose(v_mid, v_anchor_only)  # the residual acts inside the segment
 
 
 def test_frn_stage_trains_only_the_residual_network(net):
     _, params, apply_fn = net
     obj = BlockwiseFlowMatching(boundaries=BOUNDS, num_classes=10, stage="frn")
-    grads = jax.grad(lambda p: obj.loss_fn(p, apply_fn, _batch(6), jax.random.key(10))[0])(params)
+    grads = jax.jit(jax.grad(lambda p: obj.loss_fn(p, apply_fn, _batch(6), jax.random.key(10))[0]))(
+        params
+    )
     assert _abs_sum(grads["frn"]) > 0
     # R_phi's blocks reach the loss only through the stop-gradient anchor and target (its
     # patch embedding E_R and the conditioning feed G_psi; the frozen hook keeps them fixed)
