@@ -126,6 +126,7 @@ def test_objective_batch_of_one_row_only_trains_the_first_block(net):
     assert _abs_sum(grads["frn"]) == 0.0
 
 
+@pytest.mark.slow
 def test_one_segment_without_feature_network_equals_flow_matching():
     model = _net(num_segments=1, feature_depth=0)
     params = _init(model, 5)
@@ -149,31 +150,31 @@ def test_one_segment_without_feature_network_equals_flow_matching():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g1, g2)
 
 
+@pytest.mark.slow
 def test_alignment_is_negative_cosine_and_trains_projector_and_features(net):
     a = jax.random.normal(jax.random.key(7), (2, 3, 4))
     np.testing.assert_allclose(negative_cosine(a, 2.0 * a), -1.0, rtol=1e-6)
     np.testing.assert_allclose(negative_cosine(a, -a), 1.0, rtol=1e-6)
-    del net
+    _, params, apply_fn = net
 
     def encoder(x1):  # [B, 8, 8, 1] -> [B, 16, 4]: one token per 2x2 patch
         b = x1.shape[0]
         return x1.reshape(b, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(b, 16, 4)
 
-    obj = BlockwiseFlowMatching(boundaries=BOUNDS, align_weight=1.0, encoder=encoder)
-    obj0 = BlockwiseFlowMatching(boundaries=BOUNDS)
-    batch, key = {"x1": _batch(6)["x1"]}, jax.random.key(8)
-    unc = _net().clone(num_classes=None)
-    p_unc = _init(unc, 9, None)
-    ap_unc = make_apply_fn(unc)
+    obj = BlockwiseFlowMatching(
+        boundaries=BOUNDS, align_weight=1.0, encoder=encoder, num_classes=10
+    )
+    obj0 = BlockwiseFlowMatching(boundaries=BOUNDS, num_classes=10)
+    batch, key = _batch(6), jax.random.key(8)
 
     def both(p):
         vg = jax.value_and_grad
         return (
-            vg(obj.loss_fn, has_aux=True)(p, ap_unc, batch, key),
-            vg(obj0.loss_fn, has_aux=True)(p, ap_unc, batch, key),
+            vg(obj.loss_fn, has_aux=True)(p, apply_fn, batch, key),
+            vg(obj0.loss_fn, has_aux=True)(p, apply_fn, batch, key),
         )
 
-    ((loss, m), g), ((loss0, _), g0) = jax.jit(both)(p_unc)
+    ((loss, m), g), ((loss0, _), g0) = jax.jit(both)(params)
     np.testing.assert_allclose(loss, loss0 + m["align"], rtol=1e-5)
     assert _abs_sum(g["projector"]) > 0 and _abs_sum(g0["projector"]) == 0.0
     assert _abs_sum(jax.tree.map(jnp.subtract, g["feature_net"], g0["feature_net"])) > 0
