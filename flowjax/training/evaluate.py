@@ -17,6 +17,7 @@ fixed labels), so numbers at different steps are comparable.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -125,6 +126,15 @@ def eval_spec_label(pieces: list[tuple[str, int, str]], options: dict[str, Any])
     if "frn" in options:
         label += "_frn" if options["frn"] else "_full"
     return label
+
+
+def _accepts(fn, keywords: dict) -> bool:
+    """Whether ``fn`` takes every keyword in ``keywords`` (the sampler options)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return True
+    names = {p.name for p in params}
+    return all(k in names for k in keywords)
 
 
 class Evaluator:
@@ -255,7 +265,8 @@ class Evaluator:
                 args = (made[0], pieces[0][1], pieces[0][2])
             else:
                 args = (tuple(made), tuple(p[1] for p in pieces), tuple(p[2] for p in pieces))
-            own = self.objective.make_sampler(self.velocity, *args, **options)
+            if _accepts(self.objective.make_sampler, options):
+                own = self.objective.make_sampler(self.velocity, *args, **options)
         if own is not None:
             self.samplers[label] = own
             self.network_calls[label] = dict(
