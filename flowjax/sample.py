@@ -20,7 +20,14 @@ Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is reb
 ``python -m flowjax.calibrate`` in ``DIR/learned_schedules.json``. A BOSS schedule is computed
 from a calibration batch of the model's own trajectories (``--boss_calibration`` noises on a
 ``--boss_fine_steps`` fine grid) once, stored in ``DIR/boss_schedules.json`` keyed by (costed
-solver, K, N, M, reference integrator, checkpoint step) and reused afterwards. Example::
+solver, K, N, M, reference integrator, checkpoint step) and reused afterwards.
+
+A blockwise run (``objective.name='blockwise'``) samples segment by segment: ``--solver`` and
+``--nfe`` split the total NFE evenly over its K segments (``--grid`` is mapped onto each
+segment); ``--sampler='euler:2|heun:4'`` gives every segment its own solver, NFE and grid, and
+``--sampler='euler:8@frn'`` uses the Feature Residual Approximation (after an FRN run). The
+report's ``inference_flops_per_sample`` counts the network evaluations actually made (x2 under
+CFG). Example::
 
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
     python -m flowjax.sample --workdir=/tmp/toy --solver=dpm++2m --nfe=8 --grid=logsnr
@@ -51,7 +58,14 @@ flags.DEFINE_integer("boss_fine_steps", 100, "BOSS fine grid size N.")
 flags.DEFINE_integer("boss_calibration", 256, "BOSS calibration batch size M.")
 flags.DEFINE_string("boss_reference", "euler", "Integrator of the BOSS calibration trajectories.")
 flags.DEFINE_string("out", None, "Output directory (default DIR/samples).")
-flags.mark_flags_as_required(["workdir", "nfe"])
+flags.DEFINE_string(
+    "sampler",
+    None,
+    "A full sampler string as in config.eval.samplers (replaces --solver/--nfe/--grid): "
+    "per-segment settings of a blockwise model joined by '|' ('euler:2|heun:4') and options "
+    "after '@' ('euler:8@frn': Feature Residual Approximation; '@full': features at every step).",
+)
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -67,6 +81,9 @@ def main(argv):
         bar.set_postfix_str(STAGES[following] if following < len(STAGES) else "done", False)
         bar.update(1)
 
+    if FLAGS.nfe is None and FLAGS.sampler is None:
+        print("ERROR: give --nfe (with --solver, --grid) or --sampler", file=sys.stderr)
+        sys.exit(2)
     try:
         report = run_sampling(
             FLAGS.workdir,
@@ -79,6 +96,7 @@ def main(argv):
             boss_reference=FLAGS.boss_reference,
             out_dir=FLAGS.out,
             on_stage=on_stage,
+            spec=FLAGS.sampler,
         )
     except ValueError as err:
         bar.close()
@@ -88,6 +106,9 @@ def main(argv):
     if "metrics_skipped" in report:
         print(report["metrics_skipped"])
     metrics = " ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items())
+    flops = report.get("inference_flops_per_sample")
+    if flops is not None:
+        print(f"inference FLOPs per sample: {flops:.4g} (network calls {report['network_calls']})")
     print(
         f"{report['label']}: NFE={report['nfe']} samples/s={report['samples_per_second']:.1f} "
         f"compile={report['compile_seconds']:.2f}s recompiled_for_new_noise="

@@ -26,7 +26,8 @@ from flowjax import data as data_lib
 from flowjax import solvers
 from flowjax.solvers import bespoke, boss
 from flowjax.time import grids
-from flowjax.training.evaluate import Evaluator, sampler_label
+from flowjax.training import accounting
+from flowjax.training.evaluate import Evaluator, eval_spec_label, parse_eval_spec, sampler_label
 from flowjax.training.experiment import load_run
 from flowjax.training.restore import run_data
 
@@ -97,13 +98,22 @@ def run_sampling(
     boss_reference: str = "euler",
     out_dir: str | None = None,
     on_stage: Callable[[str], None] | None = None,
+    spec: str | None = None,
 ) -> dict[str, Any]:
     """Everything the CLI does; returns the report written to ``<label>.json``.
 
-    ``on_stage(name)`` is called as each of :data:`STAGES` ends (the CLI's progress bar)."""
+    ``on_stage(name)`` is called as each of :data:`STAGES` ends (the CLI's progress bar).
+    ``spec`` (optional) is a full sampler string of ``config.eval.samplers`` form, which
+    replaces ``solver_name``/``nfe``/``grid_spec``: per-segment settings of a blockwise model
+    (``"euler:2|heun:4"``) and options (``"euler:8@frn"``).
+    """
     stage_done = on_stage or (lambda name: None)
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    if spec is not None:
+        return _run_spec(
+            workdir, spec, num_samples=num_samples, out_dir=out_dir, stage_done=stage_done
+        )
     if int(nfe) < 1:
         raise ValueError(f"nfe={nfe}: must be >= 1")
     if num_samples is not None and int(num_samples) < 1:
@@ -120,6 +130,13 @@ def run_sampling(
     config, exp, params, step = load_run(workdir, num_samples=num_samples)
     evaluator = Evaluator.for_experiment(config, exp, workdir)
     stage_done("load")
+    if (grid_spec == "boss" or learned_name is not None) and _has_own_sampler(
+        exp, evaluator, solver, nfe
+    ):
+        raise ValueError(
+            f"objective {type(exp.objective).__name__} samples with its own sampler; BOSS and "
+            "learned grids are for single-network flows: use a solver and a grid spec"
+        )
     if grid_spec == "boss" and exp.average_velocity:
         raise ValueError(
             "BOSS grids are chosen for instantaneous-velocity solvers; this run trains an "
@@ -162,8 +179,66 @@ def run_sampling(
     label = sampler_label(solver.name, int(nfe), grid_spec)
     if learned_name is not None:
         evaluator.samplers[label] = learned_run
-    else:
+        evaluator.network_calls[label] = {"full": int(nfe)}
+    elif grid_spec == "boss":
         evaluator.add_sampler(label, solver, grid)
+    else:  # the objective's own sampler where it has one, else the standard one
+        label = evaluator.add_spec([(solver.name, int(nfe), grid_spec)], {})
+        grid = _segment_grids(evaluator.samplers[label]) or grid
+    title = f"{solver.name}, NFE={nfe}, grid={grid_spec}, step {step}"
+    return _sample_and_write(
+        exp, params, evaluator, label, report, grid, title, workdir, out_dir, stage_done
+    )
+
+
+def _has_own_sampler(exp, evaluator, solver, nfe: int) -> bool:
+    """Whether the run's objective samples with its own sampler (blockwise flows)."""
+    return exp.objective.make_sampler(evaluator.velocity, solver, int(nfe), "uniform") is not None
+
+
+def _segment_grids(run) -> list | None:
+    plan = getattr(run, "plan", None)
+    return None if plan is None else [list(seg["grid"]) for seg in plan]
+
+
+def _run_spec(workdir, spec, *, num_samples, out_dir, stage_done) -> dict[str, Any]:
+    pieces, options = parse_eval_spec(spec)
+    for name, nfe, _ in pieces:
+        solvers.make_solver(name).num_steps_for_nfe(nfe)  # clear errors before loading
+    config, exp, params, step = load_run(workdir, num_samples=num_samples)
+    evaluator = Evaluator.for_experiment(config, exp, workdir)
+    stage_done("load")
+    label = evaluator.add_spec(pieces, options)
+    report: dict[str, Any] = {
+        "checkpoint_step": step,
+        "solver": "|".join(p[0] for p in pieces),
+        "nfe": int(sum(p[1] for p in pieces)),
+        "spec": spec,
+    }
+    skipped = data_lib.unavailable_reason(exp.data)
+    if skipped:
+        report["metrics_skipped"] = f"data-based metrics skipped: {skipped}"
+        log.warning("%s", report["metrics_skipped"])
+    run = evaluator.samplers[label]
+    grid = _segment_grids(run)
+    if grid is None:
+        name, nfe, grid_spec = pieces[0]
+        grid = grids.grid_from_spec(grid_spec, solvers.make_solver(name).num_steps_for_nfe(nfe))
+    title = f"{eval_spec_label(pieces, options)}, step {step}"
+    return _sample_and_write(
+        exp, params, evaluator, label, report, grid, title, workdir, out_dir, stage_done
+    )
+
+
+def _flat(grid) -> list:
+    if len(grid) and isinstance(grid[0], (list, tuple)):
+        return [[float(g) for g in seg] for seg in grid]
+    return [float(g) for g in grid]
+
+
+def _sample_and_write(
+    exp, params, evaluator, label, report, grid, title, workdir, out_dir, stage_done
+) -> dict[str, Any]:
     run = evaluator.samplers[label]
     stage_done("grid")
 
@@ -182,8 +257,16 @@ def run_sampling(
     stage_done("sample")
     metrics = evaluator.score(samples, label)
     stage_done("score")
+    calls = evaluator.network_calls.get(label, {"full": int(report["nfe"])})
     report.update(
-        grid=[float(g) for g in grid],
+        network_calls=calls,
+        inference_flops_per_sample=accounting.inference_flops(
+            exp.model,
+            tuple(exp.data.element_shape),
+            calls,
+            guided=getattr(evaluator.velocity, "guidance", None) is not None,
+        ),
+        grid=_flat(grid),
         label=label,
         num_samples=int(samples.shape[0]),
         samples_per_second=samples.shape[0] / steady,
@@ -198,11 +281,7 @@ def run_sampling(
     if evaluator.labels is not None:
         arrays["label"] = np.asarray(evaluator.labels)
     np.savez(base + ".npz", **arrays)
-    evaluator.plot(
-        {label: samples},
-        base + ".png",
-        title=f"{solver.name}, NFE={nfe}, grid={grid_spec}, step {step}",
-    )
+    evaluator.plot({label: samples}, base + ".png", title=title)
     with open(base + ".json", "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     report["files"] = [base + ext for ext in (".png", ".npz", ".json")]

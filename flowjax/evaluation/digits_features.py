@@ -68,6 +68,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "images_to_model_input",
+    "spatial_features",
 ]
 
 # Changing any of these changes the cache key, so a stale file is never used. Bump _FORMAT
@@ -269,6 +270,20 @@ def _batched_apply(params, x_bhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return logits, features
 
 
+def spatial_features(params, x_bhwc: jax.Array) -> jax.Array:
+    """The classifier's second convolution, ``[B, 8, 8, 1] -> [B, 16, 32]``: one 32-dim token per
+    2x2 cell of the image (row-major over the 4x4 grid), post-ReLU. Traceable (a jax function
+    of float images in ``[-1, 1]``, clipped), for losses that align to the classifier's
+    spatial features (Blockwise Flow Matching's representation alignment)."""
+    h = jnp.clip(x_bhwc.astype(jnp.float32), -1.0, 1.0)
+    for name, stride in (("Dense_0", 1), ("Dense_1", 2)):
+        patches = jax.lax.conv_general_dilated_patches(
+            h, (3, 3), (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = jax.nn.relu(patches @ params[name]["kernel"] + params[name]["bias"])
+    return h.reshape(h.shape[0], -1, h.shape[-1])
+
+
 def _param_template():
     return jax.eval_shape(_MODEL.init, jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE))["params"]
 
@@ -386,6 +401,16 @@ class DigitsFeatureExtractor:
     def features(self, x) -> np.ndarray:
         """Penultimate-layer features, float32 ``[N, 64]``, of images (see module docstring)."""
         return _batched_apply(self.params, images_to_model_input(x))[1]
+
+    def spatial_encoder(self):
+        """``encode(x [B, 8, 8, 1]) -> [B, 16, 32]``: :func:`spatial_features` with these
+        parameters bound (a traceable jax function; the parameters become constants)."""
+        params = jax.tree.map(jnp.asarray, self.params)
+
+        def encode(x):
+            return spatial_features(params, x)
+
+        return encode
 
     def logits(self, x) -> np.ndarray:
         """Class logits, float32 ``[N, 10]``."""

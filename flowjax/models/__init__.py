@@ -1,6 +1,7 @@
 """Velocity networks: toy MLPs, a small U-Net, DiT and the multi-stage DiT of Decomposable
 Flow Matching (sharded with logical axis names)."""
 
+from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import (
     DIT_PRESETS,
@@ -17,6 +18,7 @@ from flowjax.models.registry import init_params, make_apply_fn, make_model
 from flowjax.models.unet import UNetVelocity
 
 __all__ = [
+    "BlockwiseFlowNet",
     "DiT",
     "DecomposableDiT",
     "DIT_PRESETS",

@@ -108,8 +108,14 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
     return np.concatenate([axis(cols), axis(rows)], axis=1).astype(np.float32)
 
 
+def _per_token(a: Array) -> Array:
+    """A modulation ``[B, D]`` (one per example) as ``[B, 1, D]``; ``[B, T, D]`` (one per
+    token, as in the blockwise velocity blocks) is returned as it is."""
+    return a if a.ndim == 3 else a[:, None, :]
+
+
 def _modulate(x: Array, shift: Array, scale: Array) -> Array:
-    return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
+    return x * (1.0 + _per_token(scale)) + _per_token(shift)
 
 
 def _layer_norm(x: Array) -> Array:
@@ -118,7 +124,10 @@ def _layer_norm(x: Array) -> Array:
 
 
 class DiTBlock(nn.Module):
-    """One adaLN-Zero transformer block: ``x [B, T, D], c [B, D] -> [B, T, D]``."""
+    """One adaLN-Zero transformer block: ``x [B, T, D], c [B, D] -> [B, T, D]``.
+
+    ``c`` may also be per token, ``[B, T, D_c]``: the modulation is then computed for every
+    token (the blockwise velocity blocks condition on ``concat(cond, r_t)`` this way)."""
 
     hidden_size: int
     num_heads: int
@@ -161,7 +170,7 @@ class DiTBlock(nn.Module):
             name="proj",
             **kw,
         )(attn)
-        x = x + gate1[:, None, :] * attn.astype(jnp.float32)
+        x = x + _per_token(gate1) * attn.astype(jnp.float32)
 
         h = _modulate(_layer_norm(x), shift2, scale2).astype(self.dtype)
         h = nn.Dense(
@@ -172,7 +181,7 @@ class DiTBlock(nn.Module):
         )(h)
         h = nn.gelu(h, approximate=True)
         h = nn.Dense(d, kernel_init=logical(_xavier, ("mlp", "embed")), name="fc2", **kw)(h)
-        x = x + gate2[:, None, :] * h.astype(jnp.float32)
+        x = x + _per_token(gate2) * h.astype(jnp.float32)
         return nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import DiT, dit_variant
 from flowjax.models.mlp import MLPVelocity
@@ -17,7 +18,13 @@ from flowjax.spec import check_keys
 #: Networks by name (config ``model.name``); the other keys of ``model`` are its fields.
 _MODELS: Registry[type] = Registry(
     "model",
-    {"mlp": MLPVelocity, "unet": UNetVelocity, "dit": DiT, "decomposable_dit": DecomposableDiT},
+    {
+        "mlp": MLPVelocity,
+        "unet": UNetVelocity,
+        "dit": DiT,
+        "decomposable_dit": DecomposableDiT,
+        "blockwise": BlockwiseFlowNet,
+    },
 )
 
 

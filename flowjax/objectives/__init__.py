@@ -2,13 +2,15 @@
 
 :class:`FlowMatching` (rectified flow / CFM), :class:`MeanFlow` (average velocity, one JVP),
 :class:`Reflow` (k-rectified flow, 2-rectified-flow++, distillation from pairs) and
-:class:`FreeFlow` (data-free flow-map distillation) and :class:`DecomposableFlowMatching`
-(one network over the stages of a Laplacian pyramid).
+:class:`FreeFlow` (data-free flow-map distillation), :class:`DecomposableFlowMatching`
+(one network over the stages of a Laplacian pyramid) and :class:`BlockwiseFlowMatching` (one
+velocity block per time segment, a shared feature network).
 
 Build one from a config section with :func:`make_objective`.
 """
 
 from flowjax.objectives.base import ApplyFn, Objective, check_same_structure
+from flowjax.objectives.blockwise import BlockwiseFlowMatching
 from flowjax.objectives.decomposable import DecomposableFlowMatching
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import FlowMatching
@@ -34,6 +36,7 @@ __all__ = [
     "FreeFlow",
     "FreeFlowNetworks",
     "DecomposableFlowMatching",
+    "BlockwiseFlowMatching",
     "Dispersive",
     "effective_guidance_scale",
     "kappa_for_scale",

@@ -36,7 +36,12 @@ The hooks :class:`flowjax.training.Experiment` reads, each with a typed default 
   cond) -> samples [B, *element_shape]``; ``None`` (default) means the standard
   ``solvers.make_sampler(solver, velocity, grid_from_spec(grid_spec, ...))``. ``velocity(params,
   x, t, cond, **extra)`` is the network with the evaluation's classifier-free guidance; keyword
-  ``extra`` arguments are passed to the network.
+  ``extra`` arguments are passed to the network (array values per row, duplicated for the two
+  CFG halves; ``method=...`` calls another module method, unguided) and ``velocity.guidance``
+  is ``(scale, null_label)`` or ``None``. A flow made of segments may also take ``solver``,
+  ``nfe`` and ``grid_spec`` as tuples (one per segment, from ``"a|b"`` sampler strings) and
+  keyword options (``frn=True`` from ``"...@frn"``); ``run.network_calls`` (evaluations per
+  sample by kind, e.g. ``{"full": nfe}``) prices the sampler's inference FLOPs.
 
 Adding an objective is one file (a subclass of :class:`Objective`) and one line in
 :data:`flowjax.objectives.registry.OBJECTIVES` (or a call to

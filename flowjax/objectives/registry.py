@@ -34,6 +34,8 @@ Per-objective sub-sections, named after the objective:
 - ``decomposable``: ``num_stages``, ``stage_probs``, ``current_sampler``, ``earlier_loc``,
   ``earlier_scale``, ``thresholds``, ``phase_weights``
   (:func:`~flowjax.objectives.decomposable.decomposable_from_config`).
+- ``blockwise``: ``num_segments``, ``boundaries``, ``align_weight``, ``encoder``,
+  ``encoder_cache_dir``, ``frn`` (:func:`~flowjax.objectives.blockwise.build_blockwise`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flowjax import paths
-from flowjax.objectives import flow_matching, freeflow, losses, meanflow, reflow
+from flowjax.objectives import blockwise, flow_matching, freeflow, losses, meanflow, reflow
 from flowjax.objectives.base import Objective
 from flowjax.objectives.decomposable import decomposable_from_config
 from flowjax.objectives.dispersive import Dispersive
@@ -228,6 +230,7 @@ OBJECTIVES: Registry[ObjectiveBuilder] = Registry(
         "reflow": _reflow,
         "freeflow": _freeflow,
         "decomposable": decomposable_from_config,
+        "blockwise": blockwise.build_blockwise,
     },
 )
 

@@ -131,9 +131,20 @@ def state_shardings(boxed_abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
 
     The state is built with boxed parameters (``LogicallyPartitioned``); ``jax.tree`` maps
     inside the boxes, so Adam's moments and the EMA copy carry the parameters' names and get
-    the parameters' shardings. Scalars (step, counters) and the rng are replicated.
+    the parameters' shardings. Scalars (step, counters) and the rng are replicated. A box that
+    holds no array (optax's ``MaskedNode``: the optimizer state of a frozen parameter group of
+    an annotated model) is unboxed first, so it stays an empty node as in the unboxed state.
     """
-    return nn.logical_to_mesh_sharding(logical_specs(boxed_abstract_state), mesh, rules)
+
+    def empty_box(x):
+        return isinstance(x, nn.Partitioned) and not jax.tree.leaves(x.value)
+
+    state = jax.tree.map(
+        lambda x: x.value if empty_box(x) else x,
+        boxed_abstract_state,
+        is_leaf=lambda x: isinstance(x, nn.Partitioned),
+    )
+    return nn.logical_to_mesh_sharding(logical_specs(state), mesh, rules)
 
 
 def check_divisible(abstract: Any, shardings: Any) -> None:

@@ -78,7 +78,13 @@ class StepCost:
 
 
 def forward_flops_per_example(model: Any, element_shape: tuple[int, ...]) -> float | None:
-    """Analytic forward FLOPs of ``model`` for one example of ``element_shape`` (DiT only)."""
+    """Analytic forward FLOPs of ``model`` for one example of ``element_shape``: DiT's count,
+    or the model's own ``forward_flops(element_shape)`` where it defines one (one network
+    evaluation: for the blockwise network, the feature network and ONE segment block);
+    ``None`` otherwise."""
+    own = getattr(model, "forward_flops", None)
+    if callable(own):
+        return float(own(tuple(element_shape)))
     if isinstance(model, DiT):
         return dit_forward_flops(
             image_shape=tuple(element_shape),
@@ -92,11 +98,43 @@ def forward_flops_per_example(model: Any, element_shape: tuple[int, ...]) -> flo
     return None
 
 
+def inference_flops(
+    model: Any,
+    element_shape: tuple[int, ...],
+    network_calls: dict[str, int],
+    *,
+    guided: bool = False,
+) -> float | None:
+    """Forward FLOPs of drawing ONE sample: ``sum_kind calls[kind] x flops(kind)``, times 2
+    under classifier-free guidance (both halves are evaluated).
+
+    ``network_calls`` maps a kind of evaluation to its count per sample (a sampler's
+    ``network_calls``; ``{"full": nfe}`` for a standard sampler). Kinds other than ``"full"``
+    are priced by the model's ``forward_flops(element_shape, part=kind)``. ``None`` when the
+    model has no analytic count.
+    """
+    total = 0.0
+    for kind, count in network_calls.items():
+        if kind == "full":
+            flops = forward_flops_per_example(model, element_shape)
+        else:
+            own = getattr(model, "forward_flops", None)
+            flops = None if own is None else float(own(tuple(element_shape), part=kind))
+        if flops is None:
+            return None
+        total += int(count) * flops
+    return total * (2.0 if guided else 1.0)
+
+
 def step_cost(model: Any, element_shape: tuple[int, ...], global_batch: int) -> StepCost:
     forward = forward_flops_per_example(model, element_shape)
-    tokens = (
-        dit_num_tokens(element_shape, model.patch_size) if isinstance(model, DiT) else 1
-    ) * global_batch
+    if isinstance(model, DiT):
+        per_example = dit_num_tokens(element_shape, model.patch_size)
+    elif callable(getattr(model, "num_tokens", None)):
+        per_example = int(model.num_tokens(tuple(element_shape)))
+    else:
+        per_example = 1
+    tokens = per_example * global_batch
     flops = None if forward is None else 3.0 * forward * global_batch
     return StepCost(model_flops=flops, tokens=tokens, examples=global_batch)
 

@@ -18,6 +18,7 @@ fixed labels), so numbers at different steps are comparable.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -41,23 +42,41 @@ def make_velocity_fn(
     cfg_interval=None,
     average_velocity: bool = False,
 ):
-    """``v(params, x, t, cond)`` of the network, with classifier-free guidance if asked.
+    """``v(params, x, t, cond, **extra)`` of the network, with classifier-free guidance if asked.
 
     For an average-velocity network (``average_velocity``) it is
     ``u(params, x, t, cond, t_end)``, for the ``flowmap`` solver. The function is tagged with
     its kind, so a solver of the other kind is refused with a clear message.
+
+    Keyword ``extra`` arguments go to the network (e.g. ``segment=k`` of the blockwise
+    network): array values are per-row (duplicated like ``x`` for the two halves of CFG),
+    other values are passed as they are. A call with ``method=...`` (another method of the
+    module, e.g. ``"features"``) is never guided: it returns that method's output for the rows
+    given. ``velocity.guidance`` is ``(cfg_scale, null_label)`` when guidance is on, else
+    ``None`` (samplers that evaluate parts of the network themselves read it).
     """
+    guided = num_classes is not None and cfg_scale != 1.0
 
-    def velocity(params, x, t, cond, *t_end):
-        def v(x_, t_, c_, *e_):
-            return apply_fn(params, x_, t_, c_, **({"t_end": e_[0]} if e_ else {}))
+    def velocity(params, x, t, cond, *t_end, **extra):
+        if "method" in extra:
+            return apply_fn(params, x, t, cond, **extra)
+        static = {k: a for k, a in extra.items() if not isinstance(a, jax.Array)}
+        names = tuple(k for k in extra if k not in static)
+        n_end = len(t_end)
 
-        if num_classes is not None and cfg_scale != 1.0:
+        def v(x_, t_, c_, *rest):
+            per_row = dict(zip(names, rest[n_end:]))
+            end = {"t_end": rest[0]} if n_end else {}
+            return apply_fn(params, x_, t_, c_, **end, **static, **per_row)
+
+        if guided:
             v = guidance.cfg_velocity(v, cfg_scale, num_classes, cfg_interval)
-        return v(x, t, cond, *t_end)
+        return v(x, t, cond, *t_end, *(extra[k] for k in names))
 
     tag = solvers.average_velocity if average_velocity else solvers.instantaneous_velocity
-    return tag(velocity)
+    tagged = tag(velocity)
+    tagged.guidance = (cfg_scale, num_classes) if guided else None
+    return tagged
 
 
 def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
@@ -82,6 +101,48 @@ def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
     return label if grid == "uniform" else f"{label}_{grid.replace(',', '_').replace('=', '')}"
 
 
+SAMPLER_OPTIONS = {"frn": {"frn": True}, "full": {"frn": False}}
+
+
+def parse_eval_spec(spec: str) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
+    """A sampler string with per-segment settings and options: ``(pieces, options)``.
+
+    ``"euler:8"`` -> ``([("euler", 8, "uniform")], {})``; pieces joined by ``|`` give one
+    setting per segment of a blockwise model (``"euler:2|heun:4"``); ``@frn`` / ``@full``
+    choose the blockwise sampler's features (Feature Residual Approximation, or the feature
+    network at every step): ``"euler:8@frn"`` -> ``([("euler", 8, "uniform")], {"frn": True})``.
+    """
+    body, sep, opts = str(spec).partition("@")
+    options: dict[str, Any] = {}
+    if sep:
+        for opt in opts.split(","):
+            if opt.strip() not in SAMPLER_OPTIONS:
+                raise ValueError(
+                    f"unknown sampler option {opt.strip()!r} in {spec!r}; use one of "
+                    f"{sorted(SAMPLER_OPTIONS)} (e.g. 'euler:8@frn')"
+                )
+            options.update(SAMPLER_OPTIONS[opt.strip()])
+    pieces = [parse_sampler_spec(piece) for piece in body.split("|")]
+    return pieces, options
+
+
+def eval_spec_label(pieces: list[tuple[str, int, str]], options: dict[str, Any]) -> str:
+    """Label of :func:`parse_eval_spec`'s result: ``euler_nfe8``, ``euler_nfe2+heun_nfe4_frn``."""
+    label = "+".join(sampler_label(*piece) for piece in pieces)
+    if "frn" in options:
+        label += "_frn" if options["frn"] else "_full"
+    return label
+
+
+def _accepts(fn, keywords: dict) -> bool:
+    """Whether ``fn`` takes every keyword in ``keywords`` (the sampler options)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return True
+    names = {p.name for p in params}
+    return all(k in names for k in keywords)
+
+
 class Evaluator:
     """``evaluator(params) -> (metrics, samples)``; ``samples`` maps a label to an array."""
 
@@ -94,15 +155,23 @@ class Evaluator:
         num_classes: int | None,
         workdir: str,
         average_velocity: bool = False,
+        objective: Any = None,
     ):
         ecfg = config.eval
+        self.objective = objective
+        self.workdir = workdir
         self.data = data
         self.kind = data.kind
         n = int(ecfg.num_samples)
         self.num_kernel_samples = int(ecfg.get("num_kernel_samples", 5000))
         key = jax.random.PRNGKey(int(config.seed) + 10_000)
         k_noise, k_label, self._k_metric = jax.random.split(key, 3)
-        self.x0 = jax.random.normal(k_noise, (n, *data.element_shape), jnp.float32)
+        noise_shape = (
+            tuple(data.element_shape)
+            if objective is None
+            else tuple(objective.noise_shape(tuple(data.element_shape)))
+        )
+        self.x0 = jax.random.normal(k_noise, (n, *noise_shape), jnp.float32)
         self.labels = (
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
@@ -116,20 +185,17 @@ class Evaluator:
             cfg_interval=ecfg.get("cfg_interval", None),
             average_velocity=average_velocity,
         )
-        specs = [parse_sampler_spec(s) for s in ecfg.samplers]
-        if not specs:
+        parsed = [parse_eval_spec(spec) for spec in ecfg.samplers]
+        if not parsed:
             raise ValueError("config.eval.samplers is empty; list at least one 'solver:nfe'")
         self.samplers = {}
-        for name, nfe, grid_spec in specs:
-            if bespoke.is_learned_setting(name, grid_spec):  # stored by flowjax.calibrate
-                run, _ = bespoke.stored_sampler(workdir, name, nfe, self.velocity)
-                self.samplers[sampler_label(name, nfe, grid_spec)] = run
-                continue
-            solver = solvers.make_solver(name)
-            grid = grids.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
-            self.add_sampler(sampler_label(name, nfe, grid_spec), solver, grid)
-        self.reference_label = sampler_label(*specs[-1])
-        self.baseline_label = sampler_label(*min(specs, key=lambda spec: spec[1]))
+        self.network_calls: dict[str, dict[str, int]] = {}
+        for pieces, options in parsed:
+            self.add_spec(pieces, options)
+        labels = [eval_spec_label(*p) for p in parsed]
+        costs = [sum(piece[1] for piece in p[0]) for p in parsed]
+        self.reference_label = labels[-1]
+        self.baseline_label = labels[int(np.argmin(costs))]
         self._setup_pixels(ecfg, has_data)
         # A distance on learned features, if the data source declares one (e.g. the digits
         # classifier's Fréchet distance `fd` for sklearn_digits); cached under the workdir.
@@ -178,11 +244,56 @@ class Evaluator:
             num_classes=exp.num_classes,
             workdir=workdir,
             average_velocity=exp.average_velocity,
+            objective=exp.objective,
         )
 
     def add_sampler(self, label: str, solver: solvers.Solver, grid) -> None:
         """Add a (solver, grid) setting scored under ``label`` (e.g. a BOSS grid)."""
         self.samplers[label] = solvers.make_sampler(solver, self.velocity, grid)
+        self.network_calls[label] = {"full": solver.nfe(len(grid) - 1)}
+
+    def add_spec(self, pieces: list[tuple[str, int, str]], options: dict[str, Any]) -> str:
+        """Add the setting of :func:`parse_eval_spec`'s ``(pieces, options)``; returns its label.
+
+        The objective's own sampler (``objective.make_sampler``) is used when it has one: with
+        one piece it gets ``(solver, nfe, grid)``, with several (one per segment) tuples of
+        them, and the options as keywords. Objectives without their own sampler take one piece
+        and no options (the standard sampler, or a learned one stored by flowjax.calibrate).
+        """
+        label = eval_spec_label(pieces, options)
+        own = None
+        if self.objective is not None and not any(
+            bespoke.is_learned_setting(name, grid) for name, _, grid in pieces
+        ):
+            made = [solvers.make_solver(name) for name, _, _ in pieces]
+            if len(pieces) == 1:
+                args = (made[0], pieces[0][1], pieces[0][2])
+            else:
+                args = (tuple(made), tuple(p[1] for p in pieces), tuple(p[2] for p in pieces))
+            if _accepts(self.objective.make_sampler, options):
+                own = self.objective.make_sampler(self.velocity, *args, **options)
+        if own is not None:
+            self.samplers[label] = own
+            self.network_calls[label] = dict(
+                getattr(own, "network_calls", {"full": sum(p[1] for p in pieces)})
+            )
+            return label
+        if len(pieces) > 1 or options:
+            raise ValueError(
+                f"sampler {label!r}: per-segment settings ('a|b') and options ('@frn') are for "
+                "objectives with their own sampler (objective.name='blockwise'); give one "
+                "'solver:nfe[:grid]'"
+            )
+        name, nfe, grid_spec = pieces[0]
+        if bespoke.is_learned_setting(name, grid_spec):  # stored by flowjax.calibrate
+            run, _ = bespoke.stored_sampler(self.workdir, name, nfe, self.velocity)
+            self.samplers[label] = run
+            self.network_calls[label] = {"full": int(nfe)}
+            return label
+        solver = solvers.make_solver(name)
+        grid = grids.grid_from_spec(grid_spec, solver.num_steps_for_nfe(nfe))
+        self.add_sampler(label, solver, grid)
+        return label
 
     def sample(self, params, labels: list[str] | None = None) -> dict[str, np.ndarray]:
         out = {}

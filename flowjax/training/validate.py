@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from flowjax import solvers
-from flowjax.training.evaluate import parse_sampler_spec
+from flowjax.training.evaluate import parse_eval_spec
 from flowjax.training.faults import SetupError
 
 # (section, field, minimum, what it means); None values are allowed where the config says so.
@@ -105,11 +105,12 @@ def _check_samplers(samplers: Any) -> None:
         raise SetupError("eval.samplers is empty: list at least one 'solver:nfe'")
     for spec in specs:
         try:
-            name, nfe, _ = parse_sampler_spec(spec)
-            solver = solvers.make_solver(name)
-            if nfe < 1:
-                raise ValueError(f"eval sampler {spec!r}: the NFE must be >= 1")
-            solver.num_steps_for_nfe(nfe)
+            pieces, _ = parse_eval_spec(spec)  # 'a|b' per segment, '@frn' options: blockwise
+            for name, nfe, _ in pieces:
+                solver = solvers.make_solver(name)
+                if nfe < 1:
+                    raise ValueError(f"eval sampler {spec!r}: the NFE must be >= 1")
+                solver.num_steps_for_nfe(nfe)
         except (ValueError, KeyError) as err:
             raise SetupError(f"eval.samplers: {str(err).strip(chr(39))}") from None
 

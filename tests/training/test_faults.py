@@ -247,6 +247,8 @@ def test_partial_saves_and_surplus_checkpoints_are_cleaned_on_the_next_start(run
         ("eval", "num_samples", 0, "eval.num_samples=0: must be >= 1"),
         ("eval", "samplers", ("euler",), "eval.samplers: eval sampler 'euler' must look like"),
         ("eval", "samplers", ("rk4:6",), "eval.samplers: rk4 costs 4 NFE per step"),
+        ("eval", "samplers", ("euler:1|rk4:6",), "eval.samplers: rk4 costs 4 NFE per step"),
+        ("eval", "samplers", ("euler:2@bogus",), "unknown sampler option 'bogus'"),
         ("train", "ema_decay", 1.5, r"train.ema_decay=1.5: expected a number in \[0, 1\)"),
     ],
 )

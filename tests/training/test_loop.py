@@ -166,6 +166,18 @@ def test_untrained_baseline_uses_the_cheapest_sampler_and_equals_the_reference(m
     np.testing.assert_array_equal(samples["rk4_nfe8"], np.asarray(ev.x0))
 
 
+def test_per_segment_sampler_strings_need_an_objective_with_its_own_sampler(make_config):
+    from flowjax.training import Experiment
+    from flowjax.training.evaluate import Evaluator
+
+    config = make_config()
+    exp = Experiment(config)
+    for spec in ("euler:1|euler:1", "euler:2@frn"):
+        config.eval.samplers = (spec,)
+        with pytest.raises(ValueError, match="are for objectives with their own sampler"):
+            Evaluator.for_experiment(config, exp, "/nonexistent")
+
+
 def test_init_state_compiles_once_and_is_deterministic(make_config):
     from flowjax.training import Experiment
 
