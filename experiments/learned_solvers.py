@@ -272,7 +272,7 @@ class DigitsProblem:
 
     def __init__(self, workdir: str, n: int, reference: str):
         from flowjax.sampling import load_run
-        from flowjax.training.evaluate import make_velocity_fn
+        from flowjax.velocity import make_velocity_fn
 
         config, exp, params, step = load_run(workdir)
         self.cfg_scale = float(config.eval.cfg_scale)

@@ -51,6 +51,7 @@ import time
 
 import jax
 import numpy as np
+import stages  # experiments/stages.py: the script's directory is on the path
 
 import flowjax
 from flowjax import evaluation, solvers
@@ -104,30 +105,8 @@ METRIC_NAMES = {
 }
 
 
-class Stages:
-    """Runs (or resumes) stages and records their wall times in ``<root>/times.json``."""
-
-    def __init__(self, root: str):
-        self.root = root
-        os.makedirs(root, exist_ok=True)
-        self.path = os.path.join(root, "times.json")
-        self.times = json.load(open(self.path)) if os.path.exists(self.path) else {}
-
-    def dir(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    def run(self, name: str, fn) -> str:
-        workdir = self.dir(name)
-        if name in self.times:
-            print(f"[{name}] done before ({self.times[name]:.0f} s)")
-            return workdir
-        print(f"[{name}] ...")
-        start = time.perf_counter()
-        fn(workdir)
-        self.times[name] = time.perf_counter() - start  # the last session's time, if resumed
-        with open(self.path, "w") as f:
-            json.dump(self.times, f, indent=1)
-        return workdir
+class Stages(stages.Stages):
+    """The stages of this experiment: training runs and teacher pair sets."""
 
     def train(
         self, name: str, config, steps: int, init: str | None = None, pairs: str | None = None
@@ -176,7 +155,7 @@ def straightness_of(workdir: str, num: int = 2048, steps: int = 64) -> float:
     labels = (
         None if exp.num_classes is None else jax.random.randint(k_y, (num,), 0, exp.num_classes)
     )
-    from flowjax.training.evaluate import make_velocity_fn
+    from flowjax.velocity import make_velocity_fn
 
     velocity = make_velocity_fn(
         exp.apply_fn,

@@ -90,7 +90,7 @@ def calibrate_run(
     from flowjax import solvers
     from flowjax.sampling import load_run
     from flowjax.solvers import bespoke, learned
-    from flowjax.training.evaluate import make_velocity_fn
+    from flowjax.velocity import make_velocity_fn
 
     kind, base = bespoke.split_name(solver_name)
     solver = solvers.make_solver(base)

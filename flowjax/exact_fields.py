@@ -14,7 +14,7 @@ The marginal field averages them with the posterior component probabilities:
 
 (computed with a log-sum-exp). With a label ``c`` the field is the conditional one,
 ``v(x, t, c) = v_c(x, t)``; the label ``num_components`` (the "null" label) gives the mixture,
-so :func:`flowjax.objectives.guidance.cfg_velocity` builds the exactly guided field.
+so :func:`flowjax.velocity.cfg_velocity` builds the exactly guided field.
 Trajectories are curved (the posterior changes along them), which makes this a genuine test of
 a solver's order; there is no closed-form flow map, so the reference is an adaptive solve.
 Use float64 (``jax.enable_x64``) for convergence studies.

@@ -56,7 +56,7 @@ def make_pair_sampler(
 
     from flowjax import solvers
     from flowjax.time import grids
-    from flowjax.training.evaluate import make_velocity_fn
+    from flowjax.velocity import make_velocity_fn
 
     if exp.average_velocity:
         raise ValueError(

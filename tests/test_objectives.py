@@ -172,8 +172,21 @@ def _tiny_dfm_config():
     return config
 
 
+def _tiny_bfm_config():
+    """digits_bfm shrunk, without the representation encoder (it would train the digits
+    classifier; the alignment has its own tests in tests/objectives/test_blockwise.py)."""
+    from tests.parallel.synthetic import tiny_dit_config
+
+    config = tiny_dit_config()
+    bfm = load_config("digits_bfm")
+    config.model, config.objective = bfm.model, bfm.objective
+    config.model.update(hidden_size=16, num_heads=2, feature_depth=1, projector_dim=16)
+    config.objective.blockwise.update(encoder="none", align_weight=0.0)
+    return config
+
+
 # Objectives whose networks take images (and not the toy config's points): a config builder.
-IMAGE_OBJECTIVES = {"decomposable": _tiny_dfm_config}
+IMAGE_OBJECTIVES = {"decomposable": _tiny_dfm_config, "blockwise": _tiny_bfm_config}
 
 
 @pytest.mark.parametrize("name", objectives.objective_names())

@@ -22,7 +22,7 @@ import numpy as np
 from flowjax import plotting
 from flowjax.search import METHODS, make_proposal, make_reward, search
 from flowjax.training import load_run
-from flowjax.training.evaluate import make_velocity_fn
+from flowjax.velocity import make_velocity_fn
 
 
 def load_search_setup(workdir: str, proposal: str, num_steps: int, *, eta: float = 3.0):

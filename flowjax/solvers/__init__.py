@@ -13,16 +13,12 @@ from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import (
     Solver,
     VelocityFn,
-    average_velocity,
     check_velocity_kind,
-    diagonal_velocity,
-    instantaneous_velocity,
     make_sampler,
     make_solver,
     register_solver,
     sample,
     solver_names,
-    velocity_kind,
 )
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP, DynamicThreshold
 from flowjax.solvers.euler import Euler
@@ -30,6 +26,12 @@ from flowjax.solvers.flow_map import FlowMap
 from flowjax.solvers.heun import Heun
 from flowjax.solvers.midpoint import Midpoint
 from flowjax.solvers.rk4 import RK4
+from flowjax.velocity import (
+    average_velocity,
+    diagonal_velocity,
+    instantaneous_velocity,
+    velocity_kind,
+)
 
 __all__ = [
     "Solver",

@@ -38,6 +38,7 @@ import numpy as np
 
 from flowjax.registry import Registry
 from flowjax.time import grids
+from flowjax.velocity import _tag, velocity_kind
 
 Array = jax.Array
 VelocityFn = Callable[[Array, Array, Any], Array]
@@ -140,40 +141,6 @@ def bind_condition(
         return velocity_fn(x, full(t, x), cond)
 
     return f
-
-
-def _tag(fn: Callable, kind: str) -> Callable:
-    def tagged(*args, **kwargs):
-        return fn(*args, **kwargs)
-
-    tagged.velocity_kind = kind
-    tagged.__doc__ = fn.__doc__
-    return tagged
-
-
-def average_velocity(fn: Callable) -> Callable:
-    """Tag ``fn(x, t, cond, t_end)`` as an average-velocity function (for :class:`FlowMap`)."""
-    return _tag(fn, "average")
-
-
-def instantaneous_velocity(fn: Callable) -> Callable:
-    """Tag ``fn(x, t, cond)`` as an instantaneous velocity (for ODE solvers)."""
-    return _tag(fn, "instantaneous")
-
-
-def velocity_kind(fn: Callable) -> str | None:
-    """``"average"``, ``"instantaneous"`` or ``None`` (untagged)."""
-    return getattr(fn, "velocity_kind", None)
-
-
-def diagonal_velocity(average_fn: Callable) -> Callable:
-    """The instantaneous velocity ``v(x, t, cond) = u(x, t, cond, t)`` of an average-velocity
-    function (MeanFlow's ``e = s`` rows train exactly this), for ODE solvers."""
-
-    def v(x, t, cond=None):
-        return average_fn(x, t, cond, t)
-
-    return instantaneous_velocity(v)
 
 
 def check_velocity_kind(solver: Solver, velocity_fn: Callable) -> None:

@@ -54,7 +54,7 @@ corrected point. It costs no evaluation (the prediction is needed for the next s
 and raises the order by one; ``order=2`` with the corrector is diffusers'
 ``UniPCMultistepScheduler`` (bh2) in flow form. The last step (to t = 1) is not corrected.
 
-Classifier-free guidance: pass a guided velocity (``flowjax.objectives.guidance.cfg_velocity``);
+Classifier-free guidance: pass a guided velocity (``flowjax.velocity.cfg_velocity``);
 the data prediction is affine in ``v``, so guiding ``v`` guides ``m``. ``thresholding``
 applies dynamic thresholding (Imagen; diffusers' ``thresholding=True``) to ``m`` for
 pixel-space models with data in ``[-1, 1]``.

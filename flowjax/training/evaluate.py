@@ -28,55 +28,10 @@ import numpy as np
 
 from flowjax import console, evaluation, plotting, solvers
 from flowjax import data as data_lib
-from flowjax.objectives import guidance
 from flowjax.parallel import multihost
 from flowjax.solvers import bespoke
 from flowjax.time import grids
-
-
-def make_velocity_fn(
-    apply_fn,
-    *,
-    num_classes: int | None,
-    cfg_scale: float = 1.0,
-    cfg_interval=None,
-    average_velocity: bool = False,
-):
-    """``v(params, x, t, cond, **extra)`` of the network, with classifier-free guidance if asked.
-
-    For an average-velocity network (``average_velocity``) it is
-    ``u(params, x, t, cond, t_end)``, for the ``flowmap`` solver. The function is tagged with
-    its kind, so a solver of the other kind is refused with a clear message.
-
-    Keyword ``extra`` arguments go to the network (e.g. ``segment=k`` of the blockwise
-    network): array values are per-row (duplicated like ``x`` for the two halves of CFG),
-    other values are passed as they are. A call with ``method=...`` (another method of the
-    module, e.g. ``"features"``) is never guided: it returns that method's output for the rows
-    given. ``velocity.guidance`` is ``(cfg_scale, null_label)`` when guidance is on, else
-    ``None`` (samplers that evaluate parts of the network themselves read it).
-    """
-    guided = num_classes is not None and cfg_scale != 1.0
-
-    def velocity(params, x, t, cond, *t_end, **extra):
-        if "method" in extra:
-            return apply_fn(params, x, t, cond, **extra)
-        static = {k: a for k, a in extra.items() if not isinstance(a, jax.Array)}
-        names = tuple(k for k in extra if k not in static)
-        n_end = len(t_end)
-
-        def v(x_, t_, c_, *rest):
-            per_row = dict(zip(names, rest[n_end:]))
-            end = {"t_end": rest[0]} if n_end else {}
-            return apply_fn(params, x_, t_, c_, **end, **static, **per_row)
-
-        if guided:
-            v = guidance.cfg_velocity(v, cfg_scale, num_classes, cfg_interval)
-        return v(x, t, cond, *t_end, *(extra[k] for k in names))
-
-    tag = solvers.average_velocity if average_velocity else solvers.instantaneous_velocity
-    tagged = tag(velocity)
-    tagged.guidance = (cfg_scale, num_classes) if guided else None
-    return tagged
+from flowjax.velocity import make_velocity_fn
 
 
 def parse_sampler_spec(spec: str) -> tuple[str, int, str]:

@@ -28,8 +28,8 @@ from flowjax import solvers
 from flowjax.objectives.straightening import BossStraightening, straightening_tuples
 from flowjax.solvers import boss
 from flowjax.time import grids
-from flowjax.training.evaluate import make_velocity_fn
 from flowjax.training.loop import Experiment, train_and_evaluate
+from flowjax.velocity import make_velocity_fn
 
 
 def make_straightening_data(

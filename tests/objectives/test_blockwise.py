@@ -20,7 +20,8 @@ from flowjax.objectives.blockwise import (
     split_sizes,
     validate_boundaries,
 )
-from flowjax.training.evaluate import make_velocity_fn, parse_eval_spec
+from flowjax.training.evaluate import parse_eval_spec
+from flowjax.velocity import make_velocity_fn
 
 SHAPE = (8, 8, 1)
 K = 3

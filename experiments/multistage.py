@@ -1,0 +1,246 @@
+"""Multi-stage flows on digits: Blockwise Flow Matching and Decomposable Flow Matching (§13).
+
+Claims tested (the papers'), at the scale of a 2-core CPU:
+
+1. BFM (Park et al.): K small velocity blocks, one per time segment, reach the quality of a
+   single network of the same total parameter count at less inference compute (each network
+   evaluation runs the shared feature network and ONE block);
+2. DFM (Haji-Ali et al.): generating a Laplacian pyramid coarse-to-fine with one network
+   improves quality over the base flow at equal training compute.
+
+    python experiments/multistage.py                 # ~30 min on a 2-core CPU
+    python experiments/multistage.py --quick         # a smoke run of every stage
+
+Runs (each a normal flowjax run in ``--workdir/<name>``, resumed or skipped when done; the
+same number of steps and batch for all, so the training compute of two runs differs only by
+their per-step FLOPs, which are reported):
+
+- ``bfm_k2``, ``bfm_k4``: ``configs/digits_bfm.py`` with K = 2 and 4 segments;
+- ``single_k2``, ``single_k4``: the digits DiT (``configs/digits_dit.py``) at the BFM run's
+  width, with the depth whose parameter count is closest to the BFM model's total (feature
+  network + all K blocks + projector);
+- ``dfm``: ``configs/digits_dfm.py`` (two stages: the 4x4 and 8x8 levels of the pyramid);
+- ``base``: the same model and objective with one stage (which is exactly flow matching).
+
+Every model is scored by its run's evaluator (the same noise, labels and held-out test split)
+with Euler at several NFE: the digits-classifier Fréchet distance (``fd``; a classifier trained
+here, so it is a Fréchet distance on that classifier's features, not Inception FID) against the
+inference FLOPs per sample (network evaluations made x analytic forward FLOPs of one
+evaluation, x 2 under classifier-free guidance). Writes ``results/multistage.json`` and
+``results/multistage.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+import stages  # experiments/stages.py: the script's directory is on the path
+
+import flowjax
+from flowjax.config_files import load_config
+from flowjax.training import accounting, train_and_evaluate
+from flowjax.training.evaluate import Evaluator, sampler_label
+from flowjax.training.experiment import Experiment, load_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "results")
+NFES = (4, 8, 16, 32)
+METRIC = "fd"
+
+
+def count_params(config) -> dict[str, int]:
+    """Parameter count of each top-level group of the config's model (from shapes only)."""
+    params = Experiment(config).abstract_state().params
+    return {g: int(sum(np.prod(x.shape) for x in jax.tree.leaves(params[g]))) for g in params}
+
+
+class Stages(stages.Stages):
+    """The training runs of this experiment."""
+
+    def train(self, name: str, config, steps: int) -> str:
+        config.train.num_steps = steps
+        config.train.checkpoint_every = max(steps // 2, 1)
+        config.train.eval_every = 0
+        config.eval.samplers = ("euler:8",)  # the run's own final check; scored in `score`
+        return self.run(name, lambda workdir: train_and_evaluate(config, workdir))
+
+
+def trained_params(config) -> int:
+    """Parameters the run trains (for BFM: all but the stage-2 residual network ``frn``)."""
+    return sum(n for group, n in count_params(config).items() if group != "frn")
+
+
+def bfm_config(k: int):
+    c = load_config("digits_bfm")
+    c.objective.blockwise.num_segments = k
+    return c
+
+
+def matched_single_config(target: int, width: int):
+    """The digits DiT at ``width`` with the depth whose parameter count is closest to ``target``."""
+    best = None
+    for depth in range(1, 17):
+        c = load_config("digits_dit")
+        c.model.hidden_size = width
+        c.model.depth = depth
+        n = trained_params(c)
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (c, n)
+    return best[0]
+
+
+def score(workdir: str, num_samples: int, cache: str) -> tuple[dict, np.ndarray]:
+    """Fréchet distance and inference FLOPs per sample of one run under Euler at ``NFES``."""
+    config, exp, params, step = load_run(workdir)
+    config.eval.samplers = tuple(f"euler:{n}" for n in NFES)
+    config.eval.num_samples = num_samples
+    config.eval.feature_cache_dir = cache
+    ev = Evaluator.for_experiment(config, exp, workdir)
+    metrics, samples = ev(params, progress=None, desc=os.path.basename(workdir))
+    guided = getattr(ev.velocity, "guidance", None) is not None
+    shape = tuple(exp.data.element_shape)
+    rows = {}
+    for n in NFES:
+        label = sampler_label("euler", n)
+        calls = ev.network_calls[label]
+        flops = accounting.inference_flops(exp.model, shape, calls, guided=guided)
+        rows[str(n)] = dict(fd=metrics[f"{METRIC}_{label}"], gflops=flops / 1e9, calls=calls)
+    return dict(
+        step=int(step),
+        params=trained_params(config),
+        params_by_group=count_params(config),
+        guided=guided,
+        forward_gflops=accounting.forward_flops_per_example(exp.model, shape) / 1e9,
+        train_gflops_per_step=accounting.step_cost(
+            exp.model, shape, int(config.train.batch_size)
+        ).model_flops
+        / 1e9,
+        rows=rows,
+    ), samples[sampler_label("euler", NFES[-1])]
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    panels = (
+        ("BFM vs one network of equal parameters", ("bfm_k2", "single_k2", "bfm_k4", "single_k4")),
+        ("DFM vs the base flow (equal training steps)", ("dfm", "base")),
+    )
+    for ax, (title, names) in zip(axes, panels):
+        for name in names:
+            if name not in result["runs"]:
+                continue
+            run = result["runs"][name]
+            rows = [run["rows"][str(n)] for n in NFES]
+            label = f"{name} ({run['params'] / 1e6:.2f}M params)"
+            style = "--" if name.startswith(("single", "base")) else "-"
+            ax.plot(
+                [r["gflops"] for r in rows], [r["fd"] for r in rows], style, marker="o", label=label
+            )
+            for n, r in zip(NFES, rows):
+                ax.annotate(
+                    str(n),
+                    (r["gflops"], r["fd"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("inference GFLOPs per sample (Euler; labels: NFE)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("digits-classifier Fréchet distance (lower is better)")
+    fig.suptitle(
+        f"Multi-stage flows on 8x8 digits, {result['steps']} training steps each", fontsize=11
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--workdir", default=os.path.join(tempfile.gettempdir(), "flowjax_multistage")
+    )
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
+    parser.add_argument("--no_write", action="store_true", help="do not write results/")
+    args = parser.parse_args()
+    steps, num_samples = (20, 128) if args.quick else (args.steps, args.num_samples)
+    root = os.path.join(args.workdir, "quick" if args.quick else "full")
+    st = Stages(root)
+    t0 = time.perf_counter()
+
+    configs = {}
+    for k in (2, 4):
+        c = bfm_config(k)
+        configs[f"bfm_k{k}"] = c
+        width = int(c.model.hidden_size)
+        configs[f"single_k{k}"] = matched_single_config(trained_params(c), width)
+    configs["dfm"] = load_config("digits_dfm")
+    base = load_config("digits_dit")
+    base.objective.time_sampler = (
+        "logit_normal,loc=0,scale=1"  # DFM's law for the stage it generates
+    )
+    configs["base"] = base
+
+    cache = os.path.join(root, "eval_cache")
+    result = dict(
+        flowjax_version=flowjax.__version__,
+        steps=steps,
+        num_samples=num_samples,
+        nfes=list(NFES),
+        runs={},
+    )
+    for name, config in configs.items():
+        workdir = st.train(name, config, steps)
+        row, _ = score(workdir, num_samples, cache)
+        row["train_seconds"] = st.times[name]
+        row["config"] = describe(config)
+        result["runs"][name] = row
+        print(name, json.dumps({n: r for n, r in row["rows"].items()}), flush=True)
+    result["seconds"] = time.perf_counter() - t0
+    result["command"] = "python experiments/multistage.py" + (" --quick" if args.quick else "")
+    print_table(result)
+    if not args.no_write and not args.quick:
+        with open(os.path.join(RESULTS, "multistage.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        plot(result, os.path.join(RESULTS, "multistage.png"))
+    elif args.quick:
+        plot(result, os.path.join(root, "multistage.png"))
+
+
+def describe(config) -> dict:
+    return dict(model=dict(config.model), objective=config.objective.name)
+
+
+def print_table(result: dict) -> None:
+    """One line per run: parameters, training time and GFLOPs per step, then FD at each NFE."""
+    head = "run          params  train s  GF/step  " + "  ".join(
+        f"NFE {n:>2}: FD / GFLOPs" for n in NFES
+    )
+    print(head)
+    for name, run in result["runs"].items():
+        cells = "  ".join(
+            f"{run['rows'][str(n)]['fd']:7.2f} / {run['rows'][str(n)]['gflops']:6.3f}" for n in NFES
+        )
+        print(
+            f"{name:12s} {run['params'] / 1e6:5.2f}M  {run['train_seconds']:7.0f}  "
+            f"{run['train_gflops_per_step']:7.1f}  {cells}"
+        )
+
+
+if __name__ == "__main__":
+    main()
