@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flowjax import solvers
+from flowjax.config_files import load_config
 from flowjax.exact_fields import GaussianMixtureField
 from flowjax.solvers import bespoke, learned
 from flowjax.time import grids
@@ -106,18 +107,12 @@ def test_bad_input():
 def test_calibrate_store_and_eval_specs(tmp_path):
     """flowjax.calibrate stores a learned grid and bespoke coefficients for a (tiny, randomly
     perturbed) model; config.eval.samplers specs load them; nothing stored errors clearly."""
-    import os
-    import sys
-
     from flowjax import calibrate
     from flowjax.training import Experiment
     from flowjax.training.evaluate import Evaluator
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-    import toy2d_rf
-
     with jax.enable_x64(False):
-        config = toy2d_rf.get_config()
+        config = load_config("toy2d_rf")
         config.model.hidden, config.model.depth = 16, 1
         config.eval.num_samples, config.eval.num_kernel_samples = 64, 64
         config.eval.samplers = ("bespoke-unipc2:3", "midpoint:4:learned")

@@ -7,12 +7,12 @@ Run as a subprocess worker (so that the device count can be set before JAX start
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
+from flowjax.config_files import load_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "configs"))
 
 
 class SyntheticImages:
@@ -49,9 +49,7 @@ class SyntheticImages:
 
 def tiny_dit_config(**train):
     """``configs/digits_dit.py`` shrunk: width 32, depth 1, 2 heads, constant learning rate."""
-    import digits_dit
-
-    c = digits_dit.get_config()
+    c = load_config("digits_dit")
     c.model.hidden_size = 32
     c.model.depth = 1
     c.model.num_heads = 2

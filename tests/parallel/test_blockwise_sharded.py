@@ -15,9 +15,8 @@ from tests.parallel.synthetic import REPO
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-sys.path.insert(0, "configs")
-import imagenet256_bfm
 from tests.parallel.synthetic import SyntheticImages
+from flowjax.config_files import load_config
 from flowjax.training import Experiment
 from flowjax.training.evaluate import Evaluator
 
@@ -25,7 +24,7 @@ class Latents(SyntheticImages):
     element_shape, num_classes, name = (32, 32, 4), 1000, "latents"
     has_eval_data = True
 
-c = imagenet256_bfm.get_config()
+c = load_config("imagenet256_bfm")
 c.model.update(dict(hidden_size=32, num_heads=2, feature_depth=1, segment_depth=1, frn_depth=1,
                     projector_dim=16, dtype="float32"))
 c.mesh = dict(data=2, fsdp=2, tensor=2)

@@ -1,19 +1,17 @@
 """A tiny version of the main job's config, shared by the training tests."""
 
 import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "configs"))
+from flowjax.config_files import load_config
 
-import toy2d_rf  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(**train):
     """The real toy config, shrunk: a 16-wide MLP, small batches, one cheap eval sampler."""
-    c = toy2d_rf.get_config()
+    c = load_config("toy2d_rf")
     c.model.hidden = 16
     c.model.depth = 1
     c.train.batch_size = 32

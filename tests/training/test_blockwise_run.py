@@ -2,24 +2,17 @@
 ``flowjax.sample``'s library (even split, per-segment form, inference FLOPs), then the Feature
 Residual Approximation stage started from the first run, sampled with ``@frn``."""
 
-import os
-import sys
-
 import jax
 import numpy as np
 import pytest
 
 from flowjax import sampling as sample_cli
+from flowjax.config_files import load_config
 from flowjax.training import load_run, train_and_evaluate
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "configs"))
 
 
 def _config(tmp_path, **blockwise):
-    import digits_bfm
-
-    c = digits_bfm.get_config()
+    c = load_config("digits_bfm")
     c.data.data_dir = str(tmp_path / "tfds")
     c.model.update(dict(hidden_size=16, num_heads=2, feature_depth=1, projector_dim=16))
     c.objective.blockwise.encoder_cache_dir = str(tmp_path / "cache")

@@ -7,17 +7,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
 import pytest
 import tensorflow_datasets as tfds
 
 from flowjax import latents as L
+from flowjax.config_files import load_config
 from flowjax.models import inception as I
 from flowjax.models import vae as V
 from flowjax.training import train_and_evaluate
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 TINY_VAE = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
 
 
@@ -55,8 +54,6 @@ def test_cifar10_dit_runs_with_inception_fid(tmp_path, weight_files):
 
 @pytest.mark.slow
 def test_imagenet_latent_config_runs_with_vae_decoding_and_fid(tmp_path, weight_files):
-    import imagenet256_dit
-
     vae_path, inception_path = weight_files
     vae = V.AutoencoderKL.from_file(vae_path)
     with tfds.testing.mock_data(num_examples=8):
@@ -70,7 +67,7 @@ def test_imagenet_latent_config_runs_with_vae_decoding_and_fid(tmp_path, weight_
             batch_size=4,
             progress=False,
         )
-    c = _shrink(imagenet256_dit.get_config("latents"))
+    c = _shrink(load_config("imagenet256_dit", "latents"))
     c.model.update(dict(patch_size=2, dtype="float32"))
     c.data.path = str(tmp_path / "lat")
     c.eval.update(dict(vae_weights=vae_path, inception_weights=inception_path, cfg_scale=1.0))
@@ -79,11 +76,9 @@ def test_imagenet_latent_config_runs_with_vae_decoding_and_fid(tmp_path, weight_
 
 
 def test_imagenet_latent_config_without_data_prints_the_command(tmp_path):
-    import imagenet256_dit
-
     from flowjax.data.sources import make_source
 
-    c = imagenet256_dit.get_config()
+    c = load_config("imagenet256_dit")
     with pytest.raises(ValueError, match="python -m flowjax.latents"):
         make_source(c.data, batch_size=4, seed=0)
     c.data.path = str(tmp_path / "nothing")

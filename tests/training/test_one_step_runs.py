@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from flowjax import sampling
+from flowjax.config_files import load_config
 from flowjax.data import is_complete, load_pairs
 from flowjax.reflow import generate_pairs
 from flowjax.training import Experiment, train_and_evaluate
@@ -70,10 +71,7 @@ def test_reflow_from_teacher_pairs(rf_run, tmp_path):
     )(params, data["x0"][:16])
     np.testing.assert_allclose(again, data["x1"][:16], rtol=1e-5, atol=1e-5)
 
-    sys.path.insert(0, os.path.join(REPO, "configs"))
-    import reflow_toy2d
-
-    cfg = reflow_toy2d.get_config("2rf")
+    cfg = load_config("reflow_toy2d", "2rf")
     small = tiny_config(num_steps=6)
     cfg.model, cfg.train, cfg.eval = small.model, small.train, small.eval
     cfg.data.pairs_dir, cfg.init.workdir = pairs_dir, rf_run
