@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import solvers as solvers_lib
+from flowjax import spec
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.objectives import guidance, losses
 from flowjax.objectives.base import ApplyFn, Metrics, Objective, check_same_structure
@@ -295,7 +296,7 @@ class BlockwiseFlowMatching(Objective):
                 )
             settings = [(solver, nfe // k_count, grid_spec)] * k_count
         plan = []
-        for k, (slv, n, spec) in enumerate(settings):
+        for k, (slv, n, grid_text) in enumerate(settings):
             if getattr(slv, "needs_end_time", False) or not isinstance(slv, solvers_lib.Solver):
                 raise ValueError(
                     f"segment {k}: {getattr(slv, 'name', slv)!r} is not an instantaneous-velocity "
@@ -305,11 +306,11 @@ class BlockwiseFlowMatching(Objective):
                 steps = slv.num_steps_for_nfe(n)
             except ValueError as err:
                 raise ValueError(f"segment {k}: {err}") from None
-            unit = grids.grid_from_spec(spec, steps)
+            unit = grids.grid_from_spec(grid_text, steps)
             t_s, t_e = self.boundaries[k], self.boundaries[k + 1]
             grid = t_s + (t_e - t_s) * np.asarray(unit, np.float64)
             grid[0], grid[-1] = t_s, t_e
-            plan.append(dict(solver=slv, nfe=n, grid=tuple(float(g) for g in grid), spec=spec))
+            plan.append(dict(solver=slv, nfe=n, grid=tuple(float(g) for g in grid), spec=grid_text))
         return plan
 
     def make_sampler(
@@ -400,14 +401,9 @@ def _encoder(name: str | None, cache_dir: str | None):
     return extractor.spatial_encoder(), digits_features.ARCHITECTURE["conv_features"][-1]
 
 
-_FIELDS = (
-    "num_segments",
-    "boundaries",
-    "align_weight",
-    "encoder",
-    "encoder_cache_dir",
-    "frn",
-)
+# The config section's keys: the dataclass's hyperparameters in config form (K or explicit
+# boundaries; the encoder by name; the stage as a flag). Unset ones keep the dataclass defaults.
+_FIELDS = ("num_segments", "boundaries", "align_weight", "encoder", "encoder_cache_dir", "frn")
 
 
 def build_blockwise(cfg: Any, num_classes: int | None) -> BlockwiseFlowMatching:
@@ -415,23 +411,22 @@ def build_blockwise(cfg: Any, num_classes: int | None) -> BlockwiseFlowMatching:
     ``num_segments`` (K, equal segments), ``boundaries`` (explicit, overrides K),
     ``align_weight``, ``encoder`` (``'digits'``, ``'digits:<file>'``, ``'none'``),
     ``encoder_cache_dir``, ``frn`` (train the Feature Residual Approximation, stage 2)."""
-    section = dict(cfg.get("blockwise", None) or {})
-    unknown = sorted(set(section) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown} in objective.blockwise; known: {_FIELDS}")
-    boundaries = section.get("boundaries", None)
-    if boundaries is None:
-        boundaries = equal_boundaries(int(section.get("num_segments", 2)))
-    align_weight = float(section.get("align_weight", 0.0))
-    encoder, dim = (None, None)
-    if align_weight > 0:
-        encoder, dim = _encoder(section.get("encoder", None), section.get("encoder_cache_dir"))
+    section = {k: v for k, v in dict(cfg.get("blockwise", None) or {}).items() if v is not None}
+    spec.check_keys(section, _FIELDS, "objective.blockwise")
+    kwargs: dict[str, Any] = {}
+    if "boundaries" in section:
+        kwargs["boundaries"] = tuple(float(b) for b in section["boundaries"])
+    elif "num_segments" in section:
+        kwargs["boundaries"] = equal_boundaries(int(section["num_segments"]))
+    if "align_weight" in section:
+        kwargs["align_weight"] = float(section["align_weight"])
+    if kwargs.get("align_weight", BlockwiseFlowMatching.align_weight) > 0:
+        encoder = section.get("encoder", None)
+        kwargs["encoder"], kwargs["encoder_dim"] = _encoder(
+            encoder, section.get("encoder_cache_dir")
+        )
+    if section.get("frn", False):
+        kwargs["stage"] = "frn"
     return BlockwiseFlowMatching(
-        boundaries=tuple(boundaries),
-        align_weight=align_weight,
-        encoder=encoder,
-        encoder_dim=dim,
-        num_classes=num_classes,
-        label_dropout=float(cfg.get("label_dropout", 0.0)),
-        stage="frn" if bool(section.get("frn", False)) else "velocity",
+        num_classes=num_classes, label_dropout=float(cfg.get("label_dropout", 0.0)), **kwargs
     )

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import pyramid, solvers
+from flowjax import pyramid, solvers, spec
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.objectives import guidance
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
@@ -306,12 +306,9 @@ class DecomposableFlowMatching(Objective):
         return run
 
 
-_FIELDS = dict(
-    num_stages=int,
+_CONVERT = dict(
     stage_probs=lambda v: tuple(float(p) for p in v),
     current_sampler=laws.time_sampler_from_spec,
-    earlier_loc=float,
-    earlier_scale=float,
     thresholds=lambda v: tuple(float(t) for t in v),
     phase_weights=lambda v: tuple(float(w) for w in v),
 )
@@ -319,17 +316,16 @@ _FIELDS = dict(
 
 def decomposable_from_config(cfg: Any, num_classes: int | None) -> DecomposableFlowMatching:
     """The objective of ``objective.name='decomposable'``: the fields of
-    ``objective.decomposable`` (``num_stages``, ``stage_probs``, ``current_sampler`` as a text
-    spec such as ``"logit_normal,loc=0,scale=1"``, ``earlier_loc``, ``earlier_scale``,
-    ``thresholds``, ``phase_weights``; absent ones keep the dataclass defaults) and
-    ``objective.label_dropout``."""
-    section = dict(cfg.get("decomposable", None) or {})
-    unknown = sorted(set(section) - set(_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"unknown field(s) {unknown} in objective.decomposable; known: {sorted(_FIELDS)}"
-        )
-    fields = {k: _FIELDS[k](v) for k, v in section.items() if v is not None}
-    return DecomposableFlowMatching(
-        num_classes=num_classes, label_dropout=float(cfg.get("label_dropout", 0.0)), **fields
+    ``objective.decomposable`` are the dataclass's (``num_stages``, ``stage_probs``,
+    ``current_sampler`` as a text spec such as ``"logit_normal,loc=0,scale=1"``,
+    ``earlier_loc``, ``earlier_scale``, ``thresholds``, ``phase_weights``; absent or unset ones
+    keep the dataclass defaults), plus ``objective.label_dropout``."""
+    section = {k: v for k, v in dict(cfg.get("decomposable", None) or {}).items() if v is not None}
+    return spec.from_section(
+        DecomposableFlowMatching,
+        section,
+        where="objective.decomposable",
+        convert=_CONVERT,
+        num_classes=num_classes,
+        label_dropout=float(cfg.get("label_dropout", 0.0)),
     )

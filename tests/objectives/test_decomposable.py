@@ -245,7 +245,7 @@ def test_bad_configuration_is_refused_with_clear_errors():
     import ml_collections
 
     cfg = ml_collections.ConfigDict(dict(name="decomposable", decomposable=dict(tau=0.5)))
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['tau'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['tau'\] in objective.decomposable"):
         make_objective(cfg)
     cfg.decomposable = dict(thresholds=(0.7,), current_sampler="logit_normal,loc=0.5")
     built = make_objective(cfg)
