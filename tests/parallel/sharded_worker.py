@@ -18,6 +18,7 @@ from jax import monitoring
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from flowjax import parallel  # noqa: E402
+from flowjax.config_files import load_config  # noqa: E402
 from flowjax.training import Checkpointer, Experiment  # noqa: E402
 from tests.parallel.synthetic import SyntheticImages, tiny_dit_config  # noqa: E402
 
@@ -162,9 +163,7 @@ class _LatentStandIn:
 
 def imagenet_setup():
     """``configs/imagenet256_dit.py`` as shipped, on 8 devices: abstract state and shardings."""
-    import imagenet256_dit
-
-    exp = Experiment(imagenet256_dit.get_config(), data=_LatentStandIn())
+    exp = Experiment(load_config("imagenet256_dit"), data=_LatentStandIn())
     abstract = exp.abstract_state()
     total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
     params = sum(x.size for x in jax.tree.leaves(abstract.params))
@@ -187,9 +186,7 @@ class _Latents(SyntheticImages):
 
 def _shrunk(name: str):
     """``configs/<name>.py`` as shipped (mesh, rules, objective) with a tiny network."""
-    import importlib
-
-    c = importlib.import_module(name).get_config()
+    c = load_config(name)
     tiny = dict(variant=None, hidden_size=32, depth=1, num_heads=2, dtype="float32")
     tiny.update(feature_depth=1, segment_depth=1, frn_depth=1, projector_dim=32)
     c.model.update({k: v for k, v in tiny.items() if k in c.model})

@@ -80,14 +80,14 @@ def test_short_main_job_ema_scores_within_1p5x_of_the_raw_weights(tmp_path, monk
     the debiased EMA must be as good as the raw weights up to 1.5x. samples.png says it shows
     the EMA weights."""
     from flowjax import plotting
+    from flowjax.config_files import load_config
     from flowjax.training import train_and_evaluate
-    from tests.training.conftest import toy2d_rf
 
     titles, real = [], plotting.scatter_panels
     monkeypatch.setattr(
         plotting, "scatter_panels", lambda *a, **k: titles.append(k["title"]) or real(*a, **k)
     )
-    config = toy2d_rf.get_config()
+    config = load_config("toy2d_rf")
     config.train.num_steps = 500
     config.train.progress = False
     config.train.tensorboard = False

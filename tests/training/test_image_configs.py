@@ -38,9 +38,7 @@ def weight_files(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cifar10_dit_runs_with_inception_fid(tmp_path, weight_files):
-    import cifar10_dit
-
-    c = _shrink(cifar10_dit.get_config())
+    c = _shrink(load_config("cifar10_dit"))
     c.data.data_dir = str(tmp_path / "tfds")
     c.eval.inception_weights = weight_files[1]
     with tfds.testing.mock_data(num_examples=16):
