@@ -27,7 +27,9 @@ A blockwise run (``objective.name='blockwise'``) samples segment by segment: ``-
 segment); ``--sampler='euler:2|heun:4'`` gives every segment its own solver, NFE and grid, and
 ``--sampler='euler:8@frn'`` uses the Feature Residual Approximation (after an FRN run). The
 report's ``inference_flops_per_sample`` counts the network evaluations actually made (x2 under
-CFG). Example::
+CFG). A decomposable run (``objective.name='decomposable'``) uses its staged sampler; its
+thresholds and NFE split can be set here: ``--sampler='euler:40@tau=0.7,phases=1/1'``.
+Example::
 
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
     python -m flowjax.sample --workdir=/tmp/toy --solver=dpm++2m --nfe=8 --grid=logsnr
@@ -63,7 +65,8 @@ flags.DEFINE_string(
     None,
     "A full sampler string as in config.eval.samplers (replaces --solver/--nfe/--grid): "
     "per-segment settings of a blockwise model joined by '|' ('euler:2|heun:4') and options "
-    "after '@' ('euler:8@frn': Feature Residual Approximation; '@full': features at every step).",
+    "after '@' ('euler:8@frn': Feature Residual Approximation; '@full': features at every step; "
+    "'euler:40@tau=0.7,phases=1/1': a decomposable model's stage thresholds and NFE split).",
 )
 flags.mark_flags_as_required(["workdir"])
 

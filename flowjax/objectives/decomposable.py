@@ -270,15 +270,33 @@ class DecomposableFlowMatching(Objective):
         return [np.asarray(grids.grid_from_spec(grid_spec, n), np.float64) for n in steps]
 
     def make_sampler(
-        self, velocity: Callable[..., Array], solver: Any, nfe: int, grid_spec: str
+        self,
+        velocity: Callable[..., Array],
+        solver: Any,
+        nfe: int,
+        grid_spec: str,
+        *,
+        thresholds: tuple[float, ...] | None = None,
+        phase_weights: tuple[float, ...] | None = None,
     ) -> Callable[..., Array]:
         """The staged sampler ``run(params, x0 [B, S, H, W, C], cond) -> [B, H, W, C]`` (jitted).
 
         ``velocity(params, x, t, cond, stage_times=[B, S], stage_mask=[B, S])`` is the network
         (with the evaluation's guidance); ``t`` is the time of the stage being generated. The
         ``nfe`` evaluations are split over the phases (:meth:`phase_steps`); ``grid_spec``
-        spaces the steps within each phase's clock ``u``.
+        spaces the steps within each phase's clock ``u``. ``thresholds`` / ``phase_weights``
+        replace the objective's own for this sampler (``"euler:40@tau=0.7"``,
+        ``"@phases=1/1"``): the thresholds are a sampling choice the paper tunes per
+        resolution, not part of what the network learned.
         """
+        if thresholds is not None or phase_weights is not None:
+            changed = {
+                k: tuple(float(v) for v in value)
+                for k, value in (("thresholds", thresholds), ("phase_weights", phase_weights))
+                if value is not None
+            }
+            staged = dataclasses.replace(self, **changed)  # validated like the config's
+            return staged.make_sampler(velocity, solver, nfe, grid_spec)
         phase_grids = self._grids(nfe, solver, grid_spec)
         coefs = self.phase_coefficients()
 

@@ -57,6 +57,27 @@ def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
 
 
 SAMPLER_OPTIONS = {"frn": {"frn": True}, "full": {"frn": False}}
+# Options with values (``@tau=0.7``, ``@phases=1/1``; several values joined by ``/``): the
+# keyword of the objective's sampler they set, and their label in metric names.
+VALUE_OPTIONS = {"tau": "thresholds", "phases": "phase_weights"}
+
+
+def _value_option(opt: str, spec: str) -> dict[str, Any]:
+    key, _, text = opt.partition("=")
+    key = key.strip()
+    if key not in VALUE_OPTIONS:
+        raise ValueError(
+            f"unknown sampler option {opt!r} in {spec!r}; options: {sorted(SAMPLER_OPTIONS)} "
+            f"and {[k + '=...' for k in VALUE_OPTIONS]} (e.g. 'euler:8@frn', 'euler:40@tau=0.7')"
+        )
+    try:
+        values = tuple(float(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(
+            f"sampler option {opt!r} in {spec!r} needs numbers joined by '/' "
+            f"(e.g. '{key}=0.7' or '{key}=0.7/0.9')"
+        ) from None
+    return {VALUE_OPTIONS[key]: values}
 
 
 def parse_eval_spec(spec: str) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
@@ -65,27 +86,31 @@ def parse_eval_spec(spec: str) -> tuple[list[tuple[str, int, str]], dict[str, An
     ``"euler:8"`` -> ``([("euler", 8, "uniform")], {})``; pieces joined by ``|`` give one
     setting per segment of a blockwise model (``"euler:2|heun:4"``); ``@frn`` / ``@full``
     choose the blockwise sampler's features (Feature Residual Approximation, or the feature
-    network at every step): ``"euler:8@frn"`` -> ``([("euler", 8, "uniform")], {"frn": True})``.
+    network at every step): ``"euler:8@frn"`` -> ``([("euler", 8, "uniform")], {"frn": True})``;
+    ``@tau=0.7`` / ``@phases=1/1`` set a decomposable model's stage thresholds / the NFE split
+    over its phases at sampling time: ``"euler:40@tau=0.7"`` -> ``{"thresholds": (0.7,)}``.
     """
     body, sep, opts = str(spec).partition("@")
     options: dict[str, Any] = {}
     if sep:
-        for opt in opts.split(","):
-            if opt.strip() not in SAMPLER_OPTIONS:
-                raise ValueError(
-                    f"unknown sampler option {opt.strip()!r} in {spec!r}; use one of "
-                    f"{sorted(SAMPLER_OPTIONS)} (e.g. 'euler:8@frn')"
-                )
-            options.update(SAMPLER_OPTIONS[opt.strip()])
+        for opt in (o.strip() for o in opts.split(",")):
+            if opt in SAMPLER_OPTIONS:
+                options.update(SAMPLER_OPTIONS[opt])
+            else:
+                options.update(_value_option(opt, spec))
     pieces = [parse_sampler_spec(piece) for piece in body.split("|")]
     return pieces, options
 
 
 def eval_spec_label(pieces: list[tuple[str, int, str]], options: dict[str, Any]) -> str:
-    """Label of :func:`parse_eval_spec`'s result: ``euler_nfe8``, ``euler_nfe2+heun_nfe4_frn``."""
+    """Label of :func:`parse_eval_spec`'s result: ``euler_nfe8``, ``euler_nfe2+heun_nfe4_frn``,
+    ``euler_nfe40_tau0.7``."""
     label = "+".join(sampler_label(*piece) for piece in pieces)
     if "frn" in options:
         label += "_frn" if options["frn"] else "_full"
+    for key, field in VALUE_OPTIONS.items():
+        if field in options:
+            label += f"_{key}" + "-".join(f"{v:g}" for v in options[field])
     return label
 
 
@@ -235,8 +260,9 @@ class Evaluator:
             return label
         if len(pieces) > 1 or options:
             raise ValueError(
-                f"sampler {label!r}: per-segment settings ('a|b') and options ('@frn') are for "
-                "objectives with their own sampler (objective.name='blockwise'); give one "
+                f"sampler {label!r}: per-segment settings ('a|b') and options ('@frn', "
+                "'@tau=0.7') are for objectives whose own sampler takes them (objective.name="
+                "'blockwise': 'a|b', '@frn'; 'decomposable': '@tau', '@phases'); give one "
                 "'solver:nfe[:grid]'"
             )
         name, nfe, grid_spec = pieces[0]

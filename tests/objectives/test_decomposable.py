@@ -250,3 +250,36 @@ def test_bad_configuration_is_refused_with_clear_errors():
     cfg.decomposable = dict(thresholds=(0.7,), current_sampler="logit_normal,loc=0.5")
     built = make_objective(cfg)
     assert built.thresholds == (0.7,) and built.current_sampler == laws.LogitNormal(0.5, 1.0)
+
+
+def test_thresholds_set_at_sampling_time_equal_an_objective_built_with_them():
+    """``"euler:8@tau=0.6,phases=1/1"`` parses to sampler keywords that give exactly the
+    sampler of an objective configured with those values (and not the default one)."""
+    from flowjax.training.evaluate import eval_spec_label, parse_eval_spec
+
+    pieces, options = parse_eval_spec("euler:8@tau=0.6,phases=1/1")
+    assert options == {"thresholds": (0.6,), "phase_weights": (1.0, 1.0)}
+    assert eval_spec_label(pieces, options) == "euler_nfe8_tau0.6_phases1-1"
+    model = _net(2)
+    params, apply = _params(model), make_apply_fn(model)
+    x0 = jax.random.normal(
+        jax.random.PRNGKey(0), (B, *DecomposableFlowMatching().noise_shape(SHAPE))
+    )
+    cond = jnp.arange(B) % 10
+
+    def sample(obj, **kw):
+        return obj.make_sampler(apply, solvers.Euler(), 8, "uniform", **kw)(params, x0, cond)
+
+    chosen = sample(DecomposableFlowMatching(num_classes=10), **options)
+    built = sample(
+        DecomposableFlowMatching(num_classes=10, thresholds=(0.6,), phase_weights=(1, 1))
+    )
+    default = sample(DecomposableFlowMatching(num_classes=10))
+    np.testing.assert_array_equal(chosen, built)
+    assert float(jnp.max(jnp.abs(chosen - default))) > 1e-3
+    with pytest.raises(ValueError, match="thresholds must give 1 value"):
+        DecomposableFlowMatching().make_sampler(
+            apply, solvers.Euler(), 8, "uniform", thresholds=(0.5, 0.7)
+        )
+    with pytest.raises(ValueError, match="needs numbers joined by '/'"):
+        parse_eval_spec("euler:8@tau=high")

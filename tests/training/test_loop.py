@@ -174,7 +174,7 @@ def test_per_segment_sampler_strings_need_an_objective_with_its_own_sampler(make
     exp = Experiment(config)
     for spec in ("euler:1|euler:1", "euler:2@frn"):
         config.eval.samplers = (spec,)
-        with pytest.raises(ValueError, match="are for objectives with their own sampler"):
+        with pytest.raises(ValueError, match="are for objectives whose own sampler takes them"):
             Evaluator.for_experiment(config, exp, "/nonexistent")
 
 
