@@ -73,9 +73,9 @@ COLOURS = dict(
 )  # fmt: skip
 
 
-def count_params(config) -> dict[str, int]:
-    """Parameter count of each top-level group of the config's model (from shapes only)."""
-    params = Experiment(config).abstract_state().params
+def count_params(exp: Experiment) -> dict[str, int]:
+    """Parameter count of each top-level group of the experiment's model (from shapes only)."""
+    params = exp.abstract_state().params
     return {g: int(sum(np.prod(x.shape) for x in jax.tree.leaves(params[g]))) for g in params}
 
 
@@ -90,9 +90,9 @@ class Stages(stages.Stages):
         return self.run(name, lambda workdir: train_and_evaluate(config, workdir))
 
 
-def trained_params(config) -> int:
+def trained_params(groups: dict[str, int]) -> int:
     """Parameters the run trains (for BFM: all but the stage-2 residual network ``frn``)."""
-    return sum(n for group, n in count_params(config).items() if group != "frn")
+    return sum(n for group, n in groups.items() if group != "frn")
 
 
 def bfm_config(k: int):
@@ -102,15 +102,18 @@ def bfm_config(k: int):
 
 
 def matched_single_config(target: int, width: int):
-    """The digits DiT at ``width`` with the depth whose parameter count is closest to ``target``."""
+    """The digits DiT at ``width`` with the depth whose parameter count is closest to ``target``
+    (the count grows with depth: the search stops at the first depth at or above it)."""
     best = None
-    for depth in range(1, 17):
+    for depth in range(1, 33):
         c = load_config("digits_dit")
         c.model.hidden_size = width
         c.model.depth = depth
-        n = trained_params(c)
+        n = trained_params(count_params(Experiment(c)))
         if best is None or abs(n - target) < abs(best[1] - target):
             best = (c, n)
+        if n >= target:
+            break
     return best[0]
 
 
@@ -130,10 +133,11 @@ def score(workdir: str, num_samples: int, cache: str) -> tuple[dict, np.ndarray]
         calls = ev.network_calls[label]
         flops = accounting.inference_flops(exp.model, shape, calls, guided=guided)
         rows[str(n)] = dict(fd=metrics[f"{METRIC}_{label}"], gflops=flops / 1e9, calls=calls)
+    groups = count_params(exp)
     return dict(
         step=int(step),
-        params=trained_params(config),
-        params_by_group=count_params(config),
+        params=trained_params(groups),
+        params_by_group=groups,
         guided=guided,
         forward_gflops=accounting.forward_flops_per_example(exp.model, shape) / 1e9,
         train_gflops_per_step=accounting.step_cost(
@@ -227,7 +231,8 @@ def main():
         c = bfm_config(k)
         configs[f"bfm_k{k}"] = c
         width = int(c.model.hidden_size)
-        configs[f"single_k{k}"] = matched_single_config(trained_params(c), width)
+        target = trained_params(count_params(Experiment(c)))
+        configs[f"single_k{k}"] = matched_single_config(target, width)
     # Ablation: K = 2 without the representation alignment (is the guidance helping here?).
     configs["bfm_k2_noalign"] = bfm_config(2)
     configs["bfm_k2_noalign"].objective.blockwise.update(align_weight=0.0, encoder="none")

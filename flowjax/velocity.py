@@ -28,7 +28,9 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _tag(fn: Callable, kind: str) -> Callable:
+def tag_velocity(fn: Callable, kind: str) -> Callable:
+    """``fn`` tagged with its kind, ``"average"`` or ``"instantaneous"``."""
+
     def tagged(*args, **kwargs):
         return fn(*args, **kwargs)
 
@@ -39,12 +41,12 @@ def _tag(fn: Callable, kind: str) -> Callable:
 
 def average_velocity(fn: Callable) -> Callable:
     """Tag ``fn(x, t, cond, t_end)`` as an average-velocity function (for :class:`FlowMap`)."""
-    return _tag(fn, "average")
+    return tag_velocity(fn, "average")
 
 
 def instantaneous_velocity(fn: Callable) -> Callable:
     """Tag ``fn(x, t, cond)`` as an instantaneous velocity (for ODE solvers)."""
-    return _tag(fn, "instantaneous")
+    return tag_velocity(fn, "instantaneous")
 
 
 def velocity_kind(fn: Callable) -> str | None:
@@ -115,9 +117,6 @@ def cfg_velocity(
     return guided
 
 
-average_velocity_tag = average_velocity  # make_velocity_fn has a flag of that name
-
-
 def make_velocity_fn(
     apply_fn,
     *,
@@ -157,7 +156,6 @@ def make_velocity_fn(
             v = cfg_velocity(v, cfg_scale, num_classes, cfg_interval)
         return v(x, t, cond, *t_end, *(extra[k] for k in names))
 
-    tag = average_velocity_tag if average_velocity else instantaneous_velocity
-    tagged = tag(velocity)
+    tagged = tag_velocity(velocity, "average" if average_velocity else "instantaneous")
     tagged.guidance = (cfg_scale, num_classes) if guided else None
     return tagged

@@ -162,31 +162,32 @@ def test_binned_means():
     assert float(out["loss_t3"]) == pytest.approx(100.0)
 
 
-def _tiny_dfm_config():
+def _tiny_image_config(name: str, **model):
+    """``configs/<name>.py``'s model and objective on the shrunk digits DiT config."""
     from tests.parallel.synthetic import tiny_dit_config
 
     config = tiny_dit_config()
-    dfm = load_config("digits_dfm")
-    config.model, config.objective = dfm.model, dfm.objective
-    config.model.update(hidden_size=32, depth=1, num_heads=2)
+    own = load_config(name)
+    config.model, config.objective = own.model, own.objective
+    config.model.update(model)
     return config
 
 
 def _tiny_bfm_config():
-    """digits_bfm shrunk, without the representation encoder (it would train the digits
-    classifier; the alignment has its own tests in tests/objectives/test_blockwise.py)."""
-    from tests.parallel.synthetic import tiny_dit_config
-
-    config = tiny_dit_config()
-    bfm = load_config("digits_bfm")
-    config.model, config.objective = bfm.model, bfm.objective
-    config.model.update(hidden_size=16, num_heads=2, feature_depth=1, projector_dim=16)
+    """Without the representation encoder (it would train the digits classifier; the
+    alignment has its own tests in tests/objectives/test_blockwise.py)."""
+    config = _tiny_image_config(
+        "digits_bfm", hidden_size=16, num_heads=2, feature_depth=1, projector_dim=16
+    )
     config.objective.blockwise.update(encoder="none", align_weight=0.0)
     return config
 
 
 # Objectives whose networks take images (and not the toy config's points): a config builder.
-IMAGE_OBJECTIVES = {"decomposable": _tiny_dfm_config, "blockwise": _tiny_bfm_config}
+IMAGE_OBJECTIVES = {
+    "decomposable": lambda: _tiny_image_config("digits_dfm", hidden_size=32, depth=1, num_heads=2),
+    "blockwise": _tiny_bfm_config,
+}
 
 
 @pytest.mark.parametrize("name", objectives.objective_names())

@@ -421,9 +421,8 @@ def build_blockwise(cfg: Any, num_classes: int | None) -> BlockwiseFlowMatching:
     if "align_weight" in section:
         kwargs["align_weight"] = float(section["align_weight"])
     if kwargs.get("align_weight", BlockwiseFlowMatching.align_weight) > 0:
-        encoder = section.get("encoder", None)
         kwargs["encoder"], kwargs["encoder_dim"] = _encoder(
-            encoder, section.get("encoder_cache_dir")
+            section.get("encoder"), section.get("encoder_cache_dir")
         )
     if section.get("frn", False):
         kwargs["stage"] = "frn"

@@ -38,7 +38,7 @@ import numpy as np
 
 from flowjax.registry import Registry
 from flowjax.time import grids
-from flowjax.velocity import _tag, velocity_kind
+from flowjax.velocity import tag_velocity, velocity_kind
 
 Array = jax.Array
 VelocityFn = Callable[[Array, Array, Any], Array]
@@ -241,7 +241,7 @@ def make_sampler(
         def v(x, t, c, *t_end):
             return velocity_fn(params, x, t, c, *t_end)
 
-        v = v if kind is None else _tag(v, kind)
+        v = v if kind is None else tag_velocity(v, kind)
         return sample(solver, v, x0, ts, cond, return_trajectory=return_trajectory)
 
     return run
