@@ -149,7 +149,10 @@ class _Latents:
             }
 
 
-def _config(variant, batch, objective, model_kw, tiny):
+def _config(variant, batch, objective, model_kw, tiny, all_rows=False):
+    """The ImageNet DiT config at ``variant``/``batch``; ``objective`` "fm" or "meanflow"
+    (ImageNet's adaptive weight and label dropout; ``all_rows``: the JVP over the whole batch,
+    as the published code does, instead of the e > s rows only)."""
     from flowjax.config_files import load_config
 
     config = load_config("imagenet256_dit")
@@ -162,6 +165,7 @@ def _config(variant, batch, objective, model_kw, tiny):
         config.objective = load_config("meanflow_toy2d").objective
         config.objective.meanflow.adaptive_p = 1.0  # ImageNet's adaptive weight
         config.objective.label_dropout = 0.1
+        config.objective.meanflow.jvp_all_rows = all_rows
     return config
 
 
@@ -171,7 +175,7 @@ def _peak(device) -> float:
     return accounting.peak_flops_per_device(device.device_kind) or 989e12
 
 
-def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False) -> dict:
+def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False, all_rows=False) -> dict:
     """Compile and time flowjax's jitted, donated ``Experiment`` train step."""
     import jax
     import numpy as np
@@ -180,7 +184,7 @@ def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False) -> dic
 
     image = 8 if tiny else 32
     exp = Experiment(
-        _config(variant, batch, objective, model_kw, tiny), data=_Latents(batch, image)
+        _config(variant, batch, objective, model_kw, tiny, all_rows), data=_Latents(batch, image)
     )
     state = exp.init_state()
     step = exp.jit_train_step()
@@ -253,6 +257,9 @@ def torch_entry(variant, batch, objective, compile_, steps, tiny=False) -> dict:
     )
 
 
+ALL_ROWS = ", JVP on all rows"  # a MeanFlow setting's suffix: the published whole-batch JVP
+
+
 # The plan, in order of importance (a GPU lease is short): (row label, variant, batch,
 # objective, flowjax settings). The torch rows follow the first four rows' flowjax entries.
 DEVICE_PLAN = (
@@ -282,12 +289,19 @@ SECOND_PLAN = (  # --plan second: unrolled blocks with cuDNN attention, the XL/2
     ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, xla",)),
     ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, xla",)),
 )
-NEXT_PLAN = (  # --plan next: the open goals (MeanFlow with the bf16 JVP rule, XL/2 at batch 256)
-    ("MeanFlow DiT-XL/2, batch 128", "XL/2", 128, "meanflow", ("unrolled, cudnn",)),
+NEXT_PLAN = (  # --plan next: the open goals (MeanFlow with the JVP on the e > s rows only and
+    # the bf16 JVP rule, against the published whole-batch JVP; XL/2 at batch 256)
     ("DiT-XL/2 flow matching, batch 128", "XL/2", 128, "fm", ("unrolled, cudnn",)),
+    (
+        "MeanFlow DiT-XL/2, batch 128",
+        "XL/2",
+        128,
+        "meanflow",
+        ("unrolled, cudnn", "unrolled, xla", "unrolled, cudnn" + ALL_ROWS),
+    ),
     ("DiT-XL/2 flow matching, batch 256", "XL/2", 256, "fm", ("unrolled, cudnn",)),
-    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, cudnn",)),
-    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn",)),
+    ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("unrolled, cudnn", "unrolled, xla")),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("unrolled, cudnn", "unrolled, xla")),
 )
 TORCH_PLAN = (
     ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", (False, True)),
@@ -297,13 +311,13 @@ TORCH_PLAN = (
 )
 TINY_PLAN = (
     ("DiT-S/2 flow matching, batch 256", "S/2", 256, "fm", ("scan, xla",)),
-    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("scan, xla",)),
+    ("MeanFlow DiT-S/2, batch 256", "S/2", 256, "meanflow", ("scan, xla", "scan, xla" + ALL_ROWS)),
 )
 REMAT = dict(remat=True, remat_policy="dots_with_no_batch_dims_saveable")
 
 
 def _setting(name: str) -> dict:
-    blocks, attn = name.split(", ")
+    blocks, attn = name.removesuffix(ALL_ROWS).split(", ")
     return dict(scan_blocks=blocks == "scan", attention=attn)
 
 
@@ -363,7 +377,14 @@ def device_table(args) -> None:
                     label,
                     f"flowjax ({name})",
                     functools.partial(
-                        flowjax_entry, variant, batch_, objective, kw, args.steps, tiny
+                        flowjax_entry,
+                        variant,
+                        batch_,
+                        objective,
+                        kw,
+                        args.steps,
+                        tiny,
+                        name.endswith(ALL_ROWS),
                     ),
                 )
                 if res is not None and "error" in res and "memory" in res["error"].lower():
@@ -378,6 +399,7 @@ def device_table(args) -> None:
                             dict(kw, **REMAT),
                             args.steps,
                             tiny,
+                            name.endswith(ALL_ROWS),
                         ),
                     )
 
@@ -430,7 +452,7 @@ def _print_table(out):
         ratio = ""
         if r["row"].startswith("MeanFlow"):
             size, b = r["row"].split()[1].rstrip(","), r["row"].split()[-1]
-            base = fm.get((size, r["implementation"], b))
+            base = fm.get((size, r["implementation"].replace(ALL_ROWS, ""), b))
             if base:
                 ratio = f"{r['step_seconds'] / base['step_seconds']:.2f}"
         comp = f"{r['compile_seconds']:.1f}" if r.get("compile_seconds") is not None else ""
@@ -441,7 +463,8 @@ def _print_table(out):
 
 
 def compile_only(args) -> None:
-    """Lower + compile time of the DiT-S/2 FM step on this CPU: unrolled vs scanned blocks."""
+    """Lower + compile time of the DiT training step on this CPU: unrolled vs scanned blocks
+    (``--objective``: the FM step, MeanFlow's, or MeanFlow's with the whole-batch JVP)."""
     import jax
 
     from flowjax.models import dit_variant
@@ -450,7 +473,8 @@ def compile_only(args) -> None:
     res = {}
     for name, kw in (("unrolled", dict(scan_blocks=False)), ("scan", dict(scan_blocks=True))):
         kw = dict(kw, dtype=args.dtype, **({"depth": args.depth} if args.depth else {}))
-        cfg = _config(args.variant, args.batch, "fm", kw, False)
+        objective = args.objective.removesuffix("-all-rows")
+        cfg = _config(args.variant, args.batch, objective, kw, False, args.objective != objective)
         exp = Experiment(cfg, data=_Latents(args.batch))
         state = exp.init_state()
         b = exp.global_batch(next(exp.data.iterator(0)))
@@ -461,7 +485,8 @@ def compile_only(args) -> None:
         t2 = time.perf_counter()
         res[name] = dict(trace_lower_seconds=t1 - t0, compile_seconds=t2 - t1, total=t2 - t0)
         print(
-            f"DiT-{args.variant} FM step, batch {args.batch}, {name}: trace+lower {t1 - t0:.1f} s, "
+            f"DiT-{args.variant} {args.objective} step, batch {args.batch}, {name}: "
+            f"trace+lower {t1 - t0:.1f} s, "
             f"compile {t2 - t1:.1f} s, total {t2 - t0:.1f} s  (load average "
             f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)",
             flush=True,
@@ -480,14 +505,16 @@ def compile_only(args) -> None:
         jax=jax.__version__,
         command=f"python benchmarks/dit_step.py --compile-only --dtype={args.dtype} "
         f"--batch={args.batch} --variant={args.variant}"
-        + (f" --depth={args.depth}" if args.depth else ""),
+        + (f" --depth={args.depth}" if args.depth else "")
+        + (f" --objective={args.objective}" if args.objective != "fm" else ""),
     )
     # One entry per (variant, depth, dtype, batch); other entries of the file are kept.
     path = os.path.join(REPO, "results", "dit_compile_cpu.json")
     stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
     stored = stored if "runs" in stored else {"runs": {}}
     depth = args.depth or dit_variant(args.variant.split("/")[0] + "/2")["depth"]
-    stored["runs"][f"{args.variant} depth {depth} {args.dtype} batch {args.batch}"] = res
+    key = f"{args.variant} depth {depth} {args.dtype} batch {args.batch}"
+    stored["runs"][key + ("" if args.objective == "fm" else f" {args.objective}")] = res
     with open(path, "w", encoding="utf-8") as f:
         json.dump(stored, f, indent=1)
 
@@ -495,21 +522,39 @@ def compile_only(args) -> None:
 def flop_ratio(args) -> None:
     """XLA's FLOP count of the compiled MeanFlow step over the FM step (DiT, this CPU)."""
     import jax
+    import numpy as np
 
     from flowjax.training import Experiment
 
-    rows = {}
-    for objective, rule in (("fm", False), ("meanflow", False), ("meanflow", True)):
+    rows, seconds = {}, {}
+    for objective, rule, all_rows in (
+        ("fm", False, False),
+        ("meanflow", False, False),
+        ("meanflow", True, False),
+        ("meanflow", False, True),
+        ("meanflow", True, True),
+    ):
         kw = dict(scan_blocks=False, dtype=args.dtype, attention="xla", attention_jvp_rule=rule)
         exp = Experiment(
-            _config(args.variant, args.batch, objective, kw, False), data=_Latents(args.batch)
+            _config(args.variant, args.batch, objective, kw, False, all_rows),
+            data=_Latents(args.batch),
         )
+        state = exp.init_state() if args.steps else exp.abstract_state()
         batch = exp.global_batch(next(_Latents(args.batch).iterator(0)))
-        compiled = exp.jit_train_step().lower(exp.abstract_state(), batch).compile()
+        compiled = exp.jit_train_step().lower(state, batch).compile()
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         name = objective + (", forward-mode rule" if rule else "")
+        name += " (JVP on all rows, as published)" if all_rows else ""
         rows[name] = float(cost["flops"])
+        if args.steps:  # also time the compiled step on this machine
+            times = []
+            for _ in range(args.steps + 1):
+                t0 = time.perf_counter()
+                state, metrics = compiled(state, batch)
+                jax.block_until_ready(metrics["loss"])
+                times.append(time.perf_counter() - t0)
+            seconds[name] = float(np.median(times[1:]))
     fm = rows["fm"]
     out = dict(
         variant=args.variant,
@@ -519,12 +564,27 @@ def flop_ratio(args) -> None:
         ratio_to_fm={k: v / fm for k, v in rows.items()},
         jax=jax.__version__,
         command=f"python benchmarks/dit_step.py --flop-ratio --variant={args.variant} "
-        f"--batch={args.batch} --dtype={args.dtype}",
+        f"--batch={args.batch} --dtype={args.dtype}"
+        + (f" --steps={args.steps}" if args.steps else ""),
     )
     for k, v in out["ratio_to_fm"].items():
         print(f"{k}: {rows[k] / 1e9:.1f} GFLOP per step, {v:.3f}x the FM step", flush=True)
-    with open(os.path.join(REPO, "results", "meanflow_flops.json"), "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=1)
+    if seconds:
+        out.update(
+            device=str(jax.devices()[0].device_kind),
+            step_seconds=seconds,
+            time_ratio_to_fm={k: v / seconds["fm"] for k, v in seconds.items()},
+        )
+        for k, v in seconds.items():
+            print(f"{k}: {v * 1e3:.0f} ms per step on this machine, {v / seconds['fm']:.3f}x FM")
+    # One entry per (variant, batch, dtype, timed or not); other entries of the file are kept.
+    path = os.path.join(REPO, "results", "meanflow_flops.json")
+    stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+    stored = stored if "runs" in stored else {"runs": {}}
+    key = f"{args.variant} batch {args.batch} {args.dtype}" + (" timed" if seconds else "")
+    stored["runs"][key] = out
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(stored, f, indent=1)
 
 
 def main():
@@ -547,6 +607,12 @@ def main():
     parser.add_argument("--variant", default="S/2")
     parser.add_argument("--dtype", default="float32", help="compute dtype of --compile-only")
     parser.add_argument("--depth", type=int, default=0, help="--compile-only: override the depth")
+    parser.add_argument(
+        "--objective",
+        default="fm",
+        choices=("fm", "meanflow", "meanflow-all-rows"),
+        help="--compile-only: the step to compile",
+    )
     args = parser.parse_args()
     if args.device:
         args.steps = args.steps or (2 if args.tiny else 10)

@@ -10,7 +10,9 @@ with omega = 1, kappa = 0.5 that adds two no-gradient forward passes for the tar
 reports:
 
 - seconds per step (fastest of several alternating rounds of ``--steps`` steps each) and the
-  ratio MeanFlow / flow matching (target <= 1.4: one JVP costs about one extra forward);
+  ratio MeanFlow / flow matching (target <= 1.4: one JVP costs about one extra forward),
+  for flowjax's MeanFlow (the JVP on the rows with e > s only) and for the published
+  whole-batch JVP (``jvp_all_rows=True``, the same loss and gradients);
 - XLA's compiled peak temporary memory (``memory_analysis().temp_size_in_bytes``) of each
   step and its ratio.
 
@@ -32,9 +34,10 @@ from flowjax.training import Experiment
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _meanflow(config, guided: bool):
+def _meanflow(config, guided: bool, all_rows: bool = False):
     mf = load_config("meanflow_toy2d").objective
     config.objective = mf
+    config.objective.meanflow.jvp_all_rows = all_rows
     config.model.time_scale = 1.0
     if guided:
         config.objective.label_dropout = 0.1
@@ -87,6 +90,9 @@ def main():
     for name, (config, batch, conditional) in cases().items():
         variants = {"flow matching": config.copy_and_resolve_references()}
         variants["MeanFlow"] = _meanflow(config.copy_and_resolve_references(), False)
+        variants["MeanFlow, JVP on all rows"] = _meanflow(
+            config.copy_and_resolve_references(), False, all_rows=True
+        )
         if conditional:
             variants["MeanFlow + guided target"] = _meanflow(
                 config.copy_and_resolve_references(), True

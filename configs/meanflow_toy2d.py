@@ -9,7 +9,9 @@ the measurements below).
 Measured (``experiments/one_step.py``, 20 000 samples, the main job's evaluation noise):
 sliced-Wasserstein 0.047 / 0.039 / 0.028 at 1 / 2 / 4 NFE, against 1.12 / 0.50 / 0.26 for
 the main job's rectified flow with Euler and 0.014 for its 128-NFE RK4 solve; 8000 steps
-took 6.8 minutes here (a MeanFlow step costs 1.66x a flow-matching step on this small MLP).
+took 6.8 minutes here, when the JVP still ran over the whole batch (a MeanFlow step now costs
+1.33x a flow-matching step on this small MLP, 1.51x with the whole-batch JVP:
+``python benchmarks/meanflow_step.py``).
 Sampled with the flow-map sampler at 1, 2 and 4 NFE (``flowmap:k``:
 ``x <- x + (t_next - t) u(x, t, t_next)``); the reference (last) setting is 4 NFE.
 """
@@ -40,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         omega=1.0,
         kappa=0.0,
         guidance_interval=None,
+        jvp_all_rows=False,  # True: the JVP over the whole batch, as published (same gradients)
     )
     # Dispersive's defaults, with weight 0 (= no dispersive term); stated to be overridable.
     c.objective.dispersive = dict(

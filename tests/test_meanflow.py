@@ -1,6 +1,8 @@
 """MeanFlow (docs/maths/meanflow.md): the target identity, the JVP, guidance, the convention
 adapter, the dispersive loss and the flow-map sampler's kind checks."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -214,11 +216,13 @@ _CASES = {
 }
 
 
+@pytest.mark.parametrize("jvp_all_rows", [False, True], ids=["jvp_needed_rows", "jvp_all_rows"])
 @pytest.mark.parametrize("case", list(_CASES))
-def test_loss_and_gradient_equal_the_published_loss(case):
+def test_loss_and_gradient_equal_the_published_loss(case, jvp_all_rows):
     """flowjax's loss_fn and its gradient w.r.t. the network's params equal the published loss
     on the same draws (converted: t = 1 - s, r = 1 - e, e_MF = x0), for guidance with an
-    interval (MF t in [0, 0.8], our s in [0.2, 1]), adaptive weight p = 1, label dropout."""
+    interval (MF t in [0, 0.8], our s in [0.2, 1]), adaptive weight p = 1, label dropout;
+    with the JVP over the e > s rows only (default) and over the whole batch (published)."""
     spec = _CASES[case]
     b = 16
     k1, k2, key = jax.random.split(jax.random.PRNGKey(5), 3)
@@ -237,6 +241,7 @@ def test_loss_and_gradient_equal_the_published_loss(case):
         omega=spec["omega"],
         kappa=spec["kappa"],
         guidance_interval=convention.interval_from_opposite((t_lo, t_hi)),
+        jvp_all_rows=jvp_all_rows,
     )
     cfg = dict(omega=spec["omega"], kappa=spec["kappa"], t_lo=t_lo, t_hi=t_hi, p=spec["p"], c=0.01)
     draws = obj.draws(key, batch)
@@ -268,6 +273,49 @@ def test_loss_and_gradient_equal_the_published_loss(case):
         np.testing.assert_allclose(grad[name], ref_grad[name], rtol=1e-4, atol=1e-5 * scale)
 
 
+def _jvp_row_counter():
+    """An identity whose forward-mode rule records the rows it is differentiated on."""
+    rows = []
+
+    @jax.custom_jvp
+    def probe(x):
+        return x
+
+    @probe.defjvp
+    def _(primals, tangents):
+        rows.append(primals[0].shape[0])
+        return probe(primals[0]), tangents[0]
+
+    return probe, rows
+
+
+@pytest.mark.parametrize(
+    "fraction, batch, expected", [(0.75, 16, [4]), (0.5, 7, [4]), (0.0, 8, [8]), (1.0, 8, [])]
+)
+def test_the_jvp_runs_only_on_rows_where_e_can_exceed_s(fraction, batch, expected):
+    """The default runs the JVP on the trailing B - floor(equal_fraction B) rows only (none at
+    equal_fraction 1); ``jvp_all_rows=True`` on all B; the loss and gradients agree."""
+    probe, rows = _jvp_row_counter()
+    params = _mf_params()
+
+    def apply_fn(p, x, s, cond=None, *, t_end, **kwargs):
+        return _flowjax_apply(p, probe(x), s, cond, t_end=t_end)
+
+    x1 = jax.random.normal(KEY, (batch, 3))
+    results = []
+    for all_rows in (False, True):
+        obj = MeanFlow(equal_fraction=fraction, jvp_all_rows=all_rows)
+        rows.clear()
+        results.append(
+            jax.value_and_grad(lambda p, o=obj: o.loss_fn(p, apply_fn, {"x1": x1}, KEY)[0])(params)
+        )
+        assert rows == (expected if not all_rows else [batch])
+    (v0, g0), (v1, g1) = results
+    np.testing.assert_allclose(v0, v1, rtol=1e-6)
+    for name in params:
+        np.testing.assert_allclose(g0[name], g1[name], rtol=1e-5, atol=1e-7)
+
+
 def test_label_dropout_rows():
     """'leading' (default, published): the first K rows, K = #{u_i < p}, all with e = s;
     'random': the rows with u_i < p themselves; both from the same uniforms."""
@@ -289,14 +337,14 @@ def test_label_dropout_rows():
     np.testing.assert_array_equal(draws["dropped"], expected)
     np.testing.assert_array_equal(draws["y_in"] == 3, expected)
     assert bool(jnp.all(draws["e"][expected] == draws["s"][expected]))  # only e = s rows
-    seen = {}
+    seen = []  # the labels of each network call, in call order (the e = s rows come first)
 
     def apply_fn(params, x, s, cond, *, t_end, **kwargs):
-        seen["cond"] = np.asarray(cond)
+        seen.append(np.asarray(cond))
         return x
 
     obj.loss_fn(None, apply_fn, batch, key)
-    np.testing.assert_array_equal(seen["cond"] == 3, expected)
+    np.testing.assert_array_equal(np.concatenate(seen) == 3, expected)
     random_obj = MeanFlow(num_classes=3, label_dropout=p, label_dropout_rows="random")
     assert not np.array_equal(random_obj.draws(key, batch)["dropped"], expected)
     with pytest.raises(ValueError, match="label_dropout_rows must be one of"):
@@ -460,6 +508,10 @@ def test_meanflow_with_dispersive_features(tiny_average_net):
     loss1, m1 = reg.loss_fn(params, apply_fn, {"x1": x1}, KEY)
     np.testing.assert_allclose(loss1, loss0 + m1["dispersive"], rtol=1e-5)
     assert float(m1["dispersive"]) < 0.0
+    # The features of the two row groups (plain pass, JVP pass) rejoin in batch order.
+    whole = dataclasses.replace(reg, jvp_all_rows=True)
+    _, m2 = whole.loss_fn(params, apply_fn, {"x1": x1}, KEY)
+    np.testing.assert_allclose(m1["dispersive"], m2["dispersive"], rtol=1e-5)
     with pytest.raises(ValueError, match="available: \\['feature_0', 'feature_1'\\]"):
         bad = MeanFlow(dispersive=Dispersive(layers=("feature_9",)))
         bad.loss_fn(params, apply_fn, {"x1": x1}, KEY)

@@ -317,6 +317,14 @@ class Discrete:
         raise NotImplementedError("Discrete is a discrete law without a density; see support()")
 
 
+def num_equal_rows(batch_size: int, equal_fraction: float) -> int:
+    """How many leading rows :func:`sample_pair` gives ``e = s``: ``floor(equal_fraction * B)``
+    (with a tiny tolerance, so that ``0.29 * 100`` counts 29 rows)."""
+    if not (0.0 <= equal_fraction <= 1.0):
+        raise ValueError(f"equal_fraction must be in [0, 1]; got {equal_fraction!r}")
+    return math.floor(equal_fraction * batch_size + 1e-9)
+
+
 def sample_pair(
     key: Array,
     shape: Shape,
@@ -343,7 +351,7 @@ def sample_pair(
     a = base.sample(key_a, shape, dtype)
     b = base.sample(key_b, shape, dtype)
     s, e = jnp.minimum(a, b), jnp.maximum(a, b)
-    num_equal = math.floor(equal_fraction * shape[0] + 1e-9)
+    num_equal = num_equal_rows(shape[0], equal_fraction)
     rows = jnp.arange(shape[0]).reshape((shape[0],) + (1,) * (len(shape) - 1))
     e = jnp.where(rows < num_equal, s, e)
     return s, e

@@ -185,8 +185,16 @@ class _Latents(SyntheticImages):
 
 
 def _shrunk(name: str):
-    """``configs/<name>.py`` as shipped (mesh, rules, objective) with a tiny network."""
+    """``configs/<name>.py`` as shipped (mesh, rules, objective) with a tiny network;
+    ``<name>+meanflow``: that config with the MeanFlow objective (plain squared error, label
+    dropout on the leading rows, guidance in the target)."""
+    name, _, objective = name.partition("+")
     c = load_config(name)
+    if objective == "meanflow":
+        c.objective = load_config("meanflow_toy2d").objective
+        c.objective.label_dropout = 0.25
+        c.objective.meanflow.update(omega=0.6, kappa=0.3)  # plain squared error: p = 0
+        c.model.update(dict(hidden_size=32, depth=1, num_heads=2))  # the DiT config names a variant
     tiny = dict(variant=None, hidden_size=32, depth=1, num_heads=2, dtype="float32")
     tiny.update(feature_depth=1, segment_depth=1, frn_depth=1, projector_dim=32)
     c.model.update({k: v for k, v in tiny.items() if k in c.model})

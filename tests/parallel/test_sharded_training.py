@@ -116,3 +116,15 @@ def test_multistage_latent_configs_train_sharded_like_dit(tmp_path):
         np.testing.assert_allclose(run["losses_8"], run["losses_1"], rtol=1e-5)
         assert run["params_max_diff"] < 1e-5
         assert run["sharded_weights"] >= run["weights"] // 3, run
+
+
+@pytest.mark.slow
+def test_meanflow_step_with_its_two_row_groups_matches_one_device(tmp_path):
+    # The MeanFlow step runs a plain pass on the e = s rows and the JVP on the rest (12 + 4
+    # rows of a batch of 16 sharded 8 ways): the same losses and parameters as on one device.
+    r = _worker("multistage", tmp_path, "imagenet256_dit+meanflow")
+    run = r["imagenet256_dit+meanflow"]
+    assert run["mesh"]["fsdp"] == 8, run["mesh"]
+    assert np.all(np.isfinite(run["losses_8"]))
+    np.testing.assert_allclose(run["losses_8"], run["losses_1"], rtol=1e-5)
+    assert run["params_max_diff"] < 1e-5
