@@ -240,7 +240,11 @@ class MeanFlow(Objective):
     def loss_from_draws(
         self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], draws: dict[str, Any]
     ) -> tuple[Array, Metrics]:
-        """Steps 2-5 (and the dispersive term) for the draws of :meth:`draws`."""
+        """Steps 2-5 (and the dispersive term) for the draws of :meth:`draws`.
+
+        Draws made otherwise must keep its layout: ``e = s`` on the leading
+        ``floor(equal_fraction * B)`` rows, which skip the JVP (or set ``jvp_all_rows=True``).
+        """
         x1 = batch["x1"]
         b = x1.shape[0]
         s, e, x0, y_in = draws["s"], draws["e"], draws["x0"], draws["y_in"]
