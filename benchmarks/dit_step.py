@@ -17,7 +17,7 @@ Results go to ``results/dit_step.json``.
 Compile time of the DiT-S/2 step on this CPU, unrolled blocks vs ``nn.scan`` (the step is
 lowered and compiled, not run)::
 
-    python benchmarks/dit_step.py --compile-only
+    python benchmarks/dit_step.py --compile-only [--objective=meanflow|meanflow-all-rows]
 
 Accelerator table (one GPU; ``--tiny`` runs the whole path on a CPU in under a minute)::
 
@@ -508,13 +508,19 @@ def compile_only(args) -> None:
         + (f" --depth={args.depth}" if args.depth else "")
         + (f" --objective={args.objective}" if args.objective != "fm" else ""),
     )
-    # One entry per (variant, depth, dtype, batch); other entries of the file are kept.
-    path = os.path.join(REPO, "results", "dit_compile_cpu.json")
-    stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
-    stored = stored if "runs" in stored else {"runs": {}}
     depth = args.depth or dit_variant(args.variant.split("/")[0] + "/2")["depth"]
     key = f"{args.variant} depth {depth} {args.dtype} batch {args.batch}"
-    stored["runs"][key + ("" if args.objective == "fm" else f" {args.objective}")] = res
+    _store_run(
+        "dit_compile_cpu.json", key + ("" if args.objective == "fm" else f" {args.objective}"), res
+    )
+
+
+def _store_run(filename: str, key: str, entry: dict) -> None:
+    """Put ``entry`` under ``runs[key]`` of ``results/<filename>``, keeping the other runs."""
+    path = os.path.join(REPO, "results", filename)
+    stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+    stored = stored if "runs" in stored else {"runs": {}}
+    stored["runs"][key] = entry
     with open(path, "w", encoding="utf-8") as f:
         json.dump(stored, f, indent=1)
 
@@ -577,14 +583,8 @@ def flop_ratio(args) -> None:
         )
         for k, v in seconds.items():
             print(f"{k}: {v * 1e3:.0f} ms per step on this machine, {v / seconds['fm']:.3f}x FM")
-    # One entry per (variant, batch, dtype, timed or not); other entries of the file are kept.
-    path = os.path.join(REPO, "results", "meanflow_flops.json")
-    stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
-    stored = stored if "runs" in stored else {"runs": {}}
     key = f"{args.variant} batch {args.batch} {args.dtype}" + (" timed" if seconds else "")
-    stored["runs"][key] = out
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(stored, f, indent=1)
+    _store_run("meanflow_flops.json", key, out)
 
 
 def main():

@@ -194,9 +194,10 @@ def _shrunk(name: str):
         c.objective = load_config("meanflow_toy2d").objective
         c.objective.label_dropout = 0.25
         c.objective.meanflow.update(omega=0.6, kappa=0.3)  # plain squared error: p = 0
-        c.model.update(dict(hidden_size=32, depth=1, num_heads=2))  # the DiT config names a variant
     tiny = dict(variant=None, hidden_size=32, depth=1, num_heads=2, dtype="float32")
     tiny.update(feature_depth=1, segment_depth=1, frn_depth=1, projector_dim=32)
+    if c.model.name == "dit":  # the DiT config names a variant: give the sizes instead
+        c.model.update({k: tiny[k] for k in ("hidden_size", "depth", "num_heads")})
     c.model.update({k: v for k, v in tiny.items() if k in c.model})
     c.train.update(dict(batch_size=16, num_steps=3, progress=False, tensorboard=False))
     return c
