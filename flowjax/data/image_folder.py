@@ -385,11 +385,6 @@ class ImageFolderSource:
         else:
             self.train = ImageFolder(self.path, "train", eval_fraction=eval_fraction, **common)
             self.held = ImageFolder(self.path, "test", eval_fraction=eval_fraction, **common)
-        if len(self.train) < batch_size:
-            raise ValueError(
-                f"image folder {self.path!r} has {len(self.train)} training images, fewer than "
-                f"the global batch size {batch_size}; lower train.batch_size or add images"
-            )
         self.name = os.path.basename(os.path.normpath(self.path))
         self.resolution = int(resolution)
         self.element_shape = (self.resolution, self.resolution, int(channels))
@@ -405,6 +400,11 @@ class ImageFolderSource:
             shard_count=shard_count,
             num_threads=num_threads,
         )
+        if self.num_examples < batch_size:
+            raise ValueError(
+                f"image folder {self.path!r} has {self.num_examples} training images, fewer "
+                f"than the global batch size {batch_size}; lower train.batch_size or add images"
+            )
         held_rule = "eval_path" if self.eval_path else f"eval_fraction={float(eval_fraction)!r}"
         text = (
             f"image_folder;resolution={self.resolution};held={held_rule}\n"
