@@ -34,7 +34,7 @@ INSTALL_REQUIRES = [
     # Logging, progress, figures.
     "tqdm>=4.66",
     "matplotlib>=3.8",
-    "pillow>=10.0",  # reads the sample figure for TensorBoard (also a matplotlib dependency)
+    "pillow>=10.0",  # image folders (flowjax.data.image_folder), the sample figure for TensorBoard
     "tensorboardX>=2.6.2",
 ]
 

@@ -29,26 +29,8 @@ import jax
 import numpy as np
 
 from flowjax.data import latents as latent_data
-from flowjax.data.tfds_pipeline import open_source
+from flowjax.data.image_folder import center_crop, open_images
 from flowjax.models.vae import AutoencoderKL
-
-
-def center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
-    """ADM's ``center_crop_arr`` on a uint8 ``[H, W, C]`` image -> ``[R, R, C]`` uint8."""
-    from PIL import Image
-
-    grey = image.ndim == 3 and image.shape[-1] == 1
-    pil = Image.fromarray(image[..., 0] if grey else image)
-    if pil.size == (resolution, resolution):
-        return image
-    while min(pil.size) >= 2 * resolution:
-        pil = pil.resize(tuple(s // 2 for s in pil.size), resample=Image.BOX)
-    scale = resolution / min(pil.size)
-    pil = pil.resize(tuple(round(s * scale) for s in pil.size), resample=Image.BICUBIC)
-    arr = np.asarray(pil)
-    top, left = (arr.shape[0] - resolution) // 2, (arr.shape[1] - resolution) // 2
-    arr = arr[top : top + resolution, left : left + resolution]
-    return arr[..., None] if grey else arr
 
 
 class LatentEncoder:
@@ -158,7 +140,7 @@ def encode_image_set(
         raise ValueError(f"mode={mode!r}; choose 'posterior' or 'sample'.")
     if split and num_examples is not None:
         split = f"{split}[:{int(num_examples)}]"
-    source = open_source(name, split, data_dir)
+    source = open_images(name, split, data_dir)  # a tfds name or a folder of images
     enc = LatentEncoder(
         vae,
         source,
@@ -213,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--vae", required=True, help="VAE weights: flowjax .npz or diffusers .safetensors"
     )
-    p.add_argument("--tfds", required=True, help="prepared tfds image set, e.g. imagenet2012")
+    p.add_argument("--tfds", required=True, help="prepared tfds image set or an image folder")
     p.add_argument("--split", default="train")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--resolution", type=int, default=256)

@@ -1,4 +1,5 @@
-"""Data for flowjax: 2-D toy distributions, the bundled digits tfds set, and a tfds image pipeline.
+"""Data for flowjax: 2-D toy distributions, the bundled digits tfds set, a tfds image pipeline
+and image folders.
 
 Importing this package registers the tfds builder ``sklearn_digits``, so
 ``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run.
@@ -19,6 +20,7 @@ from flowjax.data.base import (
 from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
+from flowjax.data.image_folder import ImageFolder, ImageFolderSource, center_crop, open_images
 from flowjax.data.pairs import (
     PairSource,
     finalize_pairs,
@@ -64,6 +66,10 @@ __all__ = [
     "register_feature_metric",
     "register_local_builder",
     "ArrayFileSource",
+    "ImageFolder",
+    "ImageFolderSource",
+    "center_crop",
+    "open_images",
     "ArraySource",
     "RecordedShapeSource",
     "describe_source",

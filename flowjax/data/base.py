@@ -12,6 +12,7 @@ resumed run sees exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -82,6 +83,27 @@ class BatchLayout:
     def local(self, global_rows: Any) -> Any:
         """This process's part of the rows of one global batch (leading axis ``B``)."""
         return global_rows[self.offset : self.offset + self.local_batch_size]
+
+
+def held_out_split(n: int, eval_fraction: float, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``(held_out, train)`` of a data set of ``n`` examples that holds out a fraction.
+
+    The first ``ceil(eval_fraction * n)`` entries of a fixed permutation (numpy's default
+    generator, seed 0: the same for every run seed) are held out, the rest train; both in
+    permutation order. ``what`` names the data in the error (e.g. ``"rows in 'x.npz'"``).
+
+    Raises:
+      ValueError: ``eval_fraction`` outside ``(0, 1)`` or leaving no training example.
+    """
+    eval_fraction = float(eval_fraction)
+    n_eval = math.ceil(eval_fraction * n)
+    if not 0.0 < eval_fraction < 1.0 or n - n_eval < 1:
+        raise ValueError(
+            f"data.eval_fraction={eval_fraction} must be in (0, 1) and leave training "
+            f"examples ({n} {what}); or give data.eval_path"
+        )
+    perm = np.random.default_rng(0).permutation(n)
+    return perm[:n_eval], perm[n_eval:]
 
 
 def step_iterator(get_batch: Callable[[int], dict], start_step: int = 0) -> Iterator[dict]:

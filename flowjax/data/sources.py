@@ -16,6 +16,12 @@ Config fields:
   from ``eval_path`` (a second such file) or else the ``eval_fraction`` of the rows (default
   0.1) that a fixed permutation puts first. Its name is the file's stem (``moons.npz`` ->
   ``moons``); ``data.name`` is not used.
+- ``kind="image_folder"``: a folder of PNG / JPEG images of any sizes read with Pillow
+  (:class:`flowjax.data.ImageFolderSource`): ``path``, ``resolution`` (center-cropped to
+  ``resolution x resolution`` as ADM does), ``channels`` (3 RGB, 1 grey), ``class_subfolders``
+  (top-level subfolders are classes), ``random_flip``, and held-out images from ``eval_path``
+  (a second folder) or else the ``eval_fraction`` of the files (default 0.1). Its name is the
+  folder's.
 - ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
   (written by ``python -m flowjax.reflow``; :class:`flowjax.data.PairSource`); the data set
   described by the other fields is the one the pairs imitate, used for evaluation.
@@ -28,7 +34,6 @@ CLI can tell whether the config rebuilds the data the model was trained on.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from typing import Any, Callable, Iterator
 
@@ -36,7 +41,14 @@ import jax
 import numpy as np
 
 from flowjax.data import toy2d
-from flowjax.data.base import BatchLayout, FeatureMetric, fingerprint_of, step_iterator
+from flowjax.data.base import (
+    BatchLayout,
+    FeatureMetric,
+    fingerprint_of,
+    held_out_split,
+    step_iterator,
+)
+from flowjax.data.image_folder import ImageFolderSource
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, feature_metric_for, load_split_array
 from flowjax.registry import Registry
@@ -292,17 +304,10 @@ class ArrayFileSource:
                 )
             train, split = data, f"eval_path:{os.path.basename(self.eval_path)}"
         else:
-            eval_fraction = float(eval_fraction)
-            n_eval = math.ceil(eval_fraction * n)
-            if not 0.0 < eval_fraction < 1.0 or n - n_eval < 1:
-                raise ValueError(
-                    f"data.eval_fraction={eval_fraction} must be in (0, 1) and leave training "
-                    f"rows ({n} rows in {self.path!r}); or give data.eval_path"
-                )
-            perm = np.random.default_rng(0).permutation(n)
-            held = {k: v[perm[:n_eval]] for k, v in data.items()}
-            train = {k: v[perm[n_eval:]] for k, v in data.items()}
-            split = f"eval_fraction:{eval_fraction!r}"
+            held_rows, train_rows = held_out_split(n, eval_fraction, f"rows in {self.path!r}")
+            held = {k: v[held_rows] for k, v in data.items()}
+            train = {k: v[train_rows] for k, v in data.items()}
+            split = f"eval_fraction:{float(eval_fraction)!r}"
         self.name = os.path.splitext(os.path.basename(self.path))[0]
         self.kind = "points" if data["x"].ndim == 2 else "images"
         self.element_shape = tuple(int(d) for d in data["x"].shape[1:])
@@ -401,6 +406,18 @@ def _latent_source(cfg: Any, common: dict):
     return LatentSource(cfg.path, **_stated(cfg, "name"), **common)
 
 
+def _image_folder_source(cfg: Any, common: dict):
+    if not cfg.get("path", None) or not cfg.get("resolution", None):
+        raise ValueError(
+            "data.kind='image_folder' needs data.path=DIR (PNG / JPEG images, optionally one "
+            "subfolder per class) and data.resolution=R (the side of the square training images)"
+        )
+    options = _stated(
+        cfg, "eval_path", "eval_fraction", "channels", "class_subfolders", "random_flip"
+    )
+    return ImageFolderSource(cfg.path, resolution=cfg.resolution, **options, **common)
+
+
 def _tfds_source(cfg: Any, common: dict):
     options = _stated(cfg, "data_dir", "split", "eval_split", "random_flip")
     return TfdsImageSource(cfg.name, **options, **common)
@@ -410,7 +427,13 @@ def _tfds_source(cfg: Any, common: dict):
 #: with ``common`` = batch_size, seed, shard_index, shard_count.
 SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
     "data kind",
-    {"toy2d": _toy_source, "array": _array_source, "latents": _latent_source, "tfds": _tfds_source},
+    {
+        "toy2d": _toy_source,
+        "array": _array_source,
+        "latents": _latent_source,
+        "tfds": _tfds_source,
+        "image_folder": _image_folder_source,
+    },
 )
 
 

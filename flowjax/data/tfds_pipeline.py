@@ -324,6 +324,11 @@ class BatchOrder:
         """The stream position of this process's row ``row`` of global batch ``step``."""
         return self.layout.position(step, row)
 
+    def flips(self, position: int) -> bool:
+        """Whether a random horizontal flip mirrors the example at stream position ``position``:
+        a fair coin, a hash of ``(position_key, position)`` (the image readers share it)."""
+        return _flip_bit(self.position_key, position)
+
     def epoch_permutation(self, epoch: int) -> np.ndarray:
         """The example indices of epoch ``epoch``, in stream order (a permutation of ``N``).
 
@@ -487,7 +492,7 @@ class ImageDataset:
         )
 
     def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
-        flip = self.random_flip and _flip_bit(self._order.position_key, position)
+        flip = self.random_flip and self._order.flips(position)
         return self._images.example(index, flip=flip)
 
     def example_indices(self, step: int) -> np.ndarray:
