@@ -26,11 +26,14 @@ the network sees ``u / 127.5 - 1`` (:func:`quantize_images`): pytorch-fid reads 
 ADM's evaluator takes ``uint8`` batches. ``uint8`` arrays are taken as they are.
 
 Reference statistics: the common ``.npz`` with ``mu [F]`` and ``sigma [F, F]`` (what
-pytorch-fid's ``--save-stats`` and the ADM / guided-diffusion reference batches hold), or
+pytorch-fid's ``--save-stats`` and the ADM / guided-diffusion reference batches hold; ADM's
+were made with TensorFlow's resize to 299 and so differ slightly from statistics made here), or
 computed here from any prepared tfds split (:func:`reference_stats_from_tfds`) and saved::
 
     python -m flowjax.evaluation.fid --inception=inception_fid.npz --tfds=cifar10 \
         --split=train --out=cifar10_train_stats.npz [--data_dir=...] [--num_examples=50000]
+
+Samples are scored against such a file by ``python -m flowjax.score`` (:func:`score_images`).
 
 Across hosts: each process passes its own images; :func:`inception_features` gathers the
 features of all processes (in process order) before the statistics are taken.
