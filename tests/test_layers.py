@@ -50,7 +50,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("flowjax.training", "flowjax.parallel")),
     (
         "workflows",
-        ("flowjax.sampling", "flowjax.reflow", "flowjax.calibrate", "flowjax.search.run"),
+        (
+            "flowjax.sampling",
+            "flowjax.reflow",
+            "flowjax.calibrate",
+            "flowjax.score",
+            "flowjax.search.run",
+        ),
     ),
     (
         "command lines",

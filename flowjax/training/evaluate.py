@@ -28,6 +28,7 @@ import numpy as np
 
 from flowjax import console, evaluation, plotting, solvers
 from flowjax import data as data_lib
+from flowjax.evaluation import fid
 from flowjax.parallel import multihost
 from flowjax.solvers import bespoke
 from flowjax.time import grids
@@ -56,6 +57,7 @@ def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
     return label if grid == "uniform" else f"{label}_{grid.replace(',', '_').replace('=', '')}"
 
 
+IS_SPLITS = 10  # Inception Score splits of the evaluator (the papers' 10)
 SAMPLER_OPTIONS = {"frn": {"frn": True}, "full": {"frn": False}}
 # Options with values (``@tau=0.7``, ``@phases=1/1``; several values joined by ``/``): the
 # keyword of the objective's sampler they set, and their label in metric names.
@@ -123,6 +125,17 @@ def _accepts(fn, keywords: dict) -> bool:
     return all(k in names for k in keywords)
 
 
+def to_pixels(x, vae=None, *, batch_size: int = 64) -> np.ndarray:
+    """Samples ``x`` (latents decoded by ``vae`` in batches, if given) as the pixels of an image
+    file: clipped to ``[-1, 1]`` and quantised to the 256 ``uint8`` levels
+    (:func:`flowjax.evaluation.fid.quantize_images`), as FID / IS tools score images."""
+    if vae is not None:
+        x = np.concatenate(
+            [np.asarray(vae.decode(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        )
+    return fid.quantize_images(x)
+
+
 class Evaluator:
     """``evaluator(params) -> (metrics, samples)``; ``samples`` maps a label to an array."""
 
@@ -183,17 +196,17 @@ class Evaluator:
         self.feature_metric = data_lib.feature_metric(data, cache)
 
     def _setup_pixels(self, ecfg, has_data: bool) -> None:
-        """Decoded pixels and Inception FID, when ``eval.vae_weights`` / ``eval.inception_weights``
-        are set: samples of a latent model (and the held-out latents) are decoded by the VAE
-        before scoring and plotting; FID is against ``eval.fid_stats`` (an ``.npz`` with ``mu``,
-        ``sigma``) or, without it, against the held-out data's own Inception statistics."""
+        """Decoded pixels and Inception FID / IS, when ``eval.vae_weights`` /
+        ``eval.inception_weights`` are set: samples of a latent model (and the held-out latents)
+        are decoded by the VAE before scoring and plotting; FID is against ``eval.fid_stats`` (an
+        ``.npz`` with ``mu``, ``sigma``) or, without it, against the held-out data's own
+        Inception statistics."""
         self._vae = self._inception = self._fid_ref = None
         if ecfg.get("vae_weights", None):
             from flowjax.models.vae import AutoencoderKL
 
             self._vae = AutoencoderKL.from_file(os.path.expanduser(ecfg.vae_weights))
         if ecfg.get("inception_weights", None):
-            from flowjax.evaluation import fid
             from flowjax.models.inception import InceptionV3
 
             self._inception = InceptionV3.from_file(os.path.expanduser(ecfg.inception_weights))
@@ -205,13 +218,8 @@ class Evaluator:
                 self._fid_ref = fid.feature_statistics(feats)
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
-        """``x`` as images in ``[-1, 1]``: decoded by the VAE if one is configured."""
-        if self._vae is None:
-            return x
-        out = [
-            np.asarray(self._vae.decode(x[i : i + 64]), np.float32) for i in range(0, len(x), 64)
-        ]
-        return np.clip(np.concatenate(out), -1.0, 1.0)
+        """:func:`to_pixels` of ``x`` with the configured VAE, if any."""
+        return to_pixels(x, self._vae)
 
     @classmethod
     def for_experiment(cls, config: Any, exp: Any, workdir: str) -> Evaluator:
@@ -295,11 +303,15 @@ class Evaluator:
             metrics[f"mmd_{label}"] = float(evaluation.mmd(x[:k], y[:k]))
             metrics[f"energy_{label}"] = float(evaluation.energy_distance(x[:k], y[:k]))
         if self._inception is not None and self._fid_ref is not None:
-            from flowjax.evaluation import fid
-
-            metrics[f"fid_{label}"] = fid.fid_to_stats(
-                self._inception, self.pixels(samples), *self._fid_ref
+            # IS over 10 splits (as many as there are samples below 10 samples).
+            scores = fid.score_images(
+                self._inception,
+                self.pixels(samples),
+                *self._fid_ref,
+                splits=min(IS_SPLITS, len(samples) * jax.process_count()),
             )
+            metrics[f"fid_{label}"] = scores["fid"]
+            metrics[f"is_{label}"] = scores["is"]
         if self.feature_metric is not None:
             metrics[f"{self.feature_metric.name}_{label}"] = float(self.feature_metric(samples))
         return metrics

@@ -6,13 +6,16 @@ reference statistics from .npz and from a tfds split."""
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 import pytest
+import scipy.special
 import tensorflow_datasets as tfds
 
 from flowjax.evaluation import fid as F
 from flowjax.models import inception as I
+from flowjax.training.evaluate import to_pixels
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "inception_torch.npz")
 
@@ -82,7 +85,10 @@ def test_fid_identity_order_and_batching(small_net):
     y = np.clip(x[::-1] + 0.3 * rng.standard_normal(x.shape), -1, 1).astype(np.float32)
     pool3, logits = F.inception_features(small_net, x, batch_size=10)  # 10 + 10 + 4 (padded)
     whole, _ = F.inception_features(small_net, x, batch_size=24)
-    np.testing.assert_allclose(pool3, whole, rtol=1e-5, atol=1e-6)
+    # Two compiled programs (batch 10, batch 24) may sum in other orders: float32 rounding of
+    # the network's sums is a few ulps of their scale per layer, so compare at 1e-4 of the
+    # features' scale (a wrong row or padding is off by O(1) of it).
+    np.testing.assert_allclose(pool3, whole, rtol=0, atol=1e-4 * np.max(np.abs(whole)))
     mu, sigma = F.feature_statistics(pool3)
     assert F.fid_to_stats(small_net, x, mu, sigma, batch_size=10) < 1e-6 * np.trace(sigma)
     perm = rng.permutation(24)
@@ -94,6 +100,38 @@ def test_fid_identity_order_and_batching(small_net):
     )
     with pytest.raises(ValueError, match="decode latents"):
         F.fid_to_stats(small_net, x[:, :, :, :2], mu, sigma)
+
+
+def test_images_are_clipped_and_quantised_to_uint8_before_inception(small_net):
+    # As pytorch-fid and ADM score image files: a float sample is clipped to [-1, 1] and rounded
+    # to the nearest of 256 levels, u = clip(floor((x + 1) 127.5 + 1/2), 0, 255), and the
+    # network sees u / 127.5 - 1.
+    rng = np.random.default_rng(3)
+    u = rng.integers(0, 256, (4, 80, 80, 3)).astype(np.uint8)
+    u[0, :20], u[1, :20] = 255, 0
+    levels = u.astype(np.float32) / np.float32(127.5) - 1
+    x = levels.copy()
+    x[0, :20] = rng.uniform(1.0, 1.08, x[0, :20].shape)  # above the range
+    x[1, :20] = rng.uniform(-1.3, -1.0, x[1, :20].shape)  # below it
+    x[2:] += rng.choice([-0.45, 0.45], x[2:].shape) / 127.5  # between two levels
+    np.testing.assert_array_equal(F.to_uint8(x), u)
+    np.testing.assert_array_equal(F.quantize_images(x), levels)
+    got = F.inception_features(small_net, x, batch_size=4)
+    for same in (levels, u):  # the same compiled program on the same input: bit for bit
+        want = F.inception_features(small_net, same, batch_size=4)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    raw = np.asarray(small_net(x)[0], np.float64)  # the data do exercise the rounding
+    assert np.max(np.abs(raw - got[0])) > 1e-3 * np.max(np.abs(got[0]))
+    # The evaluator's pixels (pixel-space and decoded samples) go through the same function.
+    np.testing.assert_array_equal(to_pixels(x), levels)
+    halve = types.SimpleNamespace(decode=lambda z: 2.0 * np.asarray(z))
+    np.testing.assert_array_equal(to_pixels(x / 2, halve, batch_size=3), levels)
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan
+    assert np.isnan(F.quantize_images(nan)[0, 0, 0, 0])  # a NaN sample scores NaN, not grey
+    with pytest.raises(ValueError, match="NaN"):
+        F.to_uint8(nan)
 
 
 def test_fid_equals_the_gaussian_closed_form():
@@ -113,6 +151,61 @@ def test_fid_equals_the_gaussian_closed_form():
     got = F.fid_from_features(features, m2, s**2 * np.eye(f))
     assert got == pytest.approx(want, rel=1e-9)
     assert F.fid_from_features(features[::-1], m2, s**2 * np.eye(f)) == pytest.approx(want, 1e-9)
+
+
+def _published_is(logits, splits):
+    """The original IS code's protocol, written out independently: softmax, then for chunk k of
+    rows [k N // splits, (k + 1) N // splits) the chunk's own marginal and exp(mean KL)."""
+    p = scipy.special.softmax(np.asarray(logits, np.float64), axis=1)
+    n, scores = len(p), []
+    for k in range(splits):
+        part = p[k * n // splits : (k + 1) * n // splits]
+        kl = np.sum(part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True))), axis=1)
+        scores.append(np.exp(kl.mean()))
+    return np.mean(scores), np.std(scores)
+
+
+def _drifting_logits(n, k=40, seed=0):
+    """Confident rows whose class drifts with the row index (so the splits differ), noise on
+    top (so each row, and the place of each split boundary, counts)."""
+    rng = np.random.default_rng(seed)
+    centre = (np.arange(n) * k) // n + rng.integers(-2, 3, n)
+    return 6.0 * np.eye(k)[np.clip(centre, 0, k - 1)] + rng.standard_normal((n, k))
+
+
+def test_inception_score_marginal_is_per_split():
+    # Split j of 3 is confident on its own 4 classes, 5 rows each: p(y) of the split is uniform
+    # on 4 classes and IS = 4 in every split (a marginal over all samples would give 12).
+    k, splits = 12, 3
+    rows = np.repeat(np.arange(k), 5)  # 0,0,0,0,0,1,... : split j holds classes 4j..4j+3
+    mean, std = F.inception_score(60.0 * np.eye(k)[rows], splits=splits)
+    assert mean == pytest.approx(4.0, rel=1e-9) and std < 1e-9
+    assert F.inception_score(60.0 * np.eye(k)[rows], splits=1)[0] == pytest.approx(12, 1e-9)
+
+
+def test_inception_score_matches_the_published_split_protocol():
+    # N = 1005 is not a multiple of 10: the chunks are 100 or 101 rows at k N // 10.
+    logits = _drifting_logits(1005)
+    mean, std = F.inception_score(logits, splits=10)
+    want_mean, want_std = _published_is(logits, 10)
+    assert mean == pytest.approx(want_mean, rel=1e-10)
+    assert std == pytest.approx(want_std, rel=1e-8)
+    # The data tell the protocols apart: np.array_split's chunks (101 x 5 then 100 x 5) and a
+    # marginal over all samples give other values.
+    p = scipy.special.softmax(logits, axis=1)
+    marg = p.mean(axis=0)
+    pooled = np.mean(
+        [np.exp(np.mean(np.sum(c * np.log(c / marg), 1))) for c in np.array_split(p, 10)]
+    )
+    assert abs(pooled - want_mean) > 0.5 * want_mean
+    sizes = [len(c) for c in np.array_split(logits, 10)]
+    shifted = np.mean(
+        [
+            _published_is(c, 1)[0]
+            for c in np.split(logits, np.cumsum(sizes)[:-1])  # array_split's boundaries
+        ]
+    )
+    assert abs(shifted - want_mean) > 1e-4 * want_mean
 
 
 def test_inception_score_bounds():
