@@ -206,6 +206,23 @@ def open_latents(data_dir) -> tuple[dict, Any]:
     return manifest, tfds.builder_from_directory(data_dir).as_data_source(SPLIT)
 
 
+def read_row(source, index: int, data_dir: str, manifest: dict) -> dict:
+    """Row ``index`` of an opened latent set; a damaged shard (a checksum the array_record
+    reader rejects) becomes a ``ValueError`` naming the file to delete and rewrite."""
+    try:
+        return source[index]
+    except RuntimeError as err:
+        num_shards = manifest["num_shards"]
+        shard = index // manifest["shard_size"]
+        path = shards.shard_path(data_dir, LATENTS_DATASET_NAME, shard, num_shards)
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
+        raise ValueError(
+            f"latent set {data_dir}: row {index} cannot be read, shard {os.path.basename(path)} "
+            f"is damaged ({reason}); delete that file and run the python -m flowjax.latents "
+            "command that made the set again (same arguments): it rewrites missing shards."
+        ) from err
+
+
 def _hash_seed(*ints: int) -> int:
     h = hashlib.sha256(np.asarray(ints, np.int64).tobytes()).digest()
     return int.from_bytes(h[:8], "little")
@@ -243,7 +260,7 @@ class LatentSource:
         )
 
     def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
-        raw = self._source[index]
+        raw = read_row(self._source, index, self.data_dir, self.manifest)
         if "latent" in raw:
             x1 = np.asarray(raw["latent"], np.float32)
         else:
@@ -295,8 +312,9 @@ class LatentSource:
         return self._held_out
 
     def eval_array(self, n: int):
-        _, source = self.held_out()
-        rows = [source[i] for i in range(min(int(n), len(source)))]
+        manifest, source = self.held_out()
+        path = held_out_dir(self.data_dir)
+        rows = [read_row(source, i, path, manifest) for i in range(min(int(n), len(source)))]
         key = "latent" if "latent" in rows[0] else "mean"
         x = np.stack([np.asarray(r[key], np.float32) for r in rows])
         labels = np.stack([int(r["label"]) for r in rows]) if self.num_classes else None

@@ -288,6 +288,18 @@ def test_wrong_files_empty_split_and_damaged_shard_get_one_line_errors(
         _encode(vae, tmp_path, tmp_path / "lat", split="train[:8]", eval_split="train[8:]")
     shutil.copytree(tmp_path / "lat", tmp_path / "damaged")
     shard = sorted((tmp_path / "damaged").glob("latents-train.array_record-00001-*"))[0]
+    # Flipped bytes inside a shard: its record count reads fine, its rows do not.
+    raw = bytearray(shard.read_bytes())
+    raw[200] ^= 0xFF  # in the first chunk's data (the chunk starts at byte 64)
+    shard.write_bytes(bytes(raw))
+    src = LD.LatentSource(tmp_path / "damaged", batch_size=2, seed=0)
+    with pytest.raises(
+        ValueError,
+        match=r"row [67] cannot be read, shard latents-train.array_"
+        r"record-00001-of-00002 is damaged \(Corrupted .*delete that file",
+    ):
+        for step in range(4):  # one epoch: every row once
+            src.get_batch(step)
     shard.write_bytes(shard.read_bytes()[:100])  # truncated
     with pytest.raises(
         ValueError,
