@@ -153,14 +153,10 @@ def _row_ranges(spec: str, lengths) -> list[tuple[str, int, int]]:
     ``lengths(name)`` gives a split's size."""
     try:
         instruction = tfds.core.ReadInstruction.from_spec(spec)
-        names, todo = set(), [instruction]
-        while todo:  # a "+" of specs is a tree of pieces
-            node = todo.pop()
-            todo += [node.left, node.right] if hasattr(node, "left") else []
-            names |= {node.split_name} if hasattr(node, "split_name") else set()
+        names = {piece.split("[")[0].strip() for piece in spec.split("+")}  # "train[:9]+test"
         infos = {n: types.SimpleNamespace(num_examples=lengths(n)) for n in names}
         pieces = instruction.to_absolute(infos)
-    except (ValueError, AssertionError, AttributeError) as err:
+    except (ValueError, AssertionError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"split {spec!r} is not a tfds split spec ({reason}).") from err
     ends = lambda a: a.to if a.to is not None else infos[a.splitname].num_examples
@@ -255,13 +251,14 @@ def encode_image_set(
     checked before anything is encoded."""
     if mode not in latent_data.MODES:
         raise ValueError(f"mode={mode!r}; choose 'posterior' or 'sample'.")
-    eval_split = held_out_split(name, split, eval_split, data_dir)
+    train_split = split
     if split and num_examples is not None:
         split = f"{split}[:{int(num_examples)}]"
-    if eval_split and num_eval_examples is not None:
-        eval_split = f"{eval_split}[:{int(num_eval_examples)}]"
     common = dict(resolution=resolution, batch_size=batch_size, seed=seed, name=name)
     enc = LatentEncoder(vae, open_source(name, split, data_dir), flip=flip, mode=mode, **common)
+    eval_split = held_out_split(name, train_split, eval_split, data_dir)
+    if eval_split and num_eval_examples is not None:
+        eval_split = f"{eval_split}[:{int(num_eval_examples)}]"
     held = None
     if eval_split:
         source = open_source(name, eval_split, data_dir)

@@ -144,7 +144,7 @@ def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np
     """
     hint = hint or "."
     path = os.fspath(path)
-    kind = foreign_kind(path)
+    kind = foreign_kind(path) if os.path.isfile(path) else None
     if kind is not None:
         raise ValueError(f"{path} is not a readable {what} .npz weight file: it is {kind}{hint}")
     try:
