@@ -1,4 +1,5 @@
-"""``python -m flowjax.latents``: encode a prepared tfds image set into a tfds latent set.
+"""``python -m flowjax.latents``: encode a prepared tfds image set, or a folder of images
+(:mod:`flowjax.data.image_folder`, split ``train`` / ``test``), into a tfds latent set.
 
 Each image is preprocessed as in ADM / DiT (``center_crop_arr``): halved with a box filter
 while its short side is at least twice the target resolution ``R``, resized with bicubic
@@ -13,8 +14,17 @@ latent per step) or one fixed draw ``latent`` (``--mode=sample``). See
         --data_dir=$TFDS --resolution=256 --flip --out=$DATA/imagenet256_sdvae_latents
     # every host of a pod / cluster: add --distributed (each host writes shards s % P == i)
 
-The command checks its inputs (weights, image set, resolution) before encoding anything, and
-prints the throughput (images/s) at the end.
+Beside the training rows it writes a *held-out* latent set, ``<out>/heldout`` (see
+:mod:`flowjax.data.latents`): the posteriors of ``--eval_split`` (default ``auto``: the image
+set's ``validation`` split, else its ``test`` split; any tfds split or slice disjoint from
+``--split``; ``none``: no held-out set), unflipped, at most ``--num_eval_examples`` images. The
+evaluator's reference (FID without ``eval.fid_stats``, sliced-Wasserstein) is read from it, so
+it is never made of training rows. The manifest records the VAE's parameter fingerprint
+(:meth:`flowjax.models.vae.AutoencoderKL.fingerprint`), so resuming with other weights, even
+under the same file name, is refused.
+
+The command checks its inputs (weights, image set, splits, resolution) before encoding
+anything, and prints the throughput (images/s) at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +33,12 @@ import argparse
 import os
 import sys
 import time
+import types
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from flowjax.data import latents as latent_data
 from flowjax.data.image_folder import center_crop, open_images
@@ -74,6 +86,8 @@ class LatentEncoder:
             getattr(features[self.label_key], "num_classes", None) if self.label_key else None
         )
         self.num_images = len(source)
+        if self.num_images == 0:
+            raise ValueError(f"{name!r} has no images in this split; choose a split with images.")
         self.num_rows = self.num_images * (2 if self.flip else 1)
 
     def pixels(self, row: int) -> tuple[np.ndarray, int | None]:
@@ -114,12 +128,90 @@ class LatentEncoder:
         return out
 
 
+HELD_OUT_SPLITS = ("validation", "test")  # what eval_split="auto" looks for, in this order
+
+
+def _row_ranges(spec: str, lengths) -> list[tuple[str, int, int]]:
+    """``(split name, start, stop)`` of the rows a tfds split spec selects (absolute indices);
+    ``lengths(name)`` gives a split's size."""
+    try:
+        instruction = tfds.core.ReadInstruction.from_spec(spec)
+        names = {piece.split("[")[0].strip() for piece in spec.split("+")}  # "train[:9]+test"
+        infos = {n: types.SimpleNamespace(num_examples=lengths(n)) for n in names}
+        pieces = instruction.to_absolute(infos)
+    except (ValueError, AssertionError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"split {spec!r} is not a tfds split spec ({reason}).") from err
+    ends = lambda a: a.to if a.to is not None else infos[a.splitname].num_examples
+    return [(a.splitname, a.from_ or 0, ends(a)) for a in pieces]
+
+
+def held_out_split(name: str, split: str, eval_split: str | None, data_dir=None) -> str | None:
+    """The split to encode as the held-out set: ``eval_split`` (``"auto"``: the first of
+    ``validation`` / ``test`` the image set has; ``None`` / ``"none"``: no held-out set),
+    refused if it shares rows with ``split``."""
+    if eval_split is None or eval_split == "none":
+        return None
+    if eval_split == "auto":
+        for candidate in HELD_OUT_SPLITS:
+            try:
+                open_images(name, candidate, data_dir)
+                eval_split = candidate
+                break
+            except (ValueError, FileNotFoundError, KeyError):
+                continue
+        else:
+            raise ValueError(
+                f"{name!r} has no 'validation' or 'test' split to hold out for evaluation; pass "
+                "a disjoint slice (e.g. --split='train[:-10000]' --eval_split='train[-10000:]'), "
+                "or --eval_split=none for no held-out set (then give eval.fid_stats)."
+            )
+    sizes: dict[str, int] = {}
+
+    def lengths(split_name):
+        if split_name not in sizes:
+            sizes[split_name] = len(open_images(name, split_name, data_dir))
+        return sizes[split_name]
+
+    for a, a0, a1 in _row_ranges(split, lengths):
+        for b, b0, b1 in _row_ranges(eval_split, lengths):
+            if a == b and max(a0, b0) < min(a1, b1):
+                raise ValueError(
+                    f"eval_split={eval_split!r} shares rows {max(a0, b0)}..{min(a1, b1) - 1} of "
+                    f"{a!r} with split={split!r}; the held-out rows must not be training rows: "
+                    "use disjoint slices or another split."
+                )
+    return eval_split
+
+
+def _write_set(enc: LatentEncoder, out_dir, metadata, **kw) -> int:
+    """Write (or finish) the latent set of ``enc``'s rows; returns the rows encoded now."""
+    calls = []
+
+    def shard_fn(index, start, stop):
+        calls.append(stop - start)
+        return enc(index, start, stop)
+
+    latent_data.write_latents(
+        out_dir,
+        shard_fn,
+        num_rows=enc.num_rows,
+        latent_shape=enc.latent_shape,
+        num_classes=enc.num_classes,
+        mode=enc.mode,
+        metadata=metadata,
+        **kw,
+    )
+    return sum(calls)
+
+
 def encode_image_set(
     vae: AutoencoderKL,
     name: str,
     out_dir: str,
     *,
     split: str = "train",
+    eval_split: str | None = "auto",
     data_dir: str | None = None,
     resolution: int = 256,
     flip: bool = False,
@@ -128,29 +220,32 @@ def encode_image_set(
     batch_size: int = 64,
     seed: int = 0,
     num_examples: int | None = None,
+    num_eval_examples: int | None = None,
     progress: bool = True,
     process_index: int = 0,
     process_count: int = 1,
     barrier_fn=None,
     vae_path: str | None = None,
 ) -> dict:
-    """Encode ``name``/``split`` into ``out_dir``; returns ``{"rows", "seconds",
-    "images_per_s"}`` (for the rows this process encoded now)."""
+    """Encode ``name``/``split`` into ``out_dir`` and ``eval_split`` (see
+    :func:`held_out_split`; unflipped, posterior mode, at most ``num_eval_examples`` images)
+    into ``out_dir/heldout``; returns ``{"rows", "eval_rows", "seconds", "images_per_s"}``
+    (for the rows this process encoded now). Every setting, split and both image sets are
+    checked before anything is encoded."""
     if mode not in latent_data.MODES:
         raise ValueError(f"mode={mode!r}; choose 'posterior' or 'sample'.")
+    train_split = split
     if split and num_examples is not None:
         split = f"{split}[:{int(num_examples)}]"
-    source = open_images(name, split, data_dir)  # a tfds name or a folder of images
-    enc = LatentEncoder(
-        vae,
-        source,
-        resolution=resolution,
-        flip=flip,
-        mode=mode,
-        batch_size=batch_size,
-        seed=seed,
-        name=name,
-    )
+    common = dict(resolution=resolution, batch_size=batch_size, seed=seed, name=name)
+    enc = LatentEncoder(vae, open_images(name, split, data_dir), flip=flip, mode=mode, **common)
+    eval_split = held_out_split(name, train_split, eval_split, data_dir)
+    if eval_split and num_eval_examples is not None:
+        eval_split = f"{eval_split}[:{int(num_eval_examples)}]"
+    held = None
+    if eval_split:
+        source = open_images(name, eval_split, data_dir)
+        held = LatentEncoder(vae, source, flip=False, mode="posterior", **common)
     metadata = {
         "source": name,
         "split": split,
@@ -158,34 +253,31 @@ def encode_image_set(
         "flip": bool(flip),
         "seed": int(seed),
         "vae": os.path.basename(vae_path) if vae_path else None,
+        "vae_sha256": vae.fingerprint(),
         "scaling_factor": vae.config.scaling_factor,
         "shift_factor": vae.config.shift_factor,
         "image_shape": [int(resolution), int(resolution), vae.config.in_channels],
     }
-    calls = []
-
-    def shard_fn(index, start, stop):
-        calls.append(stop - start)
-        return enc(index, start, stop)
-
-    t0 = time.perf_counter()
-    latent_data.write_latents(
-        out_dir,
-        shard_fn,
-        num_rows=enc.num_rows,
+    kw = dict(
         shard_size=shard_size,
-        latent_shape=enc.latent_shape,
-        num_classes=enc.num_classes,
-        mode=mode,
-        metadata=metadata,
         progress=progress,
         process_index=process_index,
         process_count=process_count,
         barrier_fn=barrier_fn,
     )
+    t0 = time.perf_counter()
+    rows = _write_set(enc, out_dir, metadata, **kw)
+    eval_rows = 0
+    if held is not None:
+        held_meta = {**metadata, "split": eval_split, "flip": False, "held_out_from": split}
+        eval_rows = _write_set(held, latent_data.held_out_dir(out_dir), held_meta, **kw)
     seconds = time.perf_counter() - t0
-    rows = sum(calls)
-    return {"rows": rows, "seconds": seconds, "images_per_s": rows / max(seconds, 1e-9)}
+    return {
+        "rows": rows,
+        "eval_rows": eval_rows,
+        "seconds": seconds,
+        "images_per_s": (rows + eval_rows) / max(seconds, 1e-9),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--tfds", required=True, help="prepared tfds image set or an image folder")
     p.add_argument("--split", default="train")
+    p.add_argument(
+        "--eval_split",
+        default="auto",
+        help="held-out split written to OUT/heldout (the evaluator's reference): 'auto' "
+        "(validation, else test), a tfds split or slice disjoint from --split, or 'none'",
+    )
+    p.add_argument("--num_eval_examples", type=int, default=None)
     p.add_argument("--data_dir", default=None)
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--flip", action="store_true", help="also store horizontally flipped copies")
@@ -223,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.tfds,
             args.out,
             split=args.split,
+            eval_split=args.eval_split,
             data_dir=args.data_dir,
             resolution=args.resolution,
             flip=args.flip,
@@ -231,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             num_examples=args.num_examples,
+            num_eval_examples=args.num_eval_examples,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             barrier_fn=barrier,
@@ -240,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
     print(
-        f"{args.out}: encoded {stats['rows']} images in {stats['seconds']:.1f} s "
+        f"{args.out}: encoded {stats['rows']} images (+ {stats['eval_rows']} held out) in "
+        f"{stats['seconds']:.1f} s "
         f"({stats['images_per_s']:.2f} images/s on {jax.devices()[0].platform})"
     )
     return 0

@@ -5,8 +5,10 @@ parameters as one uncompressed ``.npz`` whose keys are the flax parameter paths 
 ``/`` (``encoder/conv_in/kernel``). This module holds what those three share:
 
 - :func:`flatten` / :func:`unflatten`: a nested flax parameter dict <-> the flat ``.npz`` keys.
-- :func:`read_npz` / :func:`save_npz`: read a weight archive with a clear error, write one
-  atomically (temporary file in the same directory, then a rename).
+- :func:`read_npz` / :func:`save_npz`: read a weight archive with a clear error (naming what
+  the file is instead, when :func:`foreign_kind` recognises it: a torch checkpoint and the
+  network its keys belong to, a ``.safetensors`` file, ...), write one atomically (temporary
+  file in the same directory, then a rename).
 - :func:`read_state_dict`: a published checkpoint as ``{name: array}``: ``.safetensors`` is
   parsed with numpy (:func:`read_safetensors`), ``.npz`` with numpy, anything else
   (``.pth``, ``.bin``) with ``torch.load`` on the CPU. torch is imported inside that call
@@ -84,15 +86,67 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+# Parameter names that tell which network a foreign checkpoint holds (searched as bytes in the
+# key list of a torch pickle or a .safetensors header; nothing is ever unpickled).
+_NETWORK_MARKERS = (
+    (b"encoder.conv_in.weight", "a diffusers AutoencoderKL (VAE)"),
+    (b"Mixed_5b.", "an InceptionV3 (the FID network)"),
+    (b"time_embedding.", "a diffusion UNet"),
+    (b"lin0.model.", "LPIPS' linear heads"),
+)
+_MAX_HEADER = 100 << 20
+
+
+def _network_of(raw: bytes) -> str:
+    for marker, name in _NETWORK_MARKERS:
+        if marker in raw:
+            return f" of {name}"
+    return ""
+
+
+def foreign_kind(path: str | os.PathLike) -> str | None:
+    """What a weight file that is not a flowjax ``.npz`` is, judged from its bytes only (no
+    unpickling), or ``None`` (an ``.npz``/``.npy``, or not recognised).
+
+    E.g. ``"a PyTorch checkpoint (torch.save) of a diffusers AutoencoderKL (VAE)"`` for a
+    diffusers ``diffusion_pytorch_model.bin``, ``"... of an InceptionV3 (the FID network)"`` for
+    pytorch-fid's ``pt_inception-*.pth``, ``"a .safetensors file ..."``, ``"an HDF5 file ..."``.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(b"PK"):  # torch.save's zip; an .npz is a zip of .npy files
+            try:
+                with zipfile.ZipFile(f) as z:
+                    pickles = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"]
+                    if not pickles:
+                        return None
+                    return "a PyTorch checkpoint (torch.save)" + _network_of(z.read(pickles[0]))
+            except (zipfile.BadZipFile, OSError):
+                return None
+        if head[:1] == b"\x80":  # a pickle: torch's legacy format
+            return "a PyTorch pickle checkpoint" + _network_of(head + f.read(1 << 20))
+        if head.startswith(b"\x89HDF"):
+            return "an HDF5 file (Keras / TensorFlow weights)"
+        if len(head) == 8 and 2 <= struct.unpack("<Q", head)[0] <= _MAX_HEADER:
+            raw = f.read(struct.unpack("<Q", head)[0])
+            if raw[:1] == b"{" and raw.rstrip()[-1:] == b"}":
+                return "a .safetensors file" + _network_of(raw)
+    return None
+
+
 def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np.ndarray]:
     """All arrays of the ``.npz`` weight archive at ``path`` (no pickles).
 
     ``what`` names the network (``"LPIPS"``). Raises a ``ValueError`` ``"<path> is not a
     readable <what> .npz weight file (<reason>)<hint>"`` for an unreadable file (``hint``
-    defaults to ``"."``), and one naming the single array for a plain ``.npy``.
+    defaults to ``"."``), ``"... file: it is <kind><hint>"`` for a file :func:`foreign_kind`
+    recognises (a torch checkpoint, ...), and one naming the single array for a plain ``.npy``.
     """
     hint = hint or "."
     path = os.fspath(path)
+    kind = foreign_kind(path) if os.path.isfile(path) else None
+    if kind is not None:
+        raise ValueError(f"{path} is not a readable {what} .npz weight file: it is {kind}{hint}")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

@@ -17,6 +17,12 @@ same settings gives byte-identical files.
 
 Row ``r`` is image ``r // 2`` of the source split, horizontally flipped when ``r`` is odd, if
 ``flip``; otherwise image ``r``.
+
+The *held-out* set, ``<dir>/heldout``, is a latent set of its own (same layout) of images that
+are not training rows (``python -m flowjax.latents`` encodes the image set's validation or test
+split there, unflipped); :meth:`LatentSource.eval_array`, the evaluator's reference for FID and
+the other scores, reads it and nothing else. A latent set is opened only if every shard file
+is readable with the expected record count.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from flowjax.data.tfds_pipeline import BatchOrder, DatasetNotFoundError
 
 LATENTS_DATASET_NAME = "latents"
 LATENTS_MANIFEST = "latents_manifest.json"
+HELD_OUT = "heldout"  # the held-out latent set's directory inside a latent set
 SPLIT = shards.SPLIT
 MODES = ("posterior", "sample")
 _FORMAT = "flowjax.latents"
@@ -164,8 +171,14 @@ def is_complete(out_dir) -> bool:
     return shards.is_complete(out_dir, LATENTS_MANIFEST, LATENTS_DATASET_NAME, "num_rows")
 
 
+def held_out_dir(data_dir) -> str:
+    """The directory of the held-out latent set of the latent set in ``data_dir``."""
+    return os.path.join(os.path.abspath(os.path.expanduser(os.fspath(data_dir))), HELD_OUT)
+
+
 def open_latents(data_dir) -> tuple[dict, Any]:
-    """``(manifest, tfds data source)`` of a finished latent set, or a clear error."""
+    """``(manifest, tfds data source)`` of a finished latent set, or a clear error (also for a
+    damaged shard: unreadable, or another record count than the manifest's)."""
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
     if not is_complete(data_dir):
         raise DatasetNotFoundError(
@@ -173,7 +186,41 @@ def open_latents(data_dir) -> tuple[dict, Any]:
             f"    python -m flowjax.latents --vae=VAE_WEIGHTS --tfds=IMAGE_SET --split=train "
             f"--resolution=RES --out={data_dir}"
         )
-    return read_manifest(data_dir), tfds.builder_from_directory(data_dir).as_data_source(SPLIT)
+    manifest = read_manifest(data_dir)
+    num_shards, num_rows, size = (
+        manifest["num_shards"],
+        manifest["num_rows"],
+        manifest["shard_size"],
+    )
+    for index in range(num_shards):
+        path = shards.shard_path(data_dir, LATENTS_DATASET_NAME, index, num_shards)
+        start, stop = shards.shard_bounds(index, num_rows, size)
+        count = shards.count_records(path)
+        if count != stop - start:
+            found = "unreadable" if count is None else f"{count} records, expected {stop - start}"
+            raise ValueError(
+                f"latent set {data_dir}: shard {os.path.basename(path)} is damaged ({found}); "
+                "run the python -m flowjax.latents command that made it again (same arguments): "
+                "it rewrites damaged shards."
+            )
+    return manifest, tfds.builder_from_directory(data_dir).as_data_source(SPLIT)
+
+
+def read_row(source, index: int, data_dir: str, manifest: dict) -> dict:
+    """Row ``index`` of an opened latent set; a damaged shard (a checksum the array_record
+    reader rejects) becomes a ``ValueError`` naming the file to delete and rewrite."""
+    try:
+        return source[index]
+    except RuntimeError as err:
+        num_shards = manifest["num_shards"]
+        shard = index // manifest["shard_size"]
+        path = shards.shard_path(data_dir, LATENTS_DATASET_NAME, shard, num_shards)
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
+        raise ValueError(
+            f"latent set {data_dir}: row {index} cannot be read, shard {os.path.basename(path)} "
+            f"is damaged ({reason}); delete that file and run the python -m flowjax.latents "
+            "command that made the set again (same arguments): it rewrites missing shards."
+        ) from err
 
 
 def _hash_seed(*ints: int) -> int:
@@ -188,7 +235,8 @@ class LatentSource:
     mean_y + std_y * eps`` with ``eps`` a pure function of ``(seed, stream position)``, so batch
     ``k`` is a pure function of ``(seed, k)`` and resuming is exact. The order and sharding are
     :class:`~flowjax.data.tfds_pipeline.BatchOrder`'s. ``eval_array(n)`` returns the posterior
-    means of the last ``n`` rows (latents, not pixels: decode them to compare images).
+    means of the first ``n`` rows of the held-out set ``<data_dir>/heldout`` (latents, not
+    pixels: decode them to compare images), never training rows.
     """
 
     kind = "images"
@@ -201,6 +249,7 @@ class LatentSource:
         self.num_classes = self.manifest["num_classes"]
         self.metadata = self.manifest["metadata"]
         self.num_examples = len(self._source)
+        self._held_out = None  # (manifest, source) of <data_dir>/heldout, opened when needed
         self._seed = int(seed)
         self._order = BatchOrder(
             self.num_examples,
@@ -211,7 +260,7 @@ class LatentSource:
         )
 
     def _example(self, index: int, position: int) -> dict[str, np.ndarray]:
-        raw = self._source[index]
+        raw = read_row(self._source, index, self.data_dir, self.manifest)
         if "latent" in raw:
             x1 = np.asarray(raw["latent"], np.float32)
         else:
@@ -229,9 +278,43 @@ class LatentSource:
     def iterator(self, start_step: int = 0) -> Iterator[dict]:
         return self._order.iterator(self._example, start_step)
 
+    def held_out(self) -> tuple[dict, Any]:
+        """``(manifest, source)`` of the held-out set, checked to match the training set (shape,
+        classes, VAE weights and factors); a ``ValueError`` saying how to make it if absent."""
+        if self._held_out is None:
+            path = held_out_dir(self.data_dir)
+            meta = self.metadata
+            if not is_complete(path):
+                raise ValueError(
+                    f"latent set {self.data_dir} has no held-out set {path}: the evaluation's "
+                    "reference must not be training rows. Encode images that are not in the "
+                    f"training split there: `python -m flowjax.latents --vae=VAE "
+                    f"--tfds={meta.get('source', 'IMAGE_SET')} --split=validation "
+                    f"--resolution={meta.get('resolution', 'RES')} --eval_split=none --out={path}`."
+                )
+            manifest, source = open_latents(path)
+            keys = ("vae_sha256", "scaling_factor", "shift_factor", "image_shape")
+            wrong = [
+                f"{k}: {manifest['metadata'].get(k)!r} held out, {meta.get(k)!r} in training"
+                for k in keys
+                if k in manifest["metadata"] and k in meta and manifest["metadata"][k] != meta[k]
+            ] + [
+                f"{k}: {manifest[k]!r} held out, {self.manifest[k]!r} in training"
+                for k in ("latent_shape", "num_classes")
+                if manifest[k] != self.manifest[k]
+            ]
+            if wrong:
+                raise ValueError(
+                    f"the held-out set {path} does not match {self.data_dir} ({'; '.join(wrong)});"
+                    " encode it with the same VAE, resolution and image set."
+                )
+            self._held_out = manifest, source
+        return self._held_out
+
     def eval_array(self, n: int):
-        n = min(int(n), self.num_examples)
-        rows = [self._source[i] for i in range(self.num_examples - n, self.num_examples)]
+        manifest, source = self.held_out()
+        path = held_out_dir(self.data_dir)
+        rows = [read_row(source, i, path, manifest) for i in range(min(int(n), len(source)))]
         key = "latent" if "latent" in rows[0] else "mean"
         x = np.stack([np.asarray(r[key], np.float32) for r in rows])
         labels = np.stack([int(r["label"]) for r in rows]) if self.num_classes else None

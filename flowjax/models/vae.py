@@ -14,8 +14,11 @@ floats in ``[-1, 1]``; for a ``256 x 256 x 3`` image the latent is ``32 x 32 x 4
 
 ``f = 2^(len(block_out_channels) - 1)`` (8 for SD-VAE's four stages), ``C_z =
 latent_channels`` (4). ``scaling_factor = 0.18215`` for the SD 1.x/2.x VAE (it makes the
-latents of ImageNet roughly unit variance), ``shift_factor = 0``; both are configurable
-(e.g. the SD3/Flux VAEs use other values and 16 channels).
+latents of ImageNet roughly unit variance), ``shift_factor = 0``. The SD3 / FLUX VAEs have
+16 latent channels, no ``quant_conv`` / ``post_quant_conv`` (``use_quant_conv =
+use_post_quant_conv = False``) and other factors (SD3: ``scaling_factor = 1.5305``,
+``shift_factor = 0.0609``; FLUX: ``0.3611``, ``0.1159``); all are read from the VAE's diffusers
+``config.json``.
 
 Architecture (that of diffusers' ``AutoencoderKL`` with ``DownEncoderBlock2D`` /
 ``UpDecoderBlock2D`` blocks; ``G = norm_num_groups``, every GroupNorm has ``eps = 1e-6``):
@@ -27,15 +30,19 @@ Architecture (that of diffusers' ``AutoencoderKL`` with ``DownEncoderBlock2D`` /
 - Encoder: conv3 ``C_in -> c_0``; stage ``i``: ``layers_per_block`` ResnetBlocks to ``c_i``,
   then (not after the last stage) a stride-2 3x3 conv after zero padding of one row/column at
   the bottom/right; mid: Resnet, Attention, Resnet; ``GN, silu, conv3 -> 2 C_z``; then the 1x1
-  ``quant_conv``.
-- Decoder: 1x1 ``post_quant_conv``; conv3 ``C_z -> c_last``; mid block; stages in reverse
-  channel order, each ``layers_per_block + 1`` ResnetBlocks then (not after the last) 2x nearest
-  upsampling and a conv3; ``GN, silu, conv3 -> C_out``.
+  ``quant_conv`` (if ``use_quant_conv``).
+- Decoder: the 1x1 ``post_quant_conv`` (if ``use_post_quant_conv``); conv3 ``C_z -> c_last``;
+  mid block; stages in reverse channel order, each ``layers_per_block + 1`` ResnetBlocks then
+  (not after the last) 2x nearest upsampling and a conv3; ``GN, silu, conv3 -> C_out``.
 
 Weights: :meth:`AutoencoderKL.from_file` reads either a flowjax ``.npz`` (flat keys
 ``encoder/down_blocks_0/resnets_0/conv1/kernel`` ... plus ``config/*`` scalars) or, directly, a
 diffusers ``diffusion_pytorch_model.safetensors`` (read without torch or the safetensors
-package). Convert once (a ``.bin`` needs torch for this step only)::
+package) with its ``config.json`` beside it: the config gives what the tensors cannot
+(``norm_num_groups``, the two factors), and the tensors must agree with the rest of it; a
+``.safetensors`` without a ``config.json`` is refused rather than read with guessed settings.
+Convert once (a ``.bin`` needs torch for this step only; ``--config`` defaults to the
+``config.json`` beside the weights)::
 
     python -m flowjax.models.vae --weights=diffusion_pytorch_model.safetensors \
         [--config=config.json] --out=sd_vae_ft_ema.npz
@@ -51,6 +58,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -81,6 +89,7 @@ __all__ = [
     "VAEConfig",
     "VAENet",
     "SD_VAE_CONFIG",
+    "config_from_json",
     "convert_diffusers_state_dict",
     "load_weights",
     "random_weights",
@@ -109,6 +118,8 @@ class VAEConfig:
     norm_num_groups: int = 32
     scaling_factor: float = 0.18215
     shift_factor: float = 0.0
+    use_quant_conv: bool = True  # False for the SD3 / FLUX VAEs
+    use_post_quant_conv: bool = True
 
     @property
     def downsample_factor(self) -> int:
@@ -129,6 +140,18 @@ class VAEConfig:
 
 
 SD_VAE_CONFIG = VAEConfig()  # stabilityai/sd-vae-ft-ema, -ft-mse; SD 1.x / 2.x
+# What diffusers' AutoencoderKL takes for a field its config.json leaves out.
+_DIFFUSERS_DEFAULTS = VAEConfig(block_out_channels=(64,), layers_per_block=1)
+# The fields a config.json fixes that the tensors also show (checked against them).
+_LAYOUT_FIELDS = (
+    "in_channels",
+    "out_channels",
+    "latent_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "use_quant_conv",
+    "use_post_quant_conv",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,23 +262,27 @@ class Decoder(nn.Module):
 
 
 class VAENet(nn.Module):
-    """Encoder + ``quant_conv`` and ``post_quant_conv`` + Decoder; methods ``encode`` (moments,
-    ``[B, H/f, W/f, 2 C_z]``) and ``decode`` (unscaled ``z`` to pixels)."""
+    """Encoder (+ ``quant_conv``), (``post_quant_conv`` +) Decoder; methods ``encode``
+    (moments, ``[B, H/f, W/f, 2 C_z]``) and ``decode`` (unscaled ``z`` to pixels). The two 1x1
+    convs exist only if ``config.use_quant_conv`` / ``use_post_quant_conv``."""
 
     config: VAEConfig
 
     def setup(self):
-        c2 = 2 * self.config.latent_channels
-        self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
-        self.quant_conv = _conv(c2, 1, None)
-        self.post_quant_conv = _conv(self.config.latent_channels, 1, None)
+        cfg = self.config
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        if cfg.use_quant_conv:
+            self.quant_conv = _conv(2 * cfg.latent_channels, 1, None)
+        if cfg.use_post_quant_conv:
+            self.post_quant_conv = _conv(cfg.latent_channels, 1, None)
 
     def encode(self, x):
-        return self.quant_conv(self.encoder(x))
+        h = self.encoder(x)
+        return self.quant_conv(h) if self.config.use_quant_conv else h
 
     def decode(self, z):
-        return self.decoder(self.post_quant_conv(z))
+        return self.decoder(self.post_quant_conv(z) if self.config.use_post_quant_conv else z)
 
     def __call__(self, x):
         return self.decode(self.encode(x)[..., : self.config.latent_channels])
@@ -277,7 +304,8 @@ def weight_shapes(config: VAEConfig = SD_VAE_CONFIG) -> dict[str, tuple[int, ...
 
 
 def _config_from_weights(weights: Mapping[str, Any], base: VAEConfig) -> VAEConfig:
-    """Channel layout inferred from the tensors; groups / scale / shift from ``base``."""
+    """Channel layout (and whether the 1x1 ``quant_conv`` / ``post_quant_conv`` exist) inferred
+    from the tensors; groups / scale / shift from ``base``."""
     blocks = sorted(
         int(m.group(1))
         for k in weights
@@ -304,6 +332,8 @@ def _config_from_weights(weights: Mapping[str, Any], base: VAEConfig) -> VAEConf
         in_channels=get("encoder/conv_in/kernel", 2) or base.in_channels,
         out_channels=get("decoder/conv_out/kernel", 3) or base.out_channels,
         latent_channels=get("decoder/conv_in/kernel", 2) or base.latent_channels,
+        use_quant_conv="quant_conv/kernel" in weights,
+        use_post_quant_conv="post_quant_conv/kernel" in weights,
     )
 
 
@@ -403,16 +433,18 @@ def _torch_to_flax_key(key: str) -> str:
 
 
 def convert_diffusers_state_dict(
-    state_dict: Mapping[str, Any], config: VAEConfig = SD_VAE_CONFIG
+    state_dict: Mapping[str, Any], config: VAEConfig, *, config_source: str = "the config"
 ) -> tuple[dict[str, np.ndarray], VAEConfig]:
     """Map a diffusers ``AutoencoderKL`` state dict to the flat flax layout.
 
     Conv weights ``[O, I, kh, kw]`` become HWIO kernels, linear weights ``[O, I]`` (or the 1x1
     conv ``[O, I, 1, 1]`` of old attention blocks) become ``[I, O]``, norm weights ``scale``.
-    ``config`` supplies ``norm_num_groups``, ``scaling_factor`` and ``shift_factor`` (diffusers'
-    ``config.json``); the channel layout is read off the tensors. Values may be torch tensors.
-    Returns ``(weights, config)``; raises ``ValueError`` naming the expected keys if the dict is
-    not an AutoencoderKL's (e.g. a UNet's).
+    ``config`` is the VAE's (:func:`config_from_json` of its diffusers ``config.json``): it
+    supplies ``norm_num_groups``, ``scaling_factor`` and ``shift_factor``, which the tensors do
+    not show, and the tensors must agree with its channel layout and its ``use_quant_conv`` /
+    ``use_post_quant_conv`` (``config_source`` names it in that error). Values may be torch
+    tensors. Returns ``(weights, config)``; raises ``ValueError`` naming the expected keys if
+    the dict is not an AutoencoderKL's (e.g. a UNet's), or the fields that disagree.
     """
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a mapping, got {type(state_dict)}.")
@@ -430,42 +462,96 @@ def convert_diffusers_state_dict(
             out[f"{stem}/scale"] = a
         else:
             out[path] = a
-    return check_weights(out, config)
+    weights, found = check_weights(out, config)
+    config = config.check()
+    wrong = [
+        f"{k}={getattr(config, k)!r} in {config_source}, {getattr(found, k)!r} in the weights"
+        for k in _LAYOUT_FIELDS
+        if getattr(config, k) != getattr(found, k)
+    ]
+    if wrong:
+        raise ValueError(
+            f"the VAE weights do not match {config_source}: {'; '.join(wrong)}. Use the "
+            "config.json that came with these weights."
+        )
+    return weights, config
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig]:
-    """Read VAE weights: a flowjax ``.npz`` or a diffusers ``.safetensors`` (defaults for
-    ``norm_num_groups`` / scale / shift: SD-VAE's, unless a ``config.json`` lies beside it)."""
+    """Read VAE weights: a flowjax ``.npz``, or a diffusers ``.safetensors`` with its
+    ``config.json`` beside it (refused without one: the settings are not guessed)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"VAE weight file {path!r} does not exist. flowjax never downloads weights; use the "
             "diffusers file of the VAE (e.g. stabilityai/sd-vae-ft-ema: "
-            "diffusion_pytorch_model.safetensors), or convert it once with\n"
-            f"    {_CONVERT_COMMAND.format(out=path)}"
+            "diffusion_pytorch_model.safetensors, with its config.json beside it), or convert it "
+            f"once with\n    {_CONVERT_COMMAND.format(out=path)}"
         )
     if path.endswith(".safetensors"):
-        config = SD_VAE_CONFIG
-        cfg_json = os.path.join(os.path.dirname(path), "config.json")
-        if os.path.isfile(cfg_json):
-            config = config_from_json(cfg_json)
-        return convert_diffusers_state_dict(read_safetensors(path), config)
+        cfg_json = config_json_beside(path)
+        return convert_diffusers_state_dict(
+            read_safetensors(path), config_from_json(cfg_json), config_source=cfg_json
+        )
     flat = read_npz(
         path, "VAE", f"; convert a diffusers file with `{_CONVERT_COMMAND.format(out='vae.npz')}`."
     )
     return check_weights(flat, _base_from_entries(flat))
 
 
+def config_json_beside(weights_path: str | os.PathLike) -> str:
+    """The ``config.json`` in the directory of a diffusers weight file, or a ``ValueError``
+    saying to supply it (diffusers keeps it beside ``diffusion_pytorch_model.*``)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(weights_path)), "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"no config.json beside {os.fspath(weights_path)}: the VAE's diffusers config.json "
+            "(norm_num_groups, scaling_factor, shift_factor, ... which the weights do not show) "
+            "must lie beside it, or be passed to the converter as --config=config.json."
+        )
+    return path
+
+
 def config_from_json(path: str | os.PathLike) -> VAEConfig:
-    """``norm_num_groups`` / ``scaling_factor`` / ``shift_factor`` of a diffusers config.json."""
-    with open(path) as f:
-        cfg = json.load(f)
-    kw = {
-        k: cfg[k]
-        for k in ("norm_num_groups", "scaling_factor", "shift_factor")
-        if cfg.get(k) is not None
+    """The :class:`VAEConfig` of a diffusers ``AutoencoderKL`` ``config.json``.
+
+    Fields it leaves out take diffusers' defaults (``block_out_channels = (64,)``,
+    ``layers_per_block = 1``, ...); ``shift_factor: null`` is 0. Refuses (``ValueError``) a
+    config of another class or of an AutoencoderKL variant this network does not implement
+    (other block types or activation, no mid-block attention, per-channel ``latents_mean`` /
+    ``latents_std``).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable JSON config ({err}).") from err
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} holds a {type(cfg).__name__}, not a diffusers config object.")
+    what = f"{path} (a diffusers {cfg.get('_class_name', 'AutoencoderKL')} config)"
+    if cfg.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise ValueError(f"{what} is not an AutoencoderKL's config; pass the VAE's config.json.")
+    n = len(cfg.get("block_out_channels", _DIFFUSERS_DEFAULTS.block_out_channels))
+    unsupported = {
+        "down_block_types": ["DownEncoderBlock2D"] * n,
+        "up_block_types": ["UpDecoderBlock2D"] * n,
+        "act_fn": "silu",
+        "mid_block_add_attention": True,
+        "latents_mean": None,
+        "latents_std": None,
     }
-    return dataclasses.replace(SD_VAE_CONFIG, **kw)
+    for key, want in unsupported.items():
+        got = cfg.get(key, want)
+        if (list(got) if isinstance(got, (list, tuple)) else got) != want:
+            raise ValueError(
+                f"{what} has {key}={got!r}; flowjax's AutoencoderKL implements only {want!r}."
+            )
+    fields = {f.name for f in dataclasses.fields(VAEConfig)}
+    kw = {k: v for k, v in cfg.items() if k in fields and v is not None}
+    if "block_out_channels" in kw:
+        kw["block_out_channels"] = tuple(kw["block_out_channels"])
+    return dataclasses.replace(_DIFFUSERS_DEFAULTS, **kw).check()
 
 
 def random_weights(config: VAEConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -519,6 +605,16 @@ class AutoencoderKL:
     @property
     def downsample_factor(self) -> int:
         return self.config.downsample_factor
+
+    def fingerprint(self) -> str:
+        """sha256 of the parameters (every key, shape and float32 value; not the file's name or
+        format), so latents made with other weights are told apart."""
+        h = hashlib.sha256()
+        for key, value in sorted(flatten(jax.device_get(self.params)).items()):
+            a = np.ascontiguousarray(value, np.float32)
+            h.update(f"{key}:{a.shape};".encode())
+            h.update(a.astype("<f4").tobytes())
+        return h.hexdigest()
 
     @property
     def latent_channels(self) -> int:
@@ -601,14 +697,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowjax.models.vae --weights=... [--config=...] --out=vae.npz``."""
 
     def options(parser):
-        parser.add_argument("--config", default=None, help="the VAE's diffusers config.json")
+        parser.add_argument(
+            "--config",
+            default=None,
+            help="the VAE's diffusers config.json (default: the config.json beside --weights)",
+        )
         parser.add_argument("--scaling_factor", type=float, default=None)
 
     def convert(args):
-        config = config_from_json(args.config) if args.config else SD_VAE_CONFIG
+        cfg_json = args.config or config_json_beside(args.weights)
+        config = config_from_json(cfg_json)
         if args.scaling_factor is not None:
             config = dataclasses.replace(config, scaling_factor=args.scaling_factor)
-        weights, config = convert_diffusers_state_dict(read_state_dict(args.weights), config)
+        weights, config = convert_diffusers_state_dict(
+            read_state_dict(args.weights), config, config_source=cfg_json
+        )
         path = save_weights(args.out, weights, config)
         count = sum(int(a.size) for a in weights.values())
         return f"wrote {path}: {config}, {count:,} parameters"

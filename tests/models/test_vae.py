@@ -1,8 +1,10 @@
-"""SD-VAE (AutoencoderKL): agreement with diffusers' own AutoencoderKL on a small random config,
-the converter and the weight files, the real architecture at 256x256, and the errors at the
-public boundary.
+"""SD-VAE (AutoencoderKL): agreement with diffusers' own AutoencoderKL on small random configs
+(the SD layout, and the SD3 / FLUX layout: 16 channels, no quant convs, a shift factor), the
+converter, config.json and the weight files, the real architecture at 256x256, and the errors
+at the public boundary.
 
-The reference (tests/fixtures/vae_diffusers.{safetensors,npz}) was made by
+The references (tests/fixtures/vae_diffusers.{safetensors,npz}, vae_sd3_diffusers/ and
+vae_sd3_diffusers.npz, torch_vae.bin, torch_inception.pth) were made by
 tests/fixtures/make_vae_diffusers.py; torch and diffusers are not needed to run these tests.
 """
 
@@ -18,10 +20,28 @@ import pytest
 
 from flowjax.models import vae as V
 
-HERE = os.path.dirname(__file__)
-WEIGHTS = os.path.join(HERE, "..", "fixtures", "vae_diffusers.safetensors")
-OUTPUTS = os.path.join(HERE, "..", "fixtures", "vae_diffusers.npz")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
+WEIGHTS = os.path.join(FIXTURES, "vae_diffusers.safetensors")
+OUTPUTS = os.path.join(FIXTURES, "vae_diffusers.npz")
+SD3_DIR = os.path.join(FIXTURES, "vae_sd3_diffusers")
+SD3_WEIGHTS = os.path.join(SD3_DIR, "diffusion_pytorch_model.safetensors")
 SMALL = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
+
+
+def _diffusers_json(path, config, **changes):
+    """A diffusers-style config.json of ``config`` (what ``save_pretrained`` writes)."""
+    n = len(config.block_out_channels)
+    cfg = {
+        "_class_name": "AutoencoderKL",
+        **dataclasses.asdict(config),
+        "down_block_types": ["DownEncoderBlock2D"] * n,
+        "up_block_types": ["UpDecoderBlock2D"] * n,
+        "act_fn": "silu",
+        "latents_mean": None,
+        **changes,
+    }
+    path.write_text(json.dumps(cfg))
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +103,7 @@ def test_old_attention_names_and_conv_attention_weights_convert_alike(state_dict
 
 
 def test_npz_round_trip_and_command_line(state_dict, reference, tmp_path, model):
-    cfg_json = tmp_path / "config.json"
-    cfg_json.write_text(json.dumps({"norm_num_groups": 4, "scaling_factor": 0.5}))
+    cfg_json = _diffusers_json(tmp_path / "config.json", SMALL, scaling_factor=0.5)
     out = tmp_path / "vae.npz"
     assert V.main([f"--weights={WEIGHTS}", f"--config={cfg_json}", f"--out={out}"]) == 0
     loaded = V.AutoencoderKL.from_file(out)
@@ -138,3 +157,84 @@ def test_real_architecture_round_trip_at_256_is_finite_and_shape_correct():
     assert y.shape == (1, 32, 32, 4) and np.all(np.isfinite(y))
     x_hat = vae.decode(y)
     assert x_hat.shape == (1, 256, 256, 3) and np.all(np.isfinite(x_hat))
+
+
+@pytest.fixture(scope="module")
+def sd3_reference():
+    with np.load(os.path.join(FIXTURES, "vae_sd3_diffusers.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_sd3_style_vae_matches_diffusers_and_converts(sd3_reference, tmp_path):
+    # The folder save_pretrained wrote, read directly: the config comes from its config.json.
+    vae = V.AutoencoderKL.from_file(SD3_WEIGHTS)
+    cfg = vae.config
+    assert (cfg.latent_channels, cfg.use_quant_conv, cfg.use_post_quant_conv) == (16, False, False)
+    assert (cfg.scaling_factor, cfg.shift_factor) == (1.5305, 0.0609)
+    assert cfg.block_out_channels == (8, 8) and cfg.layers_per_block == 1
+    assert "quant_conv" not in vae.params and "post_quant_conv" not in vae.params
+    ref = sd3_reference
+    mean, std = vae.encode_moments(ref["x"])
+    _close(mean, ref["mean"])
+    _close(2 * np.log(np.asarray(std, np.float64)), ref["logvar"])
+    # Model space: y = (z - shift) * scale on encode, z = y / scale + shift on decode.
+    _close(vae.encode(ref["x"]), (ref["mean"] - 0.0609) * 1.5305)
+    _close(vae.decode((ref["z"] - 0.0609) * 1.5305), ref["decoded"])
+    # The converter without --config reads the config.json beside the weights.
+    out = tmp_path / "sd3.npz"
+    assert V.main([f"--weights={SD3_WEIGHTS}", f"--out={out}"]) == 0
+    converted = V.AutoencoderKL.from_file(out)
+    assert converted.config == cfg and converted.fingerprint() == vae.fingerprint()
+
+
+def test_config_json_beside_the_weights_is_read_or_its_absence_refused(tmp_path, capsys):
+    # Weights with their config.json beside them: its groups and factors are used.
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    os.symlink(os.path.abspath(WEIGHTS), folder / "diffusion_pytorch_model.safetensors")
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    _diffusers_json(folder / "config.json", SMALL, scaling_factor=0.25, shift_factor=0.125)
+    out = tmp_path / "vae.npz"
+    assert V.main([f"--weights={weights}", f"--out={out}"]) == 0
+    want = dataclasses.replace(SMALL, scaling_factor=0.25, shift_factor=0.125)
+    assert V.AutoencoderKL.from_file(out).config == want
+    assert V.AutoencoderKL.from_file(weights).config == want
+    # A config.json that does not describe these weights is refused, naming the fields.
+    _diffusers_json(folder / "config.json", SMALL, latent_channels=16, use_quant_conv=False)
+    with pytest.raises(ValueError, match=r"latent_channels=16 in .*config.json, 4 in the weights"):
+        V.AutoencoderKL.from_file(weights)
+    # ... and so is another model's config, or a variant this network does not implement.
+    _diffusers_json(folder / "config.json", SMALL, _class_name="UNet2DConditionModel")
+    with pytest.raises(ValueError, match="not an AutoencoderKL's config"):
+        V.AutoencoderKL.from_file(weights)
+    _diffusers_json(folder / "config.json", SMALL, latents_mean=[0.0] * 4)
+    with pytest.raises(ValueError, match="latents_mean"):
+        V.AutoencoderKL.from_file(weights)
+    # No config.json and no --config: refused, not read with the SD-VAE's settings.
+    os.remove(folder / "config.json")
+    assert V.main([f"--weights={weights}", f"--out={tmp_path / 'never.npz'}"]) == 2
+    err = capsys.readouterr().err
+    assert "no config.json beside" in err and "--config=config.json" in err
+    assert not (tmp_path / "never.npz").exists()
+    with pytest.raises(ValueError, match="no config.json beside"):
+        V.AutoencoderKL.from_file(weights)
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("torch_vae.bin", "a PyTorch checkpoint .* of a diffusers AutoencoderKL"),
+        ("torch_inception.pth", "a PyTorch checkpoint .* of an InceptionV3"),
+    ],
+)
+def test_torch_checkpoints_given_as_vae_weights_are_named(name, kind):
+    with pytest.raises(ValueError, match=f"is not a readable VAE .npz weight file: it is {kind}"):
+        V.AutoencoderKL.from_file(os.path.join(FIXTURES, name))
+
+
+def test_fingerprint_follows_the_weights_not_the_file(model, state_dict, tmp_path):
+    npz = V.save_weights(tmp_path / "vae.npz", *V.convert_diffusers_state_dict(state_dict, SMALL))
+    assert V.AutoencoderKL.from_file(npz).fingerprint() == model.fingerprint()
+    params = jax.tree.map(np.array, model.params)
+    params["decoder"]["conv_out"]["bias"][0] += 1e-3
+    assert V.AutoencoderKL(params, model.config).fingerprint() != model.fingerprint()
