@@ -284,8 +284,9 @@ TINY_VAE = dataclasses.replace(
 
 
 def test_the_latent_builder_encodes_a_folder(folder, tmp_path):
-    """``python -m flowjax.latents --tfds=<folder>``: rows in the split's file order, labels from
-    the class folders, each the VAE posterior of the ADM-cropped image."""
+    """``python -m flowjax.latents --tfds=<folder>``: the ``train`` files become the latent set
+    and the folder's ``test`` files (``--eval_split=auto``) its held-out set, whose rows are in
+    file order, labelled from the class folders, each the VAE posterior of the ADM-cropped image."""
     rng = np.random.default_rng(0)  # N(0, 0.1^2) weights from the shapes: nothing to compile
     weights = {
         k: 0.1 * rng.standard_normal(shape, np.float32)
@@ -294,10 +295,11 @@ def test_the_latent_builder_encodes_a_folder(folder, tmp_path):
     vae = V.AutoencoderKL.from_weights(weights, TINY_VAE)
     out = tmp_path / "lat"
     stats = L.encode_image_set(
-        vae, str(folder), str(out), split="test", resolution=16, batch_size=1, progress=False
+        vae, str(folder), str(out), split="train", resolution=16, batch_size=1, progress=False
     )
     held = ImageFolder(folder, "test")
-    assert stats["rows"] == len(held) == 1
+    assert stats["rows"] == len(ImageFolder(folder, "train"))
+    assert stats["eval_rows"] == len(held) == 1
     manifest = LD.read_manifest(out)
     assert manifest["num_classes"] == 2
     latents = LD.LatentSource(out, batch_size=1, seed=0)

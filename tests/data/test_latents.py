@@ -194,11 +194,11 @@ class _Split:
 
 @pytest.fixture
 def split_source(monkeypatch):
-    real = L.open_source
+    real = L.open_images
     fake = lambda name, split, data_dir=None: _Split(
         real(name, split.split("[")[0], data_dir), split
     )
-    monkeypatch.setattr(L, "open_source", fake)
+    monkeypatch.setattr(L, "open_images", fake)
 
 
 def _encode(vae, tmp_path, out, **kw):
@@ -227,7 +227,7 @@ def test_held_out_set_is_the_eval_split_and_never_training_rows(vae, tmp_path, s
         assert (stats["rows"], stats["eval_rows"]) == (14, 3)
         held = L.LatentEncoder(
             vae,
-            L.open_source("cifar10", "train[7:]", str(tmp_path / "tfds")),
+            L.open_images("cifar10", "train[7:]", str(tmp_path / "tfds")),
             resolution=32,
             flip=False,
             mode="posterior",
