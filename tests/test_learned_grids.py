@@ -120,6 +120,45 @@ def test_best_init_is_the_fixed_grid_with_the_lowest_calibration_loss():
     assert learned.resolve_init("edm", solver, gauss_field, x0, None, x_ref, 4) == ("edm", {})
 
 
+def test_optimise_returns_the_best_iterate_not_the_last():
+    """Adam with a large step on (p - 1)^2 from 0 overshoots: the losses go 1, 0.25, 0.004,
+    then up again. The returned parameters are those of the lowest loss in the history
+    (an inner iterate: neither the start nor the end)."""
+
+    def loss(p):
+        return jnp.sum((p - 1.0) ** 2)
+
+    best, info = learned.optimise(loss, jnp.zeros(1), iters=6, lr=0.5)
+    history = np.asarray(info["history"])
+    k = int(np.argmin(history))
+    assert 0 < k < len(history) - 1 and history[-1] > 2 * history[k], history
+    assert info["loss"] == history[k] and info["initial_loss"] == history[0]
+    np.testing.assert_allclose(float(loss(best)), history[k], rtol=1e-12)
+
+
+def test_learned_grid_is_never_worse_than_its_initial_grid():
+    """The initial grid is iterate 0 and the best iterate is kept, so the stored grid's own
+    calibration loss (recomputed here from its times) is at most the initial grid's. With a
+    step far too large every later iterate is worse: the learned grid is the initial one."""
+    solver = solvers.make_solver("euler")
+    x0 = noise(0, 16)
+    x_ref = gauss_exact(x0)
+    sched = learned.learn_grid(solver, gauss_field, x0, 4, x_ref=x_ref, iters=10, lr=2.0)
+
+    def calibration_loss(grid):
+        x = solvers.sample(solver, gauss_field, x0, jnp.asarray(grid))
+        return float(learned.endpoint_loss(x, x_ref))
+
+    initial = calibration_loss(grids.uniform_grid(4))
+    assert sched.initial_loss == pytest.approx(initial, rel=1e-12)
+    assert calibration_loss(sched.grid) <= initial * (1 + 1e-12)
+    np.testing.assert_allclose(sched.grid, grids.uniform_grid(4), atol=1e-12)
+    # a step that does improve: the stored grid has the loss the optimiser reported
+    better = learned.learn_grid(solver, gauss_field, x0, 4, x_ref=x_ref, iters=10, lr=0.5)
+    assert calibration_loss(better.grid) == pytest.approx(better.loss, rel=1e-9)
+    assert better.loss < 0.8 * initial
+
+
 def test_calibration_deterministic_and_slack():
     solver = solvers.make_solver("heun")
     x0 = noise(0)

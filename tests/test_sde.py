@@ -148,6 +148,69 @@ def test_vp_converted_sampler_reaches_the_data_marginal(spec):
         np.testing.assert_allclose(x.std(0), sd, rtol=0.03, err_msg=f"{spec} s={s}")
 
 
+@pytest.mark.parametrize(
+    "spec,closed_form",
+    [
+        ("square,eta=3", lambda t: 3.0 * (1.0 - t) ** 2),
+        ("sit,eta=0.5", lambda t: np.sqrt(2.0 * 0.5 * (1.0 - t))),
+        ("constant,eta=0.7", lambda t: np.full_like(t, 0.7)),
+        ("ode", lambda t: np.zeros_like(t)),
+    ],
+)
+def test_diffusion_coefficients_are_their_closed_forms(spec, closed_form):
+    t = np.array([0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+    got = np.asarray(sde.make_diffusion(spec)(jnp.asarray(t)))
+    np.testing.assert_allclose(got, closed_form(t), rtol=1e-14, atol=0)
+
+
+def _posterior_mean(x, t):
+    """E[x1 | x_t = x] by Gaussian conditioning: Cov(x1, x_t) = t q^2, Var(x_t) = sd_t^2."""
+    return MU + t * Q**2 / (t**2 * Q**2 + (1.0 - t) ** 2) * (x - t * MU)
+
+
+@pytest.mark.parametrize("num_steps", [1, 6])
+def test_last_step_is_the_tweedie_jump_to_the_posterior_mean(num_steps):
+    """Whatever the noise, the sampler ends at E[x1 | x_{t_{N-1}}] (exact posterior mean of
+    the Gaussian data): no Brownian increment and no drift step on the last interval."""
+    grid = np.linspace(0.6, 1.0, num_steps + 1)
+    # a draw of the marginal at t = 0.6, where the grid starts
+    x0 = 0.6 * MU + gf.std(0.6, Q) * jax.random.normal(jax.random.key(10), (64, 2), jnp.float64)
+    for key in (11, 12):
+        x, traj = sde.sample_sde(
+            velocity,
+            x0,
+            grid,
+            jax.random.key(key),
+            diffusion="square,eta=3",
+            return_trajectory=True,
+        )
+        before = np.asarray(traj[-2])
+        want = _posterior_mean(before, grid[-2])
+        np.testing.assert_allclose(np.asarray(x), want, rtol=1e-12, atol=1e-12)
+    if num_steps == 1:  # the one step is the jump: deterministic
+        np.testing.assert_allclose(np.asarray(x), _posterior_mean(np.asarray(x0), 0.6), rtol=1e-12)
+
+
+def test_vp_sampler_ends_with_the_posterior_mean_of_the_linear_model():
+    """On the VP path the jump is not an Euler step: x1_hat(xbar, s) = E[x1 | x_{t(s)} = xbar/c]."""
+    vp = paths.VPPath()
+    ubar = sde.convert_velocity(velocity, vp)
+    grid = np.linspace(0.0, 1.0, 9)
+    x0 = jax.random.normal(jax.random.key(13), (64, 2), jnp.float64)
+    x, traj = sde.sample_sde(
+        ubar,
+        x0,
+        grid,
+        jax.random.key(14),
+        path=vp,
+        diffusion="square,eta=3",
+        return_trajectory=True,
+    )
+    t, c, _, _ = sde.conversion_coefficients(vp, jnp.float64(grid[-2]))
+    want = _posterior_mean(np.asarray(traj[-2]) / float(c), float(t))
+    np.testing.assert_allclose(np.asarray(x), want, rtol=1e-10, atol=1e-10)
+
+
 def test_bad_inputs_fail_clearly():
     x0 = jnp.zeros((4, 2))
     with pytest.raises(ValueError, match="must end at t = 1"):

@@ -12,6 +12,7 @@ from flowjax import pyramid, solvers
 from flowjax.models import DecomposableDiT, make_apply_fn
 from flowjax.objectives import DecomposableFlowMatching, FlowMatching, make_objective
 from flowjax.time import laws
+from tests.tolerance import assert_equal_up_to_rounding
 
 SHAPE = (8, 8, 1)
 B = 8
@@ -59,9 +60,7 @@ def test_one_stage_is_flow_matching_with_the_same_draws_loss_and_gradients():
     batch, key = _batch(), jax.random.PRNGKey(7)
     (l_dfm, _), g_dfm = jax.value_and_grad(dfm.loss_fn, has_aux=True)(params, apply, batch, key)
     (l_fm, _), g_fm = jax.value_and_grad(fm.loss_fn, has_aux=True)(params, fm_apply, batch, key)
-    np.testing.assert_allclose(l_dfm, l_fm, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(g_dfm), jax.tree.leaves(g_fm)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_equal_up_to_rounding((l_dfm, g_dfm), (l_fm, g_fm))  # two float32 programs
 
 
 def test_a_masked_stage_cannot_reach_the_output_or_the_loss():
@@ -253,8 +252,11 @@ def test_bad_configuration_is_refused_with_clear_errors():
 
 
 def test_thresholds_set_at_sampling_time_equal_an_objective_built_with_them():
-    """``"euler:8@tau=0.6,phases=1/1"`` parses to sampler keywords that give exactly the
-    sampler of an objective configured with those values (and not the default one)."""
+    """``"euler:8@tau=0.6,phases=1/1"`` on a default objective samples exactly as an objective
+    whose config holds those values (built from its config section, sampled without options),
+    and the network sees the stage times of that schedule, written out here by hand."""
+    import ml_collections
+
     from flowjax.training.evaluate import eval_spec_label, parse_eval_spec
 
     pieces, options = parse_eval_spec("euler:8@tau=0.6,phases=1/1")
@@ -266,17 +268,37 @@ def test_thresholds_set_at_sampling_time_equal_an_objective_built_with_them():
         jax.random.PRNGKey(0), (B, *DecomposableFlowMatching().noise_shape(SHAPE))
     )
     cond = jnp.arange(B) % 10
-
-    def sample(obj, **kw):
-        return obj.make_sampler(apply, solvers.Euler(), 8, "uniform", **kw)(params, x0, cond)
-
-    chosen = sample(DecomposableFlowMatching(num_classes=10), **options)
-    built = sample(
-        DecomposableFlowMatching(num_classes=10, thresholds=(0.6,), phase_weights=(1, 1))
+    configured = make_objective(
+        ml_collections.ConfigDict(
+            dict(name="decomposable", decomposable=dict(thresholds=(0.6,), phase_weights=(1, 1)))
+        ),
+        num_classes=10,
     )
-    default = sample(DecomposableFlowMatching(num_classes=10))
+    default = DecomposableFlowMatching(num_classes=10)
+    assert default.thresholds != configured.thresholds
+    euler = solvers.Euler()
+    built = configured.make_sampler(apply, euler, 8, "uniform")(params, x0, cond)
+    chosen = default.make_sampler(apply, euler, 8, "uniform", **options)(params, x0, cond)
+    plain = default.make_sampler(apply, euler, 8, "uniform")(params, x0, cond)
     np.testing.assert_array_equal(chosen, built)
-    assert float(jnp.max(jnp.abs(chosen - default))) > 1e-3
+    assert float(jnp.max(jnp.abs(chosen - plain))) > 1e-3
+    # The override's schedule: 4 + 4 Euler steps; phase 1 moves stage 1 to tau = 0.6 with
+    # stage 2 masked at 0; phase 2 moves stage 2 over [0, 1] and stage 1 over [0.6, 1].
+    calls = []
+
+    def velocity(params, x, t, cond, *, stage_times, stage_mask):
+        jax.debug.callback(
+            lambda *a: calls.append([np.asarray(v)[0] for v in a]), t, stage_times, stage_mask
+        )
+        return jnp.zeros_like(x)
+
+    default.make_sampler(velocity, euler, 8, "uniform", **options)(None, x0, None)
+    jax.effects_barrier()
+    u = np.arange(4) / 4
+    want_times = np.concatenate([np.stack([0.6 * u, 0 * u], 1), np.stack([0.6 + 0.4 * u, u], 1)])
+    np.testing.assert_allclose(np.stack([c[1] for c in calls]), want_times, atol=1e-6)
+    np.testing.assert_array_equal(np.stack([c[2] for c in calls]), [[1, 0]] * 4 + [[1, 1]] * 4)
+    np.testing.assert_allclose([c[0] for c in calls], [*0.6 * u, *u], atol=1e-6)
     with pytest.raises(ValueError, match="thresholds must give 1 value"):
         DecomposableFlowMatching().make_sampler(
             apply, solvers.Euler(), 8, "uniform", thresholds=(0.5, 0.7)
