@@ -41,6 +41,9 @@ def _bundled_config_dir() -> str:
 
 CONFIG_DIR = _bundled_config_dir()
 
+# Module names of config files executed by :func:`load_module` (how their frames are known).
+_MODULE_PREFIX = "flowjax_config_"
+
 
 def config_names(config_dir: str = CONFIG_DIR) -> list[str]:
     """Names of the bundled configs (the files ``<name>.py`` of ``config_dir``)."""
@@ -84,11 +87,47 @@ def load_module(path: str) -> ModuleType:
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"no config file {path}")
-    name = "flowjax_config_" + os.path.splitext(os.path.basename(path))[0]
+    name = _MODULE_PREFIX + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def config_file_error(err: BaseException, path: str | None = None) -> str | None:
+    """One line for an error raised while a config file was executed, or None if it was not.
+
+    ``"<file>, line <n>: <Type>: <message>"``: for a ``SyntaxError`` its own file and line;
+    otherwise the innermost traceback frame in a config file (``path``, or one loaded by
+    :func:`load_module`, e.g. through :func:`sibling`). The error reported is the innermost of
+    the chain: loaders re-raise what a config file raised with the whole traceback as their
+    message.
+    """
+    chain = [err]
+    while (chain[-1].__cause__ or chain[-1].__context__) not in (None, *chain):
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for error in reversed(chain):
+        if isinstance(error, SyntaxError) and error.filename:
+            where, message = (error.filename, error.lineno), str(error.msg)
+        else:
+            where, message = _config_frame(error, path), str(error)
+        if where is not None:
+            first = (message.strip().splitlines() or [""])[0]
+            return f"{where[0]}, line {where[1]}: {type(error).__name__}: {first}"
+    return None
+
+
+def _config_frame(error: BaseException, path: str | None) -> tuple[str, int] | None:
+    """``(file, line)`` of the innermost frame of ``error``'s traceback in a config file."""
+    target = os.path.abspath(os.path.expanduser(path)) if path else None
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if name.startswith(_MODULE_PREFIX) or os.path.abspath(code.co_filename) == target:
+            found = (code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
 
 
 def sibling(anchor_file: str, name: str) -> ModuleType:

@@ -137,9 +137,7 @@ def _parse_flags(argv):
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(2)
     try:
-        remaining = FLAGS(argv)
-        FLAGS.config.keys()  # a config file that fails to load is reported here, not mid-run
-        return remaining
+        return _parse_config(argv)
     except OSError as err:
         print(
             f"ERROR: {str(err).splitlines()[0]}: {str(err).splitlines()[-1].strip()}",
@@ -150,6 +148,25 @@ def _parse_flags(argv):
         message = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
         retired = _retired_override(argv)
         print(f"ERROR: bad command-line flag: {retired or message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parse_config(argv: list[str]) -> list[str]:
+    """``FLAGS(argv)`` and the config loaded; an error raised by the config file's own code (a
+    syntax error, a ``get_config`` that fails) is one line naming its file and line, exit 2."""
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that fails to load is reported here, not mid-run
+        return remaining
+    except Exception as err:
+        given = [b for a, b in zip(argv, argv[1:] + [""]) if a == "--config"] + [
+            a[len("--config=") :] for a in argv if a.startswith("--config=")
+        ]
+        path = given[-1].partition(":")[0] if given else _DEFAULT_CONFIG
+        located = config_files.config_file_error(err, path)
+        if located is None:
+            raise
+        print(f"ERROR: config file {located}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -128,3 +128,30 @@ def test_bad_flags_fail_fast_with_a_clear_message(tmp_path):
     out = _run(_main(tmp_path, config="configs/no_such_config.py"))
     assert out.returncode == 2
     assert "No such file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_broken_config_file_is_one_line_naming_its_file_and_line(tmp_path):
+    """A syntax error, an error at import and one raised by ``get_config``: one ERROR line
+    ``config file <file>, line <n>: <Type>: <message>``, exit 2, no traceback, no workdir."""
+    files = {
+        "syntax.py": ("def get_config(arg=None:\n    return None\n", 1, "SyntaxError"),
+        "indent.py": ("x = 1\n  y = 2\n", 2, "IndentationError: unexpected indent"),
+        "name.py": ("import os\n\nX = undefined_name\n", 3, "NameError: name 'undefined_name'"),
+        "variant.py": (  # the innermost line of the config file's own code
+            "def _check(arg):\n    raise ValueError(f'no variant {arg}')\n\n\n"
+            "def get_config(arg=None):\n    _check(arg)\n",
+            2,
+            "ValueError: no variant b",
+        ),
+    }
+    procs = []
+    for name, (text, _, _) in files.items():
+        (tmp_path / name).write_text(text)
+        cmd = _main(tmp_path / "w", config=f"{tmp_path / name}:b")
+        procs.append((subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True), name))
+    for (proc, name), (_, line, expected) in zip(procs, files.values()):
+        _, err = proc.communicate(timeout=300)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"ERROR: config file {tmp_path / name}, line {line}: {expected}")
+    assert not (tmp_path / "w").exists()
