@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 
 MU_DTYPES = (None, "float32", "bfloat16")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("constant", "cosine")
 
 
 def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:

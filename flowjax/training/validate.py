@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from flowjax import solvers
+from flowjax.training import optim as optim_lib
 from flowjax.training.evaluate import parse_eval_spec
 from flowjax.training.faults import SetupError
 
@@ -74,9 +75,7 @@ def validate_config(config: Any) -> Any:
     decay = _get(config, "train", "ema_decay")
     if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
         raise SetupError(f"train.ema_decay={decay!r}: expected a number in [0, 1)")
-    lr = _get(config, "optim", "lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-        raise SetupError(f"optim.lr={lr!r}: expected a finite number >= 0")
+    _check_optim(config.get("optim", None) or {})
     samplers = _get(config, "eval", "samplers")
     if samplers is not None:
         _check_samplers(samplers)
@@ -92,6 +91,52 @@ def validate_config(config: Any) -> Any:
         with config.unlocked() if hasattr(config, "unlocked") else _nothing():
             config[section][field] = path
     return config
+
+
+# (field, lowest, highest, lowest allowed, highest allowed, what it is) of the ``optim`` section
+# (:mod:`flowjax.training.optim`); a bound of None is open.
+_OPTIM_NUMBERS = (
+    ("lr", 0.0, None, True, False, "the peak learning rate; 0 freezes the weights"),
+    ("b1", 0.0, 1.0, True, False, "Adam's first-moment decay"),
+    ("b2", 0.0, 1.0, True, False, "Adam's second-moment decay"),
+    ("eps", 0.0, None, False, False, "Adam's denominator offset"),
+    ("weight_decay", 0.0, None, True, False, "AdamW's decoupled weight decay"),
+    ("grad_clip", 0.0, None, True, False, "the global gradient-norm bound; 0 turns it off"),
+    ("final_lr_fraction", 0.0, 1.0, True, True, "the cosine schedule's last rate over lr"),
+)
+
+
+def _interval(lo: float, hi: float | None, lo_closed: bool, hi_closed: bool) -> str:
+    if hi is None:
+        return f"{'>=' if lo_closed else '>'} {lo:g}"
+    return f"in {'[' if lo_closed else '('}{lo:g}, {hi:g}{']' if hi_closed else ')'}"
+
+
+def _check_optim(optim: Any) -> None:
+    """The optimizer and schedule fields: each number in its range, each name a known one."""
+    for field, lo, hi, lo_closed, hi_closed, meaning in _OPTIM_NUMBERS:
+        value = optim.get(field, None)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        inside = (
+            number
+            and math.isfinite(value)
+            and (value >= lo if lo_closed else value > lo)
+            and (hi is None or (value <= hi if hi_closed else value < hi))
+        )
+        if not inside:
+            raise SetupError(
+                f"optim.{field}={value!r}: expected a finite number "
+                f"{_interval(lo, hi, lo_closed, hi_closed)} ({meaning})"
+            )
+    for field, choices in (
+        ("name", optim_lib.OPTIMIZERS),
+        ("schedule", optim_lib.SCHEDULES),
+        ("mu_dtype", optim_lib.MU_DTYPES),
+    ):
+        if field in optim and optim[field] not in choices:
+            raise SetupError(f"optim.{field}={optim[field]!r}: choose one of {choices}")
 
 
 def _check_samplers(samplers: Any) -> None:

@@ -312,3 +312,41 @@ def test_first_log_after_a_resume_averages_the_uninterrupted_window(finished_run
     assert sorted(resumed) == [5, 10, 15, 20]
     for step in resumed:
         assert resumed[step]["train/loss"] == straight[step]["train/loss"], step
+
+
+# -- 9. issue 23: bad optimizer values, fine-tunes without their inputs, what a fine-tune starts
+# from ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("b2", 2.0, r"optim.b2=2.0: expected a finite number in \[0, 1\)"),
+        ("b1", -0.1, r"optim.b1=-0.1: expected a finite number in \[0, 1\)"),
+        ("b2", 1.0, r"optim.b2=1.0: expected a finite number in \[0, 1\)"),
+        ("eps", -1.0, "optim.eps=-1.0: expected a finite number > 0"),
+        ("eps", 0.0, "optim.eps=0.0: expected a finite number > 0"),
+        ("grad_clip", -1.0, "optim.grad_clip=-1.0: expected a finite number >= 0"),
+        ("weight_decay", -0.01, "optim.weight_decay=-0.01: expected a finite number >= 0"),
+        ("lr", float("nan"), "optim.lr=nan: expected a finite number >= 0"),
+        ("final_lr_fraction", 1.5, r"optim.final_lr_fraction=1.5: .* in \[0, 1\]"),
+        ("warmup_steps", -1, "optim.warmup_steps=-1: must be >= 0"),
+        ("name", "sgd", r"optim.name='sgd': choose one of \('adamw', 'adam'\)"),
+        ("schedule", "linear", r"optim.schedule='linear': choose one of"),
+    ],
+)
+def test_bad_optimizer_values_are_refused_before_any_work(tmp_path, field, value, message):
+    config = tiny_config()
+    config.optim[field] = value
+    with pytest.raises(SetupError, match=message):
+        train_and_evaluate(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_optimizer_values_on_the_edges_of_their_ranges_are_accepted():
+    from flowjax.training.validate import validate_config
+
+    config = tiny_config()
+    config.optim.update(
+        dict(lr=0.0, b1=0.0, b2=0.0, eps=1e-30, weight_decay=0.0, grad_clip=0.0, warmup_steps=0)
+    )
+    config.optim.final_lr_fraction = 1.0
+    assert validate_config(config).optim.to_dict() == config.optim.to_dict()
