@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from flowjax import console
+from flowjax import console, weight_files
 
 FLAGS = flags.FLAGS
 IMAGE_KEYS = ("x", "arr_0")  # flowjax.sample's samples, ADM's sample batches
@@ -76,6 +76,9 @@ def load_samples(path: str, key: str | None = None):
             f"samples file {path!r} does not exist; write one with `python -m flowjax.sample "
             "--workdir=RUN ...` (RUN/samples/<label>.npz) or score a run with --workdir=RUN."
         )
+    foreign = weight_files.numpy_file_error(path, "an .npz of samples", ".")
+    if foreign:
+        raise ValueError(foreign)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

@@ -134,6 +134,63 @@ def foreign_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
+# First bytes of files a user may give where a NumPy archive is expected (beyond the weight
+# files :func:`foreign_kind` recognises).
+_OTHER_KINDS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"%PDF", "a PDF document"),
+    (b"BZh", "a bzip2 file"),
+    (b"\xfd7zXZ", "an xz file"),
+)
+NPZ_MAGIC = b"PK"  # an .npz is a zip archive of .npy files
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """What the file at ``path`` is, judged from its first bytes only (nothing is parsed or
+    unpickled): ``"a NumPy .npz archive"``, ``"a NumPy .npy array"``, a kind
+    :func:`foreign_kind` recognises, an image, compressed or text file, else ``"a file of
+    another kind (it starts with b'...')"``."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(NPY_MAGIC):
+        return "a NumPy .npy array"
+    kind = foreign_kind(path)
+    if kind is not None:
+        return kind
+    if head.startswith(NPZ_MAGIC):
+        return "a NumPy .npz archive" if head.startswith(b"PK\x03\x04") else "a zip archive"
+    for magic, name in _OTHER_KINDS:
+        if head.startswith(magic):
+            return name
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # binary, or a character cut at the 512th byte
+        text = head[: err.start].decode("utf-8") if err.start >= len(head) - 3 else ""
+    if text and all(c.isprintable() or c in "\n\r\t" for c in text):
+        return f"a text file (it starts with {text[:24]!r})"
+    return f"a file of another kind (it starts with {head[:8]!r})"
+
+
+def numpy_file_error(path: str | os.PathLike, what: str, hint: str = "") -> str | None:
+    """``None`` if the file at ``path`` starts as a NumPy file of its extension (``.npy``:
+    the ``.npy`` magic, otherwise a zip archive, as an ``.npz`` is), else the one-line error
+    ``"<path> is not <what>: it is <kind><hint>"`` (:func:`file_kind`), so numpy's own error
+    for a foreign file (a hint to unpickle it) is never shown."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    expected = NPY_MAGIC if path.endswith(".npy") else NPZ_MAGIC
+    if head.startswith(expected):
+        return None
+    return f"{path} is not {what}: it is {file_kind(path)}{hint}"
+
+
 def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np.ndarray]:
     """All arrays of the ``.npz`` weight archive at ``path`` (no pickles).
 
@@ -147,6 +204,9 @@ def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np
     kind = foreign_kind(path) if os.path.isfile(path) else None
     if kind is not None:
         raise ValueError(f"{path} is not a readable {what} .npz weight file: it is {kind}{hint}")
+    foreign = numpy_file_error(path, f"a readable {what} .npz weight file", hint)
+    if os.path.isfile(path) and foreign:
+        raise ValueError(foreign)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
+from flowjax import weight_files
 from flowjax.data import toy2d
 from flowjax.data.base import (
     BatchLayout,
@@ -231,16 +233,23 @@ def load_array_file(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"data file {path!r} must be a .npz (keys x, label) or a .npy (x)")
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path!r} does not exist; check data.path")
-    if path.endswith(".npy"):
-        arrays = {"x": np.load(path, allow_pickle=False)}
-    else:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files:
-                raise ValueError(
-                    f"data file {path!r} has arrays {f.files}; store the examples under 'x' "
-                    "(and optional integer class labels under 'label')"
-                )
-            arrays = {k: f[k] for k in ("x", "label") if k in f.files}
+    how = "; save it with np.savez(path, x=x, label=label) or np.save(path, x)"
+    foreign = weight_files.numpy_file_error(path, "a NumPy " + path[-4:] + " file", how)
+    if foreign:
+        raise ValueError(f"data file {foreign}")
+    try:
+        if path.endswith(".npy"):
+            files, arrays = ["x"], {"x": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                files, arrays = f.files, {k: f[k] for k in ("x", "label") if k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"data file {path} cannot be read ({err}){how}") from None
+    if "x" not in arrays:
+        raise ValueError(
+            f"data file {path!r} has arrays {files}; store the examples under 'x' "
+            "(and optional integer class labels under 'label')"
+        )
     x = arrays["x"]
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or x.ndim not in (2, 4):
         raise ValueError(

@@ -53,7 +53,7 @@ import numpy as np
 from flowjax import console
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 from flowjax.models.inception import InceptionV3
-from flowjax.weight_files import save_npz
+from flowjax.weight_files import numpy_file_error, save_npz
 
 __all__ = [
     "check_images",
@@ -188,6 +188,9 @@ def load_stats(path: str | os.PathLike, feature_dim: int | None = None):
             "split with `python -m flowjax.evaluation.fid --inception=W.npz --tfds=NAME "
             f"--split=train --out={path}`, or use a published .npz with mu and sigma."
         )
+    foreign = numpy_file_error(path, "an .npz of FID reference statistics (mu, sigma)", ".")
+    if foreign:
+        raise ValueError(foreign)
     try:
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data.files or "sigma" not in data.files:

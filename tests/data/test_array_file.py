@@ -113,3 +113,28 @@ def test_bad_files_give_clear_errors(tmp_path):
     np.save(tmp_path / "wide.npy", np.zeros((5, 3), np.float32))
     with pytest.raises(ValueError, match="does not match"):
         build(tmp_path / "ok.npy", eval_path=str(tmp_path / "wide.npy"))
+
+
+def test_a_file_that_is_not_a_numpy_file_is_named_from_its_bytes(tmp_path):
+    """A foreign file named .npz / .npy: one line saying what it is (judged from its first
+    bytes), never numpy's hint to load it unsafely with allow_pickle."""
+
+    def error(name, payload):
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError) as info:
+            make_source(_cfg(path=str(tmp_path / name)), batch_size=4, seed=0)
+        message = str(info.value)
+        assert "\n" not in message and "pickle" not in message, message
+        return message
+
+    assert "is not a NumPy .npz file: it is a text file (it starts with 'x,y" in error(
+        "table.npz", b"x,y\n1,2\n"
+    )
+    assert "is not a NumPy .npz file: it is a PNG image" in error(
+        "image.npz", b"\x89PNG\r\n\x1a\n" + bytes(64)
+    )
+    assert "is not a NumPy .npz file: it is an empty file" in error("empty.npz", b"")
+    np.savez(tmp_path / "archive.npz", x=_points())
+    archive = (tmp_path / "archive.npz").read_bytes()
+    assert "is not a NumPy .npy file: it is a NumPy .npz archive" in error("x.npy", archive)
+    assert "cannot be read" in error("cut.npz", archive[:40])  # a zip cut short
