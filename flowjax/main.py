@@ -108,9 +108,10 @@ def main(argv):
         else:
             print(
                 json.dumps(
-                    {
-                        k: summary.get(k)
-                        for k in ("final", "final_raw", "untrained")  # final: EMA weights
+                    {  # final: EMA weights; initial (a fine-tune) or untrained: the start
+                        k: summary[k]
+                        for k in ("final", "final_raw", "initial", "untrained")
+                        if k in summary
                     },
                     indent=1,
                 )

@@ -128,8 +128,8 @@ class DataSource(Protocol):
     - ``eval_array(n)``: held-out data ``(x [n, ...], labels [n] or None)``.
 
     Optional, each with a default (read through :func:`device_batch_fn`,
-    :func:`fingerprint_of`, :func:`has_eval_data`, :func:`unavailable_reason` and
-    :func:`feature_metric`, the only places that look for them):
+    :func:`fingerprint_of`, :func:`has_eval_data`, :func:`unavailable_reason`,
+    :func:`feature_metric` and :func:`batch_keys_of`, the only places that look for them):
 
     - ``device_batch(step) -> dict`` (none): the whole global batch as a pure, traceable
       function of ``step`` (fused into the jitted step).
@@ -141,6 +141,8 @@ class DataSource(Protocol):
       evaluator scores samples with it besides the pixel metrics.
     - ``base`` (None): the real data set a wrapping source imitates (reflow pairs, generated
       tuples); its feature metric is the one the wrapper reports.
+    - ``batch_keys`` (``("x1",)``): the entries of each batch besides ``label`` (pair sources:
+      ``("x0", "x1")``), checked against the objective's ``batch_keys`` before training.
     """
 
     kind: str
@@ -194,6 +196,11 @@ def fingerprint_of(source: Any) -> str | None:
     """The source's optional ``fingerprint()``, or ``None``."""
     fn = getattr(source, "fingerprint", None)
     return fn() if callable(fn) else None
+
+
+def batch_keys_of(source: Any) -> tuple[str, ...]:
+    """The source's optional ``batch_keys``, or ``("x1",)``."""
+    return tuple(getattr(source, "batch_keys", ("x1",)))
 
 
 def has_eval_data(source: Any) -> bool:

@@ -110,6 +110,8 @@ class Experiment:
                 f"{type(self.objective).__name__} is not an objective; subclass "
                 "flowjax.objectives.Objective (its hooks have the defaults Experiment reads)"
             )
+        if data is None and not self.objective.data_free:
+            _check_batch_keys(self.objective, self.data, config)
         self.average_velocity = bool(self.objective.average_velocity)
 
         def make(use_end_time: bool):
@@ -258,6 +260,25 @@ class Experiment:
             else:
                 out[k] = jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
         return out
+
+
+def _check_batch_keys(objective: Any, source: Any, config: Any) -> None:
+    """A clear error when the objective reads batch entries the config's data does not give
+    (reflow without ``data.pairs_dir``), before anything is compiled."""
+    given = data_lib.batch_keys_of(source)
+    missing = [k for k in objective.batch_keys if k not in given]
+    if missing:
+        name = config.objective.get("name", type(objective).__name__)
+        raise ValueError(
+            f"objective {name!r} trains on batches with {list(objective.batch_keys)} but the "
+            f"data of config.data gives {list(given)}"
+            + (
+                "; set config.data.pairs_dir to a pair data set written by "
+                "`python -m flowjax.reflow --teacher=RUN --out=DIR`"
+                if "x0" in missing
+                else ""
+            )
+        )
 
 
 def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):

@@ -213,18 +213,49 @@ def train_and_evaluate(
     another process raise :class:`SetupError` before any work.
     """
     config = validate_config(config)
+    created = not os.path.lexists(os.path.abspath(os.path.expanduser(str(workdir))))
     workdir = workdir_lib.prepare_workdir(workdir)
     lock = workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
-    _agreed(lock.acquire)
     try:
+        _agreed(lock.acquire)
         kwargs = dict(data=data, objective=objective, progress=progress, init_params=init_params)
         try:
             return _train(config, workdir, lock, allow_config_change, retry=True, **kwargs)
         except _SuspectCheckpoint as suspect:
             log.warning("%s", suspect)
             return _train(config, workdir, lock, allow_config_change, retry=False, **kwargs)
+    except SetupError:
+        lock.release()
+        if created and jax.process_index() == 0:
+            workdir_lib.remove_if_empty(workdir)  # a refused run leaves no workdir behind
+        raise
     finally:
         lock.release()
+
+
+def _pretrained(config: Any) -> Any:
+    """:func:`pretrained_params` of ``config.init.workdir``; a run that cannot be read there
+    is a :class:`SetupError`."""
+    try:
+        return pretrained_params(config)
+    except (ValueError, FileNotFoundError) as err:
+        raise SetupError(f"config.init.workdir: {err}") from err
+
+
+def _baseline(exp: Experiment, evaluator: Evaluator, init_params: Any, progress: bool) -> dict:
+    """What the run started from, scored: ``{"initial": ...}`` for a fine-tune (weights given
+    as ``init_params`` or read from ``config.init.workdir``: scored with every sampler, like
+    ``final``), else ``{"untrained": ...}``. The untrained network (zero output layer) maps
+    noise to itself under any solver, so it is scored with the cheapest sampler only."""
+    if init_params is None and not (exp.config.get("init", None) or {}).get("workdir", None):
+        return {"untrained": evaluator(exp.init_state().ema_params, [evaluator.baseline_label])[0]}
+    try:
+        loaded = None if init_params is not None else pretrained_params(exp.config)
+    except (ValueError, FileNotFoundError) as err:
+        log.warning("the initial weights are not scored: %s", err)
+        return {}
+    start = exp.init_state(init_params, loaded=loaded).ema_params
+    return {"initial": evaluator(start, progress=progress, desc="initial weights")[0]}
 
 
 class _SuspectCheckpoint(Exception):
@@ -269,6 +300,10 @@ def _train(
             exp = Experiment(config, data=data, objective=objective)
         except (ValueError, FileNotFoundError) as err:
             raise SetupError(f"cannot set up the job from its config: {err}") from err
+        # A fresh fine-tune reads its starting weights now: a missing run is refused here,
+        # before anything is written.
+        fresh = init_params is None and not workdir_lib.saved_steps(ckpt_dir)
+        teacher = _pretrained(exp.config) if fresh else None
         dataset = data_lib.describe_source(exp.data, from_config=data is None)
         cost = exp.step_cost()
         _log_setup(exp, cost)
@@ -285,13 +320,15 @@ def _train(
             )
             checkpointer.prune()
             if restored is None:
-                loaded = None if init_params is not None else pretrained_params(exp.config)
-                state, start_step, carried = exp.init_state(init_params, loaded=loaded), 0, None
+                if teacher is None and init_params is None:
+                    teacher = pretrained_params(exp.config)
+                state, start_step, carried = exp.init_state(init_params, loaded=teacher), 0, None
             else:
                 state, restored_meta, start_step = restored
                 carried = restored_meta.get("pending_metrics")
                 log.info("resumed from the checkpoint at step %d", start_step)
             last_saved = start_step if restored is not None else None
+            teacher = None  # the starting weights are not kept on the devices while training
 
             writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
             writer.truncate_after(start_step)
@@ -440,15 +477,13 @@ def _train(
                 state.ema_params, progress=progress, desc="final eval (EMA)"
             )
             final_raw, _ = evaluator(state.params, progress=progress, desc="final eval (raw)")
-            # The untrained network (zero output layer) maps noise to itself under any
-            # solver; score it with the cheapest sampler.
-            untrained, _ = evaluator(exp.init_state().ema_params, [evaluator.baseline_label])
+            baseline = _baseline(exp, evaluator, init_params, progress)
         writer.write(
             num_steps,
             {f"eval/{k}": v for k, v in final_metrics.items()}
             | {f"eval_raw/{k}": v for k, v in final_raw.items()},
         )
-        summary.update(final=final_metrics, final_raw=final_raw, untrained=untrained)
+        summary.update(final=final_metrics, final_raw=final_raw, **baseline)
         summary["dataset"] = dataset
         if jax.process_index() == 0:
             png = evaluator.plot(samples, os.path.join(workdir, "samples.png"), title(num_steps))

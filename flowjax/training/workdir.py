@@ -11,6 +11,8 @@
   is refused with the list of changed fields and the way out (a new workdir, or
   ``allow=("field", ...)`` / ``allow=True`` for an intended change such as a fine-tune).
 - :func:`remove_partial_checkpoints`: temporary directories a killed save left behind.
+- :func:`remove_if_empty`: the empty directories of a run refused at set-up, in a workdir it
+  created itself (a directory that holds any file, or existed before, is kept).
 """
 
 from __future__ import annotations
@@ -70,6 +72,18 @@ def prepare_workdir(workdir: str) -> str:
                 f"{target} is not writable; fix its permissions or use another workdir"
             )
     return path
+
+
+def remove_if_empty(workdir: str) -> bool:
+    """Remove ``workdir`` and the directories under it, bottom up, where none holds a file
+    (what a run refused at set-up leaves in a workdir it created); returns whether
+    ``workdir`` is gone. A file anywhere keeps its directory and those above it."""
+    for root, _, _ in os.walk(workdir, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+    return not os.path.exists(workdir)
 
 
 def _writable(directory: str) -> bool:

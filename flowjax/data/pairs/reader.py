@@ -129,11 +129,15 @@ class PairSource:
       manifest: the generation settings and metadata (see :func:`read_manifest`).
       local_batch_size, steps_per_epoch: ``b`` and ``N / B``.
 
+      batch_keys: ``("x0", "x1")``, the entries of each batch besides ``label``.
+
     Raises:
       DatasetNotFoundError: ``data_dir`` is not a finished pair data set.
       ValueError: bad batch/shard/seed arguments, or pairs whose element shape or classes differ
         from ``base``'s.
     """
+
+    batch_keys = ("x0", "x1")
 
     def __init__(
         self,
