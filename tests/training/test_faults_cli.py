@@ -241,3 +241,30 @@ def test_pair_shards_are_byte_identical_across_processes(tmp_path):
     first = shard_bytes(outs[0])
     for out in outs[1:]:
         assert shard_bytes(out) == first, out
+
+
+def test_refused_runs_are_one_line_exit_2_and_leave_no_workdir(tmp_path):
+    """Issue 23: reflow without pairs, a text file named .npz and an optimizer value out of
+    range, each through the command line: one ERROR line, exit 2, the workdir not created."""
+    table = tmp_path / "table.npz"
+    table.write_text("x,y\n1,2\n")
+    cases = [
+        (
+            _main(tmp_path / "a", *TINY, config="configs/reflow_toy2d.py"),
+            "set config.data.pairs_dir",
+        ),
+        (
+            _main(tmp_path / "b", *TINY, "--config.data.kind=array", f"--config.data.path={table}"),
+            f"{table} is not a NumPy .npz file: it is a text file",
+        ),
+        (_main(tmp_path / "c", *TINY, "--config.optim.b2=2"), "optim.b2=2.0: expected"),
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd, _ in cases
+    ]
+    for proc, (_, fragment) in zip(procs, cases):
+        _, err = proc.communicate(timeout=300)
+        _one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err), fragment)
+        assert "pickle" not in err
+    assert sorted(os.listdir(tmp_path)) == ["table.npz"]
