@@ -7,7 +7,9 @@ What it writes into ``workdir``:
   evaluation metrics at several NFE every ``eval_every`` steps and at the end;
 - ``samples.png``: samples of the EMA weights vs held-out data at the end; ``summary.json``:
   final metrics of the (debiased) EMA weights (``final``) and of the raw weights
-  (``final_raw``), the cheapest setting's metrics for the untrained network (``untrained``),
+  (``final_raw``), the cheapest setting's metrics for the untrained network (``untrained``)
+  or, for a fine-tune from given weights or ``config.init.workdir``, every setting's metrics
+  for the weights it started from (``initial``),
   the data's record (``dataset``), wall time, steps/s; ``config.json``: the config and, under
   ``dataset``, the data's name, kind, element shape, classes and fingerprint
   (:func:`flowjax.data.describe_source`).
@@ -20,10 +22,12 @@ checkpoint is written only after every loss up to its step has been checked.
 Before any work (:mod:`flowjax.training.workdir`, :mod:`flowjax.training.validate`): the
 config's values are validated, the workdir is locked against a second writer, and a config
 that differs from the stored ``config.json`` of a run with checkpoints is refused (unless the
-change cannot alter the state, or ``allow_config_change`` accepts it). Checkpoints carry
-checksums and a failing one falls back to the previous (:mod:`flowjax.training.checkpoint`);
-a non-finite loss within :data:`SUSPECT_STEPS` steps of a restore makes the restored
-checkpoint the suspect: it is moved aside and the run falls back once to the one before.
+change cannot alter the state, or ``allow_config_change`` accepts it). A run refused at set-up
+(a :class:`SetupError`) removes the workdir it created if nothing was written there.
+Checkpoints carry checksums and a failing one falls back to the previous
+(:mod:`flowjax.training.checkpoint`); a non-finite loss within :data:`SUSPECT_STEPS` steps
+of a restore makes the restored checkpoint the suspect: it is moved aside and the run falls
+back once to the one before.
 Every evaluation step is also a checkpoint step, and SIGTERM during an evaluation or during
 the setup ends the process at once with exit code 0 (nothing is lost; single-process jobs).
 """
