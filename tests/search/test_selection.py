@@ -5,7 +5,8 @@ method's own logic. Here each selection step is checked by itself against what i
 reweighting (the increments telescope), its ESS (from normalised weights) and trigger, its
 multinomial resampling frequencies (chi-square) and the weights after; on a Gaussian problem
 whose reward-tilted target is known in closed form, SMC's final particles follow that target.
-Search over paths keeps its best copies.
+Search over paths keeps its best copies; RBF accepts the step's best proposal when its quota
+runs out, and its two threshold rules accept differently on a hand-built reward sequence.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from flowjax import search
+from flowjax.search.rbf import THRESHOLDS, update
 from flowjax.search.search_over_paths import keep_best
 from flowjax.search.smc import effective_sample_size, resample, reweight
 from tests.search.test_search import PROPOSALS, STEPS
@@ -154,3 +156,63 @@ def test_search_over_paths_keeps_the_best_copies_of_each_problem():
     ids = kept[:, 0].astype(int).reshape(problems, beam) - m * np.arange(problems)[:, None]
     # Best first; on ties the earlier copy.
     assert ids.tolist() == [[1, 4], [0, 1], [1, 3]]
+
+
+# -- RBF ----------------------------------------------------------------------------------------
+
+
+def _rbf_trace(rewards, threshold, quota=3, num_steps=4, bar=1.0):
+    """Feed proposal rewards one by one to RBF's update (one problem; proposal i is x = i);
+    return, after each, (grid index, current state's id, bar, step's best id)."""
+    one = lambda v, dtype=jnp.float32: jnp.asarray([v], dtype)  # noqa: E731
+    st = dict(
+        x=jnp.full((1, 1), -1.0),
+        u=jnp.full((1, 1), -10.0),
+        bar=one(bar),
+        k=one(0, jnp.int32),
+        quota=one(quota, jnp.int32),
+        used=one(0, jnp.int32),
+        bx=jnp.full((1, 1), -1.0),
+        bu=jnp.full((1, 1), -10.0),
+        br=one(-jnp.inf),
+        counts=jnp.zeros((1, num_steps - 1), jnp.int32),
+    )
+    trace = []
+    for i, r in enumerate(rewards):
+        xp = jnp.full((1, 1), float(i))
+        st = update(
+            st, xp, 10 * xp, one(r), base_quota=quota, last=num_steps - 2, threshold=threshold
+        )
+        x, u = float(st["x"][0, 0]), float(st["u"][0, 0])
+        assert u == 10 * x  # the state's velocity travels with it
+        trace.append((int(st["k"][0]), int(x), float(st["bar"][0]), int(st["bx"][0, 0])))
+    return trace, np.asarray(st["counts"][0]).tolist()
+
+
+# Bar 1.0; quota 3 per step; steps 0 and 1 are searched, step 2 is the last.
+SEQUENCE = [0.5, 0.9, 0.2, 0.95, 0.97, 0.93, 0.1, 0.8, 0.3]
+
+
+def test_rbf_forced_acceptance_takes_the_best_proposal_of_the_step():
+    for threshold in THRESHOLDS:
+        trace, _ = _rbf_trace(SEQUENCE[:3], threshold)
+        assert [t[:2] for t in trace] == [(0, -1), (0, -1), (1, 1)], threshold  # not 2, the last
+
+
+@pytest.mark.parametrize(
+    "threshold, accepted, bars, counts, last_best",
+    [
+        # The bar stays at the best reward so far (1.0): 0.95 and 0.97 do not beat it, so step 1
+        # spends its quota and takes its best (0.97, proposal 4); the last step's best is 0.8.
+        ("running_best", [-1, -1, 1, 1, 1, 4], [1.0] * 6, [3, 3, 3], 7),
+        # The bar drops to the accepted 0.9: 0.95 (proposal 3) is accepted at once and the
+        # last step's best is 0.97 (proposal 4).
+        ("accepted", [-1, -1, 1, 3, 3, 3], [1.0, 1.0, 0.9, 0.95, 0.95, 0.95], [3, 1, 5], 4),
+    ],
+)
+def test_rbf_threshold_rules_accept_differently(threshold, accepted, bars, counts, last_best):
+    trace, got_counts = _rbf_trace(SEQUENCE, threshold)
+    assert [t[1] for t in trace[:6]] == accepted
+    np.testing.assert_allclose([t[2] for t in trace[:6]], bars, rtol=1e-6)
+    assert trace[-1][0] == 2 and trace[-1][3] == last_best  # the last step keeps its best
+    assert got_counts == counts
