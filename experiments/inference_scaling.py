@@ -168,7 +168,10 @@ def plot(rows, path):
             ax.set_xlabel("NFE spent")
             if j == 0:
                 ax.set_ylabel("mean reward")
-            ax.legend(fontsize=7)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     plotting._save(fig, path)
     plt.close(fig)
@@ -228,7 +231,9 @@ def main():
     rows = [r for r in old["rows"] if (r["task"], r["method"]) not in done] + rows
     tasks = {k: v for k, v in tasks.items() if k in {r["task"] for r in rows}}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    kept = {k: v for k, v in old.items() if k not in ("about", "settings", "tasks", "rows", "plot")}
     result = {
+        **kept,  # other records stored beside the rows (e.g. a side experiment's rows)
         "about": "mean selected reward (and its standard error over problems) against the NFE "
         "budget per problem; every row records the command that measured it, every task the "
         "training command and steps of its model",
