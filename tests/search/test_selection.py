@@ -76,7 +76,7 @@ def test_smc_resampling_draws_parents_in_proportion_to_the_weights_and_resets_th
         np.testing.assert_array_equal(after[row], 0.0)  # uniform weights after resampling
     np.testing.assert_array_equal(idx[2], np.arange(n))  # not resampled: the identity ...
     np.testing.assert_array_equal(after[2], logw[2])  # ... and the weights are kept
-    assert float(ess[2]) == pytest.approx(n, rel=1e-5)
+    assert float(ess[2]) == pytest.approx(n, rel=1e-3)  # float32 sum of n squares: n eps
 
 
 def _affine_moments(prop):
