@@ -34,6 +34,13 @@ flags.DEFINE_integer("label", None, "Class label for class-conditional runs (def
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_float("temperature", 1.0, "SMC: lambda of the weights exp(dR / lambda).")
 flags.DEFINE_integer("width", 2, "Search over paths: copies per kept particle.")
+flags.DEFINE_enum(
+    "rbf_threshold",
+    "running_best",
+    ["running_best", "accepted"],
+    "RBF: a proposal is accepted at once if it beats the best reward so far (running_best, the "
+    "official rule) or the current state's reward (accepted).",
+)
 flags.DEFINE_string("out", None, "Output directory (default DIR/search).")
 flags.mark_flags_as_required(["workdir", "budget", "reward"])
 
@@ -42,7 +49,11 @@ def main(argv):
     del argv
     from flowjax.search.run import run_search  # deferred: --help without loading jax
 
-    options = {"smc": {"temperature": FLAGS.temperature}, "sop": {"width": FLAGS.width}}
+    options = {
+        "smc": {"temperature": FLAGS.temperature},
+        "sop": {"width": FLAGS.width},
+        "rbf": {"threshold": FLAGS.rbf_threshold},
+    }
     try:
         report = run_search(
             FLAGS.workdir,

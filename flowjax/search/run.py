@@ -116,6 +116,7 @@ def run_search(
         plotting.image_rows({title: samples[:64]}, base + ".png")
     report = {
         "method": method,
+        "method_options": dict(method_options or {}),
         "proposal": proposal,
         "reward": reward,
         "budget": int(budget),
