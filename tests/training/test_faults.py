@@ -278,11 +278,12 @@ def test_an_unreadable_lock_is_not_taken_over(run_copy, content):
 def test_a_second_start_at_any_file_operation_of_the_first_never_makes_two_writers(tmp_path):
     """Fault injection at the granularity of file operations: whenever the first start opens,
     links or removes a file while LOCK exists, a second start tries to take the lock. Exactly
-    one of them holds it at the end. (The lock used to be created empty and then written: a
-    start reading it in between found it unreadable, took it over, and both ran.)"""
+    one of them holds it at the end, and a refused one names the holder. (The lock used to be
+    created empty and then written: a start reading it in between found it unreadable, took it
+    over, and both ran.)"""
     first, second = WorkdirLock(str(tmp_path)), WorkdirLock(str(tmp_path))
-    state = {"armed": False, "tries": 0, "refused": 0}
-    events = {"open", "os.link", "os.remove", "os.rename"}
+    state = {"armed": False, "tries": 0, "refused": []}
+    events = {"open", "os.link", "os.remove", "os.rename", "fcntl.flock"}
 
     def hook(event, _args):
         if not state["armed"] or event not in events or second.held:
@@ -293,8 +294,8 @@ def test_a_second_start_at_any_file_operation_of_the_first_never_makes_two_write
         state["tries"] += 1
         try:
             second.acquire()
-        except WorkdirLockedError:
-            state["refused"] += 1
+        except WorkdirLockedError as err:
+            state["refused"].append(str(err))
         state["armed"] = True
 
     _install_audit_hook(hook)
@@ -307,6 +308,8 @@ def test_a_second_start_at_any_file_operation_of_the_first_never_makes_two_write
         state["armed"] = False
     assert state["tries"] >= 1  # the second start did run inside the first one
     assert first.held + second.held == 1, state
+    # The lock is never seen half-written: a refusal names its holder.
+    assert all(f"in use by pid {os.getpid()}" in m for m in state["refused"]), state
     json.loads((tmp_path / LOCK_NAME).read_text())  # whole
     first.release(), second.release()
     assert os.listdir(tmp_path) == []
