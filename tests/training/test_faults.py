@@ -143,9 +143,11 @@ def test_allowed_shape_change_is_a_mismatch_not_corruption(run_copy):
     config = tiny_config()
     config.model.hidden = 32
     before = _snapshot(run_copy)
-    with pytest.raises(CheckpointMismatchError, match="step 20.*another shape"):
+    with pytest.raises(CheckpointMismatchError, match="step 20.*another shape") as info:
         train_and_evaluate(config, str(run_copy), allow_config_change=True)
     assert _snapshot(run_copy) == before  # nothing moved aside, config.json kept
+    # Its advice is only what works: not config.init.workdir, whose weights do not fit either.
+    assert "use a new workdir" in str(info.value) and "init.workdir" not in str(info.value)
     # The read-only command reports the same and moves nothing either.
     (run_copy / "config.json").write_text(json.dumps(config.to_dict()))
     with pytest.raises(CheckpointMismatchError):
