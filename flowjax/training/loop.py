@@ -22,8 +22,11 @@ config's values are validated, the workdir is locked against a second writer, an
 that differs from the stored ``config.json`` of a run with checkpoints is refused (unless the
 change cannot alter the state, or ``allow_config_change`` accepts it). Checkpoints carry
 checksums and a failing one falls back to the previous (:mod:`flowjax.training.checkpoint`);
-a non-finite loss within :data:`SUSPECT_STEPS` steps of a restore makes the restored
-checkpoint the suspect: it is moved aside and the run falls back once to the one before.
+when none is left the start is refused unless ``start_over``; data too small for the final
+evaluation is refused at set-up; a torn ``metrics.jsonl`` is repaired
+(:class:`~flowjax.training.writers.MetricWriter`). A non-finite loss within
+:data:`SUSPECT_STEPS` steps of a restore makes the restored checkpoint the suspect: it is
+moved aside and the run falls back once to the one before.
 Every evaluation step is also a checkpoint step, and SIGTERM during an evaluation or during
 the setup ends the process at once with exit code 0 (nothing is lost; single-process jobs).
 """
@@ -218,8 +221,10 @@ def train_and_evaluate(
     :class:`~flowjax.training.faults.NoUsableCheckpointError` rather than silently trained
     again from step 0; ``start_over=True`` accepts that (the moved checkpoints and a copy of
     ``metrics.jsonl`` stay in ``checkpoints.unreadable/``). A usable checkpoint is resumed
-    either way. Bad config values, a workdir that is a file or not writable and a workdir in use by
-    another process raise :class:`SetupError` before any work.
+    either way. Bad config values, a workdir that is a file or not writable, a workdir in use
+    by another process, data too small for the evaluation and initial weights that do not fit
+    the model raise :class:`SetupError` before any work (a workdir this call created is then
+    removed again).
     """
     config = validate_config(config)
     created = not os.path.isdir(os.path.abspath(os.path.expanduser(str(workdir))))
@@ -265,11 +270,6 @@ def _state_differences(config, data, objective, ckpt_dir: str, step: int) -> lis
 def _init_state(exp: Experiment, init_params: Any, loaded: Any) -> TrainState:
     """The fresh state; initial weights (``init_params``, or those of ``config.init.workdir``)
     that do not fit the model are a one-line :class:`SetupError` before anything is written."""
-    source = (
-        "the given init_params"
-        if init_params is not None
-        else f"config.init.workdir={exp.config.init.workdir}"
-    )
     try:
         state = exp.init_state(init_params, loaded=loaded)
         diffs = ckpt_lib.shape_differences(state.params, exp.abstract_state().params)
@@ -278,6 +278,11 @@ def _init_state(exp: Experiment, init_params: Any, loaded: Any) -> TrainState:
             raise
         diffs = [describe_error(err)]
     if diffs:
+        source = (
+            "the given init_params"
+            if init_params is not None
+            else f"config.init.workdir={exp.config.init.workdir}"
+        )
         raise SetupError(
             f"{source}: its weights do not fit this config's model ({'; '.join(diffs)}); start "
             f"from a run of the same model"
