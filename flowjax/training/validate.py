@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any
 
+from flowjax import data as data_lib
 from flowjax import solvers
 from flowjax.training.evaluate import parse_eval_spec
 from flowjax.training.faults import SetupError
@@ -92,6 +93,47 @@ def validate_config(config: Any) -> Any:
         with config.unlocked() if hasattr(config, "unlocked") else _nothing():
             config[section][field] = path
     return config
+
+
+# The evaluation's two-sample estimators that need two examples of each side: the kernel
+# distances of points (MMD's unbiased form, the energy distance) and the covariance of a
+# Frechet distance (FID's Inception features).
+MIN_EVAL_EXAMPLES = 2
+
+
+def check_data_size(data: Any, config: Any) -> None:
+    """Refuse (:class:`SetupError`) data too small to train on or for the evaluation's
+    estimators: no training example; for points (kernel distances) or with FID against the
+    held-out data's own statistics, fewer than :data:`MIN_EVAL_EXAMPLES` held-out examples, or
+    ``eval.num_samples`` / ``eval.num_kernel_samples`` below it. Checked at set-up: such a run
+    used to train to the end and then fail in its final evaluation."""
+    name = getattr(data, "name", type(data).__name__)
+    train = getattr(data, "num_examples", None)
+    if train is not None and int(train) < 1:
+        raise SetupError(f"the data {name!r} has no training example; add examples")
+    ecfg = config.eval
+    fid = bool(ecfg.get("inception_weights", None))
+    points = getattr(data, "kind", None) == "points"
+    needs = ["eval.num_samples"] * (points or fid) + ["eval.num_kernel_samples"] * points
+    for field in needs:
+        value = int(ecfg.get(field.split(".")[1], MIN_EVAL_EXAMPLES))
+        if value < MIN_EVAL_EXAMPLES:
+            raise SetupError(
+                f"{field}={value}: must be >= {MIN_EVAL_EXAMPLES} for "
+                f"{'the kernel distances of points' if points else 'a covariance (FID)'}"
+            )
+    if not (points or (fid and not ecfg.get("fid_stats", None))):
+        return
+    if not data_lib.has_eval_data(data):
+        return
+    held = len(data.eval_array(MIN_EVAL_EXAMPLES)[0])
+    if held < MIN_EVAL_EXAMPLES:
+        where = getattr(data, "path", None)
+        raise SetupError(
+            f"the data {name!r}{f' ({where})' if where else ''} has {held} held-out "
+            f"example(s); the evaluation needs at least {MIN_EVAL_EXAMPLES}: add examples, "
+            f"raise data.eval_fraction or give data.eval_path"
+        )
 
 
 def _check_samplers(samplers: Any) -> None:
