@@ -150,32 +150,29 @@ def test_every_config_takes_own_images_from_the_command_line(tmp_path, monkeypat
         assert batch["x1"].shape == (4, 8, 8, 1) and set(np.unique(batch["label"])) <= {0, 1, 2}
 
 
-@pytest.mark.slow
-def test_digits_config_trains_on_an_image_folder(tmp_path, monkeypatch):
-    """The digits U-Net config trains a step on an image folder named by a relative path: the
-    run records the absolute path and the folder's name (not ``sklearn_digits``) in its config
-    and data record (array images go through the same fields: the test above)."""
+def test_digits_config_builds_its_network_on_own_images(tmp_path, monkeypatch):
+    """The digits U-Net job set up (data, objective, network shapes; nothing compiled) on an
+    array of images with labels and on an image folder: the class-conditional network gets
+    the data's three classes and its element shape (training then runs the one train step
+    every config shares; ``test_the_main_job_trains_on_a_folder`` runs it on a folder)."""
+    from flowjax.training.experiment import Experiment
+    from flowjax.training.validate import validate_config
+
     _own_images(tmp_path)
     monkeypatch.chdir(tmp_path)
-    kind, path, name = "image_folder", "shapes", "shapes"
-    config = _parse(
-        monkeypatch,
-        "digits_rf",
-        f"--config.data.kind={kind}",
-        f"--config.data.path={path}",
-        "--config.data.resolution=8",
-        "--config.data.channels=1",
-        "--config.model.base_channels=8",
-        "--config.train.batch_size=4",
-        "--config.train.num_steps=1",
-        "--config.train.progress=False",
-        "--config.train.tensorboard=False",
-        "--config.eval.samplers=('euler:1',)",
-        "--config.eval.num_samples=4",
-    )
-    summary = train_and_evaluate(config, "run")
-    stored = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert summary["step"] == 1
-    assert stored["data"]["path"] == str(tmp_path / path) == stored["dataset"]["path"]
-    assert stored["data"]["name"] == name == stored["dataset"]["name"]
-    assert stored["dataset"]["num_classes"] == 3 and stored["dataset"]["element_shape"] == [8, 8, 1]
+    folder = ["--config.data.resolution=8", "--config.data.channels=1"]
+    for kind, path, extra in (("array", "images.npz", []), ("image_folder", "shapes", folder)):
+        config = _parse(
+            monkeypatch,
+            "digits_rf",
+            f"--config.data.kind={kind}",
+            f"--config.data.path={path}",
+            "--config.train.batch_size=4",
+            *extra,
+        )
+        exp = Experiment(validate_config(config))
+        assert exp.num_classes == 3 and exp.data.element_shape == (8, 8, 1)
+        params = exp.abstract_state().params
+        # three classes and the null label of classifier-free guidance; grey in, grey out
+        assert params["ConditioningEmbedding_0"]["y_embed"]["embedding"].shape[0] == 3 + 1
+        assert params["Conv_0"]["kernel"].shape[2] == 1 == params["Conv_3"]["kernel"].shape[3]
