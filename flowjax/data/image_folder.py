@@ -109,6 +109,11 @@ class FolderListing:
     sizes: tuple[int, ...]
 
 
+def folder_name(path: str | os.PathLike) -> str:
+    """The name of an image-folder data set: the folder's own name (``~/pets/`` -> ``pets``)."""
+    return os.path.basename(os.path.normpath(os.path.expanduser(os.fspath(path))))
+
+
 def list_images(
     root: str | os.PathLike,
     *,
@@ -385,7 +390,7 @@ class ImageFolderSource:
         else:
             self.train = ImageFolder(self.path, "train", eval_fraction=eval_fraction, **common)
             self.held = ImageFolder(self.path, "test", eval_fraction=eval_fraction, **common)
-        self.name = os.path.basename(os.path.normpath(self.path))
+        self.name = folder_name(self.path)
         self.resolution = int(resolution)
         self.element_shape = (self.resolution, self.resolution, int(channels))
         self.num_classes = self.train.num_classes

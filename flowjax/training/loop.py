@@ -546,6 +546,7 @@ def _train(
             | {f"eval_raw/{k}": v for k, v in final_raw.items()},
         )
         summary.update(final=final_metrics, final_raw=final_raw, untrained=untrained)
+        writer.write_baseline(untrained, num_steps)
         summary["dataset"] = dataset
         if jax.process_index() == 0:
             png = evaluator.plot(samples, os.path.join(workdir, "samples.png"), title(num_steps))

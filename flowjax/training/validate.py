@@ -1,10 +1,13 @@
 """Config validation at the boundary: every numeric field and path checked before any work.
 
-:func:`validate_config` returns a copy of the config with ``~`` expanded in every path field
-and raises :class:`~flowjax.training.faults.SetupError` with one line naming the field, its
-value and what is expected (the command line prints it and exits 2). The checks are the
-ones a value can fail before anything is built; a model- or data-specific error (a mesh that
-does not match the devices, an unknown sampler) is still raised by the component that knows.
+:func:`validate_config` returns a copy of the config with every path field absolute (``~``
+expanded, relative paths resolved from the current directory; URLs such as ``gs://`` kept)
+and ``data.name`` the data's real name (:func:`flowjax.data.data_name`: an array file's stem,
+an image folder's name), and raises :class:`~flowjax.training.faults.SetupError` with one line
+naming the field, its value and what is expected (the command line prints it and exits 2). The
+checks are the ones a value can fail before anything is built; a model- or data-specific error
+(a mesh that does not match the devices, an unknown sampler) is still raised by the component
+that knows.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ _INTEGERS = (
     ("optim", "warmup_steps", 0, "warm-up steps"),
 )
 
-# Path fields: ``~`` is expanded; a path that must be a directory may not be a file.
+# Path fields: made absolute; a path that must be a directory may not be a file.
 _PATHS = (
     ("data", "data_dir"),
     ("data", "pairs_dir"),
     ("eval", "feature_cache_dir"),
     ("init", "workdir"),
 )
+# Path fields that may name a file or a directory (the data of kind array / image_folder).
+_FILE_OR_DIR_PATHS = (("data", "path"), ("data", "eval_path"))
 
 
 def _get(config: Any, section: str, field: str):
@@ -81,17 +86,20 @@ def validate_config(config: Any) -> Any:
     samplers = _get(config, "eval", "samplers")
     if samplers is not None:
         _check_samplers(samplers)
-    for section, field in _PATHS:
+    for section, field in _PATHS + _FILE_OR_DIR_PATHS:
         value = _get(config, section, field)
         if not value:
             continue
         if not isinstance(value, str):
             raise SetupError(f"{section}.{field}={value!r}: expected a path")
-        path = os.path.expanduser(value)
-        if os.path.isfile(path):
+        path = _absolute(value)
+        if (section, field) in _PATHS and os.path.isfile(path):
             raise SetupError(f"{section}.{field}={value}: is a file; pass a directory")
         with config.unlocked() if hasattr(config, "unlocked") else _nothing():
             config[section][field] = path
+    if config.get("data", None) is not None and "name" in config.data:
+        with config.unlocked() if hasattr(config, "unlocked") else _nothing():
+            config.data["name"] = data_lib.data_name(config.data)
     return config
 
 
@@ -134,6 +142,12 @@ def check_data_size(data: Any, config: Any) -> None:
             f"example(s); the evaluation needs at least {MIN_EVAL_EXAMPLES}: add examples, "
             f"raise data.eval_fraction or give data.eval_path"
         )
+
+
+def _absolute(path: str) -> str:
+    """``path`` absolute (``~`` expanded, relative to the current directory); a URL
+    (``gs://bucket/dir``) unchanged."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def _check_samplers(samplers: Any) -> None:

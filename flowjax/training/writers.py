@@ -2,9 +2,11 @@
 needs no TensorFlow). Only process 0 writes.
 
 TensorBoard (``<workdir>/tensorboard``) gets every scalar of ``metrics.jsonl`` (losses, the
-learning rate ``train/lr``, throughput, evaluation scores), the config as text once per
-session (tag ``config``) and the sample figure of each evaluation (tag ``samples``, the same
-picture as ``samples.png``). It is optional: ``tensorboard=False`` (``train.tensorboard``)
+learning rate ``train/lr``, throughput, evaluation scores), the untrained network's scores
+(``untrained/<name>``, a flat line from step 0), the config as text once per session (tag
+``config``) and the sample figure of each evaluation (tag ``samples``, the same picture as
+``samples.png``). View them with ``tensorboard --logdir=<workdir>/tensorboard`` (installed
+with the package). It is optional: ``tensorboard=False`` (``train.tensorboard``)
 writes ``metrics.jsonl`` only, and so does a machine without tensorboardX (with a warning).
 """
 
@@ -83,6 +85,17 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))
+
+    def write_baseline(self, metrics: Mapping[str, float], last_step: int) -> None:
+        """The untrained network's scores in TensorBoard as flat lines from step 0 to
+        ``last_step`` under ``untrained/<name>`` (the reference for the ``eval/`` curves).
+        Their own tags: a step-0 point written after later steps of the same tag would make
+        TensorBoard drop that tag's later points. ``metrics.jsonl`` is not written (its steps
+        only grow; ``summary.json`` holds these scores)."""
+        if self._tb is not None:
+            for step in sorted({0, int(last_step)}):
+                for k, v in metrics.items():
+                    self._tb.add_scalar(f"untrained/{k}", float(v), step)
 
     def write_text(self, tag: str, text: str, step: int) -> None:
         """``text`` under ``tag`` in TensorBoard's text tab, shown verbatim (a code block)."""
