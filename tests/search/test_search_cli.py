@@ -1,12 +1,15 @@
 """``python -m flowjax.search`` on a tiny trained toy run (a checkerboard): a reward declared
 for other data is refused in one line, the user's own ``path/to/file.py:function`` reward runs
 end to end (the rewards it reports are that function of the samples it wrote), and a
-non-callable, unimportable or wrong-shape reward is one line before any search."""
+non-callable, unimportable or wrong-shape reward is one line before any search. The command
+and a read-only restore print no orbax note and no absl INFO lines."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -15,8 +18,9 @@ import pytest
 
 from flowjax.search import make_reward
 from flowjax.search.run import run_search
-from flowjax.training import train_and_evaluate
+from flowjax.training import load_run, train_and_evaluate
 
+ABSL_INFO = re.compile(r"^I\d{4} ", re.M)  # absl's INFO line prefix, e.g. "I1207 17:22:40"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 USER_REWARDS = """
@@ -76,6 +80,9 @@ def test_own_reward_runs_end_to_end_and_a_mismatched_reward_is_refused(trained, 
     expected = -np.sum(saved["samples"].astype(np.float64) ** 2, axis=-1)
     np.testing.assert_allclose(saved["rewards"], expected, rtol=1e-5, atol=1e-6)
     assert report["nfe_spent_per_sample"] <= 6 and report["num_samples"] == 8
+    # Quiet: no orbax note about the read-only restore, no absl-formatted INFO lines.
+    assert "read_only" not in done.stderr, done.stderr
+    assert not ABSL_INFO.search(done.stderr), done.stderr
 
     # toy_mode's modes are 8gaussians' centres: refused on this checkerboard run, one line.
     refused = cli(*common, "--reward=toy_mode,mode=0", f"--out={tmp_path / 'refused'}")
@@ -112,3 +119,30 @@ def test_rewards_declare_their_data_and_bad_own_rewards_are_one_line(trained, tm
             run_search(workdir, reward=spec, out_dir=str(tmp_path / "c"), **kw)
         assert "\n" not in str(err.value), spec
     assert not os.path.exists(tmp_path / "c")
+
+
+def test_restoring_a_run_read_only_prints_no_orbax_note(trained):
+    workdir, _ = trained
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.levelno, record.getMessage()))
+
+    handler = Keep(logging.DEBUG)
+    loggers = [logging.getLogger(), logging.getLogger("absl")]  # what would reach the screen
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        _, _, _, step = load_run(workdir)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    assert step == 10
+    assert seen, "nothing was logged at DEBUG: the capture is not working"
+    # What a command prints by default (WARNING and above): no note about read-only options.
+    shown = [m for level, m in seen if level >= logging.WARNING]
+    assert not [m for m in shown if "read_only" in m or "read only" in m], shown
