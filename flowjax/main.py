@@ -79,7 +79,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     import jax  # deferred: flags parse and --help answer without loading jax
 
     if FLAGS.coordinator_address or FLAGS.num_processes:

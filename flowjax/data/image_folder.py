@@ -44,7 +44,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import grain
 import numpy as np
 from PIL import Image
 
@@ -447,6 +446,8 @@ class ImageFolderSource:
         n = min(int(n), self.num_eval_examples)
         x1 = np.empty((n, *self.element_shape), np.float32)
         labels = np.empty((n,), np.int32) if self.num_classes is not None else None
+        import grain  # heavy: only reading data needs it
+
         read = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=64)
         examples = grain.MapDataset.range(n).map(lambda i: self._pixels(self.held, i, False))
         for i, ex in enumerate(examples.to_iter_dataset(read)):

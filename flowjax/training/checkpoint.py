@@ -198,6 +198,8 @@ class Checkpointer:
             enable_async_checkpointing=async_save and not read_only,
             create=not read_only,
             read_only=read_only,
+            # a read-only manager saves nothing: 0 here, else orbax warns that it sets it so
+            save_interval_steps=0 if read_only else 1,
         )
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "meta"), options=options

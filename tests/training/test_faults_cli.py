@@ -78,7 +78,7 @@ def test_second_writer_sigterm_in_evaluation_resume_and_changed_config(tmp_path)
         "--config.eval.num_samples=20000",
         "--config.eval.num_kernel_samples=128",
     ]
-    first = _Proc(_main("~/run", *slow_eval), env=env)
+    first = _Proc(_main("~/run", *slow_eval, "--verbosity=0"), env=env)  # INFO: the stages
     first.wait_for(lambda: (workdir / "LOCK").exists(), "the lock")
     assert not (tmp_path / "~").exists() and not os.path.exists(os.path.join(REPO, "~"))
 
@@ -119,7 +119,7 @@ def test_second_writer_sigterm_in_evaluation_resume_and_changed_config(tmp_path)
 
 
 def test_sigterm_during_the_setup_exits_0(tmp_path):
-    proc = _Proc(_main(tmp_path, "--config.train.progress=False"))
+    proc = _Proc(_main(tmp_path, "--config.train.progress=False", "--verbosity=0"))
     proc.wait_for(lambda: "devices:" in proc.stderr, "the setup")
     time.sleep(0.5)
     sent = time.time()
