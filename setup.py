@@ -35,7 +35,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "matplotlib>=3.8",
     "pillow>=10.0",  # image folders (flowjax.data.image_folder), the sample figure for TensorBoard
-    "tensorboardX>=2.6.2",
+    "tensorboardX>=2.6.2",  # writes the event files (no TensorFlow)
+    "tensorboard>=2.16",  # the viewer: `tensorboard --logdir=WORKDIR/tensorboard`
 ]
 
 EXTRAS_REQUIRE = {

@@ -15,23 +15,14 @@ global batch 128. With ``eval.inception_weights`` set, evaluation reports Incept
 """
 
 import ml_collections
-from ml_collections import config_dict
 
-from flowjax.config_files import sibling
+from flowjax.config_files import data_section, sibling
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = sibling(__file__, "toy2d_rf").get_config()
-    c.data = dict(
-        kind="tfds",
-        name="cifar10",
-        data_dir=config_dict.placeholder(str),
-        split="train",
-        eval_split="test",
-        random_flip=True,
-        pairs_dir=config_dict.placeholder(str),
-    )
+    c.data = data_section("tfds", "cifar10", split="train", eval_split="test", random_flip=True)
     # DiT-S/2, pixels (no VAE): the ImageNet recipe at batch 128
     sibling(__file__, "imagenet256_dit").dit_recipe(
         c,

@@ -16,7 +16,7 @@ See ``configs/digits_dit.py`` for the same task with a DiT.
 import ml_collections
 from ml_collections import config_dict
 
-from flowjax.config_files import sibling
+from flowjax.config_files import data_section, sibling
 
 toy2d_rf = sibling(__file__, "toy2d_rf")
 
@@ -24,14 +24,13 @@ toy2d_rf = sibling(__file__, "toy2d_rf")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = toy2d_rf.get_config()
-    c.data = dict(
-        kind="tfds",
-        name="sklearn_digits",
+    c.data = data_section(
+        "tfds",
+        "sklearn_digits",
         data_dir="~/tensorflow_datasets",
         split="train",
         eval_split="test",
         random_flip=False,
-        pairs_dir=config_dict.placeholder(str),
     )
     c.model = dict(
         name="unet",

@@ -15,25 +15,21 @@ images. Batch ``k`` is a pure function of the seed and ``k``: a stopped run resu
 """
 
 import ml_collections
-from ml_collections import config_dict
 
-from flowjax.config_files import sibling
+from flowjax.config_files import data_section, sibling
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = sibling(__file__, "digits_rf").get_config()
-    c.data = dict(
-        kind="image_folder",
-        name="image_folder",  # unused: a folder source is named after its folder
-        path=config_dict.placeholder(str),
-        eval_path=config_dict.placeholder(str),
+    c.data = data_section(
+        "image_folder",
+        "image_folder",  # replaced by the folder's name when the run starts
         eval_fraction=0.1,
         resolution=32,
         channels=3,
         class_subfolders=True,
         random_flip=True,
-        pairs_dir=config_dict.placeholder(str),
     )
     c.model.conditional = False
     c.model.channel_mults = (1, 2, 2)

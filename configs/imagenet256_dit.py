@@ -40,7 +40,7 @@ start; tokens/s and MFU every ``log_every`` steps.
 import ml_collections
 from ml_collections import config_dict
 
-from flowjax.config_files import sibling
+from flowjax.config_files import data_section, sibling
 
 
 def dit_recipe(
@@ -102,21 +102,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {variant!r}; use 'latents' or 'pixels'")
     c = sibling(__file__, "toy2d_rf").get_config()  # the field set every job has; overridden below
     if variant == "latents":  # flips are stored in the latent set (--flip), not drawn
-        c.data = dict(
-            kind="latents",
-            name="imagenet256_sdvae_latents",
-            path=config_dict.placeholder(str),
-            pairs_dir=config_dict.placeholder(str),
-        )
+        c.data = data_section("latents", "imagenet256_sdvae_latents")
     else:
-        c.data = dict(
-            kind="tfds",
-            name="imagenet256_pixels",
-            data_dir=config_dict.placeholder(str),
-            split="train",
-            eval_split="validation",
-            random_flip=True,
-            pairs_dir=config_dict.placeholder(str),
+        c.data = data_section(
+            "tfds", "imagenet256_pixels", split="train", eval_split="validation", random_flip=True
         )
     dit_recipe(
         c,

@@ -15,22 +15,18 @@ Variants: ``configs/toy2d_rf.py:8gaussians`` (or ``--config.data.name=8gaussians
 import ml_collections
 from ml_collections import config_dict
 
+from flowjax.config_files import data_section
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    # pairs_dir: train on reflow pairs written by `python -m flowjax.reflow` (None = the data).
-    # Own data: kind="array", path=FILE.npz (x [n, 2], optional label [n]) or FILE.npy; held out:
+    # The fields of every data kind (flowjax.config_files.DATA_FIELDS). pairs_dir: train on
+    # reflow pairs written by `python -m flowjax.reflow` (None = the data). Own data:
+    # kind="array", path=FILE.npz (x [n, 2], optional label [n]) or FILE.npy; held out:
     # eval_path, or else the fraction eval_fraction of the rows (flowjax.data.ArrayFileSource).
-    c.data = dict(
-        kind="toy2d",
-        name=arg or "checkerboard",
-        pairs_dir=config_dict.placeholder(str),
-        path=config_dict.placeholder(str),
-        eval_path=config_dict.placeholder(str),
-        eval_fraction=0.1,
-    )
+    c.data = data_section("toy2d", arg or "checkerboard", eval_fraction=0.1)
 
     # end_time_scale: the scale of t_end - t in average-velocity networks (None = time_scale).
     c.model = dict(

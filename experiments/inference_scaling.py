@@ -1,6 +1,6 @@
 """Inference-time scaling: expected reward against NFE budget for best-of-N, SMC, search over
-paths and RBF, each with ODE, linear-SDE and VP-SDE proposals (Kim et al.;
-docs/maths/sde_search.md).
+paths and RBF (with each of its two threshold rules), each with ODE, linear-SDE and VP-SDE
+proposals (Kim et al.; docs/maths/sde_search.md).
 
 Claim tested: for particle methods VP-SDE > linear-SDE > ODE proposals, and RBF with VP-SDE is
 best at equal budget. Tasks (trained runs given on the command line):
@@ -10,8 +10,11 @@ best at equal budget. Tasks (trained runs given on the command line):
 - ``digits``: the class-conditional digits U-Net sampled unconditionally (null label); reward
   ``digits_class,label=3`` (``log p(3 | x)`` under the digits classifier).
 
-Each (task, method, proposal, budget) solves ``--problems`` independent problems and reports
-the mean selected reward (with its standard error) and the NFE spent per problem. Writes
+Methods (``--methods``, default all): ``bon``, ``smc``, ``sop``, ``rbf`` (the official threshold
+rule: a proposal is accepted at once if it beats the best reward so far) and ``rbf_accepted``
+(it must beat the current state's reward, which a forced acceptance can lower). Each (task,
+method, proposal, budget) solves ``--problems`` independent problems and reports the mean
+selected reward (with its standard error) and the NFE spent per problem. Writes
 ``results/inference_scaling.json`` and ``results/inference_scaling.png``::
 
     python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=RUNS/toy \\
@@ -20,8 +23,9 @@ the mean selected reward (with its standard error) and the NFE spent per problem
         --config.train.num_steps=1000
     python experiments/inference_scaling.py --toy=RUNS/toy --digits=RUNS/digits
 
-Tasks can be run separately; rows of the task not run are kept from an existing ``--out``
-(``--fresh`` drops them). Each task records its command and its model's training steps.
+Tasks and methods can be run separately; rows of the (task, method) pairs not run are kept from
+an existing ``--out`` (``--fresh`` drops them). Each row records the command that measured it;
+each task its model's training command and steps.
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ from flowjax import plotting
 from flowjax.search import make_reward, search
 from flowjax.search.run import load_search_setup
 
-METHODS = ("bon", "smc", "sop", "rbf")
+# Search variants: name -> (method, options); SMC's temperature comes from the task.
+VARIANTS = {
+    "bon": ("bon", {}),
+    "smc": ("smc", {}),
+    "sop": ("sop", {"width": 2}),
+    "rbf": ("rbf", {"threshold": "running_best"}),
+    "rbf_accepted": ("rbf", {"threshold": "accepted"}),
+}
+METHODS = tuple(VARIANTS)
 PROPOSALS = ("ode", "sde", "vp-sde")
 TASKS = {
     "toy": {"reward": "toy_mode,mode=0", "temperature": 0.1},
@@ -55,7 +67,7 @@ TRAIN_COMMANDS = {
 }
 
 
-def run_info(name, workdir, args, budgets):
+def run_info(name, workdir, args, budgets, methods):
     """What a task's rows were measured with: the commands (run directories as RUNS/<task>),
     the dataset and the training steps of the model."""
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
@@ -65,6 +77,8 @@ def run_info(name, workdir, args, budgets):
     flags.append(
         f"--{'budgets' if name == 'toy' else 'digits_budgets'}={','.join(map(str, budgets))}"
     )
+    if methods != METHODS:
+        flags.append(f"--methods={','.join(methods)}")
     flags += [f"--problems={args.problems}", f"--steps={args.steps}", f"--seed={args.seed}"]
     return {
         **TASKS[name],
@@ -75,7 +89,7 @@ def run_info(name, workdir, args, budgets):
     }
 
 
-def run_task(name, workdir, budgets, problems, steps, seed):
+def run_task(name, workdir, budgets, problems, steps, seed, methods, command):
     spec = TASKS[name]
     reward_fn = make_reward(spec["reward"])
     rows = []
@@ -84,15 +98,15 @@ def run_task(name, workdir, budgets, problems, steps, seed):
         cond = None
         if exp.num_classes is not None:
             cond = jnp.full((problems,), exp.num_classes, jnp.int32)  # unconditional
-        for method in METHODS:
-            opts = {"smc": {"temperature": spec["temperature"]}, "sop": {"width": 2}}.get(
-                method, {}
-            )
+        for method in methods:
+            algorithm, opts = VARIANTS[method]
+            if algorithm == "smc":
+                opts = {**opts, "temperature": spec["temperature"]}
             for budget in budgets:
                 t0 = time.perf_counter()
                 try:
                     res = search(
-                        method,
+                        algorithm,
                         prop,
                         reward_fn,
                         jax.random.key(seed),
@@ -115,10 +129,11 @@ def run_task(name, workdir, budgets, problems, steps, seed):
                     reward_se=float(r.std() / np.sqrt(len(r))),
                     seconds=time.perf_counter() - t0,
                     checkpoint_step=step,
+                    command=command,
                 )
                 rows.append(row)
                 print(
-                    f"{name:6s} {method:3s} {kind:6s} budget {budget:4d} nfe {row['nfe_spent']:4d}"
+                    f"{name:6s} {method:12s} {kind:6s} budget {budget:4d} nfe {row['nfe_spent']:4d}"
                     f" reward {row['reward_mean']:.4f} +- {row['reward_se']:.4f}",
                     flush=True,
                 )
@@ -153,7 +168,10 @@ def plot(rows, path):
             ax.set_xlabel("NFE spent")
             if j == 0:
                 ax.set_ylabel("mean reward")
-            ax.legend(fontsize=7)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     plotting._save(fig, path)
     plt.close(fig)
@@ -168,6 +186,9 @@ def main():
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
+    )
     ap.add_argument("--out", default="results/inference_scaling")
     ap.add_argument(
         "--fresh",
@@ -177,6 +198,11 @@ def main():
     args = ap.parse_args()
     if not (args.toy or args.digits):
         ap.error("give at least one trained run: --toy=RUN and/or --digits=RUN")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        ap.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    methods = tuple(m for m in METHODS if m in methods)
     tasks, rows = {}, []
     for name, workdir, spec in (
         ("toy", args.toy, args.budgets),
@@ -185,28 +211,35 @@ def main():
         if not workdir:
             continue
         budgets = [int(b) for b in spec.split(",")]
-        t0 = time.perf_counter()
-        rows += run_task(name, workdir, budgets, args.problems, args.steps, args.seed)
-        tasks[name] = {
-            **run_info(name, workdir, args, budgets),
-            "seconds": time.perf_counter() - t0,
-        }
+        info = run_info(name, workdir, args, budgets, methods)
+        command = info.pop("command")
+        rows += run_task(
+            name, workdir, budgets, args.problems, args.steps, args.seed, methods, command
+        )
+        tasks[name] = info
     old = {"tasks": {}, "rows": []}
     if not args.fresh and os.path.exists(args.out + ".json"):  # read now: runs may overlap
         with open(args.out + ".json", encoding="utf-8") as f:
             old = json.load(f)
+    for r in old["rows"]:  # rows from before rows carried their command: their task's
+        r.setdefault("command", old["tasks"].get(r["task"], {}).get("command"))
+    for info in old.get("tasks", {}).values():
+        info.pop("command", None)
+        info.pop("seconds", None)
     tasks = {**old.get("tasks", {}), **tasks}
-    done = {r["task"] for r in rows}
-    rows = [r for r in old["rows"] if r["task"] not in done] + rows
+    done = {(r["task"], r["method"]) for r in rows}
+    rows = [r for r in old["rows"] if (r["task"], r["method"]) not in done] + rows
     tasks = {k: v for k, v in tasks.items() if k in {r["task"] for r in rows}}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    kept = {k: v for k, v in old.items() if k not in ("about", "settings", "tasks", "rows", "plot")}
     result = {
+        **kept,  # other records stored beside the rows (e.g. a side experiment's rows)
         "about": "mean selected reward (and its standard error over problems) against the NFE "
-        "budget per problem; every task records the command that measured it and the training "
-        "steps of its model",
+        "budget per problem; every row records the command that measured it, every task the "
+        "training command and steps of its model",
         "settings": {"eta": 3.0, "grid": "uniform"},
         "tasks": tasks,
-        "rows": sorted(rows, key=lambda r: r["task"] != "toy"),
+        "rows": sorted(rows, key=lambda r: (r["task"] != "toy", METHODS.index(r["method"]))),
         "plot": os.path.basename(args.out) + ".png",
     }
     with open(args.out + ".json", "w", encoding="utf-8") as f:

@@ -173,7 +173,7 @@ def calibrate_run(
 
 def main(argv):
     del argv
-    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     try:
         report = calibrate_run(
             os.path.abspath(FLAGS.workdir),

@@ -19,6 +19,10 @@ through :func:`sibling`, which works in all three layouts::
         c = sibling(__file__, "toy2d_rf").get_config(arg)
         c.objective.name = "meanflow"
         return c
+
+Every config's ``data`` section is built by :func:`data_section`, so it has the fields of
+every data kind and ``--config.data.kind=array --config.data.path=x.npz`` (or an image folder)
+works with any config.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import importlib.util
 import os
 from types import ModuleType
 from typing import Any
+
+from ml_collections import config_dict
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -143,3 +149,40 @@ def load_config(name_or_path: str, arg: str | None = None, config_dir: str = CON
     """
     path, _, suffix_arg = resolve(name_or_path, config_dir).partition(":")
     return load_module(path).get_config(arg if arg is not None else (suffix_arg or None))
+
+
+#: The fields of every config's ``data`` section and their types (see
+#: :mod:`flowjax.data.sources` for what each kind reads); unstated ones are ``None``, which
+#: leaves the source's own default.
+DATA_FIELDS = {
+    "kind": str,  # toy2d, tfds, array, image_folder, latents
+    "name": str,  # toy2d / tfds / latents; array and image_folder runs record the file's name
+    "path": str,  # array: FILE.npz / FILE.npy; image_folder, latents: DIR
+    "eval_path": str,  # array / image_folder: held-out data (else eval_fraction of the rows)
+    "eval_fraction": float,
+    "resolution": int,  # image_folder: side of the square crops
+    "channels": int,  # image_folder: 3 (RGB) or 1 (grey)
+    "class_subfolders": bool,  # image_folder: top-level subfolders are classes
+    "random_flip": bool,  # tfds / image_folder
+    "data_dir": str,  # tfds
+    "split": str,  # tfds
+    "eval_split": str,  # tfds
+    "pairs_dir": str,  # any kind: train on reflow pairs written by `python -m flowjax.reflow`
+}
+
+
+def data_section(kind: str, name: str, **stated: Any) -> config_dict.ConfigDict:
+    """A config's ``data`` section: every field of :data:`DATA_FIELDS`, ``None`` unless stated.
+
+    ``data_section("tfds", "cifar10", split="train")``; an unknown field is a ``KeyError``.
+    """
+    unknown = sorted(set(stated) - set(DATA_FIELDS))
+    if unknown:
+        raise KeyError(
+            f"data_section: unknown field(s) {unknown}; the fields are {list(DATA_FIELDS)}"
+        )
+    section = config_dict.ConfigDict(
+        {field: config_dict.placeholder(kind_) for field, kind_ in DATA_FIELDS.items()}
+    )
+    section.update(dict(stated, kind=kind, name=name))
+    return section

@@ -4,8 +4,9 @@
   job) unless asked for, and quiet on every process but 0 of a multi-process job.
 - :class:`StepBar`: a bar whose rate and ETA leave out the first update, the step that
   compiles the jitted function (seconds to minutes, against milliseconds for later steps).
-- :func:`setup_logging`: the command lines' logging: INFO for flowjax, WARNING for absl
-  (orbax's per-save chatter), and without JAX's INFO line about backends it probed and did
+- :func:`setup_logging`: the command lines' logging: WARNING unless the user asks for more
+  with absl's ``--verbosity`` / ``-v`` (INFO in a script or notebook), WARNING for absl's own
+  logger (orbax's per-save chatter), and without JAX's INFO line about backends it probed and did
   not find ("Unable to initialize backend 'tpu'" on a CPU or GPU machine). A backend the
   user asked for that fails still raises in JAX, and JAX's warnings still print.
 """
@@ -16,6 +17,8 @@ import logging
 import sys
 from typing import Any
 
+from absl import flags
+from absl import logging as absl_logging
 from tqdm import tqdm
 
 __all__ = ["StepBar", "progress_bar", "setup_logging"]
@@ -100,8 +103,18 @@ class _DropBackendProbe(logging.Filter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """The command lines' logging (see the module docstring); call it first in ``main``."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    """The command lines' logging (see the module docstring); call it first in ``main``.
+
+    Under an absl command line (flags parsed) the level is absl's ``--verbosity``: WARNING
+    unless the user asks for more (``--verbosity=0`` or ``-v 0``: INFO; ``-v 1``: DEBUG), so a
+    job prints its results, not absl-formatted INFO lines. Elsewhere (a script, a notebook):
+    ``level``.
+    """
+    if flags.FLAGS.is_parsed() and "verbosity" in flags.FLAGS:
+        if not flags.FLAGS["verbosity"].present:
+            absl_logging.set_verbosity(absl_logging.WARNING)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO chatter
     probe = logging.getLogger("jax._src.xla_bridge")
     if not any(isinstance(f, _DropBackendProbe) for f in probe.filters):

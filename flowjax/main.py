@@ -13,9 +13,10 @@ A config that differs from the one the run in ``DIR`` was trained with is refuse
 listing the changed fields) unless only fields that cannot change the state differ
 (evaluation, logging, checkpoint cadence, ``num_steps`` upwards): pass
 ``--allow_config_change=optim.lr`` (or ``--config_change_ok``) for an intended change. A
-second process on the same ``DIR`` stops at once (exit 2, naming the holder). Every user
-mistake is one line on stderr and exit code 2; a failed checkpoint save is one line and
-exit code 1.
+second process on the same ``DIR`` stops at once (exit 2, naming the holder). A run none of
+whose checkpoints passes verification is refused (exit 2) unless ``--start_over`` is given.
+Every user mistake is one line on stderr and exit code 2; a failed checkpoint save is one line
+and exit code 1.
 
 Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``, or
 ``--distributed`` on a TPU pod slice / SLURM / Open MPI job (where
@@ -66,12 +67,19 @@ flags.DEFINE_bool(
     "Resume the run in --workdir whatever fields of the config changed (see "
     "--allow_config_change).",
 )
+flags.DEFINE_bool(
+    "start_over",
+    False,
+    "When every checkpoint in --workdir fails verification (each is moved to "
+    "checkpoints.unreadable/), train again from step 0 there instead of refusing; a usable "
+    "checkpoint is resumed either way.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     import jax  # deferred: flags parse and --help answer without loading jax
 
     if FLAGS.coordinator_address or FLAGS.num_processes:
@@ -92,7 +100,9 @@ def main(argv):
     allow = True if FLAGS.config_change_ok else tuple(FLAGS.allow_config_change)
     logging.info("devices: %s", jax.devices())
     try:
-        summary = train_and_evaluate(config, workdir, allow_config_change=allow)
+        summary = train_and_evaluate(
+            config, workdir, allow_config_change=allow, start_over=FLAGS.start_over
+        )
     except NonFiniteLossError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         sys.exit(1)

@@ -220,7 +220,7 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     from flowjax.data import pairs
 
     try:

@@ -73,7 +73,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    console.setup_logging()  # INFO, absl quiet, no backend-probe line
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     from flowjax.sampling import STAGES, run_sampling  # deferred: --help needs no jax
 
     bar = console.progress_bar(len(STAGES), desc="sample", unit="stage")

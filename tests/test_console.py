@@ -112,3 +112,27 @@ def test_command_line_start_prints_no_backend_probe_line():
     )
     assert "ready" in out.stderr
     assert "Unable to initialize backend" not in out.stderr
+
+
+def test_command_lines_print_info_lines_only_when_asked():
+    # An absl command line as flowjax's are: setup_logging first in main, then some logging.
+    code = (
+        "import logging\n"
+        "from absl import app\n"
+        "from flowjax import console\n"
+        "def main(argv):\n"
+        "    console.setup_logging()\n"
+        "    logging.getLogger('flowjax.x').info('an info line')\n"
+        "    logging.getLogger('flowjax.x').warning('a warning')\n"
+        "app.run(main)\n"
+    )
+
+    def stderr(*args):
+        env = dict(os.environ, PYTHONPATH=REPO)
+        run = [sys.executable, "-c", code, *args]
+        return subprocess.run(run, env=env, capture_output=True, text=True, check=True).stderr
+
+    quiet = stderr()
+    assert "a warning" in quiet and "an info line" not in quiet
+    for asked in (["-v", "0"], ["--verbosity=0"]):
+        assert "an info line" in stderr(*asked)

@@ -2,7 +2,14 @@
 
 import glob
 import importlib.util
+import io
+import json
 import os
+import re
+import sys
+import types
+import urllib.parse
+import urllib.request
 
 import nbformat
 import pytest
@@ -89,3 +96,41 @@ def test_install_cell_installs_the_enclosing_clone_or_the_given_git_url(
     # Elsewhere without a URL: a one-line error that says what to set.
     with pytest.raises(RuntimeError, match="set FLOWJAX_GIT_URL"):
         run(tmp_path / "content")
+
+    # On Colab, as shipped: the repository and branch of the GitHub notebook the session opened
+    # (the Jupyter server's sessions name it), asked of the server Colab's environment names.
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setenv("COLAB_JUPYTER_IP", "10.1.2.3")
+    monkeypatch.setenv("KMP_TARGET_PORT", "9999")
+    asked = []
+    opened = "https://github.com/some-owner/some.repo/blob/dev/notebooks/quickstart.ipynb"
+    sessions = [{"name": "quickstart.ipynb", "path": "fileId=" + urllib.parse.quote(opened, "")}]
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        return io.BytesIO(json.dumps(sessions).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    expected = 'install --quiet "flowjax @ git+https://github.com/some-owner/some.repo.git@dev"'
+    assert run(tmp_path / "content") == [expected]
+    assert asked == ["http://10.1.2.3:9999/api/sessions"]
+    assert run(tmp_path / "content", url) == [f'install --quiet "flowjax @ git+{url}"']  # wins
+    sessions[0]["path"] = "Untitled0.ipynb"  # a notebook not from GitHub: say what to set
+    with pytest.raises(RuntimeError, match="set FLOWJAX_GIT_URL"):
+        run(tmp_path / "content")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_has_a_colab_badge_to_itself_and_no_saved_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    top = nb.cells[0]
+    assert top.cell_type == "markdown"
+    badge = re.match(
+        r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
+        r"\(https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/(\S+)\)",
+        top.source,
+    )
+    assert badge and badge[1] == f"notebooks/{os.path.basename(path)}"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, cell.source[:60]

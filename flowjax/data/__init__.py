@@ -1,9 +1,12 @@
 """Data for flowjax: 2-D toy distributions, the bundled digits tfds set, a tfds image pipeline
 and image folders.
 
-Importing this package registers the tfds builder ``sklearn_digits``, so
-``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run.
-Nothing here imports TensorFlow or downloads anything.
+Importing this package registers how to prepare ``sklearn_digits`` (offline), so
+``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run
+(which defines the tfds builder class).
+Nothing here imports TensorFlow or downloads anything, and importing it does not import
+tensorflow_datasets or grain (the readers import them): ``SklearnDigits``, the builder class,
+is defined on first access.
 """
 
 from flowjax.data.base import (
@@ -18,7 +21,7 @@ from flowjax.data.base import (
     has_eval_data,
     unavailable_reason,
 )
-from flowjax.data.digits import DIGITS_NAME, SklearnDigits, prepare_digits
+from flowjax.data.digits import DIGITS_NAME, builder_class, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
 from flowjax.data.image_folder import ImageFolder, ImageFolderSource, center_crop, open_images
@@ -37,6 +40,7 @@ from flowjax.data.sources import (
     RecordedShapeSource,
     TfdsImageSource,
     ToySource,
+    data_name,
     describe_source,
     load_array_file,
     make_source,
@@ -52,6 +56,13 @@ from flowjax.data.tfds_pipeline import (
     register_local_builder,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
+
+
+def __getattr__(name: str):
+    if name == "SklearnDigits":  # defining it imports tensorflow_datasets
+        return builder_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BatchLayout",
@@ -94,6 +105,7 @@ __all__ = [
     "load_digits_numpy",
     "load_split_array",
     "make_source",
+    "data_name",
     "TfdsImageSource",
     "ToySource",
     "open_source",

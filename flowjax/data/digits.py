@@ -1,8 +1,9 @@
 """scikit-learn's handwritten digits as a real tfds data set, prepared offline without TensorFlow.
 
 :class:`SklearnDigits` is an ordinary ``tfds.core.GeneratorBasedBuilder`` registered under the
-name ``"sklearn_digits"`` (importing :mod:`flowjax.data` registers it, and registers
-:func:`prepare_digits` with the generic pipeline, which prepares the set when it is missing).
+name ``"sklearn_digits"`` (defined on first use, see :func:`builder_class`; importing
+:mod:`flowjax.data` registers :func:`prepare_digits` with the generic pipeline, which defines
+the builder and prepares the set when it is missing).
 Its examples come from :func:`flowjax.data.digits_arrays.load_digits_numpy`, which fixes the
 split and the pixel scaling; nothing is downloaded, so the data set can be prepared on any
 machine::
@@ -25,11 +26,11 @@ Features: ``image`` is a ``tfds.features.Tensor`` of shape ``(8, 8, 1)`` and dty
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import ClassVar
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flowjax.data.digits_arrays import (
     IMAGE_SHAPE,
@@ -59,42 +60,60 @@ _CITATION = """\
 """
 
 
-class SklearnDigits(tfds.core.GeneratorBasedBuilder):
-    """tfds builder ``sklearn_digits``: 8x8x1 uint8 digit images with labels 0..9.
+@functools.cache
+def builder_class() -> type:
+    """:class:`SklearnDigits`, defined (and so registered with tfds) on first use.
 
-    Splits ``train`` (1437 examples) and ``test`` (360). Example keys are the indices
-    ``0..N-1`` within a split, and records are stored in that order.
+    tensorflow_datasets takes a while to import, and most commands never read this set, so
+    neither this module nor :mod:`flowjax.data` imports it; ``flowjax.data.SklearnDigits``
+    and the pipeline's :func:`~flowjax.data.tfds_pipeline.open_source` call this.
     """
+    import tensorflow_datasets as tfds  # heavy and optional: only this builder needs it
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
+    class SklearnDigits(tfds.core.GeneratorBasedBuilder):
+        """tfds builder ``sklearn_digits``: 8x8x1 uint8 digit images with labels 0..9.
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        # DatasetInfo is built directly (not with `dataset_info_from_configs`, which looks for
-        # metadata files beside the module).
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            homepage="https://archive.ics.uci.edu/dataset/80",
-            citation=_CITATION,
-            disable_shuffling=True,
-        )
+        Splits ``train`` (1437 examples) and ``test`` (360). Example keys are the indices
+        ``0..N-1`` within a split, and records are stored in that order.
+        """
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing to download: the images ship with scikit-learn
-        return {split: self._generate_examples(split) for split in SPLITS}
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
 
-    def _generate_examples(self, split: str):
-        images, labels = load_digits_numpy(split)
-        for index, (image, label) in enumerate(zip(images, labels)):
-            yield index, {"image": image, "label": int(label)}
+        def _info(self) -> tfds.core.DatasetInfo:
+            # DatasetInfo is built directly (not with `dataset_info_from_configs`, which looks for
+            # metadata files beside the module).
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=_DESCRIPTION,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                    }
+                ),
+                supervised_keys=("image", "label"),
+                homepage="https://archive.ics.uci.edu/dataset/80",
+                citation=_CITATION,
+                disable_shuffling=True,
+            )
+
+        def _split_generators(self, dl_manager):
+            del dl_manager  # nothing to download: the images ship with scikit-learn
+            return {split: self._generate_examples(split) for split in SPLITS}
+
+        def _generate_examples(self, split: str):
+            images, labels = load_digits_numpy(split)
+            for index, (image, label) in enumerate(zip(images, labels)):
+                yield index, {"image": image, "label": int(label)}
+
+    return SklearnDigits
+
+
+def __getattr__(name: str):
+    if name == "SklearnDigits":
+        return builder_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def prepare_digits(data_dir: str | os.PathLike | None = None) -> str:
@@ -114,7 +133,7 @@ def prepare_digits(data_dir: str | os.PathLike | None = None) -> str:
     With several processes sharing one directory (multi-host), call this on one process and
     wait at a barrier before the others read, or give each host its own local directory.
     """
-    builder = SklearnDigits(data_dir=data_dir, file_format="array_record")
+    builder = builder_class()(data_dir=data_dir, file_format="array_record")
     root = os.fspath(data_dir) if data_dir is not None else os.fspath(builder.data_dir_root)
     if builder.is_prepared():
         file_format = builder.info.file_format
@@ -129,7 +148,7 @@ def prepare_digits(data_dir: str | os.PathLike | None = None) -> str:
         builder.download_and_prepare()
     except Exception:
         # Another process may have finished preparing the same directory first.
-        if not SklearnDigits(data_dir=data_dir, file_format="array_record").is_prepared():
+        if not builder_class()(data_dir=data_dir, file_format="array_record").is_prepared():
             raise
     return root
 
@@ -139,6 +158,7 @@ register_local_builder(
     DIGITS_NAME,
     LocalBuilder(
         prepare=prepare_digits,
+        define=builder_class,
         instructions=(
             "Prepare it (offline, about a second) with `flowjax.data.prepare_digits({data_dir})`, "
             "or pass auto_prepare=True to let the pipeline do it."

@@ -44,7 +44,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import grain
 import numpy as np
 from PIL import Image
 
@@ -107,6 +106,11 @@ class FolderListing:
     labels: np.ndarray | None
     classes: tuple[str, ...]
     sizes: tuple[int, ...]
+
+
+def folder_name(path: str | os.PathLike) -> str:
+    """The name of an image-folder data set: the folder's own name (``~/pets/`` -> ``pets``)."""
+    return os.path.basename(os.path.normpath(os.path.expanduser(os.fspath(path))))
 
 
 def list_images(
@@ -385,7 +389,7 @@ class ImageFolderSource:
         else:
             self.train = ImageFolder(self.path, "train", eval_fraction=eval_fraction, **common)
             self.held = ImageFolder(self.path, "test", eval_fraction=eval_fraction, **common)
-        self.name = os.path.basename(os.path.normpath(self.path))
+        self.name = folder_name(self.path)
         self.resolution = int(resolution)
         self.element_shape = (self.resolution, self.resolution, int(channels))
         self.num_classes = self.train.num_classes
@@ -442,6 +446,8 @@ class ImageFolderSource:
         n = min(int(n), self.num_eval_examples)
         x1 = np.empty((n, *self.element_shape), np.float32)
         labels = np.empty((n,), np.int32) if self.num_classes is not None else None
+        import grain  # heavy: only reading data needs it
+
         read = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=64)
         examples = grain.MapDataset.range(n).map(lambda i: self._pixels(self.held, i, False))
         for i, ex in enumerate(examples.to_iter_dataset(read)):

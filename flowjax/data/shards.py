@@ -26,12 +26,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow_datasets as tfds
-from array_record.python import array_record_module
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def json_metadata(metadata: Any) -> dict:
 
 def file_template(out_dir: str, dataset_name: str) -> tfds.core.ShardedFileTemplate:
     """The tfds file template of the shards of ``dataset_name`` in ``out_dir``."""
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     return tfds.core.ShardedFileTemplate(
         data_dir=out_dir,
         template=_FILENAME_TEMPLATE,
@@ -97,6 +100,8 @@ def shard_bounds(index: int, num_rows: int, shard_size: int) -> tuple[int, int]:
 
 def count_records(path: str) -> int | None:
     """The number of records of a readable array_record file; ``None`` if it is damaged."""
+    from array_record.python import array_record_module  # heavy: imported where used
+
     try:
         reader = array_record_module.ArrayRecordReader(path)
     except (OSError, RuntimeError, ValueError):
@@ -135,6 +140,8 @@ def _serialize(features, example: dict[str, np.ndarray]) -> bytes:
 def write_shard(path: str, arrays: dict[str, np.ndarray], features) -> None:
     """Write one shard (rows of equal-length ``arrays``) through ``<path>.tmp`` and an atomic
     rename."""
+    from array_record.python import array_record_module  # heavy: imported where used
+
     tmp = path + TMP_SUFFIX
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     try:
@@ -324,6 +331,8 @@ def write_metadata(
     no TensorFlow). Idempotent. Raises a ``ValueError`` naming the missing or damaged shards
     (``writer`` is the function that finishes them).
     """
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     num_shards = -(-num_rows // shard_size)
     lengths, num_bytes, bad = [], 0, []
     for index in range(num_shards):
@@ -358,6 +367,8 @@ def is_complete(out_dir: str, manifest_name: str, dataset_name: str, num_rows_ke
     """Whether ``out_dir`` holds a finished set: a readable manifest, tfds metadata whose shard
     lengths match the manifest's ``num_rows_key`` and ``shard_size``, and every shard file.
     (Record counts are checked when shards are written and by :func:`write_metadata`.)"""
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     try:
         manifest = read_json(out_dir, manifest_name)
         if not os.path.exists(os.path.join(out_dir, "dataset_info.json")):

@@ -50,7 +50,7 @@ from flowjax.data.base import (
     held_out_split,
     step_iterator,
 )
-from flowjax.data.image_folder import ImageFolderSource
+from flowjax.data.image_folder import ImageFolderSource, folder_name
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, feature_metric_for, load_split_array
 from flowjax.registry import Registry
@@ -276,6 +276,11 @@ def load_array_file(path: str) -> dict[str, np.ndarray]:
     return out
 
 
+def array_file_name(path: str) -> str:
+    """The name of an array-file data set: the file's stem (``~/moons.npz`` -> ``moons``)."""
+    return os.path.splitext(os.path.basename(os.path.expanduser(path)))[0]
+
+
 class ArrayFileSource:
     """Your own data from a ``.npz`` / ``.npy`` file (:func:`load_array_file`).
 
@@ -317,7 +322,7 @@ class ArrayFileSource:
             held = {k: v[held_rows] for k, v in data.items()}
             train = {k: v[train_rows] for k, v in data.items()}
             split = f"eval_fraction:{float(eval_fraction)!r}"
-        self.name = os.path.splitext(os.path.basename(self.path))[0]
+        self.name = array_file_name(self.path)
         self.kind = "points" if data["x"].ndim == 2 else "images"
         self.element_shape = tuple(int(d) for d in data["x"].shape[1:])
         labels = [a["label"] for a in (train, held) if "label" in a]
@@ -444,6 +449,22 @@ SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
         "image_folder": _image_folder_source,
     },
 )
+
+
+#: Data kinds named after their ``data.path`` (the config's ``data.name`` is not used).
+NAMED_BY_PATH: dict[str, Callable[[str], str]] = {
+    "array": array_file_name,
+    "image_folder": folder_name,
+}
+
+
+def data_name(cfg: Any) -> str:
+    """The name of the data a ``data`` section describes: the file's stem of an array, the
+    folder's name of an image folder (:data:`NAMED_BY_PATH`), else ``cfg.name``; what a run
+    records as ``data.name``."""
+    name_of = NAMED_BY_PATH.get(cfg.get("kind", "toy2d"))
+    path = cfg.get("path", None)
+    return name_of(path) if name_of is not None and path else cfg.get("name", None)
 
 
 def make_source(

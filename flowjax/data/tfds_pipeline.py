@@ -52,13 +52,17 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flowjax.data.base import BatchLayout, FeatureMetric, check_batch_layout
+
+if TYPE_CHECKING:
+    import grain
+
+# grain and tensorflow_datasets (about half a second to import together) are imported by the
+# functions that read data, so that commands that read none (sampling a toy run) skip them.
 
 Batch = dict[str, np.ndarray]
 _MASK64 = (1 << 64) - 1
@@ -88,10 +92,13 @@ class LocalBuilder:
         directory it is in.
       instructions: how a user prepares it by hand; ``{data_dir}`` is replaced by the
         directory (as a Python literal).
+      define: ``define()`` defines (registers with tfds) the builder class, when the module
+        that names the set leaves that to first use; called before the set is read.
     """
 
     prepare: Callable[[str | os.PathLike | None], str]
     instructions: str
+    define: Callable[[], Any] | None = None
 
 
 _LOCAL_BUILDERS: dict[str, LocalBuilder] = {}
@@ -162,7 +169,11 @@ def open_source(
       DatasetNotFoundError: the data set is unknown, missing under ``data_dir`` or prepared
         in a format without random access; the message says how to prepare it.
     """
+    import tensorflow_datasets as tfds  # heavy: only reading a data set needs it
+
     local = _LOCAL_BUILDERS.get(_base_name(name))
+    if local is not None and local.define is not None:
+        local.define()
     if auto_prepare and local is not None:
         data_dir = local.prepare(data_dir)
     try:
@@ -303,6 +314,8 @@ class BatchOrder:
         self.shard_index = int(shard_index)
         self.shard_count = int(shard_count)
         self.local_batch_size = self.layout.local_batch_size
+        import grain  # heavy: only reading data needs it
+
         self.read_options = grain.ReadOptions(
             num_threads=int(num_threads),
             prefetch_buffer_size=int(prefetch_buffer_size or max(2 * self.local_batch_size, 16)),
@@ -367,6 +380,8 @@ class BatchOrder:
         def local_example(q: int) -> dict:
             position = self.position(*divmod(int(q), self.local_batch_size))
             return example_fn(self.example_index(position), position)
+
+        import grain  # heavy: only reading data needs it
 
         return grain.MapDataset.range(self.max_steps * self.local_batch_size).map(local_example)
 
@@ -555,6 +570,8 @@ def load_split_array(
         n = min(n, int(max_examples))
     x1 = np.empty((n, *images.element_shape), np.float32)
     labels = np.empty((n,), np.int32) if images.label_key is not None else None
+    import grain  # heavy: only reading data needs it
+
     examples = grain.MapDataset.range(n).map(images.example)
     read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64)
     for i, ex in enumerate(examples.to_iter_dataset(read_options)):

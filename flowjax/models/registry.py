@@ -49,7 +49,10 @@ def make_model(
             raise ValueError(f"model {name!r} has no variants; 'variant' is a DiT option")
         cfg = {**dit_variant(variant), **cfg}
     if conditional and num_classes is None:
-        raise ValueError("model.conditional=True needs a data set with class labels")
+        raise ValueError(
+            "model.conditional=True needs a data set with class labels (label in the array "
+            "file, class subfolders); set model.conditional=False for unlabelled data"
+        )
     fields = set(cls.__dataclass_fields__) - {"parent", "name", "num_classes", "use_end_time"}
     check_keys(cfg, fields, f"model ({name})")
     return cls(num_classes=num_classes if conditional else None, use_end_time=use_end_time, **cfg)

@@ -6,9 +6,10 @@ problems with ``--method`` (``bon``, ``smc``, ``sop``, ``rbf``) and the ``--prop
 (``ode``, ``sde``, ``vp-ode``, ``vp-sde``; ``--steps`` grid steps, ``g = eta (1 - t)^2``),
 each spending at most ``--budget`` NFE, and writes into ``DIR/search/`` (or ``--out``)
 ``<method>_<proposal>_nfe<budget>.npz`` (samples, rewards), ``.json`` (NFE spent, rewards) and
-``.png``. Rewards: ``toy_mode,mode=K`` (2-D), ``digits_class,label=K`` (digits),
-``constant``. For class-conditional runs the model samples unconditionally (null label)
-unless ``--label`` is given. Example::
+``.png``. Rewards: ``toy_mode,mode=K`` (8gaussians), ``digits_class,label=K`` (digits),
+``constant``, or your own ``module:function`` / ``path/to/file.py:function``; a reward declared
+for other data than the run's is refused. For class-conditional runs the model samples
+unconditionally (null label) unless ``--label`` is given. Example::
 
     python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=/tmp/toy
     python -m flowjax.search --workdir=/tmp/toy --method=rbf --budget=100 --reward=toy_mode,mode=0
@@ -20,11 +21,18 @@ import sys
 
 from absl import app, flags
 
+from flowjax import console
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training directory (config.json and checkpoints/).")
 flags.DEFINE_enum("method", "rbf", ["bon", "smc", "sop", "rbf"], "Search method.")
 flags.DEFINE_integer("budget", None, "NFE budget per sample.")
-flags.DEFINE_string("reward", None, "Reward spec, e.g. toy_mode,mode=0 or digits_class,label=3.")
+flags.DEFINE_string(
+    "reward",
+    None,
+    "Reward spec, e.g. toy_mode,mode=0 or digits_class,label=3, or your own function "
+    "module:function or path/to/file.py:function (R(x [B, ...]) -> [B]).",
+)
 flags.DEFINE_enum("proposal", "vp-sde", ["ode", "sde", "vp-ode", "vp-sde"], "Proposal.")
 flags.DEFINE_integer("steps", 10, "Grid steps of one sampling pass (= its NFE).")
 flags.DEFINE_float("eta", 3.0, "Diffusion scale of g(t) = eta (1 - t)^2 (SDE proposals).")
@@ -34,15 +42,27 @@ flags.DEFINE_integer("label", None, "Class label for class-conditional runs (def
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_float("temperature", 1.0, "SMC: lambda of the weights exp(dR / lambda).")
 flags.DEFINE_integer("width", 2, "Search over paths: copies per kept particle.")
+flags.DEFINE_enum(
+    "rbf_threshold",
+    "running_best",
+    ["running_best", "accepted"],
+    "RBF: a proposal is accepted at once if it beats the best reward so far (running_best, the "
+    "official rule) or the current state's reward (accepted).",
+)
 flags.DEFINE_string("out", None, "Output directory (default DIR/search).")
 flags.mark_flags_as_required(["workdir", "budget", "reward"])
 
 
 def main(argv):
     del argv
+    console.setup_logging()  # WARNING unless -v, no backend-probe line
     from flowjax.search.run import run_search  # deferred: --help without loading jax
 
-    options = {"smc": {"temperature": FLAGS.temperature}, "sop": {"width": FLAGS.width}}
+    options = {
+        "smc": {"temperature": FLAGS.temperature},
+        "sop": {"width": FLAGS.width},
+        "rbf": {"threshold": FLAGS.rbf_threshold},
+    }
     try:
         report = run_search(
             FLAGS.workdir,

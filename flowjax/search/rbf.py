@@ -2,14 +2,19 @@
 
 Per problem (docs/maths/sde_search.md, Kim et al.): draw ``n0`` noises, evaluate each once at
 ``s_0`` (``n0`` NFE), score its Tweedie estimate and keep the best as the current state
-``x`` at grid index ``k = 0`` with reward ``r``. The remaining ``L = budget - n0`` NFE are
-spread over the ``N - 1`` searchable steps (proposals land on ``s_1 .. s_{N-1}``; the last step
-``s_{N-1} -> 1`` is the deterministic Tweedie jump) with a base quota ``q = L // (N - 1)``.
+``x`` at grid index ``k = 0``; its reward is the first *bar* ``b``. The remaining
+``L = budget - n0`` NFE are spread over the ``N - 1`` searchable steps (proposals land on
+``s_1 .. s_{N-1}``; the last step ``s_{N-1} -> 1`` is the deterministic Tweedie jump) with a
+base quota ``q = L // (N - 1)``.
 At step ``k`` the method proposes ``x' = step(x, s_k -> s_{k+1})`` (SDE steps branch, ODE
 steps repeat themselves), evaluates it once (1 NFE) and scores ``r' = R(x1_hat(x', s_{k+1}))``:
 
-- if ``r' > r``: accept ``x'`` at once; the unused quota rolls over to the next step;
-- else, once the step's quota is used up: accept the step's best proposal.
+- if ``r' > b``: accept ``x'`` at once and set ``b = r'``; the unused quota rolls over to the
+  next step;
+- else, once the step's quota is used up: accept the step's best proposal (a *forced*
+  acceptance). With ``threshold="running_best"`` (default, the official code's rule) ``b``
+  stays, so ``b`` is the best reward seen so far; with ``threshold="accepted"`` ``b`` becomes
+  the accepted proposal's reward, so ``b`` is always the current state's reward.
 
 In both cases ``quota_{k+1} = quota_k - used_k + q``. The last searchable step
 (``k = N - 2``) keeps proposing until the whole budget is spent and accepts its best
@@ -36,13 +41,61 @@ def default_initial(budget: int, num_steps: int) -> int:
     return max(1, min(budget // 20, budget - (num_steps - 1)))
 
 
-def _core(proposal, reward_fn, num_problems, budget, n0, sharding):
+THRESHOLDS = ("running_best", "accepted")
+
+
+def update(st: dict, xp, up, rp, *, base_quota: int, last: int, threshold: str) -> dict:
+    """RBF's bookkeeping after one proposal ``(xp, up, rp)`` of every problem (module doc).
+
+    ``st`` holds, per problem: the current state ``x`` at grid index ``k`` and its velocity
+    ``u``, ``bar`` (the reward a proposal must beat), ``quota`` and ``used`` of the current
+    step, the step's best proposal ``bx, bu, br`` so far (``br = -inf`` before the first) and
+    ``counts [P, N - 1]`` (proposals per step). A proposal with ``rp > bar`` on a step before
+    ``last`` is accepted at once (``bar = rp``); when the quota is used up instead, the step's
+    best proposal is accepted and ``bar`` stays (``"running_best"``) or becomes its reward
+    (``"accepted"``). Either way ``quota_{k+1} = quota_k - used_k + base_quota``. On step
+    ``last`` nothing is accepted: ``bx, bu, br`` keep its best proposal.
+    """
+    bshape = lambda v, x: v.reshape(v.shape + (1,) * (x.ndim - 1))  # noqa: E731
+    k = st["k"]
+    used = st["used"] + 1
+    counts = st["counts"] + jax.nn.one_hot(k, st["counts"].shape[1], dtype=jnp.int32)
+    # Best proposal of this step (ties keep the first).
+    better = rp > st["br"]
+    bx = jnp.where(bshape(better, xp), xp, st["bx"])
+    bu = jnp.where(bshape(better, up), up, st["bu"])
+    br = jnp.where(better, rp, st["br"])
+    searching = k < last
+    improve = searching & (rp > st["bar"])
+    forced = searching & ~improve & (used >= st["quota"])
+    accept = improve | forced
+    # improve: the proposal (also the step's best); forced: the step's best.
+    ax = jnp.where(bshape(improve, xp), xp, bx)
+    au = jnp.where(bshape(improve, up), up, bu)
+    bar = jnp.where(improve, rp, st["bar"])
+    if threshold == "accepted":
+        bar = jnp.where(forced, br, bar)
+    a = lambda new, old: jnp.where(bshape(accept, new), new, old)  # noqa: E731
+    return dict(
+        x=a(ax, st["x"]),
+        u=a(au, st["u"]),
+        bar=bar,
+        k=k + accept,
+        quota=jnp.where(accept, st["quota"] - used + base_quota, st["quota"]),
+        used=jnp.where(accept, 0, used),
+        bx=bx,
+        bu=bu,
+        br=jnp.where(accept, -jnp.inf, br),
+        counts=counts,
+    )
+
+
+def _core(proposal, reward_fn, num_problems, budget, n0, threshold, sharding):
     num_steps = proposal.num_steps
     last = num_steps - 2  # index of the last searchable step
     length = budget - n0
     q = length // (num_steps - 1)
     shape = proposal.element_shape
-    bshape = lambda v, x: v.reshape(v.shape + (1,) * (x.ndim - 1))  # noqa: E731
 
     def run(key, cond):
         keys0 = pt.constrain(pt.particle_keys(key, num_problems, n0), sharding)
@@ -53,59 +106,29 @@ def _core(proposal, reward_fn, num_problems, budget, n0, sharding):
         rr = r.reshape(num_problems, n0)
         best = jnp.argmax(rr, axis=1)
         x, u = pt.gather_rows((x, u), best[:, None])
-        r = rr[jnp.arange(num_problems), best]
         keys = pt.constrain(pt.particle_keys(jax.random.fold_in(key, 1), num_problems, 1), sharding)
-        neg = jnp.full((num_problems,), -jnp.inf, jnp.float32)
         zero = jnp.zeros((num_problems,), jnp.int32)
         state = dict(
             x=x,
             u=u,
-            r=r,
+            bar=rr[jnp.arange(num_problems), best],
             k=zero,
             quota=zero + q,
             used=zero,
             bx=x,
             bu=u,
-            br=neg,
+            br=jnp.full((num_problems,), -jnp.inf, jnp.float32),
             counts=jnp.zeros((num_problems, num_steps - 1), jnp.int32),
         )
 
         def body(carry, i):
             st, nfe, bad = carry
             k = st["k"]
-            noise = pt.particle_normal(keys, i + 1, shape)
-            xp = proposal.advance(st["u"], st["x"], k, noise)
+            xp = proposal.advance(st["u"], st["x"], k, pt.particle_normal(keys, i + 1, shape))
             up = proposal.evaluate(xp, ts[k + 1], cond)
             rp, bad_i = pt.reward_checked(reward_fn, proposal.tweedie(up, xp, ts[k + 1]))
-            used = st["used"] + 1
-            counts = st["counts"] + jax.nn.one_hot(k, num_steps - 1, dtype=jnp.int32)
-            # Best proposal of this step (ties keep the first).
-            better = rp > st["br"]
-            bx = jnp.where(bshape(better, xp), xp, st["bx"])
-            bu = jnp.where(bshape(better, up), up, st["bu"])
-            br = jnp.where(better, rp, st["br"])
-            searching = k < last
-            improve = searching & (rp > st["r"])
-            exhausted = searching & ~improve & (used >= st["quota"])
-            accept = improve | exhausted
-            # improve: take the proposal; exhausted: take the step's best (== the proposal
-            # when it is the best); quota_{k+1} = quota_k - used_k + q either way.
-            ax = jnp.where(bshape(improve, xp), xp, bx)
-            au = jnp.where(bshape(improve, up), up, bu)
-            ar = jnp.where(improve, rp, br)
-            a = lambda new, old: jnp.where(bshape(accept, new), new, old)  # noqa: E731
-            st = dict(
-                x=pt.constrain(a(ax, st["x"]), sharding),
-                u=a(au, st["u"]),
-                r=jnp.where(accept, ar, st["r"]),
-                k=k + accept,
-                quota=jnp.where(accept, st["quota"] - used + q, st["quota"]),
-                used=jnp.where(accept, 0, used),
-                bx=bx,
-                bu=bu,
-                br=jnp.where(accept, -jnp.inf, br),
-                counts=counts,
-            )
+            st = update(st, xp, up, rp, base_quota=q, last=last, threshold=threshold)
+            st["x"] = pt.constrain(st["x"], sharding)
             return (st, nfe + 1, bad | bad_i), None
 
         (st, nfe, bad), _ = jax.lax.scan(body, (state, jnp.int32(n0), bad), jnp.arange(length))
@@ -133,13 +156,19 @@ def rbf(
     num_problems: int = 1,
     cond: Any = None,
     num_initial: int | None = None,
+    threshold: str = "running_best",
     sharding=None,
 ) -> pt.SearchResult:
     """Rollover Budget Forcing under an NFE budget per problem (module docstring).
 
-    ``num_initial``: ``n0`` initial noises (default :func:`default_initial`). Needs at least
-    2 grid steps and ``budget >= n0 + N - 1``.
+    ``num_initial``: ``n0`` initial noises (default :func:`default_initial`). ``threshold``:
+    what a proposal must beat to be accepted at once, ``"running_best"`` (the official code:
+    the best reward so far, raised only by such acceptances) or ``"accepted"`` (the reward of
+    the state last accepted, also after a forced acceptance). Needs at least 2 grid steps and
+    ``budget >= n0 + N - 1``.
     """
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"unknown RBF threshold {threshold!r}; choose one of {THRESHOLDS}")
     pt.check_problem(proposal, num_problems, cond)
     num_steps = proposal.num_steps
     if num_steps < 2:
@@ -151,6 +180,6 @@ def rbf(
     budget = pt.check_budget(
         budget, n0 + num_steps - 1, f"{n0} initial noises plus one proposal per step"
     )
-    build = lambda: _core(proposal, reward_fn, num_problems, budget, n0, sharding)
-    settings = (budget, n0, sharding)
+    build = lambda: _core(proposal, reward_fn, num_problems, budget, n0, threshold, sharding)
+    settings = (budget, n0, threshold, sharding)
     return pt.run_search("rbf", proposal, reward_fn, key, cond, num_problems, settings, build)

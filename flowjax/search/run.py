@@ -21,6 +21,8 @@ import numpy as np
 
 from flowjax import plotting
 from flowjax.search import METHODS, make_proposal, make_reward, search
+from flowjax.search.particles import check_reward
+from flowjax.search.rewards import check_reward_fits
 from flowjax.training import load_run
 from flowjax.velocity import make_velocity_fn
 
@@ -69,6 +71,7 @@ def run_search(
         raise ValueError("num_samples and chunk must be >= 1")
     reward_fn = make_reward(reward)
     prop, exp, _, step = load_search_setup(workdir, proposal, num_steps, eta=eta)
+    check_reward_fits(reward_fn, getattr(exp.data, "name", None), reward)
     cond_value = None
     if exp.num_classes is not None:
         cond_value = exp.num_classes if label is None else int(label)  # null = unconditional
@@ -79,6 +82,7 @@ def run_search(
     chunk = min(chunk, num_samples)
     num_chunks = -(-num_samples // chunk)
     key = jax.random.key(seed)
+    check_reward(reward_fn, prop, chunk, key)  # shapes on one batch, before the progress bar
     samples, rewards, nfe = [], [], []
     t0 = time.perf_counter()
     for i in tqdm(
@@ -116,6 +120,7 @@ def run_search(
         plotting.image_rows({title: samples[:64]}, base + ".png")
     report = {
         "method": method,
+        "method_options": dict(method_options or {}),
         "proposal": proposal,
         "reward": reward,
         "budget": int(budget),

@@ -34,6 +34,18 @@ def cost_per_beam(num_steps: int, start: int, width: int, back: int) -> int:
     return start + width * (rounds * (back + 1) + rounds - 1)
 
 
+def keep_best(xs: jax.Array, rewards: jax.Array, num_problems: int, beam: int) -> jax.Array:
+    """The selection step: per problem, the ``beam`` copies of highest reward.
+
+    ``xs [P m, ...]`` and ``rewards [P m]`` problem-major; returns ``[P beam, ...]``, best
+    first within each problem (ties keep the earlier copy).
+    """
+    _, idx = jax.lax.top_k(rewards.reshape(num_problems, -1), beam)
+    xs = xs.reshape((num_problems, -1) + xs.shape[1:])
+    kept = xs[jnp.arange(num_problems)[:, None], idx]
+    return kept.reshape((-1,) + xs.shape[2:])
+
+
 def _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding):
     num_steps = proposal.num_steps
     m = beam * width
@@ -67,12 +79,6 @@ def _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding)
             xs = proposal.renoise(xs, k, k - back, pt.particle_normal(keys, 0, shape))
             return forward(xs, keys, c_m, k - back, back + 1)
 
-        def keep_best(xs, r):
-            _, idx = jax.lax.top_k(r.reshape(num_problems, m), beam)
-            xs = xs.reshape((num_problems, m) + shape)
-            kept = xs[jnp.arange(num_problems)[:, None], idx]
-            return pt.constrain(kept.reshape((-1,) + shape), sharding)
-
         x = forward(x, keys_b, c_b, 0, start)
         nfe = jnp.int32(beam * start)
 
@@ -82,7 +88,8 @@ def _core(proposal, reward_fn, num_problems, beam, width, start, back, sharding)
             u = proposal.evaluate(xs, ts[k + 1], c_m)
             r, bad_k = pt.reward_checked(reward_fn, proposal.tweedie(u, xs, ts[k + 1]))
             nfe = nfe + m * (back + 1) + m
-            return (keep_best(xs, r), nfe, bad | bad_k), None
+            kept = pt.constrain(keep_best(xs, r, num_problems, beam), sharding)
+            return (kept, nfe, bad | bad_k), None
 
         (x, nfe, bad), _ = jax.lax.scan(
             round_, (x, nfe, jnp.bool_(False)), jnp.arange(start, num_steps - 1)

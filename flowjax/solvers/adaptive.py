@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
@@ -32,10 +31,12 @@ from flowjax.solvers.base import VelocityFn, check_inputs
 
 Array = jax.Array
 
-#: diffrax methods by name: ``(solver class, function evaluations per step)``.
-_METHODS: Registry[tuple[type, int]] = Registry(
+#: diffrax methods by name: ``(diffrax solver class name, function evaluations per step)``.
+#: diffrax itself (with equinox, optimistix, lineax: about a second to import) is imported by
+#: the first solve, not by every command that imports the solvers.
+_METHODS: Registry[tuple[str, int]] = Registry(
     "adaptive method",
-    {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 13)},
+    {"tsit5": ("Tsit5", 6), "dopri5": ("Dopri5", 6), "dopri8": ("Dopri8", 13)},
 )
 
 
@@ -89,6 +90,7 @@ class AdaptiveSolve:
         if not (0.0 <= float(t0) < float(t1) <= 1.0):
             raise ValueError(f"need 0 <= t0 < t1 <= 1 (noise -> data); got t0={t0}, t1={t1}")
         batch = x0.shape[0]
+        import diffrax  # heavy and optional: only an adaptive solve needs it
 
         def vf(t, x, args):
             return velocity_fn(x, jnp.full((batch,), t, dtype=x.dtype), args)
@@ -100,7 +102,7 @@ class AdaptiveSolve:
         )
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
-            _METHODS[self.method][0](),
+            getattr(diffrax, _METHODS[self.method][0])(),
             t0=jnp.asarray(t0, x0.dtype),
             t1=jnp.asarray(t1, x0.dtype),
             dt0=None,

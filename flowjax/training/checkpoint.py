@@ -118,7 +118,7 @@ def _structure(abstract: Any) -> dict[str, tuple[list, str]]:
     }
 
 
-def structure_differences(record: dict, abstract: Any, limit: int = 3) -> list[str]:
+def structure_differences(record: dict, abstract: Any, limit: int | None = 3) -> list[str]:
     """How the leaves recorded at save differ from ``abstract`` (empty if they match)."""
     want = _structure(abstract)
     have = {k: (v[0], v[1]) for k, v in record.items()}
@@ -130,6 +130,29 @@ def structure_differences(record: dict, abstract: Any, limit: int = 3) -> list[s
         if k in have and (tuple(have[k][0]) != tuple(want[k][0]) or have[k][1] != want[k][1])
     ]
     return diffs[:limit]
+
+
+def shape_differences(tree: Any, abstract: Any, limit: int | None = 3) -> list[str]:
+    """:func:`structure_differences` of the arrays of ``tree`` against ``abstract``."""
+    record = {k: [shape, dtype] for k, (shape, dtype) in _structure(tree).items()}
+    return structure_differences(record, abstract, limit)
+
+
+def weights_differ(differences: list[str]) -> bool:
+    """Whether :func:`structure_differences` touch the network's weights (``params`` or
+    ``ema_params``), which another run's weights cannot then initialise either (a difference
+    only in the optimizer state still lets ``config.init.workdir`` start from them)."""
+    return any(d.startswith((".params", ".ema_params")) for d in differences)
+
+
+def start_afresh_advice(differences: list[str], workdir: str) -> str:
+    """What a user can do when a run's state has other shapes than a new config's."""
+    if weights_differ(differences):
+        return (
+            "use a new workdir (the network's shapes differ, so this run's weights cannot "
+            "start it either)"
+        )
+    return f"use a new workdir (config.init.workdir={workdir} starts from this run's weights)"
 
 
 def verify(record: dict, tree: Any) -> list[str]:
@@ -175,6 +198,8 @@ class Checkpointer:
             enable_async_checkpointing=async_save and not read_only,
             create=not read_only,
             read_only=read_only,
+            # a read-only manager saves nothing: 0 here, else orbax warns that it sets it so
+            save_interval_steps=0 if read_only else 1,
         )
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "meta"), options=options
@@ -245,22 +270,18 @@ class Checkpointer:
         """``(state, meta)`` of ``step``, verified against its checksums (see the module
         docstring for the errors)."""
         step = int(step)
-        try:
-            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            meta = dict(meta["meta"] or {})
-        except Exception as err:  # noqa: BLE001
-            raise CorruptCheckpointError(f"unreadable meta ({describe_error(err)})") from err
+        meta = self.meta(step)
         record = meta.get(INTEGRITY_KEY)
         if record:
-            diffs = structure_differences(record, abstract_state)
+            diffs = structure_differences(record, abstract_state, limit=None)
             if diffs:
-                raise CheckpointMismatchError(self._mismatch(step, "; ".join(diffs)))
+                raise CheckpointMismatchError(self._mismatch(step, diffs))
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         try:
             state = self.manager.restore(step, args=args)["state"]
         except Exception as err:  # noqa: BLE001
             if not record and _looks_like_mismatch(err):
-                raise CheckpointMismatchError(self._mismatch(step, describe_error(err))) from err
+                raise CheckpointMismatchError(self._mismatch(step, [describe_error(err)])) from err
             raise CorruptCheckpointError(f"unreadable ({describe_error(err)})") from err
         if record and check:
             bad = verify(record, state)
@@ -269,11 +290,26 @@ class Checkpointer:
                 raise CorruptCheckpointError(f"checksum mismatch in {bad[0]}{more}")
         return state, meta
 
-    def _mismatch(self, step: int, what: str) -> str:
+    def meta(self, step: int) -> dict:
+        """The ``meta`` item of ``step`` (config, integrity record, ...) without its arrays."""
+        try:
+            meta = self.manager.restore(
+                int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+            return dict(meta["meta"] or {})
+        except Exception as err:  # noqa: BLE001
+            raise CorruptCheckpointError(f"unreadable meta ({describe_error(err)})") from err
+
+    def _mismatch(self, step: int, diffs: list[str]) -> str:
+        # Without an integrity record (diffs is orbax's error) the weights may differ.
+        advice = (
+            start_afresh_advice(diffs, os.path.dirname(self.directory))
+            if diffs[0].startswith(".")
+            else "use a new workdir"
+        )
         return (
             f"the checkpoint at step {step} in {self.directory} holds a state of another "
-            f"shape than the config's ({what}); use a new workdir, or start from its weights "
-            f"with config.init.workdir"
+            f"shape than the config's ({'; '.join(diffs[:3])}); {advice}"
         )
 
     def restore_latest(

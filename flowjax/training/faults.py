@@ -6,7 +6,8 @@
 - :class:`ExitOnSignal` makes SIGTERM end the process at once (exit 0) where nothing can be
   lost: during the setup, and during an evaluation (a committed checkpoint precedes it).
 - User mistakes are :class:`SetupError` s (the command line prints one line and exits 2):
-  a changed config, a second writer, a checkpoint of another model.
+  a changed config, a second writer, a checkpoint of another model, a run none of whose
+  checkpoints can be restored (:class:`NoUsableCheckpointError`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class WorkdirLockedError(SetupError):
 class CheckpointMismatchError(SetupError):
     """A checkpoint holds a state of other shapes or structure than the config's model: not a
     corrupt checkpoint, a different run (it is never moved aside)."""
+
+
+class NoUsableCheckpointError(SetupError):
+    """Every checkpoint of the run failed verification: resuming would silently start over."""
 
 
 class CheckpointSaveError(RuntimeError):

@@ -22,12 +22,14 @@ checkpoint is written only after every loss up to its step has been checked.
 Before any work (:mod:`flowjax.training.workdir`, :mod:`flowjax.training.validate`): the
 config's values are validated, the workdir is locked against a second writer, and a config
 that differs from the stored ``config.json`` of a run with checkpoints is refused (unless the
-change cannot alter the state, or ``allow_config_change`` accepts it). A run refused at set-up
-(a :class:`SetupError`) removes the workdir it created if nothing was written there.
-Checkpoints carry checksums and a failing one falls back to the previous
-(:mod:`flowjax.training.checkpoint`); a non-finite loss within :data:`SUSPECT_STEPS` steps
-of a restore makes the restored checkpoint the suspect: it is moved aside and the run falls
-back once to the one before.
+change cannot alter the state, or ``allow_config_change`` accepts it). Checkpoints carry
+checksums and a failing one falls back to the previous (:mod:`flowjax.training.checkpoint`);
+when none is left the start is refused unless ``start_over``; data too small for the final
+evaluation is refused at set-up; a torn ``metrics.jsonl`` is repaired
+(:class:`~flowjax.training.writers.MetricWriter`); a run refused at set-up (a
+:class:`SetupError`) removes the workdir it created if nothing was written there. A
+non-finite loss within :data:`SUSPECT_STEPS` steps of a restore makes the restored checkpoint
+the suspect: it is moved aside and the run falls back once to the one before.
 Every evaluation step is also a checkpoint step, and SIGTERM during an evaluation or during
 the setup ends the process at once with exit code 0 (nothing is lost; single-process jobs).
 """
@@ -38,6 +40,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -58,11 +61,13 @@ from flowjax.training.experiment import Experiment, pretrained_params
 from flowjax.training.faults import (
     ExitOnSignal,
     NonFiniteLossError,
+    NoUsableCheckpointError,
     PreemptionGuard,
     SetupError,
+    describe_error,
 )
 from flowjax.training.state import TrainState
-from flowjax.training.validate import validate_config
+from flowjax.training.validate import check_data_size, validate_config
 from flowjax.training.writers import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -202,6 +207,7 @@ def train_and_evaluate(
     progress: bool | None = None,
     init_params: Any = None,
     allow_config_change: bool | tuple[str, ...] = (),
+    start_over: bool = False,
 ) -> dict:
     """Train (or resume) the job described by ``config`` in ``workdir``; return the summary.
 
@@ -213,8 +219,15 @@ def train_and_evaluate(
     ``workdir`` resumes from it as usual. ``allow_config_change`` (field names, or ``True``
     for any) accepts a config that differs from the stored one of the run being resumed;
     without it such a config raises :class:`~flowjax.training.faults.ConfigChangedError`.
-    Bad config values, a workdir that is a file or not writable and a workdir in use by
-    another process raise :class:`SetupError` before any work.
+    When every checkpoint in ``workdir`` fails verification (each is moved to
+    ``checkpoints.unreadable/``), the run is refused with
+    :class:`~flowjax.training.faults.NoUsableCheckpointError` rather than silently trained
+    again from step 0; ``start_over=True`` accepts that (the moved checkpoints and a copy of
+    ``metrics.jsonl`` stay in ``checkpoints.unreadable/``). A usable checkpoint is resumed
+    either way. Bad config values, a workdir that is a file or not writable, a workdir in use
+    by another process, data too small for the evaluation and initial weights that do not fit
+    the model raise :class:`SetupError` before any work (a workdir this call created is then
+    removed again).
     """
     config = validate_config(config)
     created = not os.path.lexists(os.path.abspath(os.path.expanduser(str(workdir))))
@@ -222,7 +235,13 @@ def train_and_evaluate(
     lock = workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
     try:
         _agreed(lock.acquire)
-        kwargs = dict(data=data, objective=objective, progress=progress, init_params=init_params)
+        kwargs = dict(
+            data=data,
+            objective=objective,
+            progress=progress,
+            init_params=init_params,
+            start_over=start_over,
+        )
         try:
             return _train(config, workdir, lock, allow_config_change, retry=True, **kwargs)
         except _SuspectCheckpoint as suspect:
@@ -262,6 +281,67 @@ def _baseline(exp: Experiment, evaluator: Evaluator, init_params: Any, progress:
     return {"initial": evaluator(start, progress=progress, desc="initial weights")[0]}
 
 
+def _state_differences(config, data, objective, ckpt_dir: str, step: int) -> list[str] | None:
+    """How the state ``config`` builds differs from the checkpoint at ``step`` (by its recorded
+    shapes; no arrays read), or ``None`` where that cannot be told."""
+    try:
+        abstract = Experiment(config, data=data, objective=objective).abstract_state()
+        reader = ckpt_lib.Checkpointer(ckpt_dir, read_only=True)
+        try:
+            record = reader.meta(step).get(ckpt_lib.INTEGRITY_KEY)
+        finally:
+            reader.close()
+    except Exception:  # noqa: BLE001 - the refusal then suggests only a new workdir
+        return None
+    return ckpt_lib.structure_differences(record, abstract, limit=None) if record else None
+
+
+def _init_state(exp: Experiment, init_params: Any, loaded: Any) -> TrainState:
+    """The fresh state; initial weights (``init_params``, or those of ``config.init.workdir``)
+    that do not fit the model are a one-line :class:`SetupError` before anything is written."""
+    try:
+        state = exp.init_state(init_params, loaded=loaded)
+        diffs = ckpt_lib.shape_differences(state.params, exp.abstract_state().params)
+    except Exception as err:  # noqa: BLE001 - flax / the objective's mapping name the leaf
+        if init_params is None and loaded is None:
+            raise
+        diffs = [describe_error(err)]
+    if diffs:
+        source = (
+            "the given init_params"
+            if init_params is not None
+            else f"config.init.workdir={exp.config.init.workdir}"
+        )
+        raise SetupError(
+            f"{source}: its weights do not fit this config's model ({'; '.join(diffs)}); start "
+            f"from a run of the same model"
+        )
+    return state
+
+
+def _refuse_or_start_over(ckpt_dir: str, workdir: str, start_over: bool) -> None:
+    """No checkpoint could be restored: if the run had some (moved to ``.unreadable``), refuse
+    (:class:`NoUsableCheckpointError`), or with ``start_over`` keep a copy of its metrics next
+    to them and let the run begin at step 0."""
+    aside = ckpt_dir + ".unreadable"
+    moved = sorted(os.listdir(aside)) if os.path.isdir(aside) else []
+    moved = [m for m in moved if not m.startswith("metrics")]
+    if not moved:
+        return
+    if not start_over:
+        raise NoUsableCheckpointError(
+            f"no checkpoint of the run in {workdir} can be restored: every one failed "
+            f"verification and is kept in {aside} ({', '.join(moved)}); pass --start_over "
+            f"(start_over=True in Python) to train again from step 0 in this workdir, or use "
+            f"a new workdir"
+        )
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics):
+        kept = os.path.join(aside, f"metrics-{int(time.time())}.jsonl")
+        shutil.copy2(metrics, kept)
+        log.warning("starting over from step 0; the old run's metrics are kept in %s", kept)
+
+
 class _SuspectCheckpoint(Exception):
     """A non-finite loss right after a restore: the restored checkpoint is moved aside."""
 
@@ -277,6 +357,7 @@ def _train(
     objective: Any,
     progress: bool | None,
     init_params: Any,
+    start_over: bool,
 ) -> dict:
     tcfg = config.train
     num_steps = int(tcfg.num_steps)
@@ -293,8 +374,16 @@ def _train(
 
         def check_config():
             steps = workdir_lib.saved_steps(ckpt_dir)
+
+            def state_differences():  # only to word a refusal: what can work instead
+                return _state_differences(config, data, objective, ckpt_dir, steps[-1])
+
             changed = workdir_lib.check_config_change(
-                workdir, config, steps[-1] if steps else None, allow=allow_config_change
+                workdir,
+                config,
+                steps[-1] if steps else None,
+                allow=allow_config_change,
+                state_differences=state_differences,
             )
             if changed:
                 log.info("resuming with changed config fields: %s", ", ".join(changed))
@@ -308,6 +397,7 @@ def _train(
         # before anything is written.
         fresh = init_params is None and not workdir_lib.saved_steps(ckpt_dir)
         teacher = _pretrained(exp.config) if fresh else None
+        check_data_size(exp.data, config)
         dataset = data_lib.describe_source(exp.data, from_config=data is None)
         cost = exp.step_cost()
         _log_setup(exp, cost)
@@ -319,15 +409,16 @@ def _train(
         )
         try:
             restored = checkpointer.restore_latest(exp.abstract_state())
+            if restored is None:
+                _agreed(lambda: _refuse_or_start_over(ckpt_dir, workdir, start_over))
+                if teacher is None and init_params is None:
+                    teacher = pretrained_params(exp.config)
+                state, start_step, carried = _init_state(exp, init_params, teacher), 0, None
             _write_json(
                 os.path.join(workdir, "config.json"), dict(config.to_dict(), dataset=dataset)
             )
             checkpointer.prune()
-            if restored is None:
-                if teacher is None and init_params is None:
-                    teacher = pretrained_params(exp.config)
-                state, start_step, carried = exp.init_state(init_params, loaded=teacher), 0, None
-            else:
+            if restored is not None:
                 state, restored_meta, start_step = restored
                 carried = restored_meta.get("pending_metrics")
                 log.info("resumed from the checkpoint at step %d", start_step)
@@ -488,6 +579,8 @@ def _train(
             | {f"eval_raw/{k}": v for k, v in final_raw.items()},
         )
         summary.update(final=final_metrics, final_raw=final_raw, **baseline)
+        for name, scores in baseline.items():
+            writer.write_baseline(name, scores, num_steps)
         summary["dataset"] = dataset
         if jax.process_index() == 0:
             png = evaluator.plot(samples, os.path.join(workdir, "samples.png"), title(num_steps))

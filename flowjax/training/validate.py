@@ -1,10 +1,13 @@
 """Config validation at the boundary: every numeric field and path checked before any work.
 
-:func:`validate_config` returns a copy of the config with ``~`` expanded in every path field
-and raises :class:`~flowjax.training.faults.SetupError` with one line naming the field, its
-value and what is expected (the command line prints it and exits 2). The checks are the
-ones a value can fail before anything is built; a model- or data-specific error (a mesh that
-does not match the devices, an unknown sampler) is still raised by the component that knows.
+:func:`validate_config` returns a copy of the config with every path field absolute (``~``
+expanded, relative paths resolved from the current directory; URLs such as ``gs://`` kept)
+and ``data.name`` the data's real name (:func:`flowjax.data.data_name`: an array file's stem,
+an image folder's name), and raises :class:`~flowjax.training.faults.SetupError` with one line
+naming the field, its value and what is expected (the command line prints it and exits 2). The
+checks are the ones a value can fail before anything is built; a model- or data-specific error
+(a mesh that does not match the devices, an unknown sampler) is still raised by the component
+that knows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 import os
 from typing import Any
 
+from flowjax import data as data_lib
 from flowjax import solvers
 from flowjax.training import optim as optim_lib
 from flowjax.training.evaluate import parse_eval_spec
@@ -34,13 +38,15 @@ _INTEGERS = (
     ("optim", "warmup_steps", 0, "warm-up steps"),
 )
 
-# Path fields: ``~`` is expanded; a path that must be a directory may not be a file.
+# Path fields: made absolute; a path that must be a directory may not be a file.
 _PATHS = (
     ("data", "data_dir"),
     ("data", "pairs_dir"),
     ("eval", "feature_cache_dir"),
     ("init", "workdir"),
 )
+# Path fields that may name a file or a directory (the data of kind array / image_folder).
+_FILE_OR_DIR_PATHS = (("data", "path"), ("data", "eval_path"))
 
 
 def _get(config: Any, section: str, field: str):
@@ -79,17 +85,20 @@ def validate_config(config: Any) -> Any:
     samplers = _get(config, "eval", "samplers")
     if samplers is not None:
         _check_samplers(samplers)
-    for section, field in _PATHS:
+    for section, field in _PATHS + _FILE_OR_DIR_PATHS:
         value = _get(config, section, field)
         if not value:
             continue
         if not isinstance(value, str):
             raise SetupError(f"{section}.{field}={value!r}: expected a path")
-        path = os.path.expanduser(value)
-        if os.path.isfile(path):
+        path = _absolute(value)
+        if (section, field) in _PATHS and os.path.isfile(path):
             raise SetupError(f"{section}.{field}={value}: is a file; pass a directory")
         with config.unlocked() if hasattr(config, "unlocked") else _nothing():
             config[section][field] = path
+    if config.get("data", None) is not None and "name" in config.data:
+        with config.unlocked() if hasattr(config, "unlocked") else _nothing():
+            config.data["name"] = data_lib.data_name(config.data)
     return config
 
 
@@ -137,6 +146,53 @@ def _check_optim(optim: Any) -> None:
     ):
         if field in optim and optim[field] not in choices:
             raise SetupError(f"optim.{field}={optim[field]!r}: choose one of {choices}")
+
+
+# The evaluation's two-sample estimators that need two examples of each side: the kernel
+# distances of points (MMD's unbiased form, the energy distance) and the covariance of a
+# Frechet distance (FID's Inception features).
+MIN_EVAL_EXAMPLES = 2
+
+
+def check_data_size(data: Any, config: Any) -> None:
+    """Refuse (:class:`SetupError`) data too small to train on or for the evaluation's
+    estimators: no training example; for points (kernel distances) or with FID against the
+    held-out data's own statistics, fewer than :data:`MIN_EVAL_EXAMPLES` held-out examples, or
+    ``eval.num_samples`` / ``eval.num_kernel_samples`` below it. Checked at set-up: such a run
+    used to train to the end and then fail in its final evaluation."""
+    name = getattr(data, "name", type(data).__name__)
+    train = getattr(data, "num_examples", None)
+    if train is not None and int(train) < 1:
+        raise SetupError(f"the data {name!r} has no training example; add examples")
+    ecfg = config.eval
+    fid = bool(ecfg.get("inception_weights", None))
+    points = getattr(data, "kind", None) == "points"
+    needs = ["eval.num_samples"] * (points or fid) + ["eval.num_kernel_samples"] * points
+    for field in needs:
+        value = int(ecfg.get(field.split(".")[1], MIN_EVAL_EXAMPLES))
+        if value < MIN_EVAL_EXAMPLES:
+            raise SetupError(
+                f"{field}={value}: must be >= {MIN_EVAL_EXAMPLES} for "
+                f"{'the kernel distances of points' if points else 'a covariance (FID)'}"
+            )
+    if not (points or (fid and not ecfg.get("fid_stats", None))):
+        return
+    if not data_lib.has_eval_data(data):
+        return
+    held = len(data.eval_array(MIN_EVAL_EXAMPLES)[0])
+    if held < MIN_EVAL_EXAMPLES:
+        where = getattr(data, "path", None)
+        raise SetupError(
+            f"the data {name!r}{f' ({where})' if where else ''} has {held} held-out "
+            f"example(s); the evaluation needs at least {MIN_EVAL_EXAMPLES}: add examples, "
+            f"raise data.eval_fraction or give data.eval_path"
+        )
+
+
+def _absolute(path: str) -> str:
+    """``path`` absolute (``~`` expanded, relative to the current directory); a URL
+    (``gs://bucket/dir``) unchanged."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def _check_samplers(samplers: Any) -> None:

@@ -2,14 +2,18 @@
 
 - :func:`prepare_workdir`: ``~`` expanded, the directory created, refused when it is a file
   or not writable (one line, not a traceback).
-- :class:`WorkdirLock`: ``<workdir>/LOCK`` holds the writer's host, pid and start time. A
-  second writer stops at once naming the holder; a lock whose process is gone (same host, pid
-  not alive) is stale and taken over with a warning. In a multi-host job process 0 holds it.
+- :class:`WorkdirLock`: ``<workdir>/LOCK`` holds the writer's host, pid and start time,
+  written whole (a hard link of a finished file) and ``flock``-ed for the run's life. A second
+  writer stops at once naming the holder; a lock whose holder is provably gone (same host, and
+  the pid not alive or the flock free) is stale and taken over with a warning; a lock of
+  another host or with unreadable content is not. In a multi-host job process 0 holds it.
 - :func:`check_config_change`: the stored ``config.json`` against the new config. Fields that
   cannot change the training state (:data:`RESUMABLE_CHANGES`: evaluation, logging,
   checkpoint cadence, the mesh, ``num_steps`` upwards) may change on resume; any other change
-  is refused with the list of changed fields and the way out (a new workdir, or
-  ``allow=("field", ...)`` / ``allow=True`` for an intended change such as a fine-tune).
+  is refused with the list of changed fields and the ways out that can work: a new workdir
+  (starting from the run's weights with ``config.init.workdir`` where the weights' shapes are
+  unchanged), or ``allow=("field", ...)`` / ``allow=True`` for an intended change such as a
+  fine-tune, offered only where the state's shapes are unchanged.
 - :func:`remove_partial_checkpoints`: temporary directories a killed save left behind.
 - :func:`remove_if_empty`: the empty directories of a run refused at set-up, in a workdir it
   created itself (a directory that holds any file, or existed before, is kept).
@@ -18,15 +22,19 @@
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
 import socket
-from typing import Any, Iterable
+import tempfile
+from typing import Any, Callable, Iterable
 
 from flowjax.objectives.registry import upgrade_time_sampler
 from flowjax.time import laws
+from flowjax.training import checkpoint as checkpoint_lib
 from flowjax.training.faults import ConfigChangedError, SetupError, WorkdirLockedError
 
 log = logging.getLogger(__name__)
@@ -109,8 +117,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _try_flock(fd: int) -> bool | None:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: True if taken, False if another
+    open file holds it, None where the file system has no such locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        return None
+    return True
+
+
 class WorkdirLock:
     """``<workdir>/LOCK``: exclusive for one writing process (see the module docstring).
+
+    The file appears whole: its JSON (host, pid, start time) is written and flushed to a
+    private temporary file that is then hard-linked to ``LOCK`` (a link fails if ``LOCK``
+    exists), and the holder keeps an OS ``flock`` on it for the run's life (taken before the
+    link, so no one sees an unlocked ``LOCK``). Another start finds the holder gone only when
+    that is provable: the holder is on this host and its pid is not alive, or it recorded a
+    ``flock`` that no process holds any more (a reused pid). A lock of another host, or one
+    whose content cannot be read, is never taken over: the error names the file to delete
+    once no process uses the workdir. Taking over a stale lock holds its ``flock`` until the
+    new lock is in place, so of two starts racing for it one wins.
 
     ``acquire()`` raises :class:`WorkdirLockedError` naming the holder; ``release()`` removes
     the file if it is still this process's. Inactive (a no-op) when ``enabled`` is false, e.g.
@@ -118,9 +150,11 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str, *, enabled: bool = True):
+        self.directory = workdir
         self.path = os.path.join(workdir, LOCK_NAME)
         self.enabled = enabled
         self.held = False
+        self._fd: int | None = None
         self.info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -130,64 +164,105 @@ class WorkdirLock:
     def acquire(self) -> None:
         if not self.enabled:
             return
-        for _ in range(3):
+        for _ in range(5):
+            if self._link():
+                return
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            except OSError as err:
+                raise self._unreadable(f"{type(err).__name__}: {err.strerror}") from None
+            try:
+                holder, reason = self._read(fd)
+                if holder is None:
+                    raise self._unreadable(reason)
+                gone = self._holder_gone(holder, fd)
+                if not gone:
+                    raise WorkdirLockedError(
+                        f"{self.directory} is in use by {_describe_holder(holder)}; "
+                        f"wait for it to finish, stop it, or use another workdir (if that "
+                        f"process is gone, delete {self.path})"
+                    )
+                # Stale: remove it only if it is still the file judged (its flock, held now,
+                # keeps a second start from removing the lock that replaces it).
+                if _try_flock(fd) is not False and _same_file(fd, self.path):
+                    log.warning("taking over the stale lock %s (%s)", self.path, gone)
+                    os.remove(self.path)
+                    if self._link():
+                        return
+            finally:
+                os.close(fd)
+        raise WorkdirLockedError(
+            f"could not take the lock {self.path}: other processes are starting in "
+            f"{self.directory} at the same time; start one of them only"
+        )
+
+    def _unreadable(self, reason: str) -> WorkdirLockedError:
+        return WorkdirLockedError(
+            f"{self.directory} is locked by {self.path}, which cannot be read ({reason}); "
+            f"another process may be using it: if none is, delete {self.path}"
+        )
+
+    def _link(self) -> bool:
+        """Create ``LOCK`` whole and flocked; False if it exists."""
+        fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_NAME}.", suffix=".tmp", dir=self.directory)
+        os.fchmod(fd, 0o644)  # readable by every user of the workdir, as LOCK always was
+        try:
+            self._write_info(fd)
+            os.link(tmp, self.path)
+        except FileExistsError:
+            os.close(fd)
+            return False
+        except OSError:  # no hard links on this file system: an exclusive create instead
+            os.close(fd)
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._read()
-                if holder is None or self._stale(holder):
-                    log.warning(
-                        "taking over the stale lock %s (%s)",
-                        self.path,
-                        _describe_holder(holder) if holder else "unreadable",
-                    )
-                    try:
-                        os.remove(self.path)
-                    except FileNotFoundError:
-                        pass
-                    continue
-                raise WorkdirLockedError(
-                    f"{os.path.dirname(self.path)} is in use by {_describe_holder(holder)}; "
-                    f"wait for it to finish, stop it, or use another workdir (if that process "
-                    f"is gone, delete {self.path})"
-                ) from None
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.info, f)
-            self.held = True
-            return
-        raise WorkdirLockedError(f"could not take the lock {self.path}; another writer races us")
+                return False
+            self._write_info(fd)  # read meanwhile, the empty file is "unreadable": not stale
+        finally:
+            os.remove(tmp)
+        self._fd = fd
+        self.held = True
+        return True
 
-    def _read(self) -> dict | None:
+    def _write_info(self, fd: int) -> None:
+        locked = _try_flock(fd)
+        os.write(fd, json.dumps(dict(self.info, flock=bool(locked))).encode())
+        os.fsync(fd)
+
+    @staticmethod
+    def _read(fd: int) -> tuple[dict | None, str]:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return None
+            holder = json.loads(os.read(fd, 1 << 16).decode("utf-8"))
+        except (OSError, ValueError) as err:
+            return None, f"{type(err).__name__}: {err}"
+        pid = holder.get("pid") if isinstance(holder, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return None, "no holder pid in it"
+        return holder, ""
 
-    def _stale(self, holder: dict) -> bool:
-        if not holder:  # vanished meanwhile
-            return True
+    def _holder_gone(self, holder: dict, fd: int) -> str:
+        """Why the holder is provably gone ("" if it may be alive)."""
         if holder.get("host") != self.info["host"]:
-            return False  # cannot tell: another host's process
-        pid = int(holder.get("pid", -1))
-        return pid == os.getpid() or pid <= 0 or not _pid_alive(pid)
+            return ""  # another host's process: cannot tell
+        if not _pid_alive(int(holder["pid"])):
+            return f"{_describe_holder(holder)} is not running"
+        if holder.get("flock") and _try_flock(fd):  # kept: the takeover needs it
+            return f"no process holds the flock of {_describe_holder(holder)}"
+        return ""
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
-        holder = self._read()
-        if (
-            holder
-            and holder.get("pid") == self.info["pid"]
-            and holder.get("host") == (self.info["host"])
-        ):
-            try:
+        fd, self._fd = self._fd, None
+        try:
+            if _same_file(fd, self.path):
                 os.remove(self.path)
-            except FileNotFoundError:
-                pass
+        finally:
+            os.close(fd)
 
     def __enter__(self):
         self.acquire()
@@ -196,6 +271,15 @@ class WorkdirLock:
     def __exit__(self, *exc):
         self.release()
         return False
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _describe_holder(holder: dict) -> str:
@@ -265,6 +349,7 @@ def check_config_change(
     saved_step: int | None,
     *,
     allow: bool | Iterable[str] = (),
+    state_differences: Callable[[], list[str] | None] | None = None,
 ) -> list[str]:
     """Refuse (:class:`ConfigChangedError`) a config that differs from the run's stored one.
 
@@ -272,6 +357,13 @@ def check_config_change(
     there is nothing to lose. Returns the changed fields that were accepted (logged by the
     caller). ``train.num_steps`` may grow; lowered below ``saved_step`` it is refused even when
     allowed (the run is already past it).
+
+    The refusal suggests only what can work. ``state_differences`` (called only to refuse)
+    says how the new config's state differs from the checkpoint's
+    (:func:`flowjax.training.checkpoint.structure_differences`; ``None``: unknown): with no
+    difference the run may continue (``--allow_config_change``) or a new workdir start from its
+    weights (``config.init.workdir``); with other optimizer-state shapes only the latter; with
+    other weight shapes only a new workdir.
     """
     path = os.path.join(workdir, "config.json")
     if saved_step is None or not os.path.exists(path):
@@ -297,11 +389,20 @@ def check_config_change(
         old = _flatten(_plain(stored))
         new = _flatten(_plain(config))
         listed = ", ".join(f"{f} ({old.get(f)!r} -> {new.get(f)!r})" for f in refused)
+        head = f"{workdir} holds a run (step {saved_step}) trained with another config: {listed}"
+        diffs = state_differences() if state_differences is not None else []
+        if diffs is None:
+            raise ConfigChangedError(f"{head}; use a new workdir")
+        if diffs:
+            shown = "; ".join(diffs[:2])
+            raise ConfigChangedError(
+                f"{head}, which gives the state other shapes ({shown}): this run cannot "
+                f"continue with it; {checkpoint_lib.start_afresh_advice(diffs, workdir)}"
+            )
         raise ConfigChangedError(
-            f"{workdir} holds a run (step {saved_step}) trained with another config: {listed}. "
-            f"Use a new workdir (config.init.workdir={workdir} starts from its weights), or "
-            f"pass --allow_config_change={','.join(refused)} to continue this run with the new "
-            f"values"
+            f"{head}. Use a new workdir (config.init.workdir={workdir} starts from its weights), "
+            f"or pass --allow_config_change={','.join(refused)} to continue this run with the "
+            f"new values"
         )
     return changed
 

@@ -315,9 +315,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.slow
 def test_the_main_job_trains_on_a_folder(folder, tmp_path):
     """``configs/image_folder_rf.py`` from the command line: two steps of a class-conditional
-    U-Net on the 8 x 8 crops of the folder, evaluated, and the data recorded with the run."""
+    U-Net on the 8 x 8 crops of the folder, evaluated, and the data recorded with the run: the
+    folder given by a relative path is stored absolute, and named after itself."""
     flags = [
-        f"--config.data.path={folder}",
+        f"--config.data.path={os.path.relpath(folder, REPO)}",
         "--config.data.resolution=8",
         "--config.model.base_channels=8",
         "--config.model.channel_mults=(1,2)",
@@ -340,6 +341,9 @@ def test_the_main_job_trains_on_a_folder(folder, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["step"] == 2 and np.isfinite(summary["final"]["sw_euler_nfe1"])
-    record = json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    record = stored["dataset"]
     assert record["kind"] == "images" and record["element_shape"] == [8, 8, 3]
     assert record["num_classes"] == 2 and record["name"] == folder.name
+    assert stored["data"]["path"] == str(folder) == record["path"]
+    assert stored["data"]["name"] == folder.name

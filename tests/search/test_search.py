@@ -86,30 +86,46 @@ RBF_PROPOSAL = search.make_proposal(_pinned(1.0), "sde", num_steps=STEPS, elemen
 S1 = 1.0 / STEPS
 
 
+def _drop(x):
+    """Reward by grid time on the pinned velocity: 1 at s_0, 0 at s_1, 0.5 from s_2 on."""
+    return jnp.where(x[:, 0] < 0.5 * S1, 1.0, jnp.where(x[:, 0] < 1.5 * S1, 0.0, 0.5))
+
+
 @pytest.mark.parametrize(
-    "name, reward, expected",
+    "name, reward, threshold, expected",
     [
         # No proposal improves: every step uses its base quota q, the last takes the rest.
-        ("constant", lambda x: jnp.zeros(x.shape[0]), lambda q, rest: [q] * 4 + [rest]),
+        ("constant", lambda x: jnp.zeros(x.shape[0]), "running_best", lambda q: [q] * 4),
         # Every first proposal improves: one proposal per step, the rest rolls to the end.
-        ("always", lambda x: x[:, 0], lambda q, rest: [1] * 4 + [rest]),
+        ("always", lambda x: x[:, 0], "running_best", lambda q: [1] * 4),
         # Only step 0 improves: step 1 gets its own quota plus the q - 1 step 0 left over.
         (
             "once",
             lambda x: jnp.minimum(x[:, 0], 0.5 * S1),
-            lambda q, rest: [1, 2 * q - 1, q, q, rest],
+            "running_best",
+            lambda q: [1, 2 * q - 1, q, q],
         ),
+        # Step 0 is forced to accept 0 (below the initial 1); 0.5 at step 1 beats the accepted 0
+        # but not the running best 1: only the "accepted" rule takes it at once.
+        ("drop", _drop, "running_best", lambda q: [q] * 4),
+        ("drop", _drop, "accepted", lambda q: [q, 1, 2 * q - 1, q]),
     ],
 )
-def test_rbf_rolls_unused_budget_over(name, reward, expected):
+def test_rbf_rolls_unused_budget_over(name, reward, threshold, expected):
     budget, n0 = 53, 3
     res = search.rbf(
-        RBF_PROPOSAL, reward, jax.random.key(1), budget=budget, num_problems=2, num_initial=n0
+        RBF_PROPOSAL,
+        reward,
+        jax.random.key(1),
+        budget=budget,
+        num_problems=2,
+        num_initial=n0,
+        threshold=threshold,
     )
     q = (budget - n0) // (STEPS - 1)
     counts = np.asarray(res.info["proposals_per_step"])
-    want = expected(q, 0)
-    want[-1] = budget - n0 - sum(want[:-1])
+    want = expected(q)
+    want.append(budget - n0 - sum(want))
     assert counts.tolist() == [want, want], name
     assert int(res.nfe) == budget and bool(np.all(res.info["reached_last_step"]))
 
@@ -207,6 +223,8 @@ def test_bad_input_fails_clearly_before_any_work():
         search.best_of_n(prop, reward_x, key, budget=12.5)
     with pytest.raises(ValueError, match="unknown search method"):
         search.search("beam", prop, reward_x, key, budget=12)
+    with pytest.raises(ValueError, match="unknown RBF threshold"):
+        search.rbf(prop, reward_x, key, budget=2 * STEPS, threshold="best")
     with pytest.raises(ValueError, match="unknown proposal"):
         search.make_proposal(velocity, "ddim", num_steps=4, element_shape=(2,))
     assert ROWS["n"] == 0  # nothing was sampled

@@ -23,12 +23,14 @@ from flowjax.training import (
     CheckpointSaveError,
     ConfigChangedError,
     Experiment,
+    NoUsableCheckpointError,
     SetupError,
     WorkdirLockedError,
     read_metrics,
     train_and_evaluate,
 )
 from flowjax.training import checkpoint as ckpt_lib
+from flowjax.training.validate import check_data_size
 from flowjax.training.workdir import LOCK_NAME, WorkdirLock, prepare_workdir
 
 from .conftest import tiny_config
@@ -69,25 +71,55 @@ def _data_files(step_dir):
     ]
 
 
+def _flip_bits(step_dir):
+    """One bit at each eighth of the largest data file of a checkpoint (see the test below)."""
+    big = max(_data_files(step_dir), key=os.path.getsize)
+    data = bytearray(open(big, "rb").read())
+    for i in range(1, 8):
+        data[i * len(data) // 8] ^= 0x40
+    open(big, "wb").write(bytes(data))
+
+
 # -- 1. a changed config ----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "field, value",
+    "field, value, ways",
     [
-        ("model.hidden", 32),  # other shapes: used to be "unreadable", moved aside, restarted
-        ("objective.loss", "pseudo_huber"),  # same shapes: used to resume silently
-        ("train.batch_size", 64),
-        ("optim.lr", 1e-4),
+        # other weight shapes: only a new workdir (resuming or starting from them fails)
+        ("model.hidden", 32, ("new",)),
+        # other optimizer-state shapes: a new workdir, from this run's weights or not
+        ("optim.mu_dtype", "bfloat16", ("new", "init")),
+        # the same shapes: the run may also continue with the new values
+        ("objective.loss", "pseudo_huber", ("new", "init", "allow")),
+        ("train.batch_size", 64, ("new", "init", "allow")),
+        ("optim.lr", 1e-4, ("new", "init", "allow")),
     ],
 )
-def test_changed_config_is_refused_and_nothing_is_touched(run_copy, field, value):
+def test_changed_config_is_refused_suggesting_only_what_can_work(run_copy, field, value, ways):
+    """The refusal lists the field and offers exactly the ways out that work for it; nothing
+    is touched. (A shape change used to be offered --allow_config_change, which then failed
+    with a mismatch: test_allowed_shape_change_is_a_mismatch_not_corruption.)"""
     config = tiny_config()
     section, name = field.split(".")
     config[section][name] = value
     before = _snapshot(run_copy)
-    with pytest.raises(ConfigChangedError, match=rf"{field} .*--allow_config_change={field}"):
+    with pytest.raises(ConfigChangedError, match=rf"{field} ") as info:
         train_and_evaluate(config, str(run_copy))
+    message = str(info.value)
+    assert "\n" not in message and "use a new workdir" in message.lower()
+    assert (f"--allow_config_change={field}" in message) == ("allow" in ways), message
+    assert (f"config.init.workdir={run_copy}" in message) == ("init" in ways), message
     assert _snapshot(run_copy) == before
     assert not (run_copy / "checkpoints.unreadable").exists()
+
+
+def test_the_weights_of_another_shape_cannot_start_a_new_run(run_copy, tmp_path):
+    """Why a width change is offered only a new workdir: config.init.workdir fails too."""
+    config = tiny_config()
+    config.model.hidden = 32
+    config.init.workdir = str(run_copy)
+    with pytest.raises(SetupError, match="init.workdir=.*do not fit this config's model") as info:
+        train_and_evaluate(config, str(tmp_path / "new"))
+    assert "\n" not in str(info.value) and not (tmp_path / "new").exists()
 
 
 def test_num_steps_below_the_saved_step_is_refused(run_copy):
@@ -111,9 +143,11 @@ def test_allowed_shape_change_is_a_mismatch_not_corruption(run_copy):
     config = tiny_config()
     config.model.hidden = 32
     before = _snapshot(run_copy)
-    with pytest.raises(CheckpointMismatchError, match="step 20.*another shape"):
+    with pytest.raises(CheckpointMismatchError, match="step 20.*another shape") as info:
         train_and_evaluate(config, str(run_copy), allow_config_change=True)
     assert _snapshot(run_copy) == before  # nothing moved aside, config.json kept
+    # Its advice is only what works: not config.init.workdir, whose weights do not fit either.
+    assert "use a new workdir" in str(info.value) and "init.workdir" not in str(info.value)
     # The read-only command reports the same and moves nothing either.
     (run_copy / "config.json").write_text(json.dumps(config.to_dict()))
     with pytest.raises(CheckpointMismatchError):
@@ -130,11 +164,7 @@ def test_bit_flip_in_a_checkpoint_falls_back_to_the_previous_one(run_copy, caplo
     restore never reads it, and where it lies changes from run to run), so a single flip at a
     fixed offset sometimes changes nothing restored. That every single-bit flip of an array
     changes its checksum is tested below."""
-    big = max(_data_files(run_copy / "checkpoints" / "20"), key=os.path.getsize)
-    data = bytearray(open(big, "rb").read())
-    for i in range(1, 8):
-        data[i * len(data) // 8] ^= 0x40
-    open(big, "wb").write(bytes(data))
+    _flip_bits(run_copy / "checkpoints" / "20")
 
     # The read-only command skips it (warning) and moves nothing.
     with caplog.at_level(logging.WARNING):
@@ -185,6 +215,34 @@ def test_nonfinite_loss_right_after_a_restore_blames_it_and_falls_back_once(run_
     assert len(os.listdir(run_copy / "checkpoints.suspect")) == 1
 
 
+def test_every_checkpoint_failing_verification_is_refused_until_start_over(run_copy, caplog):
+    """Both checkpoints damaged: the start used to train again from step 0 and exit normally
+    with warnings only. Now it refuses (one line naming --start_over), keeps refusing on the
+    next start (the damaged checkpoints are moved aside, the directory is empty) and trains
+    from step 0 only with start_over, keeping the moved checkpoints and the old metrics."""
+    for step in ("10", "20"):
+        _flip_bits(run_copy / "checkpoints" / step)
+    config_json = (run_copy / "config.json").read_bytes()
+    metrics = (run_copy / "metrics.jsonl").read_bytes()
+    for _ in range(2):
+        with pytest.raises(NoUsableCheckpointError, match="--start_over") as info:
+            train_and_evaluate(tiny_config(), str(run_copy))
+        assert "\n" not in str(info.value) and "failed verification" in str(info.value)
+        assert os.listdir(run_copy / "checkpoints") == []
+        assert len(os.listdir(run_copy / "checkpoints.unreadable")) == 2
+        assert (run_copy / "config.json").read_bytes() == config_json
+        assert (run_copy / "metrics.jsonl").read_bytes() == metrics
+        assert not (run_copy / LOCK_NAME).exists()
+
+    with caplog.at_level(logging.WARNING):
+        summary = train_and_evaluate(tiny_config(), str(run_copy), start_over=True)
+    assert summary["steps_run_this_session"] == 20 and not summary["preempted"]
+    aside = sorted(os.listdir(run_copy / "checkpoints.unreadable"))
+    assert len(aside) == 3 and aside[-1].startswith("metrics-")
+    assert (run_copy / "checkpoints.unreadable" / aside[-1]).read_bytes() == metrics
+    assert "starting over from step 0" in caplog.text
+
+
 # -- 3. two writers ---------------------------------------------------------------------------
 def test_a_live_lock_stops_a_second_writer_and_a_stale_one_is_taken_over(run_copy, caplog):
     lock = WorkdirLock(str(run_copy))
@@ -201,6 +259,94 @@ def test_a_live_lock_stops_a_second_writer_and_a_stale_one_is_taken_over(run_cop
         train_and_evaluate(tiny_config(num_steps=5), str(run_copy))  # refused after the lock
     assert "taking over the stale lock" in caplog.text
     assert not (run_copy / LOCK_NAME).exists()  # released on the way out
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'{"host": "vm", "pi', b"\x00" * 64, b'{"host": "vm", "pid": -1}', b"[1, 2]"],
+    ids=["empty", "half-written", "zeros", "bad-pid", "not-an-object"],
+)
+def test_an_unreadable_lock_is_not_taken_over(run_copy, content):
+    """A LOCK whose content cannot be read may belong to a live writer (on another host, or
+    caught mid-write by an older version): it used to be taken over (two writers at once)."""
+    (run_copy / LOCK_NAME).write_bytes(content)
+    before = _snapshot(run_copy)
+    with pytest.raises(WorkdirLockedError, match="cannot be read.*if none is, delete") as info:
+        train_and_evaluate(tiny_config(), str(run_copy))
+    assert "\n" not in str(info.value)
+    assert _snapshot(run_copy) == before
+
+
+def test_a_second_start_at_any_file_operation_of_the_first_never_makes_two_writers(tmp_path):
+    """Fault injection at the granularity of file operations: whenever the first start opens,
+    links or removes a file while LOCK exists, a second start tries to take the lock. Exactly
+    one of them holds it at the end, and a refused one names the holder. (The lock used to be
+    created empty and then written: a start reading it in between found it unreadable, took it
+    over, and both ran.)"""
+    first, second = WorkdirLock(str(tmp_path)), WorkdirLock(str(tmp_path))
+    state = {"armed": False, "tries": 0, "refused": []}
+    events = {"open", "os.link", "os.remove", "os.rename", "fcntl.flock"}
+
+    def hook(event, _args):
+        if not state["armed"] or event not in events or second.held:
+            return
+        if not (tmp_path / LOCK_NAME).exists():
+            return
+        state["armed"] = False  # no re-entry from the second start's own operations
+        state["tries"] += 1
+        try:
+            second.acquire()
+        except WorkdirLockedError as err:
+            state["refused"].append(str(err))
+        state["armed"] = True
+
+    _install_audit_hook(hook)
+    state["armed"] = True
+    try:
+        first.acquire()
+    except WorkdirLockedError:
+        pass
+    finally:
+        state["armed"] = False
+    assert state["tries"] >= 1  # the second start did run inside the first one
+    assert first.held + second.held == 1, state
+    # The lock is never seen half-written: a refusal names its holder.
+    assert all(f"in use by pid {os.getpid()}" in m for m in state["refused"]), state
+    json.loads((tmp_path / LOCK_NAME).read_text())  # whole
+    first.release(), second.release()
+    assert os.listdir(tmp_path) == []
+
+
+_AUDIT_HOOKS = []
+
+
+def _install_audit_hook(fn):
+    """Audit hooks cannot be removed: one dispatcher is installed per process, and the test's
+    hook replaces the previous test's."""
+    import sys
+
+    if not _AUDIT_HOOKS:
+        sys.addaudithook(lambda event, args: _AUDIT_HOOKS[-1](event, args))
+    _AUDIT_HOOKS.append(fn)
+
+
+def test_a_live_writer_in_this_process_is_not_stale_but_a_reused_pid_is(tmp_path, caplog):
+    """The same pid is not proof the holder is gone (a notebook starting a second run while
+    the first trains in a thread): its flock says it is alive. A recorded flock that no one
+    holds any more proves its holder gone even though the pid is alive (reused)."""
+    first = WorkdirLock(str(tmp_path))
+    first.acquire()
+    with pytest.raises(WorkdirLockedError, match=f"in use by pid {os.getpid()} on host"):
+        WorkdirLock(str(tmp_path)).acquire()
+    first.release()
+    assert os.listdir(tmp_path) == []
+
+    reused = dict(WorkdirLock(str(tmp_path)).info, pid=os.getppid(), flock=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps(reused))
+    with caplog.at_level(logging.WARNING):
+        with WorkdirLock(str(tmp_path)) as lock:
+            assert lock.held
+    assert f"no process holds the flock of pid {os.getppid()}" in caplog.text
 
 
 # -- 4. failed saves ---------------------------------------------------------------------------
@@ -241,6 +387,26 @@ def test_partial_saves_and_surplus_checkpoints_are_cleaned_on_the_next_start(run
     assert sorted(os.listdir(ckpts), key=int) == ["10", "20"]
 
 
+def test_torn_and_garbage_metrics_lines_do_not_stop_a_resume(run_copy, caplog):
+    """A kill or a full disk during an append leaves a torn last line; other damage leaves
+    garbage lines. Every resume used to crash with a JSONDecodeError. Now the torn last line
+    is dropped, the garbage is moved to metrics.jsonl.quarantine, every record is kept."""
+    path = run_copy / "metrics.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    garbage = [b"not json at all\n", b"\x00" * 16 + b"\n", b"\xff\xfe{\n", b'"a string"\n']
+    damaged = lines[:1] + garbage[:2] + lines[1:] + garbage[2:] + [b'{"step": 21, "train/lo']
+    path.write_bytes(b"".join(damaged))
+    with caplog.at_level(logging.WARNING):
+        assert read_metrics(str(run_copy)) == [json.loads(ln) for ln in lines]
+        summary = train_and_evaluate(tiny_config(), str(run_copy))
+    assert summary["steps_run_this_session"] == 0
+    assert (run_copy / "metrics.jsonl.quarantine").read_bytes() == b"".join(garbage)
+    assert "dropped the torn last line" in caplog.text and "moved 4 unreadable line" in caplog.text
+    repaired = path.read_bytes().splitlines(keepends=True)
+    assert repaired[: len(lines)] == lines  # the old records, in order, then the new evaluation
+    assert all(json.loads(ln)["step"] == 20 for ln in repaired[len(lines) :])
+
+
 # -- 5. inputs --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "section, field, value, message",
@@ -264,6 +430,39 @@ def test_bad_values_are_refused_before_any_work(tmp_path, section, field, value,
     with pytest.raises(SetupError, match=message):
         train_and_evaluate(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_data_too_small_for_the_evaluation_is_refused_before_training(tmp_path):
+    """Three rows hold out one (ceil(0.1 * 3)): the kernel distances need two. Such a run used
+    to train to the end and then crash in its final evaluation; now it stops at set-up, one
+    line, nothing written. The same for a points evaluation of one sample, and for data
+    without a training row."""
+    rng = np.random.default_rng(0)
+    three, empty = tmp_path / "three.npz", tmp_path / "empty.npz"
+    np.savez(three, x=rng.normal(size=(3, 2)).astype(np.float32))
+    np.savez(empty, x=np.zeros((0, 2), np.float32))
+    cases = [
+        ({"data.path": str(three)}, r"'three' \(.*three.npz\) has 1 held-out example\(s\); "),
+        ({"data.path": str(three), "data.eval_fraction": 0.5}, None),  # 2 held out: accepted
+        ({"data.path": str(empty), "data.eval_path": str(three)}, "has no training example"),
+        (
+            {"data.path": str(three), "data.eval_fraction": 0.5, "eval.num_samples": 1},
+            "eval.num_samples=1: must be >= 2",
+        ),
+    ]
+    for overrides, message in cases:
+        config = tiny_config()
+        config.data.kind = "array"
+        for field, value in overrides.items():
+            section, name = field.split(".")
+            config[section][name] = value
+        if message is None:
+            exp = Experiment(config)
+            check_data_size(exp.data, config)  # the set-up check passes (no training here)
+            continue
+        with pytest.raises(SetupError, match=message) as info:
+            train_and_evaluate(config, str(tmp_path / "w"))
+        assert "\n" not in str(info.value) and not (tmp_path / "w").exists()
 
 
 def test_bad_paths_are_refused_and_tilde_is_expanded(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboardX.proto import event_pb2
 
 from flowjax.training import read_metrics, train_and_evaluate
@@ -81,9 +82,12 @@ def test_writer_without_tensorboardx_writes_metrics_only(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_job_logs_lr_config_and_sample_figures(tmp_path, make_config):
     """A short job: the learning rate at each logged step is the cosine-with-warmup rate optax
-    applied in that step's update (closed form), and each evaluation leaves a figure."""
+    applied in that step's update (closed form), and each evaluation leaves a figure. The
+    viewer installed with the package (tensorboard's own reader, which drops a tag's later
+    points when a smaller step arrives) shows every evaluation and the untrained network's
+    scores of ``summary.json`` as a line from step 0 to the end."""
     config = make_config(tensorboard=True, eval_every=10)
-    train_and_evaluate(config, str(tmp_path))
+    summary = train_and_evaluate(config, str(tmp_path))
     ocfg, total = config.optim, config.train.num_steps
     lr, warm, floor = ocfg.lr, ocfg.warmup_steps, ocfg.final_lr_fraction
 
@@ -103,3 +107,13 @@ def test_job_logs_lr_config_and_sample_figures(tmp_path, make_config):
     assert [s for s, _ in events["samples"]] == [10, 20]
     assert events["samples"][0][1].ndim == 3
     assert json.loads(events["config"][0][1].replace("\n    ", "\n"))["optim"]["lr"] == lr
+
+    viewer = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    viewer.Reload()
+    assert summary["untrained"]
+    for key, value in summary["untrained"].items():
+        points = viewer.Scalars(f"untrained/{key}")
+        assert [p.step for p in points] == [0, total]
+        assert [p.value for p in points] == pytest.approx([value, value], rel=1e-6)
+    for key in summary["final"]:
+        assert [p.step for p in viewer.Scalars(f"eval/{key}")] == [10, total]

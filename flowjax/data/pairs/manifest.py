@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flowjax.data import shards
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 PAIRS_DATASET_NAME = "reflow_pairs"
 PAIRS_MANIFEST = "pairs_manifest.json"
@@ -63,6 +65,8 @@ def pair_features(
       the default float list. ``serialize_example`` and ``deserialize_example_np`` of the result
       need no TensorFlow.
     """
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     shape = _check_element_shape(element_shape)
     num_classes = _check_num_classes(num_classes)
     tensor = lambda: tfds.features.Tensor(

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flowjax.data import shards
 from flowjax.data.base import BatchLayout
@@ -39,6 +38,8 @@ def is_complete(out_dir: str | os.PathLike) -> bool:
 
 def _open_complete(data_dir: str) -> tuple[dict, Any]:
     """The manifest and the tfds ``train`` data source of a finished pair directory."""
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     if not is_complete(data_dir):
         if os.path.exists(os.path.join(data_dir, PAIRS_MANIFEST)):
             reason = "its generation is not finished (shards or the tfds metadata are missing)"

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flowjax.data import shards
 from flowjax.data.pairs.manifest import (
@@ -201,6 +200,8 @@ def finalize_pairs(out_dir: str | os.PathLike) -> str:
       ValueError: a shard is missing or has the wrong number of records (finish it with
         :func:`write_pairs`, which resumes).
     """
+    import tensorflow_datasets as tfds  # heavy: imported where used
+
     out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     manifest = read_manifest(out_dir)
     shards.write_metadata(
