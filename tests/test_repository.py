@@ -205,8 +205,9 @@ _IMPORT_NAME = {
 # Imported by the library only where a user asks for it, from an extra (the LPIPS/VAE weight
 # converters read torch checkpoints).
 _OPTIONAL_IMPORTS = {"torch"}
-# Declared although flowjax never imports it: tfds's builders import it without declaring it.
-_DECLARED_FOR_OTHERS = {"importlib_resources"}
+# Declared although flowjax never imports it: tfds's builders import it without declaring it;
+# the TensorBoard viewer is a command the user runs on a workdir's event files.
+_DECLARED_FOR_OTHERS = {"importlib_resources", "tensorboard"}
 
 
 def _declared_requirements() -> dict[str, list[str]]:
