@@ -394,3 +394,38 @@ def test_resuming_a_run_stored_with_the_retired_form_is_not_a_config_change(tmp_
     config.objective.time_sampler = "logit_normal,loc=0.5,shift=3"  # a real change is refused
     with pytest.raises(ConfigChangedError, match="objective.time_sampler"):
         check_config_change(str(tmp_path), config, saved_step=10)
+
+
+def test_a_file_data_run_stored_with_a_relative_path_and_the_old_name_resumes(
+    tmp_path, monkeypatch
+):
+    """Runs stored before data paths were made absolute and file data named after its file:
+    the same file from the same directory, under its old label, is not a config change; another
+    file, or a tfds name, is."""
+    import json
+
+    from flowjax.config_files import load_config
+    from flowjax.training.faults import ConfigChangedError
+    from flowjax.training.validate import validate_config
+    from flowjax.training.workdir import check_config_change
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "pts.npz", x=np.zeros((64, 2), np.float32))
+    config = load_config("toy2d_rf")
+    config.data.kind, config.data.path = "array", "pts.npz"
+    stored = json.loads(config.to_json())
+    stored["data"]["name"] = "checkerboard"  # what array runs recorded before
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    config = validate_config(config)
+    assert config.data.path == str(tmp_path / "pts.npz") and config.data.name == "pts"
+    assert check_config_change(str(tmp_path), config, saved_step=10) == []
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)  # the stored relative path now names another file
+    with pytest.raises(ConfigChangedError, match="data.path"):
+        check_config_change(str(tmp_path), config, saved_step=10)
+    monkeypatch.chdir(tmp_path)
+    stored["data"]["kind"] = "toy"  # a name that did name the data
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigChangedError, match="data.name"):
+        check_config_change(str(tmp_path), config, saved_step=10)

@@ -339,6 +339,31 @@ def _same_law(field: str, stored: dict, config: Any) -> bool:
         return False
 
 
+# Data kinds whose identity is their file's fingerprint (recorded with the run), not a name.
+_FILE_DATA_KINDS = ("array", "image_folder")
+
+
+def _same_data(field: str, stored: dict, config: Any) -> bool:
+    """True for the two data fields that runs stored before paths were made absolute and file
+    data was named after its file record differently without naming other data: ``data.name``
+    of file data (a label; the file's fingerprint identifies it) and a relative ``data.path``
+    that names the same file from the directory the job runs in now."""
+    data = stored.get("data", None) or {}
+    if field == "data.name":
+        kind = data.get("kind", None)
+        return kind in _FILE_DATA_KINDS and config.data.get("kind", None) == kind
+    if field == "data.path":
+        old, new = data.get("path", None), config.data.get("path", None)
+        return (
+            isinstance(old, str)
+            and isinstance(new, str)
+            and "://" not in old
+            and not os.path.isabs(os.path.expanduser(old))
+            and os.path.abspath(os.path.expanduser(old)) == new
+        )
+    return False
+
+
 def _allowed(field: str, allow: Iterable[str]) -> bool:
     return any(field == a or field.startswith(a + ".") for a in allow)
 
@@ -371,7 +396,11 @@ def check_config_change(
     stored = read_config_json(path)
     if isinstance(stored.get("objective", None), dict):  # runs from before the one spec form
         stored["objective"] = upgrade_time_sampler(stored["objective"])
-    changed = [f for f in changed_fields(stored, config) if not _same_law(f, stored, config)]
+    changed = [
+        f
+        for f in changed_fields(stored, config)
+        if not (_same_law(f, stored, config) or _same_data(f, stored, config))
+    ]
     num_steps = int(config.train.num_steps)
     if "train.num_steps" in changed and num_steps < saved_step:
         raise ConfigChangedError(
