@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from flowjax import data as data_lib
 from flowjax import objectives, paths
 from flowjax.config_files import load_config
 from flowjax.objectives import L2, FlowMatching, PseudoHuber, cfg_velocity, drop_labels
@@ -202,10 +203,11 @@ def test_every_registered_objective_trains_through_its_declared_hooks(name):
     if name in IMAGE_OBJECTIVES:  # networks over images: the objective's own config, shrunk
         config = IMAGE_OBJECTIVES[name]()
         exp = Experiment(config, data=SyntheticImages(config.train.batch_size))
-    else:
+    else:  # the config's points, given as a source: the batch below holds the declared keys
         config = tiny_config()
         config.objective.name = name
-        exp = Experiment(config)
+        source = data_lib.make_source(config.data, batch_size=config.train.batch_size, seed=0)
+        exp = Experiment(config, data=source)
     assert isinstance(exp.objective, objectives.Objective)
     params = exp.init_state().params
     keys = jax.random.split(jax.random.PRNGKey(0), len(exp.objective.batch_keys) + 1)
