@@ -201,12 +201,15 @@ def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np
     """
     hint = hint or "."
     path = os.fspath(path)
-    kind = foreign_kind(path) if os.path.isfile(path) else None
-    if kind is not None:
-        raise ValueError(f"{path} is not a readable {what} .npz weight file: it is {kind}{hint}")
-    foreign = numpy_file_error(path, f"a readable {what} .npz weight file", hint)
-    if os.path.isfile(path) and foreign:
-        raise ValueError(foreign)
+    if os.path.isfile(path):  # a missing file: np.load's own error below
+        kind = foreign_kind(path)  # zip-based torch checkpoints pass the npz magic check
+        if kind is not None:
+            raise ValueError(
+                f"{path} is not a readable {what} .npz weight file: it is {kind}{hint}"
+            )
+        foreign = numpy_file_error(path, f"a readable {what} .npz weight file", hint)
+        if foreign:
+            raise ValueError(foreign)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

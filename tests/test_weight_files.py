@@ -97,3 +97,10 @@ def test_converter_command_line(tmp_path, capsys):
         run(f"--weights={tmp_path / 'absent.pth'}", "--out=o.npz")
     assert info.value.code == 2 and len(seen) == 2
     assert "--weights: no file" in capsys.readouterr().err
+
+
+def test_a_missing_weight_file_is_one_clear_error(tmp_path):
+    """Not a raw FileNotFoundError from the foreign-file sniffing: the reader's own message."""
+    missing = str(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match=r"absent\.npz is not a readable LPIPS \.npz weight file"):
+        W.read_npz(missing, "LPIPS")
