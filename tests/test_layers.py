@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "core",
         (
             "flowjax.registry",
+            "flowjax.types",
             "flowjax.spec",
             "flowjax.paths",
             "flowjax.timesteps",
