@@ -84,7 +84,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "meanflow_step.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "results", "benchmarks", "meanflow_step.json")
+    )
     args = parser.parse_args()
     rows = []
     for name, (config, batch, conditional) in cases().items():

@@ -31,8 +31,8 @@ Every model is scored by its run's evaluator (the same noise, labels and held-ou
 with Euler at several NFE: the digits-classifier Fréchet distance (``fd``; a classifier trained
 here, so it is a Fréchet distance on that classifier's features, not Inception FID) against the
 inference FLOPs per sample (network evaluations made x analytic forward FLOPs of one
-evaluation, x 2 under classifier-free guidance). Writes ``results/multistage.json`` and
-``results/multistage.png``.
+evaluation, x 2 under classifier-free guidance). Writes ``results/experiments/multistage.json`` and
+``results/experiments/multistage.png``.
 
 Measured (2000 steps each, batch and learning-rate schedule of the digits configs, 1000
 samples, guided with CFG as the configs are): no claim reproduced at this scale. BFM K = 2
@@ -63,7 +63,7 @@ from flowjax.training.evaluate import Evaluator, sampler_label
 from flowjax.training.experiment import Experiment, load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "results")
+RESULTS = os.path.join(ROOT, "results", "experiments")
 NFES = (4, 8, 16, 32)
 METRIC = "fd"
 # A multi-stage run and its baseline share a colour (solid vs dashed); ablations are dotted.
@@ -208,11 +208,11 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
-    parser.add_argument("--no_write", action="store_true", help="do not write results/")
+    parser.add_argument("--no_write", action="store_true", help="do not write results/experiments/")
     parser.add_argument(
         "--summarise_only",
         action="store_true",
-        help="re-print the table and re-draw the figure from results/multistage.json",
+        help="re-print the table and re-draw the figure from results/experiments/multistage.json",
     )
     args = parser.parse_args()
     if args.summarise_only:
