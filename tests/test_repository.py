@@ -153,6 +153,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 def _markdown_files():
     yield os.path.join(REPO, "README.md")
+    yield os.path.join(REPO, "experiments", "README.md")
     for root, _, files in os.walk(os.path.join(REPO, "docs")):
         for f in files:
             if f.endswith(".md"):
@@ -192,6 +193,22 @@ def test_relative_links_in_readme_and_docs_resolve():
             elif not os.path.realpath(dest).startswith(os.path.realpath(REPO)):
                 broken.append(f"{rel}: {target} (outside the repository)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_experiment_script_is_in_the_experiments_index():
+    """experiments/README.md lists every script (but the stage runner) with its results page."""
+    with open(os.path.join(REPO, "experiments", "README.md"), encoding="utf-8") as f:
+        index = f.read()
+    scripts = [
+        f
+        for f in os.listdir(os.path.join(REPO, "experiments"))
+        if f.endswith(".py") and f != "stages.py"
+    ]
+    assert scripts
+    missing = [
+        s for s in scripts if not re.search(rf"^\| `{re.escape(s)}` \|.*docs/results/", index, re.M)
+    ]
+    assert not missing, f"experiments/README.md does not index {missing}"
 
 
 # Distribution name -> the module it is imported as, where they differ.
