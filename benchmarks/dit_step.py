@@ -162,7 +162,7 @@ def _config(variant, batch, objective, model_kw, tiny, all_rows=False):
         config.model.update(dict(depth=2, hidden_size=64, num_heads=2, dtype="float32"))
     config.train.batch_size = batch
     if objective == "meanflow":
-        config.objective = load_config("meanflow_toy2d").objective
+        config.objective = load_config("toy2d_meanflow").objective
         config.objective.meanflow.adaptive_p = 1.0  # ImageNet's adaptive weight
         config.objective.label_dropout = 0.1
         config.objective.meanflow.jvp_all_rows = all_rows

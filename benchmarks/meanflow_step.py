@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _meanflow(config, guided: bool, all_rows: bool = False):
-    mf = load_config("meanflow_toy2d").objective
+    mf = load_config("toy2d_meanflow").objective
     config.objective = mf
     config.objective.meanflow.jvp_all_rows = all_rows
     config.model.time_scale = 1.0

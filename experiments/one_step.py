@@ -71,9 +71,9 @@ RESULTS = os.path.join(REPO, "results", "experiments")
 SETTINGS = {
     "toy2d": dict(
         base="toy2d_rf",
-        reflow="reflow_toy2d",
-        meanflow="meanflow_toy2d",
-        freeflow="freeflow_toy2d",
+        reflow="toy2d_reflow",
+        meanflow="toy2d_meanflow",
+        freeflow="toy2d_freeflow",
         steps=dict(rf=8000, reflow=4000, distill=4000, meanflow=8000, freeflow=4000),
         num_pairs=200_000,
         pair_nfe=64,
@@ -82,9 +82,9 @@ SETTINGS = {
     ),
     "digits": dict(
         base="digits_rf",
-        reflow="reflow_digits",
-        meanflow="meanflow_digits",
-        freeflow="freeflow_digits",
+        reflow="digits_reflow",
+        meanflow="digits_meanflow",
+        freeflow="digits_freeflow",
         steps=dict(rf=4000, reflow=3000, distill=3000, meanflow=4000, freeflow=2000),
         num_pairs=20_000,
         pair_nfe=32,
