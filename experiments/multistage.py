@@ -40,8 +40,8 @@ samples, guided with CFG as the configs are): no claim reproduced at this scale.
 of 0.40M parameters (8.5 MFLOPs) reaches 16.6, and 23.1 already at 4 NFE; K = 4 (0.67M) 23.5
 vs 15.8 for the 9-block DiT (0.70M, 15.3 MFLOPs, so BFM's evaluation is 2.1x cheaper); without
 the feature alignment K = 2 scores 28.7. DFM 31.4 vs 14.9 for the base flow at 32 NFE (5.2 vs
-5.1 training GFLOPs per step); with the stages trained 0.5 / 0.5, 18.8. The README's results
-section has the table and what it means.
+5.1 training GFLOPs per step); with the stages trained 0.5 / 0.5, 18.8. The table and what it
+means: docs/results/blockwise_and_decomposable.md.
 """
 
 from __future__ import annotations
