@@ -7,7 +7,7 @@ batch 256 / 128, bfloat16) it compares ``jax.jvp`` of :func:`flowjax.models.atte
 with the rule (primal through ``--impl``) against ``jax.jvp`` of plain attention in float32
 (relative errors of the value and the tangent), and times (median of 20) the forward, the
 JVP, and ``grad`` of a MeanFlow-like loss, rule vs plain XLA. Writes
-``results/attention_check.json``.
+``results/benchmarks/attention_check.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def _rel(a, b):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--impl", default="cudnn")
-    ap.add_argument("--out", default=os.path.join(REPO, "results", "attention_check.json"))
+    ap.add_argument(
+        "--out", default=os.path.join(REPO, "results", "benchmarks", "attention_check.json")
+    )
     args = ap.parse_args()
     rows = []
     for name, shape in (("S/2", (256, 256, 6, 64)), ("XL/2", (128, 256, 16, 72))):

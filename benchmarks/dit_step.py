@@ -12,7 +12,7 @@ CPU's *measured* dense float32 matmul throughput (best of 10 calls of a 2048^3 m
 same process, all devices sharing the same cores), since a CPU has no vendor peak in the
 table. Then it prints the estimate of DiT-XL/2 step time at global batch 256 on a TPU v5p-64
 slice (32 chips) and on 8 x H100 at 40% and 60% MFU, from the analytic FLOPs counter.
-Results go to ``results/dit_step.json``.
+Results go to ``results/benchmarks/dit_step.json``.
 
 Compile time of the DiT-S/2 step on this CPU, unrolled blocks vs ``nn.scan`` (the step is
 lowered and compiled, not run)::
@@ -33,7 +33,7 @@ flowjax; the first call minus a steady step for torch.compile), and
 ``MFU = model FLOPs per step / (step seconds * peak)`` with model FLOPs = 3 x the analytic
 forward FLOPs x batch (:func:`flowjax.models.dit_forward_flops`; the same FM count for the
 MeanFlow rows, whose extra JVP work is not credited) and peak 989 TFLOP/s (H100/H200 bf16
-dense). Writes ``results/dit_step_gpu.json`` (``--out``).
+dense). Writes ``results/benchmarks/dit_step_gpu.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _config(variant, batch, objective, model_kw, tiny, all_rows=False):
         config.model.update(dict(depth=2, hidden_size=64, num_heads=2, dtype="float32"))
     config.train.batch_size = batch
     if objective == "meanflow":
-        config.objective = load_config("meanflow_toy2d").objective
+        config.objective = load_config("toy2d_meanflow").objective
         config.objective.meanflow.adaptive_p = 1.0  # ImageNet's adaptive weight
         config.objective.label_dropout = 0.1
         config.objective.meanflow.jvp_all_rows = all_rows
@@ -516,8 +516,9 @@ def compile_only(args) -> None:
 
 
 def _store_run(filename: str, key: str, entry: dict) -> None:
-    """Put ``entry`` under ``runs[key]`` of ``results/<filename>``, keeping the other runs."""
-    path = os.path.join(REPO, "results", filename)
+    """Put ``entry`` under ``runs[key]`` of ``results/benchmarks/<filename>``, keeping the
+    other runs."""
+    path = os.path.join(REPO, "results", "benchmarks", filename)
     stored = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
     stored = stored if "runs" in stored else {"runs": {}}
     stored["runs"][key] = entry
@@ -600,7 +601,9 @@ def main():
         "--plan", default="main", choices=("main", "second", "extra", "next", "none")
     )
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skip")
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "dit_step_gpu.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "results", "benchmarks", "dit_step_gpu.json")
+    )
     parser.add_argument("--append", action="store_true", help="add to the entries in --out")
     parser.add_argument("--compile-only", action="store_true")
     parser.add_argument("--flop-ratio", action="store_true", help="MeanFlow / FM step FLOPs")
@@ -654,8 +657,10 @@ def main():
     for k, v in est.items():
         if k.endswith("step seconds"):
             print(f"  {k.replace(': step seconds', '')}: {v * 1e3:.1f} ms/step")
-    os.makedirs(os.path.join(REPO, "results"), exist_ok=True)
-    with open(os.path.join(REPO, "results", "dit_step.json"), "w", encoding="utf-8") as f:
+    os.makedirs(os.path.join(REPO, "results", "benchmarks"), exist_ok=True)
+    with open(
+        os.path.join(REPO, "results", "benchmarks", "dit_step.json"), "w", encoding="utf-8"
+    ) as f:
         json.dump({"runs": runs, "estimates": est}, f, indent=1)
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Every accelerator measurement of the DiT speed work, in one run (a GPU lease is short).
-#   bash benchmarks/gpu_check.sh [OUTDIR] [PLAN]     # OUTDIR defaults to results/, PLAN main
+#   bash benchmarks/gpu_check.sh [OUTDIR] [PLAN]     # OUTDIR defaults to results/benchmarks/, PLAN main
 #   (PLAN: main, second, extra, next = the open goals: MeanFlow with the bf16 JVP rule, XL/2 at 256)
 # 1. attention JVP rule numerics and speed on the device (attention_check.json);
 # 2. flowjax's training-step table (dit_step_gpu.json), rows in order of importance, later
 #    ones skipped past BUDGET seconds; JAX may take 95% of the GPU memory;
 # 3. the PyTorch rows in a separate process (JAX on the CPU there, so torch has the GPU).
 set -u
-OUTDIR=${1:-results}
+OUTDIR=${1:-results/benchmarks}
 PLAN=${2:-main}
 BUDGET=${BUDGET:-330}
 TORCH_BUDGET=${TORCH_BUDGET:-150}

@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _meanflow(config, guided: bool, all_rows: bool = False):
-    mf = load_config("meanflow_toy2d").objective
+    mf = load_config("toy2d_meanflow").objective
     config.objective = mf
     config.objective.meanflow.jvp_all_rows = all_rows
     config.model.time_scale = 1.0
@@ -84,7 +84,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "meanflow_step.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "results", "benchmarks", "meanflow_step.json")
+    )
     args = parser.parse_args()
     rows = []
     for name, (config, batch, conditional) in cases().items():

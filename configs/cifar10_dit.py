@@ -18,13 +18,16 @@ import ml_collections
 
 from flowjax.config_files import data_section, sibling
 
+common = sibling(__file__, "common")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = sibling(__file__, "toy2d_rf").get_config()
-    c.data = data_section("tfds", "cifar10", split="train", eval_split="test", random_flip=True)
+    c = common.base_config(
+        data_section("tfds", "cifar10", split="train", eval_split="test", random_flip=True)
+    )
     # DiT-S/2, pixels (no VAE): the ImageNet recipe at batch 128
-    sibling(__file__, "imagenet256_dit").dit_recipe(
+    common.dit_recipe(
         c,
         variant="S/2",
         dtype="float32",

@@ -18,13 +18,12 @@ from ml_collections import config_dict
 
 from flowjax.config_files import data_section, sibling
 
-toy2d_rf = sibling(__file__, "toy2d_rf")
+common = sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = toy2d_rf.get_config()
-    c.data = data_section(
+    data = data_section(
         "tfds",
         "sklearn_digits",
         data_dir="~/tensorflow_datasets",
@@ -32,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_split="test",
         random_flip=False,
     )
-    c.model = dict(
+    model = dict(
         name="unet",
         base_channels=32,
         channel_mults=(1, 2),
@@ -42,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         end_time_scale=config_dict.placeholder(float),
         conditional=True,
     )
+    c = common.base_config(data, model)
     c.objective.label_dropout = 0.1
     c.optim.lr = 5e-4
     c.optim.warmup_steps = 500

@@ -32,82 +32,31 @@ Mixed precision (bf16 matmuls, f32 master weights) is on; per-block remat is off
 
 Sharding: the batch over ``data x fsdp``, weights FSDP over ``fsdp`` (the default mesh puts
 all devices there: ZeRO-3), attention heads / MLP width over ``tensor``
-(``--config.mesh.fsdp=8 --config.mesh.tensor=2`` etc.). The rule table is below, as data.
+(``--config.mesh.fsdp=8 --config.mesh.tensor=2`` etc.). The rule table is data:
+``DIT_RULES`` in ``configs/common.py``, with the recipe (``dit_recipe``).
 Per-device bytes of parameters + optimizer state and the model FLOPs per step are logged at
 start; tokens/s and MFU every ``log_every`` steps.
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from flowjax.config_files import data_section, sibling
 
-
-def dit_recipe(
-    c: ml_collections.ConfigDict,
-    *,
-    variant: str,
-    dtype: str,
-    batch_size: int,
-    eval_every: int,
-    num_eval_samples: int,
-) -> None:
-    """The SiT/DiT recipe and its Inception-FID evaluation, set on ``c`` in place.
-
-    A class-conditional DiT (``variant``, activations in ``dtype``, float32 parameters, no
-    learned sigma, raw t into the time embedder) with class dropout 0.1; AdamW 1e-4 constant,
-    no weight decay or clipping, EMA 0.9999, 400K steps of ``batch_size``; evaluation every
-    ``eval_every`` steps with Euler 50 and Heun 100 at CFG scale 1.5 on ``num_eval_samples``
-    samples, and the optional VAE (decode latent samples), Inception weights (FID on pixels)
-    and reference statistics. ``configs/cifar10_dit.py`` uses it too.
-    """
-    c.model = dict(
-        name="dit",
-        variant=variant,
-        mlp_ratio=4.0,
-        learn_sigma=False,
-        time_scale=1.0,
-        conditional=True,
-        dtype=dtype,
-        param_dtype="float32",
-        remat=False,
-    )
-    c.objective.label_dropout = 0.1  # linear path, uniform t, L2: the toy defaults
-    c.optim.update(
-        dict(lr=1e-4, weight_decay=0.0, warmup_steps=0, schedule="constant", grad_clip=0.0)
-    )
-    c.optim.mu_dtype = config_dict.placeholder(str)  # "bfloat16": Adam's first moment in bf16
-    c.train.update(
-        dict(
-            batch_size=batch_size,
-            num_steps=400_000,
-            ema_decay=0.9999,
-            log_every=100,
-            eval_every=eval_every,
-            checkpoint_every=10_000,
-        )
-    )
-    c.eval.update(
-        dict(samplers=("euler:50", "heun:100"), num_samples=num_eval_samples, cfg_scale=1.5)
-    )
-    c.eval.num_kernel_samples = num_eval_samples
-    c.eval.vae_weights = config_dict.placeholder(str)  # decode latent samples (flowjax.models.vae)
-    c.eval.inception_weights = config_dict.placeholder(str)  # Inception FID on decoded pixels
-    c.eval.fid_stats = config_dict.placeholder(str)  # reference (mu, sigma) .npz
+common = sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "latents"
     if variant not in ("latents", "pixels"):
         raise ValueError(f"unknown variant {variant!r}; use 'latents' or 'pixels'")
-    c = sibling(__file__, "toy2d_rf").get_config()  # the field set every job has; overridden below
     if variant == "latents":  # flips are stored in the latent set (--flip), not drawn
-        c.data = data_section("latents", "imagenet256_sdvae_latents")
+        data = data_section("latents", "imagenet256_sdvae_latents")
     else:
-        c.data = data_section(
+        data = data_section(
             "tfds", "imagenet256_pixels", split="train", eval_split="validation", random_flip=True
         )
-    dit_recipe(
+    c = common.base_config(data)
+    common.dit_recipe(
         c,
         variant="XL/2" if variant == "latents" else "XL/8",
         dtype="bfloat16",
@@ -116,18 +65,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_eval_samples=1024,
     )
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
-    c.sharding.rules = (
-        ("batch", ("data", "fsdp")),
-        ("layers", None),  # the stacked depth axis of scanned blocks
-        ("embed", "fsdp"),
-        ("mlp", "tensor"),
-        ("heads", "tensor"),
-        ("modulation", "tensor"),
-        ("kv", None),
-        ("patch", None),
-        ("freq", None),
-        ("vocab", None),
-        ("length", None),
-        ("act_embed", None),
-    )
+    c.sharding.rules = common.DIT_RULES
     return c

@@ -14,7 +14,8 @@ EMA weights with :func:`flowjax.training.straighten.straighten` (the ordinary tr
 - ``sw``: sliced-Wasserstein distance of the samples to held-out data;
 
 for the original and the straightened model, on the BOSS grid and on the uniform grid.
-Writes ``results/boss_straightening.json`` and ``results/boss_straightening.png``.
+Writes ``results/experiments/boss_straightening.json`` and
+``results/experiments/boss_straightening.png``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from flowjax.solvers import boss
 from flowjax.time import grids
 from flowjax.training.straighten import straighten
 
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+RESULTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "experiments"
+)
 
 
 def main():
@@ -120,7 +123,7 @@ def main():
         os.path.join(RESULTS, "boss_straightening.png"),
         title="BOSS straightening: K-step Euler on the Bellman grid",
     )
-    print(f"wrote {out} and results/boss_straightening.png")
+    print(f"wrote {out} and results/experiments/boss_straightening.png")
 
 
 if __name__ == "__main__":

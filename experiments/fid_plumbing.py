@@ -27,9 +27,9 @@ channels before the Inception network; the digits classifier sees the 8x8 origin
         --config.train.num_steps=1000                           # ~10-15 min
     python experiments/fid_plumbing.py --workdir=/tmp/digits    # ~15 min at N = 360
 
-Writes ``results/fid_plumbing.json`` and prints a table. Measured here (N = 360, a 1000-step
-run, 2 shared CPU cores): Inception FID (random weights) test/test 0.00, train/test 2.55,
-model/test 708.8; digits-classifier FD 0.00, 15.3, 112.2; Inception 2.05 images/s.
+Writes ``results/experiments/fid_plumbing.json`` and prints a table. Measured here (N = 360,
+a 1000-step run, 2 shared CPU cores): Inception FID (random weights) test/test 0.00,
+train/test 2.55, model/test 708.8; digits-classifier FD 0.00, 15.3, 112.2; Inception 2.05 images/s.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 from flowjax.models import inception
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "results")
+RESULTS = os.path.join(REPO, "results", "experiments")
 
 
 TRAIN_COMMAND = (

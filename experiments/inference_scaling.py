@@ -15,7 +15,7 @@ rule: a proposal is accepted at once if it beats the best reward so far) and ``r
 (it must beat the current state's reward, which a forced acceptance can lower). Each (task,
 method, proposal, budget) solves ``--problems`` independent problems and reports the mean
 selected reward (with its standard error) and the NFE spent per problem. Writes
-``results/inference_scaling.json`` and ``results/inference_scaling.png``::
+``results/experiments/inference_scaling.json`` and ``results/experiments/inference_scaling.png``::
 
     python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=RUNS/toy \\
         --config.train.num_steps=3000 --config.eval.num_samples=4000
@@ -189,7 +189,7 @@ def main():
     ap.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
-    ap.add_argument("--out", default="results/inference_scaling")
+    ap.add_argument("--out", default="results/experiments/inference_scaling")
     ap.add_argument(
         "--fresh",
         action="store_true",

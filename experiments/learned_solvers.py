@@ -7,7 +7,7 @@ Problems: the exact Gaussian-mixture fields of ``experiments/solver_sweep.py`` (
 ``gmm64d``, ``gmm2d_cfg4``, ``gmm64d_cfg4``) and, with ``--workdir``, the trained checkerboard
 model (``model``), with the sweep's evaluation noise (2048 samples, labels under CFG) and its
 reference (diffrax Tsit5, rtol = atol = 1e-6), so the errors are directly comparable with the
-numbers stored in ``results/solver_sweep.json`` (fixed flowjax grids, BOSS grids and the
+numbers stored in ``results/experiments/solver_sweep.json`` (fixed flowjax grids, BOSS grids and the
 peers: diffusers DPM-Solver++ / UniPC / FlowMatch Euler, Meta's flow_matching, diffrax). For
 the model, two fixed settings are re-measured and compared with the stored ones to check that
 the stored numbers belong to the same network (``stored_sweep_check``). Calibration uses
@@ -22,7 +22,7 @@ grids for UniPC-2 and midpoint). The one reported as
 evaluation batch). A second study varies M at one setting to see when held-out error stops
 improving.
 
-Writes ``results/learned_solvers.json`` and ``results/learned_solvers.png``.
+Writes ``results/experiments/learned_solvers.json`` and ``results/experiments/learned_solvers.png``.
 
 ``--digits_workdir=RUN`` (a class-conditional ``sklearn_digits`` run) instead measures only the
 ``digits`` problem and adds it to the stored JSON: the guided field at the run's evaluation
@@ -51,7 +51,7 @@ from flowjax.solvers import bespoke, learned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-RESULTS = os.path.join(ROOT, "results")
+RESULTS = os.path.join(ROOT, "results", "experiments")
 NFES = (2, 3, 4, 5, 6, 8, 10)
 
 
@@ -174,7 +174,7 @@ def main():
         with open(os.path.join(RESULTS, "learned_solvers.json"), encoding="utf-8") as f:
             out = json.load(f)
         digits_section(args, out)
-        print("appended 'digits' to results/learned_solvers.json")
+        print("appended 'digits' to results/experiments/learned_solvers.json")
         return
     if args.workdir and "model" not in args.problems.split(","):
         args.problems += ",model"
@@ -255,7 +255,9 @@ def main():
             print(f"size study {setting} M={m}: held-out {r['heldout_error']:.4g}", flush=True)
             _write(out)
     plot(out, os.path.join(RESULTS, "learned_solvers.png"))
-    print("wrote results/learned_solvers.json and results/learned_solvers.png")
+    print(
+        "wrote results/experiments/learned_solvers.json and results/experiments/learned_solvers.png"
+    )
 
 
 DIGITS_FIXED = ("euler", "heun", "midpoint", "dpm++2m", "unipc2")

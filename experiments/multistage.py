@@ -31,8 +31,8 @@ Every model is scored by its run's evaluator (the same noise, labels and held-ou
 with Euler at several NFE: the digits-classifier Fréchet distance (``fd``; a classifier trained
 here, so it is a Fréchet distance on that classifier's features, not Inception FID) against the
 inference FLOPs per sample (network evaluations made x analytic forward FLOPs of one
-evaluation, x 2 under classifier-free guidance). Writes ``results/multistage.json`` and
-``results/multistage.png``.
+evaluation, x 2 under classifier-free guidance). Writes ``results/experiments/multistage.json`` and
+``results/experiments/multistage.png``.
 
 Measured (2000 steps each, batch and learning-rate schedule of the digits configs, 1000
 samples, guided with CFG as the configs are): no claim reproduced at this scale. BFM K = 2
@@ -40,8 +40,8 @@ samples, guided with CFG as the configs are): no claim reproduced at this scale.
 of 0.40M parameters (8.5 MFLOPs) reaches 16.6, and 23.1 already at 4 NFE; K = 4 (0.67M) 23.5
 vs 15.8 for the 9-block DiT (0.70M, 15.3 MFLOPs, so BFM's evaluation is 2.1x cheaper); without
 the feature alignment K = 2 scores 28.7. DFM 31.4 vs 14.9 for the base flow at 32 NFE (5.2 vs
-5.1 training GFLOPs per step); with the stages trained 0.5 / 0.5, 18.8. The README's results
-section has the table and what it means.
+5.1 training GFLOPs per step); with the stages trained 0.5 / 0.5, 18.8. The table and what it
+means: docs/results/blockwise_and_decomposable.md.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from flowjax.training.evaluate import Evaluator, sampler_label
 from flowjax.training.experiment import Experiment, load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "results")
+RESULTS = os.path.join(ROOT, "results", "experiments")
 NFES = (4, 8, 16, 32)
 METRIC = "fd"
 # A multi-stage run and its baseline share a colour (solid vs dashed); ablations are dotted.
@@ -208,11 +208,11 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
-    parser.add_argument("--no_write", action="store_true", help="do not write results/")
+    parser.add_argument("--no_write", action="store_true", help="do not write results/experiments/")
     parser.add_argument(
         "--summarise_only",
         action="store_true",
-        help="re-print the table and re-draw the figure from results/multistage.json",
+        help="re-print the table and re-draw the figure from results/experiments/multistage.json",
     )
     args = parser.parse_args()
     if args.summarise_only:

@@ -16,8 +16,9 @@ Claims tested (the seed papers'), at the scale of a 2-core CPU:
 stage: ``meanflow``) under ``--workdir/<data>_only`` (so a full run's stages are not reused),
 scores them with the evaluator settings of the full experiment (the same rows, samplers and
 number of samples; the noise and labels come from the run's config, as in the full run), and
-replaces only their rows and wall times in the stored ``results/one_step.json``, appending the
-command to its ``updates`` list. The sample figure is left as it was; the curves are redrawn.
+replaces only their rows and wall times in the stored ``results/experiments/one_step.json``,
+appending the command to its ``updates`` list. The sample figure is left as it was; the curves
+are redrawn.
 
 Stages (each a normal flowjax run in ``--workdir/<data>/<name>``, resumed or skipped when done):
 
@@ -37,8 +38,8 @@ data): sliced-Wasserstein (2-D) or the digits-classifier Fréchet distance at 1,
 (Euler for velocity models, the flow-map sampler for MeanFlow and FreeFlow), the 1-RF
 reference at 128 NFE (RK4), and the straightness of 1-RF and 2-RF (64-step Euler
 trajectories). Wall times of every stage are recorded (pair generation counts as the
-compute of the distillation that uses it). Writes ``results/one_step.json`` (one key per
-data set) and ``results/one_step_<data>.png``.
+compute of the distillation that uses it). Writes ``results/experiments/one_step.json`` (one key per
+data set) and ``results/experiments/one_step_<data>.png``.
 """
 
 from __future__ import annotations
@@ -64,15 +65,15 @@ from flowjax.training.evaluate import Evaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-RESULTS = os.path.join(REPO, "results")
+RESULTS = os.path.join(REPO, "results", "experiments")
 
 # Per data set: config files, training steps per stage, pair counts, metric.
 SETTINGS = {
     "toy2d": dict(
         base="toy2d_rf",
-        reflow="reflow_toy2d",
-        meanflow="meanflow_toy2d",
-        freeflow="freeflow_toy2d",
+        reflow="toy2d_reflow",
+        meanflow="toy2d_meanflow",
+        freeflow="toy2d_freeflow",
         steps=dict(rf=8000, reflow=4000, distill=4000, meanflow=8000, freeflow=4000),
         num_pairs=200_000,
         pair_nfe=64,
@@ -81,9 +82,9 @@ SETTINGS = {
     ),
     "digits": dict(
         base="digits_rf",
-        reflow="reflow_digits",
-        meanflow="meanflow_digits",
-        freeflow="freeflow_digits",
+        reflow="digits_reflow",
+        meanflow="digits_meanflow",
+        freeflow="digits_freeflow",
         steps=dict(rf=4000, reflow=3000, distill=3000, meanflow=4000, freeflow=2000),
         num_pairs=20_000,
         pair_nfe=32,
@@ -174,7 +175,7 @@ def main():
     parser.add_argument("--data", choices=sorted(SETTINGS), default="toy2d")
     parser.add_argument("--workdir", default="/tmp/flowjax_one_step")
     parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
-    parser.add_argument("--no_write", action="store_true", help="do not write results/")
+    parser.add_argument("--no_write", action="store_true", help="do not write results/experiments/")
     parser.add_argument(
         "--only",
         default="",
@@ -302,7 +303,8 @@ def main():
 
 def update_stages(args, key: str, only: list[str], steps: dict, num_samples: int) -> None:
     """Retrains the stand-alone stages ``only`` under ``<workdir>/<key>_only`` and replaces
-    their rows, ``stage_seconds`` and ``seconds_to_one_step_model`` in ``results/<key>``."""
+    their rows, ``stage_seconds`` and ``seconds_to_one_step_model`` under ``<key>`` of
+    ``results/experiments/one_step.json``."""
     s = SETTINGS[args.data]
     out = os.path.join(RESULTS, "one_step.json")
     stored = json.load(open(out)) if os.path.exists(out) else {}

@@ -24,10 +24,10 @@ installed; never dependencies): diffusers DPMSolverMultistep (2M, 3M), UniPC (bh
 and 3) with flow sigmas and FlowMatchEuler, each at shift 1 and 3; Meta's ``flow_matching``
 ODESolver (euler, midpoint, rk4 on the uniform grid); diffrax Tsit5 at loose tolerances.
 
-Writes ``results/solver_sweep.json`` and ``results/solver_sweep.png``, and prints the table
-"best flowjax vs best peer at NFE budget n" (best error over settings with NFE <= n), the BOSS /
-uniform error ratios per solver, and the sampler's compile time, samples/s and recompilation
-check.
+Writes ``results/experiments/solver_sweep.json`` and ``results/experiments/solver_sweep.png``, and
+prints the table "best flowjax vs best peer at NFE budget n" (best error over settings with
+NFE <= n), the BOSS / uniform error ratios per solver, and the sampler's compile time, samples/s
+and recompilation check.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ SOLVERS = {
     "dpm++3m-unic": solvers.DPMSolverPP(order=3, corrector=True),
 }
 TIE = 1e-4
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+RESULTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "experiments"
+)
 
 
 class Problem:
@@ -449,7 +451,7 @@ def main():
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"problems": all_results, "notes": notes, "nfes": NFES}, f, indent=1)
     plot(all_results, os.path.join(RESULTS, "solver_sweep.png"))
-    print(f"wrote {out} and results/solver_sweep.png")
+    print(f"wrote {out} and results/experiments/solver_sweep.png")
 
 
 def print_summary(name: str, res: dict) -> None:

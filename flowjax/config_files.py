@@ -2,13 +2,16 @@
 
 A config is named in one of two ways, on the command line and in :func:`load_config`:
 
-- by **name**: ``toy2d_rf`` or ``reflow_toy2d:2rf`` (``name:arg``), looked up in the bundled
+- by **name**: ``toy2d_rf`` or ``toy2d_reflow:2rf`` (``name:arg``), looked up in the bundled
   config directory (:data:`CONFIG_DIR`);
 - by **path**: ``configs/toy2d_rf.py`` or ``/somewhere/my_config.py:variant``.
 
 The bundled directory is the repository's top-level ``configs/`` in a clone or an editable
 install, and the same files installed as the subpackage ``flowjax.configs`` by a wheel
 (``setup.py`` maps one onto the other), so names resolve after any kind of install.
+
+Bundled configs are named ``<data>_<method>[_variant]`` (``toy2d_rf``, ``digits_meanflow``,
+``imagenet256_dit``); the names they had before that scheme still load (:data:`RENAMED`).
 
 Config files are plain Python modules loaded by path, so one config builds on another
 through :func:`sibling`, which works in all three layouts::
@@ -20,6 +23,11 @@ through :func:`sibling`, which works in all three layouts::
         c.objective.name = "meanflow"
         return c
 
+The sections several configs share (the defaults every job starts from, the DiT recipe and its
+logical-axis rules, the reflow / MeanFlow / FreeFlow objective sections) are stated once, in
+the bundled ``common.py``; it is not a config (it has no ``get_config``) and configs load it
+the same way, ``sibling(__file__, "common")``.
+
 Every config's ``data`` section is built by :func:`data_section`, so it has the fields of
 every data kind and ``--config.data.kind=array --config.data.path=x.npz`` (or an image folder)
 works with any config.
@@ -28,6 +36,7 @@ works with any config.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from types import ModuleType
 from typing import Any
@@ -50,23 +59,48 @@ CONFIG_DIR = _bundled_config_dir()
 # Module names of config files executed by :func:`load_module` (how their frames are known).
 _MODULE_PREFIX = "flowjax_config_"
 
+log = logging.getLogger(__name__)
+
+#: Bundled configs renamed to the ``<data>_<method>[_variant]`` scheme: old name -> new name.
+#: Runs, notebooks and scripts name them the old way, so the old names keep resolving (by name
+#: and as ``configs/<old>.py``); each use logs one line naming the new one.
+RENAMED = {
+    "freeflow_digits": "digits_freeflow",
+    "freeflow_toy2d": "toy2d_freeflow",
+    "meanflow_digits": "digits_meanflow",
+    "meanflow_toy2d": "toy2d_meanflow",
+    "reflow_digits": "digits_reflow",
+    "reflow_toy2d": "toy2d_reflow",
+}
+
+
+def _is_config(path: str) -> bool:
+    """Whether the Python file at ``path`` is a config (defines ``get_config``)."""
+    with open(path, encoding="utf-8") as f:
+        return "\ndef get_config(" in "\n" + f.read()
+
 
 def config_names(config_dir: str = CONFIG_DIR) -> list[str]:
-    """Names of the bundled configs (the files ``<name>.py`` of ``config_dir``)."""
+    """Names of the bundled configs: the files ``<name>.py`` of ``config_dir`` that define
+    ``get_config`` (so not ``common.py``, the sections they share)."""
     if not os.path.isdir(config_dir):
         return []
     return sorted(
-        f[:-3] for f in os.listdir(config_dir) if f.endswith(".py") and not f.startswith("_")
+        f[:-3]
+        for f in os.listdir(config_dir)
+        if f.endswith(".py") and not f.startswith("_") and _is_config(os.path.join(config_dir, f))
     )
 
 
 def resolve(spec: str, config_dir: str = CONFIG_DIR) -> str:
     """The file a config spec names, keeping any ``:arg`` suffix.
 
-    ``"toy2d_rf"`` -> ``<CONFIG_DIR>/toy2d_rf.py``; ``"reflow_toy2d:2rf"`` ->
-    ``<CONFIG_DIR>/reflow_toy2d.py:2rf``; an existing path is returned unchanged. A relative
+    ``"toy2d_rf"`` -> ``<CONFIG_DIR>/toy2d_rf.py``; ``"toy2d_reflow:2rf"`` ->
+    ``<CONFIG_DIR>/toy2d_reflow.py:2rf``; an existing path is returned unchanged. A relative
     path ``configs/<name>.py`` that does not exist from the current directory (a wheel install
-    run outside a clone) falls back to the bundled file of that name.
+    run outside a clone) falls back to the bundled file of that name. A name of
+    :data:`RENAMED` resolves to the renamed file (``"reflow_toy2d:2rf"`` ->
+    ``<CONFIG_DIR>/toy2d_reflow.py:2rf``) and logs the new name.
 
     Raises:
       FileNotFoundError: a one-line message naming the bundled configs.
@@ -77,10 +111,13 @@ def resolve(spec: str, config_dir: str = CONFIG_DIR) -> str:
         return spec
     looks_like_path = path.endswith(".py") or os.sep in path or "/" in path
     name = os.path.splitext(os.path.basename(path))[0]
-    bundled = os.path.join(config_dir, f"{name}.py")
     relative_configs = os.path.normpath(os.path.dirname(path)) == "configs"
-    if (not looks_like_path or relative_configs) and os.path.isfile(bundled):
-        return bundled + suffix
+    if not looks_like_path or relative_configs:
+        if name in RENAMED and not os.path.isfile(os.path.join(config_dir, f"{name}.py")):
+            log.warning("config %r is now named %r; the old name still works", name, RENAMED[name])
+            name = RENAMED[name]
+        if name in config_names(config_dir):
+            return os.path.join(config_dir, f"{name}.py") + suffix
     known = ", ".join(config_names(config_dir)) or "none found"
     what = "No such file" if looks_like_path else "No such file or bundled config"
     raise FileNotFoundError(
@@ -144,7 +181,7 @@ def sibling(anchor_file: str, name: str) -> ModuleType:
 def load_config(name_or_path: str, arg: str | None = None, config_dir: str = CONFIG_DIR) -> Any:
     """``get_config(arg)`` of a config given by name or path (see :func:`resolve`).
 
-    ``load_config("reflow_toy2d", "2rf")`` and ``load_config("reflow_toy2d:2rf")`` are the same;
+    ``load_config("toy2d_reflow", "2rf")`` and ``load_config("toy2d_reflow:2rf")`` are the same;
     an explicit ``arg`` wins over a ``:arg`` suffix.
     """
     path, _, suffix_arg = resolve(name_or_path, config_dir).partition(":")

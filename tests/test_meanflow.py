@@ -354,7 +354,7 @@ def test_registry_passes_meanflow_fields_and_keeps_dataclass_defaults():
     from flowjax.config_files import load_config
     from flowjax.objectives import make_objective
 
-    cfg = load_config("meanflow_digits")
+    cfg = load_config("digits_meanflow")
     obj = make_objective(cfg.objective, num_classes=10)
     assert obj.label_dropout_rows == "leading" and obj.label_dropout == 0.1 and obj.kappa == 0.5
     cfg.objective.meanflow.label_dropout_rows = "random"

@@ -125,7 +125,7 @@ def test_lpips_huber_loss_matches_its_formula():
     assert float(exact) < 1e-6  # v = z1 - z0 gives x1_hat = z1: both terms vanish
 
 
-@pytest.mark.parametrize("config_name", ["reflow_toy2d", "reflow_digits"])
+@pytest.mark.parametrize("config_name", ["toy2d_reflow", "digits_reflow"])
 @pytest.mark.parametrize("dim", [64, 3072])
 def test_shipped_rfpp_config_uses_the_2rf_pp_pseudo_huber_scale(config_name, dim):
     """The ``rfpp`` config's objective, built from the config file through the registry, is

@@ -2,6 +2,7 @@
 
 import ast
 import importlib
+import logging
 import os
 import pkgutil
 import re
@@ -57,11 +58,11 @@ def test_integrate_is_the_solver_driver():
 
 def test_configs_resolve_by_name_and_by_path(tmp_path, monkeypatch):
     names = config_files.config_names()
-    assert {"toy2d_rf", "reflow_toy2d", "digits_rf"} <= set(names)
+    assert {"toy2d_rf", "toy2d_reflow", "digits_rf"} <= set(names)
     bundled = os.path.join(config_files.CONFIG_DIR, "toy2d_rf.py")
     assert config_files.resolve("toy2d_rf") == bundled
-    assert config_files.resolve("reflow_toy2d:2rf") == (
-        os.path.join(config_files.CONFIG_DIR, "reflow_toy2d.py") + ":2rf"
+    assert config_files.resolve("toy2d_reflow:2rf") == (
+        os.path.join(config_files.CONFIG_DIR, "toy2d_reflow.py") + ":2rf"
     )
     own = tmp_path / "mine.py"
     own.write_text("def get_config(arg=None):\n    return {'arg': arg}\n")
@@ -74,10 +75,51 @@ def test_configs_resolve_by_name_and_by_path(tmp_path, monkeypatch):
 
 
 def test_config_args_select_the_variant():
-    by_suffix = config_files.load_config("reflow_toy2d:distill2")
-    by_arg = config_files.load_config("reflow_toy2d", "distill2")
+    by_suffix = config_files.load_config("toy2d_reflow:distill2")
+    by_arg = config_files.load_config("toy2d_reflow", "distill2")
     assert by_suffix.to_dict() == by_arg.to_dict()
-    assert by_suffix.to_dict() != config_files.load_config("reflow_toy2d:2rf").to_dict()
+    assert by_suffix.to_dict() != config_files.load_config("toy2d_reflow:2rf").to_dict()
+
+
+def test_renamed_configs_load_by_their_old_names_and_log_the_new_one(tmp_path, monkeypatch, caplog):
+    """Runs, notebooks and CI name configs the old way (``reflow_toy2d:2rf``): each old name
+    resolves to its renamed file, by name and as ``configs/<old>.py``, with one log line."""
+    names = config_files.config_names()
+    assert set(config_files.RENAMED.values()) <= set(names)
+    assert not set(config_files.RENAMED) & set(names)
+    monkeypatch.chdir(tmp_path)  # so that configs/<old>.py is not a file here
+    for old, new in config_files.RENAMED.items():
+        bundled = os.path.join(config_files.CONFIG_DIR, f"{new}.py")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="flowjax.config_files"):
+            assert config_files.resolve(f"{old}:2rf") == bundled + ":2rf"
+        assert len(caplog.records) == 1 and new in caplog.records[0].getMessage()
+        assert config_files.resolve(f"configs/{old}.py") == bundled
+    old = config_files.load_config("reflow_toy2d:rfpp").to_dict()
+    assert old == config_files.load_config("toy2d_reflow:rfpp").to_dict()
+
+
+def test_common_sections_are_not_a_config():
+    """``configs/common.py`` holds the shared sections: no ``get_config``, not a bundled name."""
+    assert os.path.isfile(os.path.join(config_files.CONFIG_DIR, "common.py"))
+    names = config_files.config_names()
+    assert "common" not in names
+    with pytest.raises(FileNotFoundError, match="bundled names"):
+        config_files.resolve("common")
+    files = {f[:-3] for f in os.listdir(config_files.CONFIG_DIR) if f.endswith(".py")}
+    assert files - set(names) == {"__init__", "common"}
+
+
+def test_sharding_rule_tables_are_stated_only_in_the_common_sections():
+    """A logical-axis rule table (a ``("batch", ...)`` rule) is written once, in common.py."""
+    copies = []
+    for name in config_files.config_names():
+        with open(os.path.join(config_files.CONFIG_DIR, f"{name}.py"), encoding="utf-8") as f:
+            if re.search(r"\(\s*[\"']batch[\"']\s*,", f.read()):
+                copies.append(name)
+    assert not copies, f"configs that copy a rule table instead of using common.py: {copies}"
+    rules = config_files.load_config("imagenet256_dit").sharding.rules
+    assert dict(rules)["batch"] == ("data", "fsdp")
 
 
 def test_an_unknown_config_is_a_one_line_error_naming_the_bundled_ones():
@@ -153,6 +195,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 def _markdown_files():
     yield os.path.join(REPO, "README.md")
+    yield os.path.join(REPO, "experiments", "README.md")
     for root, _, files in os.walk(os.path.join(REPO, "docs")):
         for f in files:
             if f.endswith(".md"):
@@ -192,6 +235,22 @@ def test_relative_links_in_readme_and_docs_resolve():
             elif not os.path.realpath(dest).startswith(os.path.realpath(REPO)):
                 broken.append(f"{rel}: {target} (outside the repository)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_experiment_script_is_in_the_experiments_index():
+    """experiments/README.md lists every script (but the stage runner) with its results page."""
+    with open(os.path.join(REPO, "experiments", "README.md"), encoding="utf-8") as f:
+        index = f.read()
+    scripts = [
+        f
+        for f in os.listdir(os.path.join(REPO, "experiments"))
+        if f.endswith(".py") and f != "stages.py"
+    ]
+    assert scripts
+    missing = [
+        s for s in scripts if not re.search(rf"^\| `{re.escape(s)}` \|.*docs/results/", index, re.M)
+    ]
+    assert not missing, f"experiments/README.md does not index {missing}"
 
 
 # Distribution name -> the module it is imported as, where they differ.

@@ -352,9 +352,9 @@ def test_runs_stored_with_the_retired_form_load_the_same_law(old, expected):
 @pytest.mark.parametrize(
     "config, section, cls, differs",
     [
-        ("meanflow_toy2d", "meanflow", meanflow.MeanFlow, {"adaptive_p"}),
-        ("meanflow_toy2d", "dispersive", Dispersive, {"weight"}),
-        ("freeflow_toy2d", "freeflow", freeflow.FreeFlow, {"teacher_cfg_scale"}),
+        ("toy2d_meanflow", "meanflow", meanflow.MeanFlow, {"adaptive_p"}),
+        ("toy2d_meanflow", "dispersive", Dispersive, {"weight"}),
+        ("toy2d_freeflow", "freeflow", freeflow.FreeFlow, {"teacher_cfg_scale"}),
     ],
 )
 def test_config_sections_that_state_defaults_state_the_dataclass_defaults(

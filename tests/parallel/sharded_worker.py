@@ -191,7 +191,7 @@ def _shrunk(name: str):
     name, _, objective = name.partition("+")
     c = load_config(name)
     if objective == "meanflow":
-        c.objective = load_config("meanflow_toy2d").objective
+        c.objective = load_config("toy2d_meanflow").objective
         c.objective.label_dropout = 0.25
         c.objective.meanflow.update(omega=0.6, kappa=0.3)  # plain squared error: p = 0
     tiny = dict(variant=None, hidden_size=32, depth=1, num_heads=2, dtype="float32")

@@ -565,9 +565,9 @@ def test_a_fine_tune_without_its_pairs_or_teacher_is_refused_and_writes_nothing(
     SetupErrors at set-up; the workdir the refused run created is gone, one that existed
     before it stays (empty, as it was)."""
     with pytest.raises(SetupError, match=r"\['x0', 'x1'\] .* set config.data.pairs_dir"):
-        train_and_evaluate(_shrunk("reflow_toy2d"), str(tmp_path / "reflow"))
+        train_and_evaluate(_shrunk("toy2d_reflow"), str(tmp_path / "reflow"))
     assert not (tmp_path / "reflow").exists()
-    config = _shrunk("freeflow_toy2d")
+    config = _shrunk("toy2d_freeflow")
     config.init.workdir = str(tmp_path / "no_teacher")
     for workdir in (tmp_path / "new", tmp_path / "existing"):
         if workdir.name == "existing":

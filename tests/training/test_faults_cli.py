@@ -251,7 +251,7 @@ def test_refused_runs_are_one_line_exit_2_and_leave_no_workdir(tmp_path):
     table.write_text("x,y\n1,2\n")
     cases = [
         (
-            _main(tmp_path / "a", *TINY, config="configs/reflow_toy2d.py"),
+            _main(tmp_path / "a", *TINY, config="configs/toy2d_reflow.py"),
             "set config.data.pairs_dir",
         ),
         (

@@ -71,7 +71,7 @@ def test_reflow_from_teacher_pairs(rf_run, tmp_path):
     )(params, data["x0"][:16])
     np.testing.assert_allclose(again, data["x1"][:16], rtol=1e-5, atol=1e-5)
 
-    cfg = load_config("reflow_toy2d", "2rf")
+    cfg = load_config("toy2d_reflow", "2rf")
     small = tiny_config(num_steps=6)
     cfg.model, cfg.train, cfg.eval = small.model, small.train, small.eval
     cfg.data.pairs_dir, cfg.init.workdir = pairs_dir, rf_run

@@ -5,10 +5,10 @@ First train the teacher (the main job) and write its pairs (RK4, 64 NFE, per noi
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
     python -m flowjax.reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=200000
 
-then one of the variants (``configs/reflow_toy2d.py:<variant>``), each initialised from the
+then one of the variants (``configs/toy2d_reflow.py:<variant>``), each initialised from the
 teacher's EMA weights (``init.workdir``) and trained on the pairs (``data.pairs_dir``)::
 
-    python -m flowjax.main --config=configs/reflow_toy2d.py:2rf --workdir=/tmp/toy_2rf \\
+    python -m flowjax.main --config=configs/toy2d_reflow.py:2rf --workdir=/tmp/toy_2rf \\
         --config.data.pairs_dir=/tmp/toy_pairs --config.init.workdir=/tmp/toy
 
 - ``2rf`` (default): Liu et al.'s reflow, ``t ~ U(1e-3, 1)``, L2; sample with Euler.
@@ -32,36 +32,12 @@ import ml_collections
 
 from flowjax.config_files import sibling
 
-VARIANTS = ("2rf", "rfpp", "distill1", "distill2", "distill4")
-
-
-def reflow_objective(c: ml_collections.ConfigDict, variant: str) -> None:
-    """Set ``c.objective`` (and the eval samplers) for a reflow ``variant`` (shared by configs)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown reflow variant {variant!r}; choose one of {VARIANTS}")
-    c.objective.name = "reflow"
-    c.objective.reflow = dict(
-        huber_normalize=False,
-        lpips_weights=ml_collections.config_dict.placeholder(str),
-        lpips_time_weight="inverse",
-        lpips_replace_pooling=True,
-    )
-    c.objective.time_sampler = "uniform,t_min=0.001"  # the official RF code's U(1e-3, 1)
-    c.eval.samplers = ("euler:1", "euler:2", "euler:4", "euler:8", "rk4:64")
-    if variant == "rfpp":
-        c.objective.time_sampler = "u_shaped,a=4"
-        c.objective.loss = "pseudo_huber"
-        c.objective.reflow.huber_normalize = True  # 2-RF++: divide by d, c = 0.00054 d
-    elif variant.startswith("distill"):
-        m = int(variant[len("distill") :])
-        c.objective.time_sampler = f"discrete,num_steps={m}"
-        c.eval.samplers = (f"euler:{m}",)
+common = sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = sibling(__file__, "toy2d_rf").get_config()
-    reflow_objective(c, arg or "2rf")
-    c.optim.lr = 5e-4  # a fine-tune from the teacher
-    c.optim.warmup_steps = 100
+    common.reflow_objective(c, arg or "2rf")
+    common.finetune_optim(c, lr=5e-4, warmup_steps=100)  # a fine-tune from the teacher
     c.train.num_steps = 4000
     return c

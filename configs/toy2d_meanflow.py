@@ -1,6 +1,6 @@
 """MeanFlow on a 2-D toy distribution: one-step generation by regressing average velocities.
 
-    python -m flowjax.main --config=configs/meanflow_toy2d.py --workdir=/tmp/flowjax_mf_toy
+    python -m flowjax.main --config=configs/toy2d_meanflow.py --workdir=/tmp/flowjax_mf_toy
 
 The main job's residual MLP, built as an average-velocity network ``u(x, s, e)`` (it embeds
 ``s`` and raw ``e - s``), trained with the MeanFlow objective for 8000 steps: (s, e) from two
@@ -20,38 +20,16 @@ import ml_collections
 
 from flowjax.config_files import sibling
 
+common = sibling(__file__, "common")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = sibling(__file__, "toy2d_rf").get_config(arg)
-    c.model.time_scale = 1.0  # raw t: the JVP differentiates the network in time
-    c.objective.name = "meanflow"
     # Measured on the checkerboard (1-NFE sliced-Wasserstein): adaptive weight p = 1 (ImageNet's)
     # 0.12 after 2000 steps, 0.18 after 8000 (mode-seeking: samples shrink to the squares'
     # centres); after 4000 steps p = 0.5 0.075, p = 0 (plain squared error) 0.061 with
     # logit-normal(0.4, 1) times and 0.054 with uniform times; 50% e = s rows and
     # logit-normal(0, 1): 0.076.
     # (the logit-normal above: --config.objective.time_sampler=logit_normal,loc=0.4,scale=1)
-    c.objective.time_sampler = "uniform"
-    # Stated so that each field can be overridden on the command line; all are MeanFlow's
-    # defaults except adaptive_p (and time_sampler above).
-    c.objective.meanflow = dict(
-        equal_fraction=0.75,
-        adaptive_p=0.0,
-        adaptive_c=0.01,
-        label_dropout_rows="leading",  # with label dropout: on the e = s rows, as published
-        omega=1.0,
-        kappa=0.0,
-        guidance_interval=None,
-        jvp_all_rows=False,  # True: the JVP over the whole batch, as published (same gradients)
-    )
-    # Dispersive's defaults, with weight 0 (= no dispersive term); stated to be overridable.
-    c.objective.dispersive = dict(
-        weight=0.0,
-        layers=("feature_1",),
-        variant="infonce_l2",
-        tau=1.0,
-        normalize="none",
-        margin=1.0,
-    )
-    c.eval.samplers = ("flowmap:1", "flowmap:2", "flowmap:4")
+    common.meanflow_objective(c)
     return c

@@ -1,7 +1,7 @@
 """FreeFlow on the 2-D toy: a one-step flow map distilled from the main job's teacher, without data.
 
     python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy          # the teacher
-    python -m flowjax.main --config=configs/freeflow_toy2d.py --workdir=/tmp/toy_ff \\
+    python -m flowjax.main --config=configs/toy2d_freeflow.py --workdir=/tmp/toy_ff \\
         --config.init.workdir=/tmp/toy
 
 Student ``f(z, delta) = z + delta F(z, delta)`` (the teacher's MLP with an extra embedding of
@@ -19,32 +19,12 @@ import ml_collections
 
 from flowjax.config_files import sibling
 
-
-def freeflow_objective(c: ml_collections.ConfigDict) -> None:
-    """Set ``c.objective`` and the sampler for FreeFlow (shared by the FreeFlow configs)."""
-    c.objective.name = "freeflow"
-    # FreeFlow's defaults (but the teacher's guidance scale), stated to be overridable; the
-    # samplers are name,k=v specs like objective.time_sampler.
-    c.objective.freeflow = dict(
-        teacher_cfg_scale=c.eval.get("cfg_scale", 1.0),
-        correction_fraction=0.25,
-        delta_sampler="uniform",
-        r_sampler="logit_normal,loc=-0.8,scale=1",
-        weight_power=1.0,
-        weight_eps=1e-3,
-        alpha=1.0,
-        correction_guidance_interval=(0.3, 1.0),
-    )
-    # The student's delta embedding sees raw delta: the objective differentiates in it.
-    c.model.end_time_scale = 1.0
-    c.eval.samplers = ("flowmap:1",)
-    c.eval.cfg_scale = 1.0  # guidance is distilled into the student
+common = sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = sibling(__file__, "toy2d_rf").get_config(arg)
-    freeflow_objective(c)
-    c.optim.lr = 5e-4
-    c.optim.warmup_steps = 100
+    common.freeflow_objective(c)
+    common.finetune_optim(c, lr=5e-4, warmup_steps=100)
     c.train.num_steps = 4000
     return c

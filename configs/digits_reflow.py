@@ -3,10 +3,10 @@
     python -m flowjax.main --config=configs/digits_rf.py --workdir=/tmp/digits       # teacher
     python -m flowjax.reflow --teacher=/tmp/digits --out=/tmp/digits_pairs --num_pairs=20000 \\
         --nfe=32                                  # RK4, with the teacher's CFG scale 2 baked in
-    python -m flowjax.main --config=configs/reflow_digits.py:2rf --workdir=/tmp/digits_2rf \\
+    python -m flowjax.main --config=configs/digits_reflow.py:2rf --workdir=/tmp/digits_2rf \\
         --config.data.pairs_dir=/tmp/digits_pairs --config.init.workdir=/tmp/digits
 
-Variants as in ``configs/reflow_toy2d.py`` (``2rf``, ``rfpp``, ``distill1``, ``distill2``,
+Variants as in ``configs/toy2d_reflow.py`` (``2rf``, ``rfpp``, ``distill1``, ``distill2``,
 ``distill4``). The pairs carry the teacher's guided samples and their labels, so the student
 learns the guided flow directly: it is sampled without CFG (``eval.cfg_scale = 1``) and
 trained without label dropout. ``rfpp`` with ``--config.objective.reflow.lpips_weights=FILE``
@@ -24,15 +24,16 @@ import ml_collections
 from flowjax.config_files import sibling
 from flowjax.spec import parse_spec
 
+common = sibling(__file__, "common")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = sibling(__file__, "digits_rf").get_config()
-    sibling(__file__, "reflow_toy2d").reflow_objective(c, arg or "2rf")
+    common.reflow_objective(c, arg or "2rf")
     c.objective.label_dropout = 0.0
     c.eval.cfg_scale = 1.0
     if parse_spec(c.objective.time_sampler)[0] != "discrete":
         c.eval.samplers = ("euler:1", "euler:2", "euler:4", "heun:64")
-    c.optim.lr = 2e-4
-    c.optim.warmup_steps = 200
+    common.finetune_optim(c, lr=2e-4, warmup_steps=200)
     c.train.num_steps = 3000
     return c

@@ -1,6 +1,6 @@
 """MeanFlow on the digits: class-conditional one-step generation with guidance in the target.
 
-    python -m flowjax.main --config=configs/meanflow_digits.py --workdir=/tmp/digits_mf
+    python -m flowjax.main --config=configs/digits_meanflow.py --workdir=/tmp/digits_mf
 
 The digits U-Net as an average-velocity network (raw time input: the objective differentiates
 the network in time), MeanFlow objective with 10% label dropout and CFG folded into the target
@@ -19,15 +19,14 @@ import ml_collections
 
 from flowjax.config_files import sibling
 
+common = sibling(__file__, "common")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
     c = sibling(__file__, "digits_rf").get_config()
-    toy = sibling(__file__, "meanflow_toy2d").get_config()
-    c.model.time_scale = 1.0
-    c.objective = toy.objective
-    c.objective.label_dropout = 0.1
+    common.meanflow_objective(c)
     c.objective.meanflow.omega = 1.0
     c.objective.meanflow.kappa = 0.5
-    c.eval.samplers = ("flowmap:1", "flowmap:2", "flowmap:4")
     c.eval.cfg_scale = 1.0  # guidance is in the target
     return c
