@@ -17,11 +17,17 @@ parameters as one uncompressed ``.npz`` whose keys are the flax parameter paths 
 - :func:`run_converter`: the command-line plumbing of the ``python -m ...`` converters (input
   files must exist, a ``ValueError`` from the conversion becomes ``ERROR: ...`` and exit
   status 2).
+- :class:`WeightSpec`: one network's weight file as a value (its name, the command that makes
+  the file, how its random test weights are drawn) with what every network does with it
+  written once: a missing file's error, reading, the key / shape / value checks, the atomic
+  write, random weights. Each network supplies only its expected shapes (which it infers from
+  the keys it is given: widths, channel layout) and its own extra checks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import struct
@@ -73,6 +79,12 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
 def few(items: Sequence[str], sep: str = ", ", limit: int = 6) -> str:
     """The first ``limit`` items joined by ``sep`` (and ``...`` if there are more)."""
     return sep.join(items[:limit]) + (f"{sep}..." if len(items) > limit else "")
+
+
+def tree_shapes(tree: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """``{flat key: shape}`` of a nested tree of arrays (or of ``jax.eval_shape``'s
+    ``ShapeDtypeStruct`` leaves): the expected layout of a network's weight file."""
+    return {k: tuple(v.shape) for k, v in flatten(tree).items()}
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -355,3 +367,141 @@ def run_converter(
         return 2
     print(message)
     return 0
+
+
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """``N(0, 2 / fan_in)`` with ``fan_in`` the product of all axes but the last (an HWIO
+    kernel's ``kh kw C_in``, a dense ``[in, out]`` kernel's ``in``): activations keep their
+    scale through ReLU layers."""
+    return rng.standard_normal(shape) * np.sqrt(2.0 / int(np.prod(shape[:-1])))
+
+
+#: A random-weight rule: ``(rng, shape) -> array`` added to a key's initial value.
+Noise = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSpec:
+    """One pretrained network's weight file, and what is done with it, written once.
+
+    The file is a flat ``.npz`` (:func:`flatten`'s keys). A network module keeps one
+    ``WeightSpec`` and supplies only what is its own: the expected ``{key: shape}`` (inferred
+    from the keys it is given, so one spec serves every width) and any further checks.
+
+    Attributes:
+      what: the network as the messages name it (``"VAE"``, ``"Inception"``, ``"LPIPS"``).
+      prefix: the temporary-file prefix of :meth:`save` (``.<prefix>.*.tmp``).
+      convert: the command that makes a weight file, ``{out}`` standing for its path.
+      example_out: the output path the error messages show in ``convert``.
+      make_file: what the missing-file error advises after "flowjax never downloads
+        weights; ", ``{command}`` standing for ``convert`` with the missing path.
+      wrong_keys: the error for a dict with missing or unexpected keys, ``{keys}`` standing
+        for "N missing keys (...) and M unexpected keys (...)" and ``{command}`` for
+        ``convert`` with ``example_out``.
+      read_hint: what follows an unreadable file's error (default ``"."``), ``{command}`` as
+        in ``wrong_keys``.
+      noise: the random-weight rules, ``(key suffix, rule)`` pairs, the first matching suffix
+        wins (``""`` matches every key; a key no rule matches keeps its initial value).
+    """
+
+    what: str
+    prefix: str
+    convert: str
+    example_out: str
+    make_file: str
+    wrong_keys: str
+    read_hint: str = ""
+    noise: tuple[tuple[str, Noise], ...] = ()
+
+    def command(self, out: str | os.PathLike | None = None) -> str:
+        """The converter command writing ``out`` (default ``example_out``)."""
+        return self.convert.format(out=self.example_out if out is None else os.fspath(out))
+
+    def require_file(self, path: str | os.PathLike) -> str:
+        """``path`` as a string, or a ``FileNotFoundError`` saying how to make the file."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            advice = self.make_file.format(command=self.command(path))
+            raise FileNotFoundError(
+                f"{self.what} weight file {path!r} does not exist. flowjax never downloads "
+                f"weights; {advice}"
+            )
+        return path
+
+    def read(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
+        """The arrays of the weight file at ``path``, unchecked (:func:`read_npz`'s errors)."""
+        path = self.require_file(path)
+        return read_npz(path, self.what, self.read_hint.format(command=self.command()))
+
+    def check_mapping(self, weights: Any) -> Mapping[str, Any]:
+        if not isinstance(weights, Mapping):
+            raise ValueError(
+                f"{self.what} weights must be a mapping of key -> array, got {type(weights)}."
+            )
+        return weights
+
+    def check(
+        self,
+        weights: Mapping[str, Any],
+        expected: Mapping[str, tuple[int, ...]],
+        shape_context: str = "",
+    ) -> dict[str, np.ndarray]:
+        """A float32 copy of ``weights`` holding exactly the keys and shapes of ``expected``.
+
+        Raises a ``ValueError`` naming the missing / unexpected keys (``wrong_keys``), the
+        keys of the wrong shape (``shape_context`` is said after "wrong shapes", e.g. the
+        widths they were expected for), a non-real array, or one holding NaN or inf.
+        """
+        weights = self.check_mapping(weights)
+        missing = [k for k in expected if k not in weights]
+        unexpected = sorted(set(weights) - set(expected))
+        if missing or unexpected:
+            parts = [f"{len(missing)} missing keys ({few(missing)})"] if missing else []
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
+            raise ValueError(
+                self.wrong_keys.format(keys=" and ".join(parts), command=self.command())
+            )
+        wrong = [
+            f"{k}: {tuple(np.shape(weights[k]))} (expected {s})"
+            for k, s in expected.items()
+            if tuple(np.shape(weights[k])) != tuple(s)
+        ]
+        if wrong:
+            raise ValueError(
+                f"{self.what} weights have wrong shapes{shape_context}: {few(wrong, '; ')}."
+            )
+        clean = {}
+        for k in expected:
+            a = np.asarray(weights[k])
+            if a.dtype.kind not in "fiu" and a.dtype.name != "bfloat16":
+                raise ValueError(
+                    f"{self.what} weight {k} must be a real array, got dtype {a.dtype}."
+                )
+            a = a.astype(np.float32)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{self.what} weight {k} contains NaN or inf.")
+            clean[k] = a
+        return clean
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        clean: Mapping[str, np.ndarray],
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> str:
+        """Write checked weights (plus ``extra`` entries, e.g. settings) as an uncompressed
+        ``.npz`` atomically (:func:`save_npz`); returns the path written."""
+        return save_npz(path, {**clean, **(extra or {})}, self.prefix)
+
+    def random(self, initial: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
+        """Random weights for tests and smoke runs: ``initial[k]`` (an array, or a shape for
+        zeros) plus the first matching ``noise`` rule's draw, float32; one NumPy
+        ``default_rng(seed)`` drawn in key order."""
+        rng = np.random.default_rng(seed)
+        out = {}
+        for k, v in initial.items():
+            a = np.zeros(v) if isinstance(v, tuple) else np.asarray(v)
+            rule = next((r for suffix, r in self.noise if k.endswith(suffix)), None)
+            out[k] = (a if rule is None else a + rule(rng, a.shape)).astype(np.float32)
+        return out

@@ -24,6 +24,7 @@ from flowjax.data.base import (
 from flowjax.data.digits import DIGITS_NAME, builder_class, prepare_digits
 from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
+from flowjax.data.feature_metrics import register_feature_metric
 from flowjax.data.image_folder import ImageFolder, ImageFolderSource, center_crop, open_images
 from flowjax.data.pairs import (
     PairSource,
@@ -52,7 +53,6 @@ from flowjax.data.tfds_pipeline import (
     how_to_prepare,
     load_split_array,
     open_source,
-    register_feature_metric,
     register_local_builder,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy

@@ -26,7 +26,7 @@ to 8-bit grey (``channels=1``). :func:`center_crop` (ADM's ``center_crop_arr``, 
 is :meth:`BatchOrder.flips` of the stream position, as in the tfds pipeline; pixels are scaled
 as there, ``x / 127.5 - 1`` in ``[-1, 1]``.
 
-Order, resumption and sharding are :class:`~flowjax.data.tfds_pipeline.BatchOrder`'s: global
+Order, resumption and sharding are :class:`~flowjax.data.batch_order.BatchOrder`'s: global
 batch ``k`` is a pure function of ``(seed, k)``, so ``iterator(start_step=k)`` resumes exactly,
 and process ``i`` of ``P`` reads rows ``[i b, (i + 1) b)`` of every global batch.
 
@@ -48,7 +48,8 @@ import numpy as np
 from PIL import Image
 
 from flowjax.data.base import held_out_split
-from flowjax.data.tfds_pipeline import Batch, BatchOrder, open_source
+from flowjax.data.batch_order import Batch, BatchOrder
+from flowjax.data.tfds_pipeline import open_source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test", "all")
@@ -345,7 +346,7 @@ class ImageFolderSource:
       path: the folder.
       resolution: ``R``, the side of the square training images.
       batch_size, seed, shard_index, shard_count: the global batch, the order's seed and this
-        process's place (:class:`~flowjax.data.tfds_pipeline.BatchOrder`).
+        process's place (:class:`~flowjax.data.batch_order.BatchOrder`).
       eval_path, eval_fraction: the held-out images (see above).
       channels: 3 (RGB) or 1 (grey).
       class_subfolders: top-level subfolders are classes.

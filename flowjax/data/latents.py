@@ -38,7 +38,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from flowjax.data import shards
-from flowjax.data.tfds_pipeline import BatchOrder, DatasetNotFoundError
+from flowjax.data.batch_order import BatchOrder
+from flowjax.data.tfds_pipeline import DatasetNotFoundError
 
 LATENTS_DATASET_NAME = "latents"
 LATENTS_MANIFEST = "latents_manifest.json"
@@ -234,7 +235,7 @@ class LatentSource:
     Batches ``{"x1": float32 [b, h, w, c], "label": int32 [b]}``; in posterior mode ``x1 =
     mean_y + std_y * eps`` with ``eps`` a pure function of ``(seed, stream position)``, so batch
     ``k`` is a pure function of ``(seed, k)`` and resuming is exact. The order and sharding are
-    :class:`~flowjax.data.tfds_pipeline.BatchOrder`'s. ``eval_array(n)`` returns the posterior
+    :class:`~flowjax.data.batch_order.BatchOrder`'s. ``eval_array(n)`` returns the posterior
     means of the first ``n`` rows of the held-out set ``<data_dir>/heldout`` (latents, not
     pixels: decode them to compare images), never training rows.
     """

@@ -50,9 +50,10 @@ from flowjax.data.base import (
     held_out_split,
     step_iterator,
 )
+from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.data.image_folder import ImageFolderSource, folder_name
 from flowjax.data.pairs import PairSource
-from flowjax.data.tfds_pipeline import ImageDataset, feature_metric_for, load_split_array
+from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
 from flowjax.registry import Registry
 
 

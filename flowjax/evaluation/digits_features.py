@@ -56,7 +56,7 @@ import optax
 from flowjax import console
 from flowjax.data.digits import DIGITS_NAME
 from flowjax.data.digits_arrays import IMAGE_SHAPE, NUM_CLASSES, load_digits_numpy
-from flowjax.data.tfds_pipeline import register_feature_metric
+from flowjax.data.feature_metrics import register_feature_metric
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 
 __all__ = [

@@ -50,12 +50,12 @@ import numpy as np
 
 from flowjax.evaluation.lpips import resize_bilinear
 from flowjax.weight_files import (
-    flatten,
-    read_npz,
+    WeightSpec,
+    he_normal,
     read_state_dict,
     run_converter,
-    save_npz,
     to_numpy,
+    tree_shapes,
     unflatten,
 )
 
@@ -74,8 +74,30 @@ Array = jax.Array
 BN_EPS = 1e-3
 NUM_CLASSES = 1008
 INPUT_SIZE = 299
-_CONVERT_COMMAND = (
-    "python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth --out={out}"
+SPEC = WeightSpec(
+    what="Inception",
+    prefix="inception",
+    convert=(
+        "python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth "
+        "--out={out}"
+    ),
+    example_out="inception_fid.npz",
+    make_file=(
+        "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth once (needs torch) with\n"
+        "    {command}"
+    ),
+    wrong_keys=(
+        "these are not FID InceptionV3 weights: {keys}. Expected keys like "
+        "Conv2d_1a_3x3/conv/kernel, Mixed_7c_branch_pool/var, fc/kernel (torch: "
+        "Conv2d_1a_3x3.conv.weight, ...); convert pytorch-fid's file with `{command}`."
+    ),
+    # He-normal kernels, BatchNorm statistics near (0, 1), small biases.
+    noise=(
+        ("/kernel", he_normal),
+        ("/var", lambda rng, shape: rng.uniform(0.5, 1.5, shape)),
+        ("/scale", lambda rng, shape: 1.0 + 0.1 * rng.standard_normal(shape)),
+        ("", lambda rng, shape: 0.1 * rng.standard_normal(shape)),
+    ),
 )
 
 
@@ -234,42 +256,18 @@ def weight_shapes(width_div: int = 1, num_classes: int = NUM_CLASSES) -> dict[st
     net = InceptionNet(width_div=width_div, num_classes=num_classes)
     x = jax.ShapeDtypeStruct((1, 80, 80, 3), jnp.float32)
     init = lambda x_: net.init(jax.random.PRNGKey(0), x_)["params"]
-    return {k: tuple(v.shape) for k, v in flatten(jax.eval_shape(init, x)).items()}
+    return tree_shapes(jax.eval_shape(init, x))
 
 
 def check_weights(weights: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int, int]:
     """Validate a flat weight dict: ``(float32 copy, width_div, num_classes)`` or a
     ``ValueError`` naming the missing / unexpected keys."""
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"Inception weights must be a mapping, got {type(weights)}.")
+    weights = SPEC.check_mapping(weights)
     first = np.shape(weights.get("Conv2d_1a_3x3/conv/kernel", ()))
     width_div = 32 // int(first[-1]) if len(first) == 4 and first[-1] else 1
     fc = np.shape(weights.get("fc/kernel", ()))
     num_classes = int(fc[-1]) if len(fc) == 2 else NUM_CLASSES
-    expected = weight_shapes(max(width_div, 1), num_classes)
-    missing = [k for k in expected if k not in weights]
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing keys ({', '.join(missing[:5])}, ...)"] if missing else []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:5])}, ...)")
-        raise ValueError(
-            "these are not FID InceptionV3 weights: " + " and ".join(parts) + ". Expected keys "
-            "like Conv2d_1a_3x3/conv/kernel, Mixed_7c_branch_pool/var, fc/kernel (torch: "
-            "Conv2d_1a_3x3.conv.weight, ...); convert pytorch-fid's file with "
-            f"`{_CONVERT_COMMAND.format(out='inception_fid.npz')}`."
-        )
-    wrong = [
-        f"{k}: {tuple(np.shape(weights[k]))} (expected {s})"
-        for k, s in expected.items()
-        if tuple(np.shape(weights[k])) != s
-    ]
-    if wrong:
-        raise ValueError(f"Inception weights have wrong shapes: {'; '.join(wrong[:5])}.")
-    clean = {k: np.asarray(weights[k], np.float32) for k in expected}
-    bad = [k for k, a in clean.items() if not np.all(np.isfinite(a))]
-    if bad:
-        raise ValueError(f"Inception weights {bad[:5]} contain NaN or inf.")
+    clean = SPEC.check(weights, weight_shapes(max(width_div, 1), num_classes))
     return clean, width_div, num_classes
 
 
@@ -306,39 +304,20 @@ def convert_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndar
 def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
     """Validate ``weights`` and write them as an ``.npz`` atomically; returns the path."""
     clean, _, _ = check_weights(weights)
-    return save_npz(path, clean, "inception")
+    return SPEC.save(path, clean)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Inception weight file {path!r} does not exist. flowjax never downloads weights; "
-            "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth once (needs torch) with\n"
-            f"    {_CONVERT_COMMAND.format(out=path)}"
-        )
-    flat = read_npz(path, "Inception")
-    return check_weights(flat)[0]
+    """Read and validate a weight ``.npz`` (float32 arrays), or a ``FileNotFoundError`` saying
+    how to make it, a ``ValueError`` naming what is wrong with it."""
+    return check_weights(SPEC.read(path))[0]
 
 
 def random_weights(
     seed: int = 0, width_div: int = 1, num_classes: int = NUM_CLASSES
 ) -> dict[str, np.ndarray]:
     """Random weights (He-normal kernels, BatchNorm statistics near (0, 1)); tests only."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, shape in weight_shapes(width_div, num_classes).items():
-        if k.endswith("/kernel"):
-            fan_in = int(np.prod(shape[:-1]))
-            a = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        elif k.endswith("/var"):
-            a = rng.uniform(0.5, 1.5, shape)
-        elif k.endswith("/scale"):
-            a = 1.0 + 0.1 * rng.standard_normal(shape)
-        else:
-            a = 0.1 * rng.standard_normal(shape)
-        out[k] = a.astype(np.float32)
-    return out
+    return SPEC.random(weight_shapes(width_div, num_classes), seed)
 
 
 @flax.struct.dataclass

@@ -8,7 +8,7 @@ from ml_collections import ConfigDict
 
 from flowjax import data as data_lib
 from flowjax.data import ArrayFileSource, ArraySource, RecordedShapeSource, TfdsImageSource
-from flowjax.data.tfds_pipeline import feature_metric_for
+from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.evaluation import digits_features
 from flowjax.training.evaluate import Evaluator
 

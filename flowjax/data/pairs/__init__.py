@@ -24,7 +24,7 @@ On-disk layout of ``out_dir`` (``S = ceil(num_pairs / shard_size)`` shards)::
 Each record is one pair ``{"x0": float32 [*element_shape], "x1": float32 [*element_shape],
 "label": int64 []}`` (``label`` only when ``num_classes`` is given), stored in global row order.
 
-Training (:class:`PairSource`) reads the pairs in the order of :mod:`flowjax.data.tfds_pipeline`
+Training (:class:`PairSource`) reads the pairs in the order of :mod:`flowjax.data.batch_order`
 (a fresh permutation per epoch, global batch ``k`` a pure function of ``(seed, k)``), with the
 source contract of :class:`flowjax.data.base.DataSource`.
 

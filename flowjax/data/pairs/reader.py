@@ -14,13 +14,14 @@ import numpy as np
 
 from flowjax.data import shards
 from flowjax.data.base import BatchLayout
+from flowjax.data.batch_order import Batch, BatchOrder
 from flowjax.data.pairs.manifest import (
     PAIRS_DATASET_NAME,
     PAIRS_MANIFEST,
     PAIRS_SPLIT,
     read_manifest,
 )
-from flowjax.data.tfds_pipeline import Batch, BatchOrder, DatasetNotFoundError
+from flowjax.data.tfds_pipeline import DatasetNotFoundError
 
 IN_MEMORY_BYTES = 1 << 30  # PairSource reads smaller pair sets into RAM
 
@@ -103,7 +104,7 @@ class PairSource:
     (``label`` only for conditional pairs), ``b = batch_size // shard_count``; a pair's ``x0``
     and ``x1`` (and label) always stay in the same row. The order is that of
     :class:`~flowjax.data.ImageDataset` (shared through
-    :class:`~flowjax.data.tfds_pipeline.BatchOrder`): epoch ``e`` is a fresh permutation of
+    :class:`~flowjax.data.batch_order.BatchOrder`): epoch ``e`` is a fresh permutation of
     the ``N`` pairs (a Philox permutation per epoch), global batch ``k``
     is stream positions ``[k*B, (k+1)*B)`` and process ``i`` gets rows ``[i*b, (i+1)*b)``. So
     batch ``k`` is a pure function of ``(seed, k)``, ``iterator(start_step=k)`` resumes

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.weight_files import few, read_npz, save_npz
+from flowjax.weight_files import WeightSpec, he_normal
 
 __all__ = [
     "LPIPS",
@@ -361,13 +361,35 @@ class LPIPS:
 # Weight files
 # ---------------------------------------------------------------------------------------------
 
-_CONVERT_COMMAND = "python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}"
+_NOT_LPIPS = (
+    "This does not look like a flowjax LPIPS weight file; torch checkpoints are converted with "
+    "`{command}`."
+)
+SPEC = WeightSpec(
+    what="LPIPS",
+    prefix="lpips",
+    convert="python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}",
+    example_out="lpips_vgg16.npz",
+    make_file=(
+        "make the file once (needs torch, for this step only) with\n    {command}\n"
+        "from torchvision's ImageNet VGG16 weights (vgg16-397923af.pth, the state dict of "
+        'torchvision.models.vgg16(weights="IMAGENET1K_V1")) and the lpips package\'s '
+        "weights/v0.1/vgg.pth (pip install lpips; it sits in the installed package directory)."
+    ),
+    wrong_keys="LPIPS weights have {keys}. " + _NOT_LPIPS,
+    # He-normal kernels (``std = sqrt(2 / (9 C_in))``), biases ``N(0, 0.05^2)``, lin weights
+    # uniform in ``[0, 1)``.
+    noise=(
+        ("/kernel", he_normal),
+        ("/bias", lambda rng, shape: 0.05 * rng.standard_normal(shape)),
+        ("", lambda rng, shape: rng.uniform(size=shape)),
+    ),
+)
 
 
 def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """Validate a weight dict; returns ``(float32 copy, widths)`` or raises ``ValueError``."""
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"weights must be a mapping of key -> array, got {type(weights)}.")
+    weights = SPEC.check_mapping(weights)
     lin_shapes = {}
     for k in range(len(STAGE_DEPTHS)):
         if f"lin{k}" in weights:
@@ -379,40 +401,13 @@ def _check_weights(weights) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     else:
         widths = None
     expected = weight_shapes(widths if widths is not None else VGG16_WIDTHS)
-    missing = [key for key in expected if key not in weights]
-    unexpected = sorted(set(weights) - set(expected))
-    hint = (
-        " This does not look like a flowjax LPIPS weight file; torch checkpoints are converted "
-        f"with `{_CONVERT_COMMAND.format(out='lpips_vgg16.npz')}`."
-    )
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing keys ({few(missing)})"] if missing else []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
-        raise ValueError("LPIPS weights have " + " and ".join(parts) + "." + hint)
-    if widths is None:
+    if widths is None and set(weights) == set(expected):  # the keys are right, the lin not
         raise ValueError(
             "LPIPS weights lin0..lin4 must be vectors [C_k] of the five stage widths, got shapes "
-            f"{[lin_shapes[k] for k in sorted(lin_shapes)]}." + hint
+            f"{[lin_shapes[k] for k in sorted(lin_shapes)]}. "
+            + _NOT_LPIPS.format(command=SPEC.command())
         )
-    wrong = [
-        f"{key}: {np.shape(weights[key])} (expected {shape})"
-        for key, shape in expected.items()
-        if tuple(np.shape(weights[key])) != shape
-    ]
-    if wrong:
-        raise ValueError(
-            f"LPIPS weights have wrong shapes for stage widths {widths}: {few(wrong, '; ')}."
-        )
-    clean = {}
-    for key in expected:
-        a = np.asarray(weights[key])
-        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-            raise ValueError(f"LPIPS weight {key} must be a real float array, got {a.dtype}.")
-        a = a.astype(np.float32)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"LPIPS weight {key} contains NaN or inf.")
-        clean[key] = a
+    clean = SPEC.check(weights, expected, f" for stage widths {widths}")
     for k in range(len(widths)):
         if np.any(clean[f"lin{k}"] < 0):
             raise ValueError(
@@ -427,19 +422,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises ``FileNotFoundError`` (with how to make the file) or ``ValueError``.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"LPIPS weight file {path!r} does not exist. flowjax never downloads weights; make "
-            "the file once (needs torch, for this step only) with\n"
-            f"    {_CONVERT_COMMAND.format(out=path)}\n"
-            "from torchvision's ImageNet VGG16 weights (vgg16-397923af.pth, the state dict of "
-            'torchvision.models.vgg16(weights="IMAGENET1K_V1")) and the lpips package\'s '
-            "weights/v0.1/vgg.pth (pip install lpips; it sits in the installed package "
-            "directory)."
-        )
-    weights = read_npz(path, "LPIPS")
-    return _check_weights(weights)[0]
+    return _check_weights(SPEC.read(path))[0]
 
 
 def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
@@ -449,7 +432,7 @@ def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> str:
     a temporary name in the same directory and then renamed, so a reader never sees half a file.
     """
     clean, _ = _check_weights(weights)
-    return save_npz(path, clean, "lpips")
+    return SPEC.save(path, clean)
 
 
 def random_weights(seed: int = 0, widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, np.ndarray]:
@@ -459,14 +442,4 @@ def random_weights(seed: int = 0, widths: Sequence[int] = VGG16_WIDTHS) -> dict[
     the 13 layers), biases ``N(0, 0.05^2)``, lin weights uniform in ``[0, 1)``; NumPy
     ``default_rng(seed)``.
     """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for key, shape in weight_shapes(widths).items():
-        if key.endswith("/kernel"):
-            a = rng.normal(size=shape) * np.sqrt(2.0 / (9 * shape[2]))
-        elif key.endswith("/bias"):
-            a = rng.normal(size=shape) * 0.05
-        else:
-            a = rng.uniform(size=shape)
-        out[key] = a.astype(np.float32)
-    return out
+    return SPEC.random(weight_shapes(widths), seed)
