@@ -24,7 +24,8 @@ import numpy as np
 
 from flowjax import data as data_lib
 from flowjax import solvers
-from flowjax.solvers import bespoke, boss
+from flowjax.solvers import boss
+from flowjax.solvers.learned import bespoke
 from flowjax.time import grids
 from flowjax.training import accounting
 from flowjax.training.evaluate import Evaluator, eval_spec_label, parse_eval_spec, sampler_label

@@ -30,7 +30,7 @@ from flowjax import console, evaluation, plotting, solvers
 from flowjax import data as data_lib
 from flowjax.evaluation import fid
 from flowjax.parallel import multihost
-from flowjax.solvers import bespoke
+from flowjax.solvers.learned import bespoke
 from flowjax.time import grids
 from flowjax.velocity import make_velocity_fn
 
