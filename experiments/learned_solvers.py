@@ -47,7 +47,8 @@ import numpy as np
 from solver_sweep import gmm_problem, model_problem  # the sibling script
 
 from flowjax import solvers
-from flowjax.solvers import bespoke, learned
+from flowjax.solvers import learned
+from flowjax.solvers.learned import bespoke
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -89,7 +89,8 @@ def calibrate_run(
 
     from flowjax import solvers
     from flowjax.sampling import load_run
-    from flowjax.solvers import bespoke, learned
+    from flowjax.solvers import learned
+    from flowjax.solvers.learned import bespoke
     from flowjax.velocity import make_velocity_fn
 
     kind, base = bespoke.split_name(solver_name)

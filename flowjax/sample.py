@@ -64,9 +64,8 @@ flags.DEFINE_string(
     "sampler",
     None,
     "A full sampler string as in config.eval.samplers (replaces --solver/--nfe/--grid): "
-    "per-segment settings of a blockwise model joined by '|' ('euler:2|heun:4') and options "
-    "after '@' ('euler:8@frn': Feature Residual Approximation; '@full': features at every step; "
-    "'euler:40@tau=0.7,phases=1/1': a decomposable model's stage thresholds and NFE split).",
+    "'solver:nfe[:grid]', one per segment joined by '|' and options after '@' where the run's "
+    "objective declares them (e.g. 'euler:2|heun:4', 'euler:8@frn', 'euler:40@tau=0.7').",
 )
 flags.mark_flags_as_required(["workdir"])
 

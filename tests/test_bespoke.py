@@ -1,4 +1,4 @@
-"""Bespoke non-stationary coefficients (flowjax.solvers.bespoke): at initialisation they
+"""Bespoke non-stationary coefficients (flowjax.solvers.learned.bespoke): at initialisation they
 reproduce every base solver to 1e-12 (float64), they are consistent (exact on straight flows
 for any parameters), learning helps on the Gaussian closed form, and they store and reload."""
 
@@ -10,7 +10,8 @@ import pytest
 from flowjax import solvers
 from flowjax.config_files import load_config
 from flowjax.exact_fields import GaussianMixtureField
-from flowjax.solvers import bespoke, learned
+from flowjax.solvers import learned
+from flowjax.solvers.learned import bespoke
 from flowjax.time import grids
 from tests import gaussian_fixture as gf
 from tests.tolerance import EPS32

@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "flowjax.search.run",
     "flowjax.calibrate",
     "flowjax.solvers.learned",
-    "flowjax.solvers.bespoke",
+    "flowjax.solvers.learned.bespoke",
     "flowjax.reflow",
     "flowjax.data.pairs",
     "flowjax.score",

@@ -38,10 +38,15 @@ The hooks :class:`flowjax.training.Experiment` reads, each with a typed default 
   x, t, cond, **extra)`` is the network with the evaluation's classifier-free guidance; keyword
   ``extra`` arguments are passed to the network (array values per row, duplicated for the two
   CFG halves; ``method=...`` calls another module method, unguided) and ``velocity.guidance``
-  is ``(scale, null_label)`` or ``None``. A flow made of segments may also take ``solver``,
-  ``nfe`` and ``grid_spec`` as tuples (one per segment, from ``"a|b"`` sampler strings) and
-  keyword options (``frn=True`` from ``"...@frn"``); ``run.network_calls`` (evaluations per
-  sample by kind, e.g. ``{"full": nfe}``) prices the sampler's inference FLOPs.
+  is ``(scale, null_label)`` or ``None``. ``run.network_calls`` (evaluations per sample by kind,
+  e.g. ``{"full": nfe}``) prices the sampler's inference FLOPs.
+- ``sampler_options`` (empty): the ``@`` options of sampler strings this objective's
+  ``make_sampler`` takes, ``name -> flowjax.solvers.spec.SamplerOption(keyword, value, help)``:
+  a flag sets ``keyword=value`` (``"euler:8@frn"`` -> ``frn=True``), a value option passes its
+  numbers (``"euler:40@tau=0.7"`` -> ``thresholds=(0.7,)``). Any other option is refused with
+  a one-line error listing these (:meth:`sampler_keywords`), before anything is sampled.
+- ``segmented_sampler`` (False): ``make_sampler`` also takes ``solver``, ``nfe`` and
+  ``grid_spec`` as tuples, one per segment (``"euler:2|heun:4"`` sampler strings).
 
 Adding an objective is one file (a subclass of :class:`Objective`) and one line in
 :data:`flowjax.objectives.registry.OBJECTIVES` (or a call to
@@ -51,10 +56,14 @@ Adding an objective is one file (a subclass of :class:`Objective`) and one line 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
+
+from flowjax.solvers import spec as sampler_spec
 
 Array = jax.Array
 ApplyFn = Callable[..., Array]
@@ -69,6 +78,8 @@ class Objective:
     data_free: ClassVar[bool] = False
     frozen: ClassVar[tuple[str, ...]] = ()
     batch_keys: ClassVar[tuple[str, ...]] = ("x1",)
+    sampler_options: ClassVar[Mapping[str, sampler_spec.SamplerOption]] = MappingProxyType({})
+    segmented_sampler: ClassVar[bool] = False
 
     def loss_fn(
         self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
@@ -98,6 +109,20 @@ class Objective:
         ``None`` for the standard single-flow sampler (the default)."""
         del velocity, solver, nfe, grid_spec
         return None
+
+    def sampler_keywords(
+        self, pieces: list[sampler_spec.Piece], options: sampler_spec.Options
+    ) -> dict[str, Any]:
+        """The keywords of :meth:`make_sampler` for a parsed sampler string's options
+        (:func:`flowjax.solvers.spec.parse_eval_spec`), checked against
+        :attr:`sampler_options` and :attr:`segmented_sampler` (a one-line error otherwise)."""
+        return sampler_spec.sampler_keywords(
+            pieces,
+            options,
+            self.sampler_options,
+            segmented=self.segmented_sampler,
+            owner=f"objective {type(self).__name__}",
+        )
 
 
 def check_same_structure(given: Any, expected: Any) -> None:

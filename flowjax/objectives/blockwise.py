@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,7 @@ from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.objectives import guidance, losses
 from flowjax.objectives.base import ApplyFn, Metrics, Objective, check_same_structure
 from flowjax.objectives.flow_matching import binned_means
+from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids
 
 Array = jax.Array
@@ -114,7 +116,17 @@ class BlockwiseFlowMatching(Objective):
       loss: per-row velocity premetric (default ``losses.L2()``: mean squared error).
       num_classes, label_dropout: class conditioning and CFG label dropout.
       stage: ``"velocity"`` (train R_phi, P, every V_k) or ``"frn"`` (train G_psi only).
+
+    Sampler strings (:meth:`make_sampler`): one ``solver:nfe[:grid]`` per segment joined by
+    ``|``, and ``@frn`` / ``@full`` (features from the FRN, or the feature network at every
+    step).
     """
+
+    segmented_sampler: ClassVar[bool] = True
+    sampler_options: ClassVar[Mapping[str, SamplerOption]] = {
+        "frn": SamplerOption("frn", True, "Feature Residual Approximation"),
+        "full": SamplerOption("frn", False, "the feature network at every step"),
+    }
 
     boundaries: tuple[float, ...] = (0.0, 0.5, 1.0)
     align_weight: float = 0.0

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,7 @@ from flowjax import pyramid, solvers, spec
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.objectives import guidance
 from flowjax.objectives.base import ApplyFn, Metrics, Objective
+from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids, laws
 
 Array = jax.Array
@@ -84,7 +86,15 @@ class DecomposableFlowMatching(Objective):
         for 2 stages, equal shares otherwise).
       num_classes: class-conditional network with null class ``num_classes``, or ``None``.
       label_dropout: probability of replacing a label by the null label (CFG training).
+
+    Sampler strings (:meth:`make_sampler`) set the thresholds and the NFE split at sampling
+    time: ``"euler:40@tau=0.7,phases=1/1"``.
     """
+
+    sampler_options: ClassVar[Mapping[str, SamplerOption]] = {
+        "tau": SamplerOption("thresholds", help="the stage thresholds, one per stage but the last"),
+        "phases": SamplerOption("phase_weights", help="the NFE share of each sampling phase"),
+    }
 
     num_stages: int = 2
     stage_probs: tuple[float, ...] | None = None

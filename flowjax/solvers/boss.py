@@ -40,7 +40,7 @@ from flowjax import console
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, sample
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP
 from flowjax.solvers.euler import Euler
-from flowjax.solvers.schedule_store import JsonScheduleStore
+from flowjax.solvers.learned.store import JsonScheduleStore, StoredSchedule
 from flowjax.time import grids
 
 Array = jax.Array
@@ -201,7 +201,7 @@ def path_cost(costs: np.ndarray, indices) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class BossSchedule:
+class BossSchedule(StoredSchedule):
     """A K-step grid chosen by BOSS, with how it was made.
 
     Attributes:
@@ -230,10 +230,6 @@ class BossSchedule:
         return len(self.times) - 1
 
     @property
-    def grid(self) -> np.ndarray:
-        return grids.validate_grid(np.asarray(self.times, np.float64))
-
-    @property
     def key(self) -> str:
         return schedule_key(
             self.solver,
@@ -243,9 +239,6 @@ class BossSchedule:
             self.reference,
             self.step,
         )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> BossSchedule:
@@ -329,7 +322,7 @@ class ScheduleStore(JsonScheduleStore):
     The key records the costed solver, K, the fine grid N, the calibration size M, the
     reference integrator and the checkpoint step, so a schedule is reused only for the model
     and setting it was computed for. Reading, atomic writing and ``get_or_compute`` are
-    :class:`~flowjax.solvers.schedule_store.JsonScheduleStore`'s.
+    :class:`~flowjax.solvers.learned.store.JsonScheduleStore`'s.
     """
 
     entry_type = BossSchedule

@@ -18,7 +18,6 @@ fixed labels), so numbers at different steps are comparable.
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
@@ -30,99 +29,12 @@ from flowjax import console, evaluation, plotting, solvers
 from flowjax import data as data_lib
 from flowjax.evaluation import fid
 from flowjax.parallel import multihost
-from flowjax.solvers import bespoke
+from flowjax.solvers.learned import bespoke
+from flowjax.solvers.spec import eval_spec_label, parse_eval_spec, sampler_keywords
 from flowjax.time import grids
 from flowjax.velocity import make_velocity_fn
 
-
-def parse_sampler_spec(spec: str) -> tuple[str, int, str]:
-    """``"heun:8"`` -> ``("heun", 8, "uniform")``, ``"dpm++2m:8:logsnr"`` ->
-    ``("dpm++2m", 8, "logsnr")``, with a clear error for anything else; the grid part is a
-    :func:`flowjax.time.grids.parse_grid_spec` spec (``"heun:8:shifted,alpha=3"``)."""
-    name, sep, rest = str(spec).partition(":")
-    nfe, _, grid = rest.partition(":")
-    if not sep or not nfe.strip().isdigit() or not name.strip():
-        raise ValueError(
-            f"eval sampler {spec!r} must look like 'solver:nfe' or 'solver:nfe:grid', e.g. "
-            "'euler:4' or 'dpm++2m:8:logsnr'"
-        )
-    grid = grid.strip() or "uniform"
-    grids.parse_grid_spec(grid)  # a grid part in the name,k=v form (or times), checked now
-    return name.strip(), int(nfe), grid
-
-
-def sampler_label(name: str, nfe: int, grid: str = "uniform") -> str:
-    """Metric label of a sampler setting: ``euler_nfe4``, ``dpm++2m_nfe8_logsnr``."""
-    label = f"{name}_nfe{nfe}"
-    return label if grid == "uniform" else f"{label}_{grid.replace(',', '_').replace('=', '')}"
-
-
 IS_SPLITS = 10  # Inception Score splits of the evaluator (the papers' 10)
-SAMPLER_OPTIONS = {"frn": {"frn": True}, "full": {"frn": False}}
-# Options with values (``@tau=0.7``, ``@phases=1/1``; several values joined by ``/``): the
-# keyword of the objective's sampler they set, and their label in metric names.
-VALUE_OPTIONS = {"tau": "thresholds", "phases": "phase_weights"}
-
-
-def _value_option(opt: str, spec: str) -> dict[str, Any]:
-    key, _, text = opt.partition("=")
-    key = key.strip()
-    if key not in VALUE_OPTIONS:
-        raise ValueError(
-            f"unknown sampler option {opt!r} in {spec!r}; options: {sorted(SAMPLER_OPTIONS)} "
-            f"and {[k + '=...' for k in VALUE_OPTIONS]} (e.g. 'euler:8@frn', 'euler:40@tau=0.7')"
-        )
-    try:
-        values = tuple(float(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(
-            f"sampler option {opt!r} in {spec!r} needs numbers joined by '/' "
-            f"(e.g. '{key}=0.7' or '{key}=0.7/0.9')"
-        ) from None
-    return {VALUE_OPTIONS[key]: values}
-
-
-def parse_eval_spec(spec: str) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
-    """A sampler string with per-segment settings and options: ``(pieces, options)``.
-
-    ``"euler:8"`` -> ``([("euler", 8, "uniform")], {})``; pieces joined by ``|`` give one
-    setting per segment of a blockwise model (``"euler:2|heun:4"``); ``@frn`` / ``@full``
-    choose the blockwise sampler's features (Feature Residual Approximation, or the feature
-    network at every step): ``"euler:8@frn"`` -> ``([("euler", 8, "uniform")], {"frn": True})``;
-    ``@tau=0.7`` / ``@phases=1/1`` set a decomposable model's stage thresholds / the NFE split
-    over its phases at sampling time: ``"euler:40@tau=0.7"`` -> ``{"thresholds": (0.7,)}``.
-    """
-    body, sep, opts = str(spec).partition("@")
-    options: dict[str, Any] = {}
-    if sep:
-        for opt in (o.strip() for o in opts.split(",")):
-            if opt in SAMPLER_OPTIONS:
-                options.update(SAMPLER_OPTIONS[opt])
-            else:
-                options.update(_value_option(opt, spec))
-    pieces = [parse_sampler_spec(piece) for piece in body.split("|")]
-    return pieces, options
-
-
-def eval_spec_label(pieces: list[tuple[str, int, str]], options: dict[str, Any]) -> str:
-    """Label of :func:`parse_eval_spec`'s result: ``euler_nfe8``, ``euler_nfe2+heun_nfe4_frn``,
-    ``euler_nfe40_tau0.7``."""
-    label = "+".join(sampler_label(*piece) for piece in pieces)
-    if "frn" in options:
-        label += "_frn" if options["frn"] else "_full"
-    for key, field in VALUE_OPTIONS.items():
-        if field in options:
-            label += f"_{key}" + "-".join(f"{v:g}" for v in options[field])
-    return label
-
-
-def _accepts(fn, keywords: dict) -> bool:
-    """Whether ``fn`` takes every keyword in ``keywords`` (the sampler options)."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return True
-    names = {p.name for p in params}
-    return all(k in names for k in keywords)
 
 
 def to_pixels(x, vae=None, *, batch_size: int = 64) -> np.ndarray:
@@ -183,9 +95,7 @@ class Evaluator:
             raise ValueError("config.eval.samplers is empty; list at least one 'solver:nfe'")
         self.samplers = {}
         self.network_calls: dict[str, dict[str, int]] = {}
-        for pieces, options in parsed:
-            self.add_spec(pieces, options)
-        labels = [eval_spec_label(*p) for p in parsed]
+        labels = [self.add_spec(pieces, options) for pieces, options in parsed]
         costs = [sum(piece[1] for piece in p[0]) for p in parsed]
         self.reference_label = labels[-1]
         self.baseline_label = labels[int(np.argmin(costs))]
@@ -241,40 +151,52 @@ class Evaluator:
         self.network_calls[label] = {"full": solver.nfe(len(grid) - 1)}
 
     def add_spec(self, pieces: list[tuple[str, int, str]], options: dict[str, Any]) -> str:
-        """Add the setting of :func:`parse_eval_spec`'s ``(pieces, options)``; returns its label.
+        """Add the setting of :func:`flowjax.solvers.spec.parse_eval_spec`'s
+        ``(pieces, options)``; returns its label.
 
-        The objective's own sampler (``objective.make_sampler``) is used when it has one: with
-        one piece it gets ``(solver, nfe, grid)``, with several (one per segment) tuples of
-        them, and the options as keywords. Objectives without their own sampler take one piece
-        and no options (the standard sampler, or a learned one stored by flowjax.calibrate).
+        The options are checked against the objective's declaration
+        (``objective.sampler_options``, ``objective.segmented_sampler``) and become keywords of
+        its own sampler (``objective.make_sampler``), used when it has one: with one piece it
+        gets ``(solver, nfe, grid)``, with several (one per segment) tuples of them. Otherwise
+        the standard sampler of the one piece, or a learned one stored by flowjax.calibrate.
         """
-        label = eval_spec_label(pieces, options)
+        objective = self.objective
+        if objective is None:
+            declared: dict = {}
+            keywords = sampler_keywords(
+                pieces, options, declared, segmented=False, owner="an evaluator without objective"
+            )
+        else:
+            declared = objective.sampler_options
+            keywords = objective.sampler_keywords(pieces, options)
+        label = eval_spec_label(pieces, options, order=declared)
+        learned = any(bespoke.is_learned_setting(name, grid) for name, _, grid in pieces)
+        if learned and (len(pieces) > 1 or options):
+            raise ValueError(
+                f"sampler {label!r}: a learned setting (stored by flowjax.calibrate) is one "
+                "'solver:nfe[:grid]' without options"
+            )
         own = None
-        if self.objective is not None and not any(
-            bespoke.is_learned_setting(name, grid) for name, _, grid in pieces
-        ):
+        if objective is not None and not learned:
             made = [solvers.make_solver(name) for name, _, _ in pieces]
             if len(pieces) == 1:
                 args = (made[0], pieces[0][1], pieces[0][2])
             else:
                 args = (tuple(made), tuple(p[1] for p in pieces), tuple(p[2] for p in pieces))
-            if _accepts(self.objective.make_sampler, options):
-                own = self.objective.make_sampler(self.velocity, *args, **options)
+            own = objective.make_sampler(self.velocity, *args, **keywords)
         if own is not None:
             self.samplers[label] = own
             self.network_calls[label] = dict(
                 getattr(own, "network_calls", {"full": sum(p[1] for p in pieces)})
             )
             return label
-        if len(pieces) > 1 or options:
+        if len(pieces) > 1 or keywords:
             raise ValueError(
-                f"sampler {label!r}: per-segment settings ('a|b') and options ('@frn', "
-                "'@tau=0.7') are for objectives whose own sampler takes them (objective.name="
-                "'blockwise': 'a|b', '@frn'; 'decomposable': '@tau', '@phases'); give one "
-                "'solver:nfe[:grid]'"
+                f"sampler {label!r}: the objective declares options or segments its own "
+                "sampler does not build (make_sampler returned None)"
             )
         name, nfe, grid_spec = pieces[0]
-        if bespoke.is_learned_setting(name, grid_spec):  # stored by flowjax.calibrate
+        if learned:  # stored by flowjax.calibrate
             run, _ = bespoke.stored_sampler(self.workdir, name, nfe, self.velocity)
             self.samplers[label] = run
             self.network_calls[label] = {"full": int(nfe)}

@@ -20,7 +20,7 @@ from flowjax.objectives.blockwise import (
     split_sizes,
     validate_boundaries,
 )
-from flowjax.training.evaluate import parse_eval_spec
+from flowjax.solvers.spec import parse_eval_spec
 from flowjax.velocity import make_velocity_fn
 from tests.tolerance import assert_equal_up_to_rounding
 
@@ -301,7 +301,7 @@ def test_sampler_keeps_each_block_in_its_segment_and_spends_the_nfe(spec, nfe_pe
     else:
         args = (tuple(made), tuple(p[1] for p in pieces), tuple(p[2] for p in pieces))
     log = []
-    run = obj.make_sampler(_recording_velocity(log), *args, **options)
+    run = obj.make_sampler(_recording_velocity(log), *args, **obj.sampler_keywords(pieces, options))
     x0 = jnp.ones((2, *SHAPE))
     out = jax.block_until_ready(run(None, x0))
     jax.effects_barrier()
@@ -406,7 +406,7 @@ def test_bad_sampler_settings_fail_clearly():
     with pytest.raises(ValueError, match="not an instantaneous-velocity solver"):
         obj.make_sampler(v, solvers.make_solver("flowmap"), 3)
     with pytest.raises(ValueError, match="unknown sampler option 'bogus'"):
-        parse_eval_spec("euler:4@bogus")
+        obj.sampler_keywords(*parse_eval_spec("euler:4@bogus"))
     with pytest.raises(ValueError, match="must look like"):
         parse_eval_spec("euler:2|heun")
 

@@ -1,4 +1,5 @@
-"""Learned step schedules for any flowjax solver, optimised end to end against a reference.
+"""Calibration: learned step schedules for any flowjax solver, fitted end to end against a
+reference solve.
 
 Time convention: noise ``x0 ~ N(0, I)`` at t = 0, data at t = 1; a sampler integrates
 ``dx/dt = v(x, t, cond)`` forward over a grid ``t_0 < t_1 < ... < t_K``.
@@ -15,22 +16,22 @@ Adam (optax) on
 around each reference endpoint within which no error is charged; ``r = 0`` is the plain mean
 squared error).
 
-Parametrisation (monotone with fixed ends): ``K`` free logits ``theta`` give increments
-``softmax(theta) * (t_K - t_0)`` whose cumulative sum places the inner points; the ends
-``t_0``, ``t_K`` are constants (0 and 1 by default), so every iterate is a valid grid: strictly
-increasing, inside ``[t_0, t_K]``. The grid is initialised from any grid spec (uniform by
+Parametrisation (monotone with fixed ends): the logits of :mod:`flowjax.solvers.learned.grid`,
+so every iterate is a valid grid. The grid is initialised from any grid spec (uniform by
 default: ``theta = log(diff(grid))``; ``init="best"`` starts from whichever of a few fixed
-grids has the lowest calibration loss, since the loss is not convex in the grid and a start
-far from a good basin under-converges at higher NFE). The best iterate on the calibration
-loss is kept, so the learned grid's calibration loss is never above its initial grid's.
+grids has the lowest calibration loss, since the loss is not convex in the grid and a start far
+from a good basin under-converges at higher NFE). The best iterate on the calibration loss is
+kept, so the learned grid's calibration loss is never above its initial grid's.
 
 Honest evaluation: the calibration noises are used only for fitting; errors are reported on
 other noises (:func:`heldout_error`).
 
-Stored and reused like BOSS schedules: a :class:`LearnedSchedule` (times, for learned
-coefficients also the weights of :mod:`flowjax.solvers.bespoke`) lives in
-``<workdir>/learned_schedules.json`` (:class:`LearnedStore`), keyed by kind, solver, NFE,
-calibration size, reference, seed, slack, the requested initial grid and checkpoint step.
+Stored and reused like BOSS schedules: a
+:class:`~flowjax.solvers.learned.store.LearnedSchedule` (times, for learned coefficients also
+the weights of :mod:`flowjax.solvers.learned.bespoke`) lives in
+``<workdir>/learned_schedules.json`` (:class:`~flowjax.solvers.learned.store.LearnedStore`),
+keyed by kind, solver, NFE, calibration size, reference, seed, slack, the requested initial
+grid and checkpoint step.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ import optax
 
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import Solver, VelocityFn, check_inputs, make_solver, sample
-from flowjax.solvers.schedule_store import JsonScheduleStore
+from flowjax.solvers.learned.grid import (
+    INIT_CANDIDATES,
+    grid_from_logits,
+    grid_from_logits_np,
+    init_grid,
+    logits_from_grid,
+)
+from flowjax.solvers.learned.store import LearnedSchedule
 from flowjax.time import grids
 
 Array = jax.Array
-
-STORE_NAME = "learned_schedules.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,40 +124,6 @@ def check_calibration(
             "or 'tsit5'"
         )
     return num_steps
-
-
-# ---------------------------------------------------------------------------------------------
-# The monotone grid parametrisation
-# ---------------------------------------------------------------------------------------------
-
-
-def grid_from_logits(logits: Array, t_start: float = 0.0, t_end: float = 1.0) -> Array:
-    """``K`` logits -> the ``K + 1`` times ``t_start < ... < t_end`` (ends are constants)."""
-    inc = jax.nn.softmax(logits) * (t_end - t_start)
-    inner = t_start + jnp.cumsum(inc)[:-1]
-    ends = jnp.asarray([t_start, t_end], inner.dtype)
-    return jnp.concatenate([ends[:1], inner, ends[1:]])
-
-
-def logits_from_grid(grid) -> np.ndarray:
-    """Logits whose :func:`grid_from_logits` is ``grid`` (up to rounding)."""
-    g = grids.validate_grid(grid)
-    return np.log(np.diff(g))
-
-
-def _grid_np(logits: np.ndarray, t_start: float, t_end: float) -> np.ndarray:
-    """:func:`grid_from_logits` in numpy float64 (for storing a learned grid)."""
-    inc = np.exp(logits - logits.max())
-    inc = inc / inc.sum() * (t_end - t_start)
-    return np.concatenate([[t_start], t_start + np.cumsum(inc)[:-1], [t_end]])
-
-
-#: The fixed grids ``init="best"`` chooses from (by calibration loss, never held-out data).
-INIT_CANDIDATES = ("uniform", "diffusers", "logsnr", "edm", "shifted,alpha=3")
-
-
-def init_grid(spec: str, num_steps: int) -> np.ndarray:
-    return grids.grid_from_spec(spec, num_steps)
 
 
 def resolve_init(
@@ -288,125 +260,6 @@ def optimise(
 
 
 # ---------------------------------------------------------------------------------------------
-# The stored value
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LearnedSchedule:
-    """A learned sampler setting and how it was made.
-
-    Attributes:
-      kind: ``"grid"`` (learned times for ``solver``) or ``"bespoke"`` (learned times and
-        coefficients on top of ``solver``; see :mod:`flowjax.solvers.bespoke`).
-      solver: the (base) solver's name; nfe: its evaluations per sample.
-      times: the ``K + 1`` learned grid times (noise -> data).
-      weights: bespoke only: ``[J + 1][J]`` learned affine weights (else empty).
-      loss, initial_loss: calibration loss of the learned / initial setting.
-      init: the grid spec it started from; reference: the reference solve; slack: LD3 slack.
-      requested_init: the ``init`` argument of the calibration (``"best"`` or a spec; part of
-        the key); ``""`` in schedules stored before it was recorded, read as ``init``.
-      num_calibration: ``M``; seed: calibration seed; step: checkpoint step (or -1).
-      iters, lr: optimiser settings; calibration_nfe: batched evaluations spent (reference +
-        one forward pass per iterate; each gradient adds one VJP per evaluation);
-        seconds: wall time of the calibration.
-    """
-
-    kind: str
-    solver: str
-    nfe: int
-    times: tuple[float, ...]
-    loss: float
-    initial_loss: float
-    init: str
-    reference: str
-    num_calibration: int
-    seed: int
-    step: int = -1
-    slack: float = 0.0
-    iters: int = 0
-    lr: float = 0.0
-    calibration_nfe: int = 0
-    seconds: float = 0.0
-    weights: tuple[tuple[float, ...], ...] = ()
-    requested_init: str = ""
-
-    @property
-    def grid(self) -> np.ndarray:
-        return grids.validate_grid(np.asarray(self.times, np.float64))
-
-    @property
-    def key(self) -> str:
-        return schedule_key(
-            self.kind,
-            self.solver,
-            self.nfe,
-            self.num_calibration,
-            self.reference,
-            self.seed,
-            self.step,
-            self.slack,
-            init=self.requested_init or self.init,
-        )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LearnedSchedule:
-        d = dict(d)
-        d["times"] = tuple(float(t) for t in d["times"])
-        d["weights"] = tuple(tuple(float(w) for w in row) for row in d.get("weights", ()))
-        return cls(**d)
-
-
-def schedule_key(
-    kind: str,
-    solver: str,
-    nfe: int,
-    num_calibration: int,
-    reference: str,
-    seed: int,
-    step: int = -1,
-    slack: float = 0.0,
-    *,
-    init: str,
-) -> str:
-    """The store key of a calibration: every setting that changes its result.
-
-    ``init`` is the requested initial grid (``"best"`` or a grid spec): two calibrations that
-    differ only in it are different schedules.
-    """
-    return (
-        f"{kind}|{solver}|NFE={int(nfe)}|M={int(num_calibration)}|ref={reference}|"
-        f"seed={int(seed)}|slack={float(slack):g}|init={init}|step={int(step)}"
-    )
-
-
-class LearnedStore(JsonScheduleStore):
-    """Learned schedules in one JSON file (``<workdir>/learned_schedules.json``), by key.
-
-    Files written before the key held the initial grid are read too: their entries are
-    re-keyed with ``init=<their recorded init>`` (see
-    :class:`~flowjax.solvers.schedule_store.JsonScheduleStore`).
-    """
-
-    entry_type = LearnedSchedule
-
-    def latest(self, kind: str, solver: str, nfe: int) -> LearnedSchedule | None:
-        """The stored schedule of (kind, solver, NFE) from the newest checkpoint step (then
-        the largest calibration set, then the lowest seed)."""
-        found = [
-            s
-            for s in self.load_all().values()
-            if s.kind == kind and s.solver == solver and s.nfe == int(nfe)
-        ]
-        if not found:
-            return None
-        return max(found, key=lambda s: (s.step, s.num_calibration, -s.seed))
-
-
-# ---------------------------------------------------------------------------------------------
 # Learned grids
 # ---------------------------------------------------------------------------------------------
 
@@ -414,7 +267,7 @@ class LearnedStore(JsonScheduleStore):
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """The checked inputs of a calibration, shared by :func:`learn_grid` and
-    :func:`flowjax.solvers.bespoke.learn` (made by :func:`prepare_calibration`).
+    :func:`flowjax.solvers.learned.bespoke.learn` (made by :func:`prepare_calibration`).
 
     Attributes:
       num_steps: ``K``; x_ref: reference endpoints of ``x0``; ref_nfe: evaluations the
@@ -558,7 +411,7 @@ def learn_grid(
     best, info = optimise(
         loss, logits0, iters=iters, lr=lr, progress=progress, desc=f"grid {solver.name}@{nfe}"
     )
-    grid = _grid_np(np.asarray(best, np.float64), t_start, t_end)
+    grid = grid_from_logits_np(np.asarray(best, np.float64), t_start, t_end)
     # Float64 rebuild of the best logits; fall back to the initial grid if rounding ever
     # collapsed two points (it keeps the learned <= initial guarantee).
     try:

@@ -51,8 +51,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.solvers import learned
 from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, make_solver
+from flowjax.solvers.learned.calibration import endpoint_loss, optimise, prepare_calibration
+from flowjax.solvers.learned.grid import (
+    grid_from_logits,
+    grid_from_logits_np,
+    init_grid,
+    logits_from_grid,
+)
+from flowjax.solvers.learned.store import STORE_NAME, LearnedSchedule, LearnedStore
 from flowjax.time import grids
 
 Array = jax.Array
@@ -145,7 +152,7 @@ def init_params(tableau: Tableau, dtype=jnp.float32) -> dict[str, Array]:
     """Parameters that reproduce the base solver: the grid's logits and ``delta = 0``."""
     j = tableau.num_evals
     return {
-        "logits": jnp.asarray(learned.logits_from_grid(tableau.grid), dtype),
+        "logits": jnp.asarray(logits_from_grid(tableau.grid), dtype),
         "delta": jnp.zeros((j + 1, j), dtype),
     }
 
@@ -154,7 +161,7 @@ def coefficients(tableau: Tableau, params: dict[str, Array]) -> tuple[Array, Arr
     """``(tau [J], beta [J + 1, J])`` from the parameters (traceable; see the module maths)."""
     dtype = params["delta"].dtype
     t_start, t_end = float(tableau.grid[0]), float(tableau.grid[-1])
-    grid = learned.grid_from_logits(params["logits"], t_start, t_end).astype(dtype)
+    grid = grid_from_logits(params["logits"], t_start, t_end).astype(dtype)
     steps = jnp.asarray(tableau.step_of)
     frac = jnp.asarray(tableau.frac, dtype)
     tau = grid[steps] + frac * (grid[steps + 1] - grid[steps])
@@ -226,14 +233,14 @@ class Bespoke:
 
         return run
 
-    def to_schedule(self, **fields) -> learned.LearnedSchedule:
-        tau_grid = learned._grid_np(
+    def to_schedule(self, **fields) -> LearnedSchedule:
+        tau_grid = grid_from_logits_np(
             np.asarray(self.params["logits"], np.float64),
             self.tableau.grid[0],
             self.tableau.grid[-1],
         )
         delta = np.asarray(self.params["delta"], np.float64)
-        return learned.LearnedSchedule(
+        return LearnedSchedule(
             kind="bespoke",
             solver=self.base,
             nfe=self.nfe,
@@ -243,16 +250,16 @@ class Bespoke:
         )
 
     @classmethod
-    def from_schedule(cls, schedule: learned.LearnedSchedule, init: str | None = None) -> Bespoke:
+    def from_schedule(cls, schedule: LearnedSchedule, init: str | None = None) -> Bespoke:
         """Rebuild from a stored schedule (the tableau is re-read from the base solver on the
         schedule's initial grid spec; the stored times and deltas are the parameters)."""
         if schedule.kind != "bespoke":
             raise ValueError(f"schedule {schedule.key!r} is a {schedule.kind!r} schedule")
         solver = make_solver(schedule.solver)
         k = solver.num_steps_for_nfe(schedule.nfe)
-        tableau = extract_tableau(solver, learned.init_grid(init or schedule.init, k))
+        tableau = extract_tableau(solver, init_grid(init or schedule.init, k))
         params = {
-            "logits": jnp.asarray(learned.logits_from_grid(schedule.grid)),
+            "logits": jnp.asarray(logits_from_grid(schedule.grid)),
             "delta": jnp.asarray(np.asarray(schedule.weights, np.float64)),
         }
         return cls(schedule.solver, tableau, params)
@@ -275,12 +282,14 @@ def learn(
     step: int = -1,
     element_shape: tuple[int, ...] | None = None,
     progress: bool = False,
-) -> tuple[Bespoke, learned.LearnedSchedule]:
-    """Fit a bespoke sampler on ``solver`` at ``nfe`` (arguments as :func:`learned.learn_grid`).
+) -> tuple[Bespoke, LearnedSchedule]:
+    """Fit a bespoke sampler on ``solver`` at ``nfe`` (arguments as
+    :func:`~flowjax.solvers.learned.calibration.learn_grid`).
 
-    Returns the :class:`Bespoke` sampler and its storable :class:`learned.LearnedSchedule`.
+    Returns the :class:`Bespoke` sampler and its storable
+    :class:`~flowjax.solvers.learned.store.LearnedSchedule`.
     """
-    cal = learned.prepare_calibration(
+    cal = prepare_calibration(
         solver,
         velocity_fn,
         x0,
@@ -297,13 +306,13 @@ def learn(
         element_shape=element_shape,
     )
     x_ref = cal.x_ref
-    tableau = extract_tableau(solver, learned.init_grid(cal.init, cal.num_steps))
+    tableau = extract_tableau(solver, init_grid(cal.init, cal.num_steps))
     params0 = init_params(tableau, x0.dtype)
 
     def loss(p):
-        return learned.endpoint_loss(sample(tableau, p, velocity_fn, x0, cond), x_ref, slack)
+        return endpoint_loss(sample(tableau, p, velocity_fn, x0, cond), x_ref, slack)
 
-    best, info = learned.optimise(
+    best, info = optimise(
         loss, params0, iters=iters, lr=lr, progress=progress, desc=f"bespoke {solver.name}@{nfe}"
     )
     sampler = Bespoke(solver.name, tableau, best)
@@ -339,7 +348,7 @@ def stored_sampler(workdir: str, solver_name: str, nfe: int, velocity_fn: Callab
     from flowjax.solvers.base import make_sampler
 
     kind, base = split_name(solver_name)
-    store = learned.LearnedStore(os.path.join(workdir, learned.STORE_NAME))
+    store = LearnedStore(os.path.join(workdir, STORE_NAME))
     schedule = store.latest(kind, base, nfe)
     if schedule is None:
         raise ValueError(
