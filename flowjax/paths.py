@@ -39,8 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.registry import Registry
-
-Array = jax.Array
+from flowjax.types import Array
 
 PREDICTION_TYPES = ("velocity", "x1", "x0", "score")
 

@@ -11,7 +11,6 @@ is defined on first access.
 
 from flowjax.data.base import (
     BatchLayout,
-    DataSource,
     FeatureMetric,
     batch_keys_of,
     check_source,
@@ -56,6 +55,7 @@ from flowjax.data.tfds_pipeline import (
     register_local_builder,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
+from flowjax.types import DataSource
 
 
 def __getattr__(name: str):

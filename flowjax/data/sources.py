@@ -1,6 +1,6 @@
 """Training data sources built from the ``data`` config section.
 
-Every source follows :class:`flowjax.data.base.DataSource` (``kind``, ``name``,
+Every source follows :class:`flowjax.types.DataSource` (``kind``, ``name``,
 ``element_shape``, ``num_classes``, ``iterator(start_step)``, ``eval_array(n)``, optional
 ``device_batch``, ``fingerprint`` and ``feature_metric``) and splits each global batch over
 the processes with the one :class:`flowjax.data.base.BatchLayout`. Batch ``k`` is a pure

@@ -45,7 +45,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flowjax.models.attention import check_implementation
@@ -58,8 +57,7 @@ from flowjax.models.dit import (
     unpatchify,
 )
 from flowjax.models.layers import ConditioningEmbedding, logical
-
-Array = jax.Array
+from flowjax.types import Array
 
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros

@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flowjax import pyramid
@@ -51,8 +50,6 @@ from flowjax.models.dit import (
     unpatchify,
 )
 from flowjax.models.layers import TimeEmbedding, check_conditioning, logical
-
-Array = jax.Array
 
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros

@@ -51,8 +51,7 @@ import numpy as np
 from flowjax.models.attention import attention as fused_attention
 from flowjax.models.attention import check_implementation
 from flowjax.models.layers import ConditioningEmbedding, logical
-
-Array = jax.Array
+from flowjax.types import Array
 
 DIT_PRESETS: dict[str, dict[str, int]] = {
     "S": dict(depth=12, hidden_size=384, num_heads=6),

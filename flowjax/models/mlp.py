@@ -9,8 +9,6 @@ import jax
 
 from flowjax.models.layers import ConditioningEmbedding
 
-Array = jax.Array
-
 
 class MLPVelocity(nn.Module):
     """``v(x, t, cond)`` for ``x [B, ...]`` (flattened internally; output has x's shape).

@@ -17,8 +17,6 @@ import jax.numpy as jnp
 
 from flowjax.models.layers import ConditioningEmbedding
 
-Array = jax.Array
-
 
 def _groups(channels: int) -> int:
     for g in (32, 16, 8, 4, 2, 1):

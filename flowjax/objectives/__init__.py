@@ -9,7 +9,6 @@ velocity block per time segment, a shared feature network).
 Build one from a config section with :func:`make_objective`.
 """
 
-from flowjax.objectives.base import ApplyFn, Objective, check_same_structure
 from flowjax.objectives.blockwise import BlockwiseFlowMatching
 from flowjax.objectives.decomposable import DecomposableFlowMatching
 from flowjax.objectives.dispersive import Dispersive
@@ -25,6 +24,7 @@ from flowjax.objectives.registry import (
     objective_names,
     register_objective,
 )
+from flowjax.types import ApplyFn, Objective, check_same_structure
 
 __all__ = [
     "ApplyFn",

@@ -54,10 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.time import laws
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 
 def _bcast(a: Array, x: Array) -> Array:

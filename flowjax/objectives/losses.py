@@ -17,13 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 
 from flowjax.registry import Registry
 from flowjax.spec import coerce
-
-Array = jax.Array
+from flowjax.types import Array
 
 
 def _flat(x: Array) -> Array:

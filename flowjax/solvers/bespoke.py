@@ -52,10 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax.solvers import learned
-from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, make_solver
+from flowjax.solvers.base import bind_condition, check_inputs, make_solver
 from flowjax.time import grids
-
-Array = jax.Array
+from flowjax.types import Array, Solver, VelocityFn
 
 
 @dataclasses.dataclass(frozen=True)

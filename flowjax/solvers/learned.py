@@ -46,9 +46,10 @@ import numpy as np
 import optax
 
 from flowjax.solvers.adaptive import AdaptiveSolve
-from flowjax.solvers.base import Solver, VelocityFn, check_inputs, make_solver, sample
+from flowjax.solvers.base import check_inputs, make_solver, sample
 from flowjax.solvers.schedule_store import JsonScheduleStore
 from flowjax.time import grids
+from flowjax.types import Solver, VelocityFn
 
 Array = jax.Array
 

@@ -57,11 +57,11 @@ import numpy as np
 
 from flowjax import paths
 from flowjax.registry import Registry
-from flowjax.solvers.base import VelocityFn, check_inputs
+from flowjax.solvers.base import check_inputs
 from flowjax.spec import check_keys, coerce, parse_spec
 from flowjax.time import grids
+from flowjax.types import Array, VelocityFn
 
-Array = jax.Array
 Diffusion = Callable[[Array], Array]
 
 

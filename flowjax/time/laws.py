@@ -41,8 +41,8 @@ import numpy as np
 from flowjax.registry import Registry
 from flowjax.spec import coerce, format_spec, init_fields, parse_spec
 from flowjax.time.shifts import check_alpha, shift_time
+from flowjax.types import Array
 
-Array = jax.Array
 Shape = int | Sequence[int]
 
 # Largest valid SD3 "mode" parameter: beyond it t(u) stops being monotone.
