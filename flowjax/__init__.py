@@ -20,11 +20,10 @@ Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.time` (training-time laws, grid
 a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the
 sampling command line's module, which would replace the function once imported. No name in
 ``__all__`` is also a submodule's name (tested). :mod:`flowjax.time` is imported but not in
-``__all__`` (``from flowjax import *`` would hide the standard library's ``time``);
-:mod:`flowjax.timesteps` re-exports its names under their former module.
+``__all__`` (``from flowjax import *`` would hide the standard library's ``time``).
 """
 
-from flowjax import objectives, paths, pyramid, solvers, timesteps
+from flowjax import objectives, paths, pyramid, solvers
 from flowjax import time as time  # noqa: F401  (not in __all__: see above)
 from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
 from flowjax.solvers import make_sampler, make_solver
@@ -37,7 +36,6 @@ __all__ = [
     "paths",
     "pyramid",
     "solvers",
-    "timesteps",
     "LinearPath",
     "CosinePath",
     "VPPath",

@@ -24,7 +24,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flowjax.types",
             "flowjax.spec",
             "flowjax.paths",
-            "flowjax.timesteps",
             "flowjax.time",
             "flowjax.convention",
             "flowjax.exact_fields",
