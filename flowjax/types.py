@@ -96,19 +96,22 @@ class Model:
     """What the library reads from a registered network besides calling it.
 
     A network registered with :func:`flowjax.models.register_model` is a flax module built
-    from the config's ``model`` section; it may override these hooks (defaults shown):
+    from the config's ``model`` section that also subclasses this class (``class
+    Net(nn.Module, Model)``); the module an objective builds (``Objective.build_model``) is one
+    too. It may override these hooks (defaults shown); throughput accounting
+    (:mod:`flowjax.training.accounting`) reads only them:
 
-    - ``check_input(element_shape)``: raise a ``ValueError`` that says what to change when
-      the data's example shape cannot be fed to this network (called before compiling).
-      Default: accept.
+    - ``check_input(shape)``: raise a ``ValueError`` that says what to change when a batch
+      ``x`` of ``shape [B, *element_shape]`` cannot be fed to this network (called on the
+      config's network before compiling, and by the networks on their input). Default: accept.
     - ``forward_flops(element_shape, part="full")``: model FLOPs (2 x multiply-adds) of one
       forward pass on one example, or ``None`` when unknown (no MFU is then reported).
       ``part`` names a sub-network for models that hold several (blockwise features).
     - ``num_tokens(element_shape)``: tokens one example becomes (transformers), or ``None``.
     """
 
-    def check_input(self, element_shape: tuple[int, ...]) -> None:
-        del element_shape
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        del shape
 
     def forward_flops(self, element_shape: tuple[int, ...], part: str = "full") -> float | None:
         del element_shape, part

@@ -43,6 +43,7 @@ from flowjax.data.sources import (
     describe_source,
     load_array_file,
     make_source,
+    register_source,
 )
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
@@ -78,6 +79,7 @@ __all__ = [
     "LocalBuilder",
     "register_feature_metric",
     "register_local_builder",
+    "register_source",
     "ArrayFileSource",
     "ImageFolder",
     "ImageFolderSource",

@@ -53,7 +53,7 @@ from flowjax.data.base import (
 from flowjax.data.image_folder import ImageFolderSource, folder_name
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, feature_metric_for, load_split_array
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 
 
 class ToySource:
@@ -448,6 +448,12 @@ SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
         "tfds": _tfds_source,
         "image_folder": _image_folder_source,
     },
+)
+register_source = registrar(
+    SOURCES,
+    "register_source",
+    "``builder(data section, common) -> DataSource``, common = batch_size, seed, shard_index, "
+    "shard_count",
 )
 
 

@@ -15,7 +15,7 @@ from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import FlowMatching
 from flowjax.objectives.freeflow import FreeFlow, FreeFlowNetworks
 from flowjax.objectives.guidance import cfg_velocity, drop_labels
-from flowjax.objectives.losses import L2, PseudoHuber, make_loss
+from flowjax.objectives.losses import L2, PseudoHuber, make_loss, register_loss
 from flowjax.objectives.meanflow import MeanFlow, effective_guidance_scale, kappa_for_scale
 from flowjax.objectives.reflow import Reflow
 from flowjax.objectives.registry import (
@@ -45,6 +45,7 @@ __all__ = [
     "L2",
     "PseudoHuber",
     "make_loss",
+    "register_loss",
     "OBJECTIVES",
     "objective_names",
     "register_objective",

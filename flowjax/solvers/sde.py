@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import paths
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 from flowjax.solvers.base import check_inputs
 from flowjax.spec import check_keys, coerce, parse_spec
 from flowjax.time import grids
@@ -98,6 +98,7 @@ DIFFUSIONS: Registry[Callable[[Array, float], Array]] = Registry(
         "constant": lambda t, eta: jnp.full_like(t, eta),
     },
 )
+register_diffusion = registrar(DIFFUSIONS, "register_diffusion", "``g(t, eta) -> array like t``")
 
 
 def make_diffusion(
