@@ -20,29 +20,45 @@ Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.time` (training-time laws, grid
 a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the
 sampling command line's module, which would replace the function once imported. No name in
 ``__all__`` is also a submodule's name (tested). :mod:`flowjax.time` is imported but not in
-``__all__`` (``from flowjax import *`` would hide the standard library's ``time``);
-:mod:`flowjax.timesteps` re-exports its names under their former module.
+``__all__`` (``from flowjax import *`` would hide the standard library's ``time``).
 """
 
-from flowjax import objectives, paths, pyramid, solvers, timesteps
-from flowjax import time as time  # noqa: F401  (not in __all__: see above)
-from flowjax.paths import CosinePath, LinearPath, VPPath, make_path
-from flowjax.solvers import make_sampler, make_solver
-from flowjax.solvers import sample as integrate
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "objectives",
-    "paths",
-    "pyramid",
-    "solvers",
-    "timesteps",
-    "LinearPath",
-    "CosinePath",
-    "VPPath",
-    "make_path",
-    "make_sampler",
-    "make_solver",
-    "integrate",
-]
+#: Exported name -> (module, attribute); attribute None: the module itself. Resolved on first
+#: use, so ``import flowjax`` imports no JAX and ``import flowjax.solvers`` imports only
+#: what the solvers need (no model, no objective).
+_EXPORTS = {
+    "objectives": ("flowjax.objectives", None),
+    "paths": ("flowjax.paths", None),
+    "pyramid": ("flowjax.pyramid", None),
+    "solvers": ("flowjax.solvers", None),
+    "LinearPath": ("flowjax.paths", "LinearPath"),
+    "CosinePath": ("flowjax.paths", "CosinePath"),
+    "VPPath": ("flowjax.paths", "VPPath"),
+    "make_path": ("flowjax.paths", "make_path"),
+    "make_sampler": ("flowjax.solvers", "make_sampler"),
+    "make_solver": ("flowjax.solvers", "make_solver"),
+    "integrate": ("flowjax.solvers", "sample"),
+    "time": ("flowjax.time", None),  # not in __all__: see above
+}
+
+__all__ = [name for name in _EXPORTS if name != "time"]
+
+
+def __getattr__(name: str):
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

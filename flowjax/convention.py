@@ -29,10 +29,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
-
-Array = jax.Array
-
 
 def time_from_opposite(tau):
     """``t = 1 - tau`` (their time, data at 0, to ours, data at 1); its own inverse."""

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array
+from flowjax.types import Array
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

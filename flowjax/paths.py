@@ -38,9 +38,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from flowjax.registry import Registry
-
-Array = jax.Array
+from flowjax.registry import Registry, registrar
+from flowjax.types import Array
 
 PREDICTION_TYPES = ("velocity", "x1", "x0", "score")
 
@@ -282,6 +281,7 @@ def _elementwise_grad(f):
 
 #: Probability paths by name (``make_path``).
 PATHS: Registry[type] = Registry("path", {"linear": LinearPath, "cosine": CosinePath, "vp": VPPath})
+register_path = registrar(PATHS, "register_path", "a class, ``cls(**kwargs) -> Path``")
 
 
 def make_path(name: str = "linear", **kwargs) -> Path:

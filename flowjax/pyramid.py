@@ -25,7 +25,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from flowjax.types import Array
 
 
 def check_stages(element_shape: Sequence[int], num_stages: int) -> None:

@@ -21,7 +21,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -89,3 +89,21 @@ class Registry(MutableMapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def registrar(table: Registry[T], name: str, entry: str) -> Callable[[str, T], T]:
+    """The public ``register_*`` function of ``table``, called ``name``: ``fn(key, obj) -> obj``
+    registers ``obj`` (``entry`` says what it must be) with :meth:`Registry.register`.
+
+    Example: ``register_path = registrar(PATHS, "register_path", "a Path class")``.
+    """
+
+    def register(key: str, obj: T) -> T:
+        return table.register(key, obj)
+
+    register.__name__ = register.__qualname__ = name
+    register.__doc__ = (
+        f"Register ``obj`` ({entry}) as the {table.kind} ``key``; returns ``obj``. "
+        "Registering the same object again is a no-op; a taken name is an error."
+    )
+    return register

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from flowjax.types import Array
 
 
 def tag_velocity(fn: Callable, kind: str) -> Callable:

@@ -1,9 +1,13 @@
-"""The import graph of ``flowjax`` has no cycle and never imports upward.
+"""The import graph of ``flowjax``: every module placed, no upward import, no cycle.
 
 Every module is parsed with ``ast`` (nothing is imported); its imports, top-level and inside
-functions alike, become edges ``module -> flowjax module``. The layers, lowest first, are
-declared below (docs/architecture.md explains them); a module may import its own layer and
-the ones below, never one above, and the graph of modules must be acyclic.
+functions alike, become edges ``module -> flowjax module``. Each module is placed by name in
+:data:`PLACES` (a module missing from the table fails the test: there is no catch-all
+prefix), and its group has a rank in :data:`ORDER`, lowest first. A module may import modules
+of its own rank and of lower ranks, never of a higher one, and the graph of modules must be
+acyclic. docs/architecture.md explains the layers.
+
+Adding a module: put its full name in the group it belongs to below.
 """
 
 from __future__ import annotations
@@ -15,59 +19,174 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "flowjax"
 
-# (layer name, module prefixes). A module belongs to the layer of its longest matching prefix.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "core",
-        (
-            "flowjax.registry",
-            "flowjax.types",
-            "flowjax.spec",
-            "flowjax.paths",
-            "flowjax.timesteps",
-            "flowjax.time",
-            "flowjax.convention",
-            "flowjax.exact_fields",
-            "flowjax.velocity",
-            "flowjax.config_files",
-            "flowjax.pyramid",
-            "flowjax.weight_files",
-            "flowjax.console",
-        ),
-    ),
-    (
-        "components",
-        (
-            "flowjax",  # the package facade re-exports paths, solvers and objectives
-            "flowjax.objectives",
-            "flowjax.solvers",
-            "flowjax.models",
-            "flowjax.data",
-            "flowjax.evaluation",
-            "flowjax.search",
-            "flowjax.plotting",
-        ),
-    ),
-    ("training", ("flowjax.training", "flowjax.parallel")),
-    (
-        "workflows",
-        (
-            "flowjax.sampling",
-            "flowjax.reflow",
-            "flowjax.calibrate",
-            "flowjax.score",
-            "flowjax.search.run",
-        ),
-    ),
-    (
-        "command lines",
-        ("flowjax.main", "flowjax.sample", "flowjax.search.__main__", "flowjax.latents"),
-    ),
+#: Ranks, lowest first; the groups in one tuple share a rank (they may import each other).
+#: The components (data and models, solvers, evaluation, objectives, search) are ordered
+#: among themselves: objectives use evaluation's feature networks as losses (LPIPS for
+#: reflow, the digits features for blockwise alignment), while the evaluator meets an
+#: objective only as a value through the Objective contract (its sampler), never by import.
+#: parallel sits below the components because the evaluator gathers samples across hosts.
+ORDER: list[tuple[str, ...]] = [
+    ("core",),
+    ("parallel",),
+    ("data", "models"),
+    ("solvers",),
+    ("evaluation",),
+    ("objectives",),
+    ("search",),
+    ("training",),
+    ("workflows",),
+    ("command lines",),
 ]
 
+#: Every module of flowjax, by group (full dotted names; a package is its ``__init__``).
+PLACES: dict[str, tuple[str, ...]] = {
+    "core": (
+        "flowjax",  # the facade: names resolved lazily (strings), no import edges
+        "flowjax.types",
+        "flowjax.registry",
+        "flowjax.spec",
+        "flowjax.paths",
+        "flowjax.time",
+        "flowjax.time.grids",
+        "flowjax.time.laws",
+        "flowjax.time.shifts",
+        "flowjax.convention",
+        "flowjax.exact_fields",
+        "flowjax.velocity",
+        "flowjax.config_files",
+        "flowjax.pyramid",
+        "flowjax.weight_files",
+        "flowjax.console",
+    ),
+    "parallel": (
+        "flowjax.parallel",
+        "flowjax.parallel.mesh",
+        "flowjax.parallel.multihost",
+        "flowjax.parallel.rules",
+    ),
+    "data": (
+        "flowjax.data",
+        "flowjax.data.base",
+        "flowjax.data.digits",
+        "flowjax.data.digits_arrays",
+        "flowjax.data.image_folder",
+        "flowjax.data.latents",
+        "flowjax.data.pairs",
+        "flowjax.data.pairs.manifest",
+        "flowjax.data.pairs.reader",
+        "flowjax.data.pairs.writer",
+        "flowjax.data.shards",
+        "flowjax.data.sources",
+        "flowjax.data.tfds_pipeline",
+        "flowjax.data.toy2d",
+    ),
+    "models": (
+        "flowjax.models",
+        "flowjax.models.attention",
+        "flowjax.models.blockwise",
+        "flowjax.models.decomposable",
+        "flowjax.models.dit",
+        "flowjax.models.inception",
+        "flowjax.models.layers",
+        "flowjax.models.mlp",
+        "flowjax.models.registry",
+        "flowjax.models.unet",
+        "flowjax.models.vae",
+    ),
+    "solvers": (
+        "flowjax.solvers",
+        "flowjax.solvers.adaptive",
+        "flowjax.solvers.base",
+        "flowjax.solvers.bespoke",
+        "flowjax.solvers.boss",
+        "flowjax.solvers.dpm_solver_pp",
+        "flowjax.solvers.euler",
+        "flowjax.solvers.flow_map",
+        "flowjax.solvers.heun",
+        "flowjax.solvers.learned",
+        "flowjax.solvers.midpoint",
+        "flowjax.solvers.rk4",
+        "flowjax.solvers.schedule_store",
+        "flowjax.solvers.sde",
+    ),
+    "evaluation": (
+        "flowjax.evaluation",
+        "flowjax.evaluation.digits_features",
+        "flowjax.evaluation.fid",
+        "flowjax.evaluation.frechet",
+        "flowjax.evaluation.lpips",
+        "flowjax.evaluation.lpips.convert",
+        "flowjax.evaluation.lpips.network",
+        "flowjax.evaluation.sample_metrics",
+        "flowjax.evaluation.straightness",
+        "flowjax.plotting",
+    ),
+    "objectives": (
+        "flowjax.objectives",
+        "flowjax.objectives.blockwise",
+        "flowjax.objectives.decomposable",
+        "flowjax.objectives.dispersive",
+        "flowjax.objectives.flow_matching",
+        "flowjax.objectives.freeflow",
+        "flowjax.objectives.guidance",
+        "flowjax.objectives.losses",
+        "flowjax.objectives.meanflow",
+        "flowjax.objectives.reflow",
+        "flowjax.objectives.registry",
+        "flowjax.objectives.straightening",
+    ),
+    "search": (
+        "flowjax.search",
+        "flowjax.search.best_of_n",
+        "flowjax.search.particles",
+        "flowjax.search.rbf",
+        "flowjax.search.rewards",
+        "flowjax.search.search_over_paths",
+        "flowjax.search.smc",
+    ),
+    "training": (
+        "flowjax.training",
+        "flowjax.training.accounting",
+        "flowjax.training.checkpoint",
+        "flowjax.training.ema",
+        "flowjax.training.evaluate",
+        "flowjax.training.experiment",
+        "flowjax.training.faults",
+        "flowjax.training.loop",
+        "flowjax.training.optim",
+        "flowjax.training.restore",
+        "flowjax.training.state",
+        "flowjax.training.step",
+        "flowjax.training.straighten",
+        "flowjax.training.validate",
+        "flowjax.training.workdir",
+        "flowjax.training.writers",
+    ),
+    "workflows": (
+        "flowjax.sampling",
+        "flowjax.reflow",
+        "flowjax.calibrate",
+        "flowjax.score",
+        "flowjax.search.run",
+    ),
+    "command lines": (
+        "flowjax.main",
+        "flowjax.sample",
+        "flowjax.latents",
+        "flowjax.search.__main__",
+        "flowjax.evaluation.lpips.__main__",
+    ),
+}
 
-def module_name(path: pathlib.Path) -> str:
-    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+#: Known upward edges, each to be removed (the test fails once one is gone, so the table
+#: cannot go stale). Inception borrows LPIPS's resize: the evaluation split removes it.
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
+    ("flowjax.models.inception", "flowjax.evaluation.lpips"),
+}
+
+
+def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -76,19 +195,28 @@ def module_name(path: pathlib.Path) -> str:
 MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
-def layer_of(module: str) -> int:
-    best, depth = None, -1
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > depth:
-                best, depth = i, len(prefix)
-    assert best is not None, f"{module} is in no layer; add it to LAYERS in {__file__}"
-    return best
+def ranks(places: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Module -> rank (its group's index in :data:`ORDER`); a module placed twice is an error."""
+    rank_of_group = {group: i for i, groups in enumerate(ORDER) for group in groups}
+    out: dict[str, int] = {}
+    for group, modules in places.items():
+        assert group in rank_of_group, f"group {group!r} has no rank in ORDER"
+        for module in modules:
+            assert module not in out, f"{module} is placed twice"
+            out[module] = rank_of_group[group]
+    return out
 
 
-def resolve(name: str) -> str:
+RANK = ranks(PLACES)
+
+
+def group_of(module: str) -> str:
+    return next(g for g, modules in PLACES.items() if module in modules)
+
+
+def resolve(name: str, modules) -> str:
     """The flowjax module ``name`` refers to (a module, or the package holding a name)."""
-    while name not in MODULES:
+    while name not in modules:
         name = name.rpartition(".")[0]
     return name
 
@@ -111,7 +239,7 @@ def imports(module: str) -> set[str]:
             continue
         for name in names:
             if name == "flowjax" or name.startswith("flowjax."):
-                target = resolve(name)
+                target = resolve(name, MODULES)
                 if target != module:
                     out.add(target)
     return out
@@ -120,19 +248,32 @@ def imports(module: str) -> set[str]:
 GRAPH = {m: imports(m) for m in MODULES}
 
 
-def test_every_module_has_a_layer():
-    for module in MODULES:
-        layer_of(module)
+def unplaced(modules, rank: dict[str, int]) -> list[str]:
+    return sorted(m for m in modules if m not in rank)
+
+
+def upward_edges(graph: dict[str, set[str]], rank: dict[str, int]) -> list[tuple[str, str]]:
+    """The edges ``(module, target)`` from a lower rank to a higher one."""
+    return sorted((m, t) for m, targets in graph.items() for t in targets if rank[t] > rank[m])
+
+
+def test_every_module_is_placed():
+    missing = unplaced(MODULES, RANK)
+    assert not missing, f"modules placed in no group; add them to PLACES in {__file__}: {missing}"
+    stale = sorted(set(RANK) - set(MODULES))
+    assert not stale, f"PLACES names modules that do not exist: {stale}"
 
 
 def test_no_upward_imports():
+    found = upward_edges(GRAPH, RANK)
     upward = [
-        f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
-        for m, targets in GRAPH.items()
-        for t in sorted(targets)
-        if layer_of(t) > layer_of(m)
+        f"{m} ({group_of(m)}) imports {t} ({group_of(t)})"
+        for m, t in found
+        if (m, t) not in KNOWN_EXCEPTIONS
     ]
-    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+    assert not upward, "imports from a lower rank to a higher one:\n" + "\n".join(upward)
+    gone = KNOWN_EXCEPTIONS - set(found)
+    assert not gone, f"these known exceptions are fixed; remove them from the table: {gone}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -175,14 +316,32 @@ def test_no_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_checks_can_fail():
-    # The detectors themselves: a planted cycle and a planted upward edge are found.
+def test_a_planted_module_is_unplaced():
+    # ``flowjax/brand_new.py`` written next to the real modules is reported, even though
+    # ``flowjax`` itself is placed (a prefix places nothing).
+    planted = {**MODULES, "flowjax.brand_new": ROOT / "brand_new.py"}
+    assert unplaced(planted, RANK) == ["flowjax.brand_new"]
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        ("flowjax.models.mlp", "flowjax.evaluation.fid"),  # a model importing evaluation
+        ("flowjax.solvers.euler", "flowjax.objectives.flow_matching"),  # in-component order
+        ("flowjax.evaluation.fid", "flowjax.objectives.reflow"),
+        ("flowjax.data.sources", "flowjax.solvers.base"),
+        ("flowjax.paths", "flowjax.parallel.mesh"),  # core below parallel
+        ("flowjax.training.loop", "flowjax.sampling"),  # training below workflows
+        ("flowjax.sampling", "flowjax.main"),
+    ],
+)
+def test_a_planted_upward_import_is_found(edge):
+    module, target = edge
+    graph = {m: set(t) for m, t in GRAPH.items()}
+    graph[module].add(target)
+    assert edge in upward_edges(graph, RANK)
+
+
+def test_the_cycle_finder_can_fail():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    assert layer_of("flowjax.training.loop") > layer_of("flowjax.solvers.euler")
-    assert layer_of("flowjax.sampling") > layer_of("flowjax.training.loop")
-
-
-@pytest.mark.parametrize("module", ["flowjax.training.loop", "flowjax.training.experiment"])
-def test_training_does_not_reach_workflows(module):
-    assert not {t for t in GRAPH[module] if layer_of(t) >= layer_of("flowjax.sampling")}

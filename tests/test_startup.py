@@ -57,3 +57,34 @@ def test_command_modules_import_no_heavy_optional_package():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _modules_after(statement: str) -> list[str]:
+    """The modules ``sys.modules`` holds after ``statement`` runs in a fresh interpreter."""
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_package_facade_is_lazy():
+    """``import flowjax`` imports no JAX and no flowjax submodule; a name is resolved on first
+    use (``flowjax.LinearPath`` imports :mod:`flowjax.paths` then, and only it)."""
+    loaded = _modules_after("import flowjax")
+    assert "jax" not in loaded
+    assert [m for m in loaded if m.startswith("flowjax.")] == []
+    loaded = _modules_after("import flowjax; flowjax.LinearPath")
+    assert "flowjax.paths" in loaded and "flowjax.solvers" not in loaded
+
+
+def test_importing_the_solvers_imports_no_model_and_no_objective():
+    """The solvers stand below models and objectives: ``import flowjax.solvers`` (through the
+    package facade) imports no network, no objective and not flax."""
+    loaded = _modules_after("import flowjax.solvers")
+    heavy = [
+        m
+        for m in loaded
+        if m.startswith(("flowjax.models", "flowjax.objectives", "flowjax.training")) or m == "flax"
+    ]
+    assert heavy == []
+    assert "flowjax.solvers.euler" in loaded

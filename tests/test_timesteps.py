@@ -520,19 +520,3 @@ def test_grid_specs_and_custom_grids():
         grids.edm_grid(4, sigma_min=0.5, sigma_max=0.2)
     with pytest.raises(ValueError, match="rho > 0"):
         grids.edm_grid(4, rho=0.0)
-
-
-def test_the_former_module_re_exports_every_public_name():
-    """``flowjax.timesteps`` (the module before the split) still offers every public name of
-    ``flowjax.time.{laws,grids,shifts}``, as the same objects."""
-    from flowjax import timesteps
-
-    for module in (laws, grids, shifts):
-        public = [n for n in vars(module) if not n.startswith("_") and n.isidentifier()]
-        for name in public:
-            obj = getattr(module, name)
-            if getattr(obj, "__module__", module.__name__) != module.__name__:
-                continue  # imported from elsewhere (numpy, jax, typing, flowjax.spec, ...)
-            if isinstance(obj, type(timesteps)) or name in ("Array", "Shape", "SPEC_EXAMPLE"):
-                continue
-            assert getattr(timesteps, name) is obj, f"flowjax.timesteps lacks {name}"

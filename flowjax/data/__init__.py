@@ -11,7 +11,6 @@ is defined on first access.
 
 from flowjax.data.base import (
     BatchLayout,
-    DataSource,
     FeatureMetric,
     batch_keys_of,
     check_source,
@@ -45,6 +44,7 @@ from flowjax.data.sources import (
     describe_source,
     load_array_file,
     make_source,
+    register_source,
 )
 from flowjax.data.tfds_pipeline import (
     DatasetNotFoundError,
@@ -56,6 +56,7 @@ from flowjax.data.tfds_pipeline import (
     register_local_builder,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
+from flowjax.types import DataSource
 
 
 def __getattr__(name: str):
@@ -78,6 +79,7 @@ __all__ = [
     "LocalBuilder",
     "register_feature_metric",
     "register_local_builder",
+    "register_source",
     "ArrayFileSource",
     "ImageFolder",
     "ImageFolderSource",

@@ -115,47 +115,6 @@ def step_iterator(get_batch: Callable[[int], dict], start_step: int = 0) -> Iter
 
 
 @runtime_checkable
-class DataSource(Protocol):
-    """What :class:`flowjax.training.Experiment`, the evaluator and the run record read.
-
-    Required:
-
-    - ``kind``: ``"points"`` or ``"images"``; ``name``: the data set's name.
-    - ``element_shape``: one example's shape; ``num_classes``: ``None`` if unlabelled.
-    - ``iterator(start_step)``: this process's rows of global batch ``start_step, ...`` as
-      dicts ``{"x1": [b, ...], "label": [b]}`` (``label`` only for labelled data; pair
-      sources add ``"x0"``), ``b`` from the source's :class:`BatchLayout`.
-    - ``eval_array(n)``: held-out data ``(x [n, ...], labels [n] or None)``.
-
-    Optional, each with a default (read through :func:`device_batch_fn`,
-    :func:`fingerprint_of`, :func:`has_eval_data`, :func:`unavailable_reason`,
-    :func:`feature_metric` and :func:`batch_keys_of`, the only places that look for them):
-
-    - ``device_batch(step) -> dict`` (none): the whole global batch as a pure, traceable
-      function of ``step`` (fused into the jitted step).
-    - ``fingerprint() -> str`` (none): a content hash recorded with the run.
-    - ``has_eval_data`` (True): False for stand-ins that only carry shapes.
-    - ``reason`` (None): why a stand-in has no examples (reported instead of the metrics).
-    - ``feature_metric(cache_dir) -> FeatureMetric | None`` (None): a distance on learned
-      features that suits this data (e.g. the digits classifier's Fréchet distance); the
-      evaluator scores samples with it besides the pixel metrics.
-    - ``base`` (None): the real data set a wrapping source imitates (reflow pairs, generated
-      tuples); its feature metric is the one the wrapper reports.
-    - ``batch_keys`` (``("x1",)``): the entries of each batch besides ``label`` (pair sources:
-      ``("x0", "x1")``), checked against the objective's ``batch_keys`` before training.
-    """
-
-    kind: str
-    name: str
-    element_shape: tuple[int, ...]
-    num_classes: int | None
-
-    def iterator(self, start_step: int = 0) -> Iterator[dict]: ...
-
-    def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray | None]: ...
-
-
-@runtime_checkable
 class FeatureMetric(Protocol):
     """A distance from generated samples to a data set's held-out examples on learned features.
 

@@ -333,7 +333,7 @@ def open_images(name: str, split: str = "train", data_dir: str | None = None) ->
 
 
 class ImageFolderSource:
-    """A folder of images as a training source (:class:`~flowjax.data.base.DataSource`).
+    """A folder of images as a training source (:class:`~flowjax.types.DataSource`).
 
     Trains on the folder's ``"train"`` split and holds out its ``"test"`` split
     (``eval_fraction`` of the files), or trains on all of ``path`` and holds out all of

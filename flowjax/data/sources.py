@@ -1,6 +1,6 @@
 """Training data sources built from the ``data`` config section.
 
-Every source follows :class:`flowjax.data.base.DataSource` (``kind``, ``name``,
+Every source follows :class:`flowjax.types.DataSource` (``kind``, ``name``,
 ``element_shape``, ``num_classes``, ``iterator(start_step)``, ``eval_array(n)``, optional
 ``device_batch``, ``fingerprint`` and ``feature_metric``) and splits each global batch over
 the processes with the one :class:`flowjax.data.base.BatchLayout`. Batch ``k`` is a pure
@@ -54,7 +54,7 @@ from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.data.image_folder import ImageFolderSource, folder_name
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 
 
 class ToySource:
@@ -449,6 +449,12 @@ SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
         "tfds": _tfds_source,
         "image_folder": _image_folder_source,
     },
+)
+register_source = registrar(
+    SOURCES,
+    "register_source",
+    "``builder(data section, common) -> DataSource``, common = batch_size, seed, shard_index, "
+    "shard_count",
 )
 
 

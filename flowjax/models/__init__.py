@@ -14,7 +14,7 @@ from flowjax.models.dit import (
 )
 from flowjax.models.layers import ConditioningEmbedding, TimeEmbedding, sinusoidal_embedding
 from flowjax.models.mlp import MLPVelocity, num_params
-from flowjax.models.registry import init_params, make_apply_fn, make_model
+from flowjax.models.registry import init_params, make_apply_fn, make_model, register_model
 from flowjax.models.unet import UNetVelocity
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "MLPVelocity",
     "UNetVelocity",
     "make_model",
+    "register_model",
     "make_apply_fn",
     "init_params",
     "num_params",

@@ -45,7 +45,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from flowjax.types import Array
 
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flowjax.models.attention import check_implementation
@@ -53,13 +52,13 @@ from flowjax.models.dit import (
     DiTBlock,
     _layer_norm,
     _modulate,
+    check_flop_part,
     patchify,
     sincos_pos_embed_2d,
     unpatchify,
 )
 from flowjax.models.layers import ConditioningEmbedding, logical
-
-Array = jax.Array
+from flowjax.types import Array, Model
 
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros
@@ -207,7 +206,7 @@ class ResidualNet(nn.Module):
         return nn.with_logical_constraint(out.astype(jnp.float32), ("batch", "length", "act_embed"))
 
 
-class BlockwiseFlowNet(nn.Module):
+class BlockwiseFlowNet(nn.Module, Model):
     """The BFM network (see the module docstring).
 
     Attributes:
@@ -397,8 +396,7 @@ class BlockwiseFlowNet(nn.Module):
         a block ``2T(4D^2 + 2mD^2) + 4T^2 D`` plus its modulation ``2 D_c 6D`` per example
         (``D_c = D``) or per token (velocity blocks: ``D_c = 2D``, times ``T``).
         """
-        if part not in FLOP_PARTS:
-            raise ValueError(f"unknown FLOPs part {part!r}; use one of {FLOP_PARTS}")
+        check_flop_part(part, FLOP_PARTS)
         h, w, ch = element_shape
         p, d = self.patch_size, self.hidden_size
         tokens = (h // p) * (w // p)

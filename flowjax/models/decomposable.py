@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flowjax import pyramid
@@ -45,20 +44,20 @@ from flowjax.models.dit import (
     DiTBlock,
     _layer_norm,
     _modulate,
+    check_flop_part,
     dit_forward_flops,
     patchify,
     sincos_pos_embed_2d,
     unpatchify,
 )
 from flowjax.models.layers import TimeEmbedding, check_conditioning, logical
-
-Array = jax.Array
+from flowjax.types import Model
 
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros
 
 
-class DecomposableDiT(nn.Module):
+class DecomposableDiT(nn.Module, Model):
     """One DiT over all the stages of a Laplacian pyramid (see the module docstring).
 
     Attributes:
@@ -213,13 +212,14 @@ class DecomposableDiT(nn.Module):
             outs.append(unpatchify(out.astype(jnp.float32), p_s, stage.shape[1], stage.shape[2]))
         return pyramid.pack(outs).astype(x.dtype)
 
-    def forward_flops(self, element_shape: tuple[int, ...]) -> float:
+    def forward_flops(self, element_shape: tuple[int, ...], part: str = "full") -> float:
         """Matrix-multiply FLOPs (2 per multiply-add) of one evaluation for ONE example of
         ``element_shape = (H, W, C)``, counted as :func:`flowjax.models.dit_forward_flops`:
         the DiT trunk on the shared token grid with stage 1's embedder and head, plus, for each
         further stage of ``H_s x W_s`` pixels, its patch embedding ``2 H_s W_s C D``, its
         timestep MLP ``2 (256 D + D^2)``, its head modulation ``4 D^2`` and output map
         ``2 H_s W_s C D``."""
+        check_flop_part(part, ("full",))
         shapes = pyramid.stage_shapes(element_shape, self.num_stages)
         d = self.hidden_size
         flops = dit_forward_flops(

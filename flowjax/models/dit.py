@@ -51,8 +51,7 @@ import numpy as np
 from flowjax.models.attention import attention as fused_attention
 from flowjax.models.attention import check_implementation
 from flowjax.models.layers import ConditioningEmbedding, logical
-
-Array = jax.Array
+from flowjax.types import Array, Model
 
 DIT_PRESETS: dict[str, dict[str, int]] = {
     "S": dict(depth=12, hidden_size=384, num_heads=6),
@@ -206,7 +205,7 @@ REMAT_POLICIES = (
 )
 
 
-class DiT(nn.Module):
+class DiT(nn.Module, Model):
     """Diffusion Transformer velocity network (see the module docstring).
 
     Attributes:
@@ -259,6 +258,23 @@ class DiT(nn.Module):
     scan_blocks: bool = False
     attention: str | None = "xla"
     attention_jvp_rule: bool | None = None
+
+    def forward_flops(self, element_shape: tuple[int, ...], part: str = "full") -> float:
+        """:func:`dit_forward_flops` of this network for one image of ``element_shape``."""
+        check_flop_part(part, ("full",))
+        return dit_forward_flops(
+            image_shape=tuple(element_shape),
+            patch_size=self.patch_size,
+            hidden_size=self.hidden_size,
+            depth=self.depth,
+            mlp_ratio=self.mlp_ratio,
+            learn_sigma=self.learn_sigma,
+            use_end_time=self.use_end_time,
+        )
+
+    def num_tokens(self, element_shape: tuple[int, ...]) -> int:
+        """Patches of one image: :func:`dit_num_tokens`."""
+        return dit_num_tokens(element_shape, self.patch_size)
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Raise a clear ``ValueError`` if images of ``shape [B, H, W, C]`` cannot be patched."""
@@ -399,3 +415,9 @@ def dit_forward_flops(
 def dit_num_tokens(image_shape: tuple[int, ...], patch_size: int) -> int:
     h, w = image_shape[0], image_shape[1]
     return (h // patch_size) * (w // patch_size)
+
+
+def check_flop_part(part: str, parts: tuple[str, ...]) -> None:
+    """A clear error unless ``part`` (a :meth:`Model.forward_flops` part) is one of ``parts``."""
+    if part not in parts:
+        raise ValueError(f"unknown FLOPs part {part!r}; use one of {parts}")

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax.evaluation.lpips import resize_bilinear
+from flowjax.types import Array
 from flowjax.weight_files import (
     WeightSpec,
     he_normal,
@@ -70,7 +71,6 @@ __all__ = [
     "weight_shapes",
 ]
 
-Array = jax.Array
 BN_EPS = 1e-3
 NUM_CLASSES = 1008
 INPUT_SIZE = 299

@@ -11,10 +11,9 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from flowjax.types import Array
 
 
 def logical(init: Any, names: tuple[str | None, ...] | None) -> Any:

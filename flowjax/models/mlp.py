@@ -8,11 +8,10 @@ import flax.linen as nn
 import jax
 
 from flowjax.models.layers import ConditioningEmbedding
+from flowjax.types import Model
 
-Array = jax.Array
 
-
-class MLPVelocity(nn.Module):
+class MLPVelocity(nn.Module, Model):
     """``v(x, t, cond)`` for ``x [B, ...]`` (flattened internally; output has x's shape).
 
     ``depth`` residual blocks ``h += Dense(SiLU(Dense(LN(h) + emb)))`` of width ``hidden``.

@@ -14,18 +14,34 @@ from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
 from flowjax.registry import Registry
 from flowjax.spec import check_keys
+from flowjax.types import Model
 
 #: Networks by name (config ``model.name``); the other keys of ``model`` are its fields.
-_MODELS: Registry[type] = Registry(
-    "model",
-    {
-        "mlp": MLPVelocity,
-        "unet": UNetVelocity,
-        "dit": DiT,
-        "decomposable_dit": DecomposableDiT,
-        "blockwise": BlockwiseFlowNet,
-    },
-)
+_MODELS: Registry[type] = Registry("model")
+
+
+def register_model(name: str, cls: type) -> type:
+    """Make ``model.name=name`` build ``cls(**model section)``; returns ``cls``.
+
+    ``cls`` is a flax module that also subclasses :class:`flowjax.types.Model` (``class
+    Net(nn.Module, Model)``), so the library reads its ``check_input``, ``forward_flops`` and
+    ``num_tokens``; it takes the fields ``num_classes`` and ``use_end_time`` (decided by the
+    data and the objective) and ``__call__(x, t, cond, *, train=False)`` (plus ``t_end=`` when
+    ``use_end_time``).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and issubclass(cls, Model)):
+        raise TypeError(
+            f"model {name!r}: {cls!r} must be a flax module that subclasses "
+            "flowjax.types.Model (class Net(nn.Module, Model)); see flowjax.types.Model"
+        )
+    return _MODELS.register(name, cls)
+
+
+register_model("mlp", MLPVelocity)
+register_model("unet", UNetVelocity)
+register_model("dit", DiT)
+register_model("decomposable_dit", DecomposableDiT)
+register_model("blockwise", BlockwiseFlowNet)
 
 
 def make_model(

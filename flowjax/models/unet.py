@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.models.layers import ConditioningEmbedding
-
-Array = jax.Array
+from flowjax.types import Model
 
 
 def _groups(channels: int) -> int:
@@ -44,7 +43,7 @@ class ResBlock(nn.Module):
         return x + h
 
 
-class UNetVelocity(nn.Module):
+class UNetVelocity(nn.Module, Model):
     """``v(x, t, cond)`` for images; ``H`` and ``W`` must be divisible by
     ``2 ** (len(channel_mults) - 1)``."""
 

@@ -9,14 +9,13 @@ velocity block per time segment, a shared feature network).
 Build one from a config section with :func:`make_objective`.
 """
 
-from flowjax.objectives.base import ApplyFn, Objective, check_same_structure
 from flowjax.objectives.blockwise import BlockwiseFlowMatching
 from flowjax.objectives.decomposable import DecomposableFlowMatching
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import FlowMatching
 from flowjax.objectives.freeflow import FreeFlow, FreeFlowNetworks
 from flowjax.objectives.guidance import cfg_velocity, drop_labels
-from flowjax.objectives.losses import L2, PseudoHuber, make_loss
+from flowjax.objectives.losses import L2, PseudoHuber, make_loss, register_loss
 from flowjax.objectives.meanflow import MeanFlow, effective_guidance_scale, kappa_for_scale
 from flowjax.objectives.reflow import Reflow
 from flowjax.objectives.registry import (
@@ -25,6 +24,7 @@ from flowjax.objectives.registry import (
     objective_names,
     register_objective,
 )
+from flowjax.types import ApplyFn, Objective, check_same_structure
 
 __all__ = [
     "ApplyFn",
@@ -45,6 +45,7 @@ __all__ = [
     "L2",
     "PseudoHuber",
     "make_loss",
+    "register_loss",
     "OBJECTIVES",
     "objective_names",
     "register_objective",

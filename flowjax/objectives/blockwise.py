@@ -50,12 +50,11 @@ from flowjax import solvers as solvers_lib
 from flowjax import spec
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.objectives import guidance, losses
-from flowjax.objectives.base import ApplyFn, Metrics, Objective, check_same_structure
 from flowjax.objectives.flow_matching import binned_means
 from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids
+from flowjax.types import ApplyFn, Array, Metrics, Objective, check_same_structure
 
-Array = jax.Array
 STAGES = ("velocity", "frn")
 
 

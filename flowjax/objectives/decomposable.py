@@ -48,11 +48,9 @@ import numpy as np
 from flowjax import pyramid, solvers, spec
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids, laws
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 # Solvers whose step uses the velocity only as the right-hand side of an ODE, so they can
 # integrate a phase over its own clock u (DPM-Solver++ and the SDE, learned and flow-map

@@ -35,7 +35,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from flowjax.types import Array
 
 VARIANTS = ("infonce_l2", "infonce_cosine", "hinge", "covariance")
 

@@ -22,10 +22,9 @@ import jax.numpy as jnp
 
 from flowjax import paths as paths_lib
 from flowjax.objectives import guidance, losses
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.time import laws
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
-Array = jax.Array
 NUM_TIME_BINS = 4
 
 

@@ -54,10 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.time import laws
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Model, Objective
 
 
 def _bcast(a: Array, x: Array) -> Array:
@@ -68,7 +66,7 @@ def _mean_el(a: Array) -> Array:
     return jnp.mean(a.reshape(a.shape[0], -1), axis=1)
 
 
-class FreeFlowNetworks(nn.Module):
+class FreeFlowNetworks(nn.Module, Model):
     """Student (average velocity), fake velocity and frozen teacher in one module.
 
     ``__call__`` is the student ``u(x, t, cond, t_end)`` (what samplers and the evaluator see);

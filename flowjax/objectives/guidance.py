@@ -10,9 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from flowjax.types import Array
 from flowjax.velocity import cfg_velocity, guidance_weight, validate_interval
-
-Array = jax.Array
 
 __all__ = ["cfg_velocity", "drop_labels", "guidance_weight", "validate_interval"]
 

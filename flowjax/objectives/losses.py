@@ -17,13 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 from flowjax.spec import coerce
-
-Array = jax.Array
+from flowjax.types import Array
 
 
 def _flat(x: Array) -> Array:
@@ -71,6 +69,9 @@ class PseudoHuber:
 
 #: Regression losses by name (``make_loss``, config ``objective.loss``).
 LOSSES: Registry[type] = Registry("loss", {"l2": L2, "pseudo_huber": PseudoHuber})
+register_loss = registrar(
+    LOSSES, "register_loss", "a class, ``cls(**kwargs)(pred, target) -> [B]``"
+)
 
 
 def make_loss(name: str, **kwargs):

@@ -51,12 +51,10 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.objectives import guidance
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.objectives.flow_matching import binned_means
 from flowjax.time import laws
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 LABEL_DROPOUT_ROWS = ("leading", "random")
 

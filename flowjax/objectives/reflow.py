@@ -34,11 +34,9 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.objectives import guidance, losses
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
 from flowjax.objectives.flow_matching import binned_means
 from flowjax.time import laws
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 
 def _bcast(a: Array, x: Array) -> Array:

@@ -44,12 +44,12 @@ from typing import Any, Callable
 
 from flowjax import paths
 from flowjax.objectives import blockwise, flow_matching, freeflow, losses, meanflow, reflow
-from flowjax.objectives.base import Objective
 from flowjax.objectives.decomposable import decomposable_from_config
 from flowjax.objectives.dispersive import Dispersive
 from flowjax.registry import Registry
 from flowjax.spec import format_spec, from_section, interval, parse_spec, section_kwargs
 from flowjax.time import laws
+from flowjax.types import Objective
 
 #: Keys of the ``objective`` section shared by the objectives (each is passed to the objectives
 #: whose dataclass has the field of that name; ``huber_c`` goes into the loss).

@@ -17,13 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.objectives.base import ApplyFn, Metrics, Objective
-
-Array = jax.Array
+from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 
 @dataclasses.dataclass(frozen=True)

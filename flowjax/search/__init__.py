@@ -14,7 +14,7 @@ Example::
     result = rbf(proposal, make_reward("toy_mode,mode=0"), key, budget=100, num_problems=64)
 """
 
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 from flowjax.search.best_of_n import best_of_n
 from flowjax.search.particles import PROPOSALS, Proposal, SearchResult, make_proposal
 from flowjax.search.rbf import rbf
@@ -25,6 +25,11 @@ from flowjax.search.smc import smc
 #: Search algorithms by name.
 METHODS: Registry = Registry(
     "search method", {"bon": best_of_n, "smc": smc, "sop": search_over_paths, "rbf": rbf}
+)
+register_search_method = registrar(
+    METHODS,
+    "register_search_method",
+    "``fn(proposal, reward_fn, key, *, budget, **options) -> SearchResult``",
 )
 
 
@@ -43,6 +48,7 @@ __all__ = [
     "make_reward",
     "rbf",
     "register_reward",
+    "register_search_method",
     "reward_names",
     "search",
     "search_over_paths",

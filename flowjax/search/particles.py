@@ -41,8 +41,8 @@ import numpy as np
 from flowjax import paths
 from flowjax.solvers import sde
 from flowjax.time import grids
+from flowjax.types import Array
 
-Array = jax.Array
 Reward = Callable[[Array], Array]
 
 PROPOSALS = ("ode", "sde", "vp-ode", "vp-sde")

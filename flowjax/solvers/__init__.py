@@ -11,8 +11,6 @@ SDE with the ODE's marginals (Euler-Maruyama) and converts a linear-path velocit
 from flowjax.solvers import sde
 from flowjax.solvers.adaptive import AdaptiveSolve
 from flowjax.solvers.base import (
-    Solver,
-    VelocityFn,
     check_velocity_kind,
     make_sampler,
     make_solver,
@@ -26,6 +24,7 @@ from flowjax.solvers.flow_map import FlowMap
 from flowjax.solvers.heun import Heun
 from flowjax.solvers.midpoint import Midpoint
 from flowjax.solvers.rk4 import RK4
+from flowjax.types import Solver, VelocityFn
 from flowjax.velocity import (
     average_velocity,
     diagonal_velocity,

@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.registry import Registry
-from flowjax.solvers.base import VelocityFn, check_inputs
-
-Array = jax.Array
+from flowjax.solvers.base import check_inputs
+from flowjax.types import Array, VelocityFn
 
 #: diffrax methods by name: ``(diffrax solver class name, function evaluations per step)``.
 #: diffrax itself (with equinox, optimistix, lineax: about a second to import) is imported by

@@ -29,7 +29,6 @@ of the same length reuses the same executable.
 
 from __future__ import annotations
 
-import abc
 from typing import Any, Callable
 
 import jax
@@ -38,67 +37,8 @@ import numpy as np
 
 from flowjax.registry import Registry
 from flowjax.time import grids
+from flowjax.types import Array, ScalarTimeVelocity, Solver, VelocityFn
 from flowjax.velocity import tag_velocity, velocity_kind
-
-Array = jax.Array
-VelocityFn = Callable[[Array, Array, Any], Array]
-ScalarTimeVelocity = Callable[[Array, Array], Array]
-
-
-class Solver(abc.ABC):
-    """Base class of one-step and multistep ODE solvers (see the module docstring)."""
-
-    name: str = "solver"
-    order: int = 1
-    nfe_per_step: int = 1
-    min_steps: int = 1
-    # Appended to the "needs at least min_steps" errors: why the minimum exists.
-    min_steps_note: str = ""
-    # True for solvers of average-velocity models u(x, t, cond, t_end) (flow maps).
-    needs_end_time: bool = False
-
-    def init(self, x: Array) -> Any:
-        del x
-        return ()
-
-    @abc.abstractmethod
-    def step(
-        self,
-        f: ScalarTimeVelocity,
-        x: Array,
-        t: Array,
-        t_next: Array,
-        state: Any,
-        index: Array,
-        num_steps: int,
-    ) -> tuple[Array, Any]:
-        """Advance ``x`` from time ``t`` to ``t_next``."""
-
-    def num_steps_for_nfe(self, nfe: int) -> int:
-        """Number of steps that spend exactly ``nfe`` velocity evaluations.
-
-        Raises a ValueError if ``nfe`` is below this solver's minimum or not a multiple of
-        its cost per step: NFE counts in flowjax are always honest.
-        """
-        nfe = int(nfe)
-        minimum = self.nfe_per_step * self.min_steps
-        if nfe < minimum:
-            raise ValueError(
-                f"{self.name} needs at least {minimum} function evaluations "
-                f"({self.min_steps} step(s) x {self.nfe_per_step} NFE); got nfe={nfe}"
-                f"{self.min_steps_note}"
-            )
-        if nfe % self.nfe_per_step:
-            lower = nfe - nfe % self.nfe_per_step
-            raise ValueError(
-                f"{self.name} costs {self.nfe_per_step} NFE per step, so nfe must be a "
-                f"multiple of {self.nfe_per_step}; got nfe={nfe}. Use nfe={lower} or "
-                f"{lower + self.nfe_per_step}."
-            )
-        return nfe // self.nfe_per_step
-
-    def nfe(self, num_steps: int) -> int:
-        return self.nfe_per_step * int(num_steps)
 
 
 def check_inputs(x0: Array, cond: Any) -> None:

@@ -37,14 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import console
-from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, sample
+from flowjax.solvers.base import bind_condition, check_inputs, sample
 from flowjax.solvers.dpm_solver_pp import DPMSolverPP
 from flowjax.solvers.euler import Euler
 from flowjax.solvers.learned.store import JsonScheduleStore, StoredSchedule
 from flowjax.time import grids
-
-Array = jax.Array
-
+from flowjax.types import Array, Solver, VelocityFn
 
 # ---------------------------------------------------------------------------------------------
 # Calibration and costs

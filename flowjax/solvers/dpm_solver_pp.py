@@ -68,12 +68,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-from flowjax.solvers.base import Solver, register_solver
-
-Array = jax.Array
+from flowjax.solvers.base import register_solver
+from flowjax.types import Array, Solver
 
 # diffusers switches the last two steps to lower order when there are fewer than this many.
 LOWER_ORDER_FINAL_BELOW = 15

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from flowjax.solvers.base import Solver, register_solver
+from flowjax.solvers.base import register_solver
+from flowjax.types import Solver
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,12 +56,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import paths
-from flowjax.registry import Registry
-from flowjax.solvers.base import VelocityFn, check_inputs
+from flowjax.registry import Registry, registrar
+from flowjax.solvers.base import check_inputs
 from flowjax.spec import check_keys, coerce, parse_spec
 from flowjax.time import grids
+from flowjax.types import Array, VelocityFn
 
-Array = jax.Array
 Diffusion = Callable[[Array], Array]
 
 
@@ -98,6 +98,7 @@ DIFFUSIONS: Registry[Callable[[Array, float], Array]] = Registry(
         "constant": lambda t, eta: jnp.full_like(t, eta),
     },
 )
+register_diffusion = registrar(DIFFUSIONS, "register_diffusion", "``g(t, eta) -> array like t``")
 
 
 def make_diffusion(

@@ -27,12 +27,12 @@ piece (``euler_nfe4``, ``dpm++2m_nfe8_logsnr``, ``heun_nfe8_shifted_alpha3``), p
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from flowjax.time import grids
+from flowjax.types import SamplerOption
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -48,30 +48,6 @@ class Piece(NamedTuple):
 #: Parsed options: ``name -> True`` for a flag (``@frn``), ``name -> (floats)`` for a value
 #: option (``@tau=0.7/0.9``), in the order written.
 Options = dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerOption:
-    """An ``@`` option an objective's own sampler takes (``make_sampler(..., keyword=...)``).
-
-    Attributes:
-      keyword: the keyword argument of the objective's ``make_sampler`` the option sets.
-      value: a flag's value (``@frn`` -> ``frn=True``); ``None`` for a value option, which
-        passes its numbers as a tuple of floats (``@tau=0.7/0.9`` -> ``thresholds=(0.7, 0.9)``).
-      help: one line saying what it does (shown in errors and docs).
-    """
-
-    keyword: str
-    value: Any = None
-    help: str = ""
-
-    @property
-    def takes_numbers(self) -> bool:
-        return self.value is None
-
-    def usage(self, name: str) -> str:
-        """How it is written: ``@frn`` or ``@tau=V[/V...]``."""
-        return f"@{name}=V[/V...]" if self.takes_numbers else f"@{name}"
 
 
 def _piece_error(spec: str) -> ValueError:
@@ -215,3 +191,15 @@ def sampler_keywords(
         set_by[opt.keyword] = name
         keywords[opt.keyword] = value if opt.takes_numbers else opt.value
     return keywords
+
+
+def objective_keywords(objective: Any, pieces: list[Piece], options: Options) -> dict[str, Any]:
+    """:func:`sampler_keywords` for ``objective``'s declaration (its ``sampler_options`` and
+    ``segmented_sampler``, :class:`flowjax.types.Objective`)."""
+    return sampler_keywords(
+        pieces,
+        options,
+        objective.sampler_options,
+        segmented=objective.segmented_sampler,
+        owner=f"objective {type(objective).__name__}",
+    )

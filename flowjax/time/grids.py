@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 from flowjax.spec import coerce, parse_spec
 from flowjax.time.shifts import check_alpha, shift_time
 
@@ -203,6 +203,7 @@ GRIDS: Registry = Registry(
         "custom": custom_grid,
     },
 )
+register_grid = registrar(GRIDS, "register_grid", "``fn(num_steps, **kwargs) -> grid``")
 
 SPEC_EXAMPLE = "shifted,alpha=3"
 

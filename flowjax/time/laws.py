@@ -38,11 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.registry import Registry
+from flowjax.registry import Registry, registrar
 from flowjax.spec import coerce, format_spec, init_fields, parse_spec
 from flowjax.time.shifts import check_alpha, shift_time
+from flowjax.types import Array
 
-Array = jax.Array
 Shape = int | Sequence[int]
 
 # Largest valid SD3 "mode" parameter: beyond it t(u) stops being monotone.
@@ -368,6 +368,9 @@ LAWS: Registry[type] = Registry(
         "u_shaped": UShaped,
         "discrete": Discrete,
     },
+)
+register_time_law = registrar(
+    LAWS, "register_time_law", "a TimeSampler dataclass; its fields are the spec's keys"
 )
 
 SPEC_EXAMPLE = "logit_normal,loc=0.4,scale=1"

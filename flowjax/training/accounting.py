@@ -5,8 +5,10 @@ multiply-add) times 3 for forward + backward, per example (``training_flops = 3 
 the convention of the PaLM paper's MFU. They are a property of the model, not of the
 implementation: rematerialisation's extra forward pass is *not* counted, and objectives that
 call the network more than once per example (guided targets, JVPs) do more work than counted.
-For DiT the forward count is analytic (:func:`flowjax.models.dit_forward_flops`) and is
-cross-checked against XLA's cost analysis in the tests.
+Each network declares its count through the :class:`flowjax.types.Model` contract
+(``forward_flops``, ``num_tokens``); accounting reads nothing else. For DiT the count is
+analytic (:func:`flowjax.models.dit_forward_flops`) and is cross-checked against XLA's cost
+analysis in the tests.
 
 **MFU** = achieved model FLOP/s / (number of devices x peak FLOP/s per device), with the peak
 dense bfloat16 throughput of the device from :data:`PEAK_BF16_FLOPS` (vendor figures per chip /
@@ -21,8 +23,8 @@ from typing import Any
 
 import jax
 
-from flowjax.models.dit import DiT, dit_forward_flops, dit_num_tokens
 from flowjax.parallel.rules import bytes_per_device
+from flowjax.types import Model
 
 # Peak dense bf16 FLOP/s per device, keyed by a lower-case substring of ``device.device_kind``.
 # Ordered: the first matching key wins (so "v5 lite" is tested before "v5").
@@ -77,29 +79,21 @@ class StepCost:
         return out
 
 
-def forward_flops_per_example(model: Any, element_shape: tuple[int, ...]) -> float | None:
-    """Analytic forward FLOPs of ``model`` for one example of ``element_shape``: DiT's count,
-    or the model's own ``forward_flops(element_shape)`` where it defines one (one network
-    evaluation: for the blockwise network, the feature network and ONE segment block);
-    ``None`` otherwise."""
-    own = getattr(model, "forward_flops", None)
-    if callable(own):
-        return float(own(tuple(element_shape)))
-    if isinstance(model, DiT):
-        return dit_forward_flops(
-            image_shape=tuple(element_shape),
-            patch_size=model.patch_size,
-            hidden_size=model.hidden_size,
-            depth=model.depth,
-            mlp_ratio=model.mlp_ratio,
-            learn_sigma=model.learn_sigma,
-            use_end_time=model.use_end_time,
-        )
-    return None
+def forward_flops_per_example(model: Model, element_shape: tuple[int, ...]) -> float | None:
+    """Analytic forward FLOPs of ``model`` for one example of ``element_shape``: the model's
+    ``forward_flops(element_shape)`` (:class:`flowjax.types.Model`; one network evaluation: for
+    the blockwise network, the feature network and ONE segment block), ``None`` when the
+    model declares none."""
+    return _flops(model, element_shape, "full")
+
+
+def _flops(model: Model, element_shape: tuple[int, ...], part: str) -> float | None:
+    flops = model.forward_flops(tuple(element_shape), part=part)
+    return None if flops is None else float(flops)
 
 
 def inference_flops(
-    model: Any,
+    model: Model,
     element_shape: tuple[int, ...],
     network_calls: dict[str, int],
     *,
@@ -109,32 +103,25 @@ def inference_flops(
     under classifier-free guidance (both halves are evaluated).
 
     ``network_calls`` maps a kind of evaluation to its count per sample (a sampler's
-    ``network_calls``; ``{"full": nfe}`` for a standard sampler). Kinds other than ``"full"``
-    are priced by the model's ``forward_flops(element_shape, part=kind)``. ``None`` when the
-    model has no analytic count.
+    ``network_calls``; ``{"full": nfe}`` for a standard sampler); each kind is priced by the
+    model's ``forward_flops(element_shape, part=kind)``. ``None`` when the model has no
+    analytic count.
     """
     total = 0.0
     for kind, count in network_calls.items():
-        if kind == "full":
-            flops = forward_flops_per_example(model, element_shape)
-        else:
-            own = getattr(model, "forward_flops", None)
-            flops = None if own is None else float(own(tuple(element_shape), part=kind))
+        flops = _flops(model, element_shape, kind)
         if flops is None:
             return None
         total += int(count) * flops
     return total * (2.0 if guided else 1.0)
 
 
-def step_cost(model: Any, element_shape: tuple[int, ...], global_batch: int) -> StepCost:
+def step_cost(model: Model, element_shape: tuple[int, ...], global_batch: int) -> StepCost:
+    """One training step's model FLOPs (3 x forward x batch) and tokens (the model's
+    ``num_tokens`` per example, or one token per example when it declares none)."""
     forward = forward_flops_per_example(model, element_shape)
-    if isinstance(model, DiT):
-        per_example = dit_num_tokens(element_shape, model.patch_size)
-    elif callable(getattr(model, "num_tokens", None)):
-        per_example = int(model.num_tokens(tuple(element_shape)))
-    else:
-        per_example = 1
-    tokens = per_example * global_batch
+    per_example = model.num_tokens(tuple(element_shape))
+    tokens = (1 if per_example is None else int(per_example)) * global_batch
     flops = None if forward is None else 3.0 * forward * global_batch
     return StepCost(model_flops=flops, tokens=tokens, examples=global_batch)
 

@@ -30,7 +30,12 @@ from flowjax import data as data_lib
 from flowjax.evaluation import fid
 from flowjax.parallel import multihost
 from flowjax.solvers.learned import bespoke
-from flowjax.solvers.spec import eval_spec_label, parse_eval_spec, sampler_keywords
+from flowjax.solvers.spec import (
+    eval_spec_label,
+    objective_keywords,
+    parse_eval_spec,
+    sampler_keywords,
+)
 from flowjax.time import grids
 from flowjax.velocity import make_velocity_fn
 
@@ -168,7 +173,7 @@ class Evaluator:
             )
         else:
             declared = objective.sampler_options
-            keywords = objective.sampler_keywords(pieces, options)
+            keywords = objective_keywords(objective, pieces, options)
         label = eval_spec_label(pieces, options, order=declared)
         learned = any(bespoke.is_learned_setting(name, grid) for name, _, grid in pieces)
         if learned and (len(pieces) > 1 or options):

@@ -33,6 +33,7 @@ from flowjax.training.restore import run_data
 from flowjax.training.state import TrainState
 from flowjax.training.step import make_train_step
 from flowjax.training.workdir import read_config_json
+from flowjax.types import Model
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,12 @@ class Experiment:
         # ``check_input``); objectives with several networks build copies of the same one.
         make(self.average_velocity).check_input((1, *self.data.element_shape))
         self.model = self.objective.build_model(make)
+        if not isinstance(self.model, Model):
+            raise TypeError(
+                f"{type(self.objective).__name__}.build_model returned a "
+                f"{type(self.model).__name__}, which does not subclass flowjax.types.Model; "
+                "mix it in (class Net(nn.Module, Model)) so accounting can read its hooks"
+            )
         self.apply_fn = models.make_apply_fn(self.model)
         self.frozen = tuple(self.objective.frozen)
         self.tx = _freeze(make_optimizer(config.optim, int(tcfg.num_steps)), self.frozen)

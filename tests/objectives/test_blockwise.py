@@ -20,7 +20,7 @@ from flowjax.objectives.blockwise import (
     split_sizes,
     validate_boundaries,
 )
-from flowjax.solvers.spec import parse_eval_spec
+from flowjax.solvers.spec import objective_keywords, parse_eval_spec
 from flowjax.velocity import make_velocity_fn
 from tests.tolerance import assert_equal_up_to_rounding
 
@@ -301,7 +301,9 @@ def test_sampler_keeps_each_block_in_its_segment_and_spends_the_nfe(spec, nfe_pe
     else:
         args = (tuple(made), tuple(p[1] for p in pieces), tuple(p[2] for p in pieces))
     log = []
-    run = obj.make_sampler(_recording_velocity(log), *args, **obj.sampler_keywords(pieces, options))
+    run = obj.make_sampler(
+        _recording_velocity(log), *args, **objective_keywords(obj, pieces, options)
+    )
     x0 = jnp.ones((2, *SHAPE))
     out = jax.block_until_ready(run(None, x0))
     jax.effects_barrier()

@@ -257,10 +257,10 @@ def test_thresholds_set_at_sampling_time_equal_an_objective_built_with_them():
     and the network sees the stage times of that schedule, written out here by hand."""
     import ml_collections
 
-    from flowjax.solvers.spec import eval_spec_label, parse_eval_spec
+    from flowjax.solvers.spec import eval_spec_label, objective_keywords, parse_eval_spec
 
     pieces, spec_options = parse_eval_spec("euler:8@tau=0.6,phases=1/1")
-    options = DecomposableFlowMatching().sampler_keywords(pieces, spec_options)
+    options = objective_keywords(DecomposableFlowMatching(), pieces, spec_options)
     assert options == {"thresholds": (0.6,), "phase_weights": (1.0, 1.0)}
     assert eval_spec_label(pieces, spec_options) == "euler_nfe8_tau0.6_phases1-1"
     model = _net(2)

@@ -26,7 +26,7 @@ Each record is one pair ``{"x0": float32 [*element_shape], "x1": float32 [*eleme
 
 Training (:class:`PairSource`) reads the pairs in the order of :mod:`flowjax.data.batch_order`
 (a fresh permutation per epoch, global batch ``k`` a pure function of ``(seed, k)``), with the
-source contract of :class:`flowjax.data.base.DataSource`.
+source contract of :class:`flowjax.types.DataSource`.
 
 The package is the format in three modules: :mod:`~flowjax.data.pairs.manifest` (names,
 features, manifest), :mod:`~flowjax.data.pairs.writer` (:func:`write_pairs`,

@@ -98,7 +98,7 @@ def load_pairs(out_dir: str | os.PathLike, chunk_size: int = 1024) -> dict[str, 
 
 
 class PairSource:
-    """Reflow pairs as a training source (the contract of :class:`flowjax.data.base.DataSource`).
+    """Reflow pairs as a training source (the contract of :class:`flowjax.types.DataSource`).
 
     Batches are ``{"x0": float32 [b, ...], "x1": float32 [b, ...], "label": int32 [b]}``
     (``label`` only for conditional pairs), ``b = batch_size // shard_count``; a pair's ``x0``

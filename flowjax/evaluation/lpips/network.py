@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax.types import Array
 from flowjax.weight_files import WeightSpec, he_normal
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "weight_shapes",
 ]
 
-Array = jax.Array
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the network and of the lpips package

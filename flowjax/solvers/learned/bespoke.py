@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.solvers.base import Solver, VelocityFn, bind_condition, check_inputs, make_solver
+from flowjax.solvers.base import bind_condition, check_inputs, make_solver
 from flowjax.solvers.learned.calibration import endpoint_loss, optimise, prepare_calibration
 from flowjax.solvers.learned.grid import (
     grid_from_logits,
@@ -61,8 +61,7 @@ from flowjax.solvers.learned.grid import (
 )
 from flowjax.solvers.learned.store import STORE_NAME, LearnedSchedule, LearnedStore
 from flowjax.time import grids
-
-Array = jax.Array
+from flowjax.types import Array, Solver, VelocityFn
 
 
 @dataclasses.dataclass(frozen=True)

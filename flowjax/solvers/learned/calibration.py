@@ -47,7 +47,7 @@ import numpy as np
 import optax
 
 from flowjax.solvers.adaptive import AdaptiveSolve
-from flowjax.solvers.base import Solver, VelocityFn, check_inputs, make_solver, sample
+from flowjax.solvers.base import check_inputs, make_solver, sample
 from flowjax.solvers.learned.grid import (
     INIT_CANDIDATES,
     grid_from_logits,
@@ -57,9 +57,7 @@ from flowjax.solvers.learned.grid import (
 )
 from flowjax.solvers.learned.store import LearnedSchedule
 from flowjax.time import grids
-
-Array = jax.Array
-
+from flowjax.types import Array, Solver, VelocityFn
 
 # ---------------------------------------------------------------------------------------------
 # Reference endpoints

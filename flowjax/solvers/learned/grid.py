@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax.time import grids
-
-Array = jax.Array
+from flowjax.types import Array
 
 
 def grid_from_logits(logits: Array, t_start: float = 0.0, t_end: float = 1.0) -> Array:
