@@ -24,10 +24,10 @@ import numpy as np
 
 from flowjax import data as data_lib
 from flowjax import solvers
+from flowjax.evaluation.evaluator import Evaluator, eval_spec_label, parse_eval_spec, sampler_label
 from flowjax.solvers import bespoke, boss
 from flowjax.time import grids
 from flowjax.training import accounting
-from flowjax.training.evaluate import Evaluator, eval_spec_label, parse_eval_spec, sampler_label
 from flowjax.training.experiment import load_run
 from flowjax.training.restore import run_data
 

@@ -46,9 +46,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "flowjax.evaluation",
             "flowjax.search",
             "flowjax.plotting",
+            "flowjax.parallel",  # mesh and multihost helpers, used by the evaluator
         ),
     ),
-    ("training", ("flowjax.training", "flowjax.parallel")),
+    ("training", ("flowjax.training",)),
     (
         "workflows",
         (

@@ -309,7 +309,7 @@ def test_unknown_and_retired_objective_keys():
 
 
 def test_eval_sampler_strings_check_their_grid_part_with_the_parser():
-    from flowjax.training.evaluate import parse_sampler_spec
+    from flowjax.evaluation.evaluator import parse_sampler_spec
 
     assert parse_sampler_spec("heun:8:shifted,alpha=3") == ("heun", 8, "shifted,alpha=3")
     assert parse_sampler_spec("euler:3:0,0.2,0.5,1") == ("euler", 3, "0,0.2,0.5,1")

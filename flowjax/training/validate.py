@@ -19,8 +19,8 @@ from typing import Any
 
 from flowjax import data as data_lib
 from flowjax import solvers
+from flowjax.evaluation.evaluator import parse_eval_spec
 from flowjax.training import optim as optim_lib
-from flowjax.training.evaluate import parse_eval_spec
 from flowjax.training.faults import SetupError
 
 # (section, field, minimum, what it means); None values are allowed where the config says so.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from flowjax import solvers
+from flowjax.evaluation.evaluator import parse_eval_spec
 from flowjax.models import BlockwiseFlowNet, init_params, make_apply_fn
 from flowjax.models.blockwise import FeatureNet
 from flowjax.objectives import FlowMatching
@@ -20,7 +21,6 @@ from flowjax.objectives.blockwise import (
     split_sizes,
     validate_boundaries,
 )
-from flowjax.training.evaluate import parse_eval_spec
 from flowjax.velocity import make_velocity_fn
 from tests.tolerance import assert_equal_up_to_rounding
 

@@ -257,7 +257,7 @@ def test_thresholds_set_at_sampling_time_equal_an_objective_built_with_them():
     and the network sees the stage times of that schedule, written out here by hand."""
     import ml_collections
 
-    from flowjax.training.evaluate import eval_spec_label, parse_eval_spec
+    from flowjax.evaluation.evaluator import eval_spec_label, parse_eval_spec
 
     pieces, options = parse_eval_spec("euler:8@tau=0.6,phases=1/1")
     assert options == {"thresholds": (0.6,), "phase_weights": (1.0, 1.0)}

@@ -115,7 +115,7 @@ def test_command_line(trained):
 
 
 def test_eval_sampler_specs_take_an_optional_grid():
-    from flowjax.training.evaluate import parse_sampler_spec, sampler_label
+    from flowjax.evaluation.evaluator import parse_sampler_spec, sampler_label
 
     assert parse_sampler_spec("euler:4") == ("euler", 4, "uniform")
     assert parse_sampler_spec("dpm++2m:8:logsnr") == ("dpm++2m", 8, "logsnr")
