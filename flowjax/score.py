@@ -208,7 +208,8 @@ def score_run(
     every setting with Inception FID (``fid_<label>``) and IS (``is_<label>``) as the training
     evaluation does when ``eval.inception_weights`` / ``eval.fid_stats`` are set."""
     from flowjax import data as data_lib  # deferred: --help and flag errors need no jax
-    from flowjax.evaluation.evaluator import IS_SPLITS, Evaluator, parse_eval_spec
+    from flowjax.evaluation.evaluator import Evaluator, parse_eval_spec
+    from flowjax.evaluation.metrics import IS_SPLITS
     from flowjax.training.experiment import load_run
 
     for spec in samplers or ():

@@ -1,5 +1,10 @@
-"""Evaluation: distances between sample sets, Fréchet distances and trajectory straightness.
+"""Evaluation: the evaluator, the metric registry, and the distances it is made of.
 
+- :class:`Evaluator`: samples a run under several sampler settings and scores the samples with
+  the metrics of ``config.eval.metrics`` (:class:`EvalSettings`, the ``eval`` section).
+- :data:`METRICS`, :func:`register_metric`: the registered :class:`flowjax.types.Metric`
+  classes by name (``sw``, ``mmd``, ``energy``, ``fid``, ``fd``, ``straightness``; see
+  :mod:`flowjax.evaluation.metrics`); a new metric is one subclass and one registration.
 - :func:`sliced_wasserstein`, :func:`mmd`, :func:`energy_distance`: two-sample distances for
   low-dimensional data (jax.numpy, jit-friendly, blocked pairwise sums).
 - :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
@@ -16,8 +21,17 @@ from flowjax.evaluation.digits_features import (
     DigitsFeatureExtractor,
     DigitsFrechetMetric,
 )
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance, trace_sqrt_product
+from flowjax.evaluation.metrics import (
+    METRICS,
+    MetricContext,
+    MetricUnavailable,
+    metric_names,
+    register_metric,
+)
 from flowjax.evaluation.sample_metrics import energy_distance, mmd, sliced_wasserstein
+from flowjax.evaluation.settings import EvalSettings, eval_settings
 from flowjax.evaluation.straightness import straightness
 
 _LAZY = {"LPIPS", "convert_torch_weights"}  # imported on first use: keeps
@@ -33,6 +47,14 @@ def __getattr__(name):
 
 
 __all__ = [
+    "METRICS",
+    "EvalSettings",
+    "Evaluator",
+    "MetricContext",
+    "MetricUnavailable",
+    "eval_settings",
+    "metric_names",
+    "register_metric",
     "DigitsClassifier",
     "DigitsFeatureExtractor",
     "DigitsFrechetMetric",
