@@ -8,7 +8,8 @@
 - :func:`sliced_wasserstein`, :func:`mmd`, :func:`energy_distance`: two-sample distances for
   low-dimensional data (jax.numpy, jit-friendly, blocked pairwise sums).
 - :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
-- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set;
+- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set (the
+  classifier is :mod:`flowjax.models.digits_classifier`);
   :class:`DigitsFrechetMetric`, its score, is the feature metric registered for
   ``sklearn_digits`` (importing this package registers it).
 - :func:`straightness`: the rectified-flow straightness of sampled trajectories.
@@ -16,11 +17,7 @@
   (:func:`convert_torch_weights` and :mod:`flowjax.evaluation.lpips` make the file).
 """
 
-from flowjax.evaluation.digits_features import (
-    DigitsClassifier,
-    DigitsFeatureExtractor,
-    DigitsFrechetMetric,
-)
+from flowjax.evaluation.digits_features import DigitsFeatureExtractor, DigitsFrechetMetric
 from flowjax.evaluation.evaluator import Evaluator
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance, trace_sqrt_product
 from flowjax.evaluation.metrics import (
@@ -55,7 +52,6 @@ __all__ = [
     "eval_settings",
     "metric_names",
     "register_metric",
-    "DigitsClassifier",
     "DigitsFeatureExtractor",
     "DigitsFrechetMetric",
     "LPIPS",

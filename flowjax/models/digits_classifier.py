@@ -1,34 +1,24 @@
-"""A Fréchet distance on features of a small classifier of the 8x8 digits (a "digits FID").
+"""A small classifier of the 8x8 digits: the network, its deterministic training and its cache.
 
 Inception features mean nothing on 8x8 grey digits, so sample quality of models trained on
 :mod:`flowjax.data.digits_arrays` is measured with a classifier trained here on the same
-images: :class:`DigitsFeatureExtractor` embeds images with the penultimate layer of a small CNN
-and :func:`~flowjax.evaluation.frechet.frechet_distance` compares the Gaussian fits of the two
-embedded sets,
-
-    FD(samples, reference) = ||mu_s - mu_r||^2 + tr(S_s + S_r - 2 (S_s S_r)^{1/2}).
+images (the Fréchet distance on its features, ``fd``, is in
+:mod:`flowjax.evaluation.digits_features`); its logits are a search reward
+(:mod:`flowjax.search.rewards`) and its spatial features a representation target
+(:mod:`flowjax.objectives.blockwise`).
 
 Inputs: images ``[N, 8, 8, 1]`` (NHWC; ``[N, 8, 8]`` and ``[N, 64]`` are reshaped), either
 ``uint8`` in ``0..255`` (scaled by ``x / 127.5 - 1``) or floats in ``[-1, 1]`` — the range
 generated samples arrive in (noise at t=0, data at t=1). Float inputs are clipped to
 ``[-1, 1]``, as when samples are written out as images.
 
-What makes the number meaningful:
-
 - Features: the 64 post-ReLU units before the logits. They are trained to separate the ten
-  classes, so they respond to stroke shape and class identity rather than to pixel noise, and
-  their distribution collapses if samples lose class structure, mix classes or lose diversity
-  (mode dropping shrinks ``S_s``).
+  classes, so they respond to stroke shape and class identity rather than to pixel noise.
 - The classifier sees +-1 pixel random shifts during training, so features are not tied to
   the exact pixel grid of the training images.
-- The default reference is the ``test`` split, which the classifier never trained on; features
-  of the ``train`` split are slightly over-confident. Compare a model trained on ``train``
-  with the ``test`` statistics.
-- FD has a positive finite-sample bias of order ``tr(S) F / N``: compare numbers only at the
-  same number of samples (e.g. always 360, the size of the test split).
-- The classifier is trained deterministically from a fixed seed, and its parameters are
-  cached on disk under a key that hashes the architecture and the training settings, so the
-  numbers are comparable across runs and machines.
+- The classifier is trained deterministically from a fixed seed on the ``train`` split, and
+  its parameters are cached on disk under a key that hashes the architecture and the training
+  settings, so the numbers made with it are comparable across runs and machines.
 
 Cache: ``$FLOWJAX_CACHE`` or ``~/.cache/flowjax``; one msgpack file per settings hash, written
 atomically (temporary file + ``os.replace``). An unreadable or mismatched file is retrained and
@@ -54,20 +44,18 @@ import numpy as np
 import optax
 
 from flowjax import console
-from flowjax.data.digits import DIGITS_NAME
 from flowjax.data.digits_arrays import IMAGE_SHAPE, NUM_CLASSES, load_digits_numpy
-from flowjax.data.tfds_pipeline import register_feature_metric
-from flowjax.evaluation.frechet import feature_statistics, frechet_distance
 
 __all__ = [
     "ARCHITECTURE",
     "TRAIN_SETTINGS",
     "DigitsClassifier",
-    "DigitsFeatureExtractor",
-    "DigitsFrechetMetric",
+    "TrainedDigitsClassifier",
     "cache_key",
     "default_cache_dir",
     "images_to_model_input",
+    "load_weights",
+    "save_weights",
     "spatial_features",
 ]
 
@@ -288,7 +276,7 @@ def _param_template():
     return jax.eval_shape(_MODEL.init, jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE))["params"]
 
 
-def _save(path: str, params, test_accuracy: float) -> None:
+def save_weights(path: str, params, test_accuracy: float) -> None:
     """Write the cache file atomically: a temporary file in the same directory, then rename."""
     payload = {
         "key": cache_key(),
@@ -311,8 +299,9 @@ def _save(path: str, params, test_accuracy: float) -> None:
         raise
 
 
-def _load(path: str) -> tuple[Any, float]:
-    """Read and check a cache file; raises ``ValueError`` if anything does not match."""
+def load_weights(path: str) -> tuple[Any, float]:
+    """``(params, test_accuracy)`` of a cache file, checked; ``ValueError`` if anything
+    (the settings key, the tree, shapes, dtypes, finiteness) does not match."""
     with open(path, "rb") as f:
         payload = flax.serialization.msgpack_restore(f.read())
     if not isinstance(payload, dict) or payload.get("key") != cache_key():
@@ -332,8 +321,8 @@ def _load(path: str) -> tuple[Any, float]:
     return params, float(payload["test_accuracy"])
 
 
-class DigitsFeatureExtractor:
-    """Classifier features, logits, accuracy and Fréchet distance for 8x8 digits images.
+class TrainedDigitsClassifier:
+    """The trained classifier: features, logits and accuracy of 8x8 digits images.
 
     Build it with :meth:`load_or_train`. Attributes: ``params``; ``test_accuracy`` (on the
     ``test`` split, measured after training and stored in the cache); ``from_cache`` (whether
@@ -341,8 +330,8 @@ class DigitsFeatureExtractor:
 
     Example::
 
-        extractor = DigitsFeatureExtractor.load_or_train()
-        fd = extractor.frechet(samples_bhwc)   # samples in [-1, 1], vs. the test split
+        classifier = TrainedDigitsClassifier.load_or_train()
+        classifier.accuracy(images, labels)   # images in [-1, 1] or uint8
     """
 
     def __init__(
@@ -357,7 +346,6 @@ class DigitsFeatureExtractor:
         self.test_accuracy = test_accuracy
         self.from_cache = from_cache
         self.train_seconds = train_seconds
-        self._reference: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def cache_path(cls, cache_dir: str | os.PathLike | None = None) -> str:
@@ -366,7 +354,7 @@ class DigitsFeatureExtractor:
         return os.path.join(directory, f"digits_classifier-{cache_key()}.msgpack")
 
     @classmethod
-    def load_or_train(cls, cache_dir: str | os.PathLike | None = None) -> DigitsFeatureExtractor:
+    def load_or_train(cls, cache_dir: str | os.PathLike | None = None):
         """Load the cached classifier, or train it (a few seconds on a CPU) and cache it.
 
         Args:
@@ -380,7 +368,7 @@ class DigitsFeatureExtractor:
         path = cls.cache_path(cache_dir)
         if os.path.exists(path):
             try:
-                params, acc = _load(path)
+                params, acc = load_weights(path)
                 return cls(params, test_accuracy=acc, from_cache=True)
             except Exception as err:  # noqa: BLE001 - any unreadable cache means: retrain
                 warnings.warn(
@@ -391,7 +379,7 @@ class DigitsFeatureExtractor:
         start = time.perf_counter()
         params, acc = _train_params()
         seconds = time.perf_counter() - start
-        _save(path, params, acc)
+        save_weights(path, params, acc)
         return cls(params, test_accuracy=acc, from_cache=False, train_seconds=seconds)
 
     @property
@@ -423,66 +411,3 @@ class DigitsFeatureExtractor:
         if labels.shape != (x.shape[0],):
             raise ValueError(f"labels must have shape [{x.shape[0]}], got {labels.shape}.")
         return float(np.mean(np.argmax(self.logits(x), axis=1) == labels))
-
-    def statistics(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """``(mu [64], sigma [64, 64])`` float64 of the features of ``x`` (``N >= 2``)."""
-        return feature_statistics(self.features(x))
-
-    def reference_statistics(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-        """Feature statistics of a real split (``"test"``: 360 images; ``"train"``: 1437)."""
-        if split not in self._reference:
-            images, _ = load_digits_numpy(split)
-            self._reference[split] = self.statistics(images)
-        return self._reference[split]
-
-    def frechet(self, samples, reference="test") -> float:
-        """Classifier-feature Fréchet distance between ``samples`` and a reference.
-
-        Args:
-          samples: images ``[N, 8, 8, 1]``, ``N >= 2`` (floats in ``[-1, 1]`` or uint8).
-          reference: a split name (``"test"``, ``"train"``), an image array, or a
-            ``(mu, sigma)`` pair from :meth:`statistics` / :meth:`reference_statistics`.
-
-        Returns:
-          The FD as a float; compare values at equal ``N`` (see the module docstring).
-        """
-        mu_s, sigma_s = self.statistics(samples)
-        if isinstance(reference, str):
-            mu_r, sigma_r = self.reference_statistics(reference)
-        elif isinstance(reference, tuple) and len(reference) == 2:
-            mu_r, sigma_r = reference
-        else:
-            mu_r, sigma_r = self.statistics(reference)
-        return frechet_distance(mu_s, sigma_s, mu_r, sigma_r)
-
-    def frechet_to_stats(self, samples, stats: tuple[np.ndarray, np.ndarray]) -> float:
-        """:meth:`frechet` against precomputed ``(mu, sigma)`` reference statistics."""
-        if not (isinstance(stats, (tuple, list)) and len(stats) == 2):
-            raise ValueError("stats must be a (mu, sigma) pair, e.g. from reference_statistics().")
-        return self.frechet(samples, tuple(stats))
-
-
-class DigitsFrechetMetric:
-    """The digits data set's :class:`~flowjax.data.FeatureMetric`: ``fd``, the classifier-feature
-    Fréchet distance of samples ``[n, 8, 8, 1]`` in ``[-1, 1]`` to the ``test`` split.
-
-    Registered for the tfds data set ``sklearn_digits`` (below), so the evaluator scores any
-    run on it, through the data source, with no knowledge of the data set.
-    """
-
-    name = "fd"
-
-    def __init__(self, extractor: DigitsFeatureExtractor):
-        self.extractor = extractor
-        self.reference = extractor.reference_statistics("test")
-
-    @classmethod
-    def load(cls, cache_dir: str | os.PathLike | None = None) -> DigitsFrechetMetric:
-        """The metric with the cached (or freshly trained) classifier under ``cache_dir``."""
-        return cls(DigitsFeatureExtractor.load_or_train(cache_dir=cache_dir))
-
-    def __call__(self, samples) -> float:
-        return float(self.extractor.frechet_to_stats(samples, self.reference))
-
-
-register_feature_metric(DIGITS_NAME, DigitsFrechetMetric.load)
