@@ -83,6 +83,7 @@ def base_config(
         cfg_scale=1.0,
         cfg_interval=config_dict.placeholder(tuple),
         feature_cache_dir=config_dict.placeholder(str),
+        metrics=config_dict.placeholder(tuple),  # None: every default metric that applies
     )
 
     # Start a fresh run from another run's EMA weights (reflow, distillation, FreeFlow).

@@ -47,7 +47,7 @@ import flowjax
 from flowjax.data.tfds_pipeline import load_split_array
 from flowjax.evaluation import digits_features, fid
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance
-from flowjax.models import inception
+from flowjax.models import digits_classifier, inception
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results", "experiments")
@@ -86,14 +86,14 @@ def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     """``n`` samples of the run in ``workdir`` with the sampler ``spec`` (``"heun:32"``) on the
     run's evaluation noise and labels, and what was used."""
     from flowjax import solvers
+    from flowjax.evaluation.evaluator import Evaluator, parse_sampler_spec, sampler_label
     from flowjax.sampling import load_run
     from flowjax.solvers.spec import parse_sampler_spec, sampler_label
     from flowjax.time import grids
-    from flowjax.training.evaluate import Evaluator
 
     config, exp, params, step = load_run(workdir, num_samples=n)
     # Keep the run directory read-only: the digits classifier comes from the shared cache.
-    config.eval.feature_cache_dir = digits_features.default_cache_dir()
+    config.eval.feature_cache_dir = digits_classifier.default_cache_dir()
     evaluator = Evaluator.for_experiment(config, exp, workdir)
     name, nfe, grid_spec = parse_sampler_spec(spec)
     label = sampler_label(name, nfe, grid_spec)

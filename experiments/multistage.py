@@ -58,9 +58,9 @@ import stages  # experiments/stages.py: the script's directory is on the path
 
 import flowjax
 from flowjax.config_files import load_config
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.solvers.spec import sampler_label
 from flowjax.training import accounting, train_and_evaluate
-from flowjax.training.evaluate import Evaluator
 from flowjax.training.experiment import Experiment, load_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

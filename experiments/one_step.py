@@ -57,11 +57,11 @@ import stages  # experiments/stages.py: the script's directory is on the path
 import flowjax
 from flowjax import evaluation, solvers
 from flowjax.config_files import load_config
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.reflow import generate_pairs
 from flowjax.sampling import load_run
 from flowjax.time import grids
 from flowjax.training import train_and_evaluate
-from flowjax.training.evaluate import Evaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

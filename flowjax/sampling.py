@@ -24,12 +24,12 @@ import numpy as np
 
 from flowjax import data as data_lib
 from flowjax import solvers
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.solvers import boss
 from flowjax.solvers.learned import bespoke
 from flowjax.solvers.spec import eval_spec_label, parse_eval_spec, sampler_label
 from flowjax.time import grids
 from flowjax.training import accounting
-from flowjax.training.evaluate import Evaluator
 from flowjax.training.experiment import load_run
 from flowjax.training.restore import run_data
 

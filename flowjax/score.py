@@ -141,7 +141,7 @@ def score_file(
     """FID and IS of the samples in an ``.npz``; every input is checked before the network
     runs. Returns the report written to ``out``."""
     from flowjax.evaluation import fid  # deferred: --help and flag errors need no jax
-    from flowjax.training.evaluate import to_pixels
+    from flowjax.evaluation.evaluator import to_pixels
 
     if int(splits) < 1 or int(batch_size) < 1:
         raise ValueError(f"--splits={splits} and --batch_size={batch_size} must be >= 1.")
@@ -208,8 +208,9 @@ def score_run(
     every setting with Inception FID (``fid_<label>``) and IS (``is_<label>``) as the training
     evaluation does when ``eval.inception_weights`` / ``eval.fid_stats`` are set."""
     from flowjax import data as data_lib  # deferred: --help and flag errors need no jax
+    from flowjax.evaluation.evaluator import Evaluator
+    from flowjax.evaluation.metrics import IS_SPLITS
     from flowjax.solvers.spec import parse_eval_spec
-    from flowjax.training.evaluate import IS_SPLITS, Evaluator
     from flowjax.training.experiment import load_run
 
     for spec in samplers or ():

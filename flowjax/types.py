@@ -90,25 +90,49 @@ class SamplerOption:
 class Metric:
     """A score of generated samples against a reference set.
 
-    A metric declares what it needs, and the evaluator gives it only that:
+    A metric is registered by name (:func:`flowjax.evaluation.register_metric`), named in
+    ``config.eval.metrics``, and built once per evaluator by its classmethod
+    ``build(context)`` (:class:`flowjax.evaluation.MetricContext`: the eval settings, the data
+    source and its held-out examples, the run's velocity, noise and labels, a key). ``build``
+    raises :class:`flowjax.evaluation.MetricUnavailable` when the metric's inputs are not
+    configured (no Inception weights, a data set without a feature metric); the default list
+    then leaves it out, and naming it in ``eval.metrics`` is an error that says what to set.
+
+    It declares what it needs, and the evaluator gives it only that:
 
     - ``kinds``: the sample kinds it applies to (``"points"``: vectors, ``"images"``: arrays
       ``[N, H, W, C]`` in ``[-1, 1]``); it is skipped for the others.
     - ``needs_pixels``: it scores images as an image file holds them: latents decoded by the
-      run's VAE (the decoder), clipped to ``[-1, 1]`` and quantised to 256 levels.
+      run's VAE (the decoder), clipped to ``[-1, 1]`` and quantised to 256 levels; the
+      reference it receives is the held-out data made into pixels the same way.
     - ``needs_labels``: it also receives the samples' class labels (``labels=`` keyword).
-    - ``needs_reference``: it compares with the held-out data (or reference statistics it
-      loads itself); without reference data it is skipped.
+    - ``needs_reference``: it compares with the held-out data; without held-out data (a run
+      whose data cannot be rebuilt) it is skipped. ``False`` for metrics that bring their own
+      reference (statistics from a file, a data set's test split).
+    - ``needs_velocity``: it scores the model's flow rather than one sampler setting's
+      samples: built with the run's velocity function, noise and labels (from the context),
+      it is scored once per evaluation with ``samples=None`` and ``params=`` the evaluated
+      parameters, under its own names (no sampler label).
+    - ``default``: whether it is in the default list (every registered metric that applies
+      and whose inputs are configured); ``False`` for metrics that cost extra network
+      evaluations or are opt-in.
 
-    ``score(samples, reference) -> {name: value}``: the keys are the metric's own names
-    (``"fid"``, ``"is"``); the evaluator appends the sampler's label (``fid_euler_nfe4``).
+    ``score(samples, reference, **needs) -> {name: value}``: the keys are the metric's own
+    names (``"fid"``, ``"is"``); the evaluator appends the sampler's label (``fid_euler_nfe4``).
     """
 
-    name: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ("points", "images")
     needs_pixels: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = True
+    needs_velocity: ClassVar[bool] = False
+    default: ClassVar[bool] = True
+
+    @classmethod
+    def build(cls, context: Any) -> Metric:
+        """The metric for one run (``context``: a :class:`flowjax.evaluation.MetricContext`)."""
+        del context
+        return cls()
 
     def applies_to(self, kind: str) -> bool:
         return kind in self.kinds

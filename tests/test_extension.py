@@ -1,9 +1,11 @@
-"""Adding a solver or an objective is one file and one registry line.
+"""Adding a solver, an objective or a metric is one file and one registry line.
 
 ``tests/extensions/ralston.py`` (a :class:`~flowjax.solvers.Solver` subclass and
-``register_solver``) and ``tests/extensions/endpoint_regression.py`` (an
-:class:`~flowjax.objectives.Objective` subclass and ``register_objective``) are written as a
-user would; importing them is all it takes for configs to name them.
+``register_solver``), ``tests/extensions/endpoint_regression.py`` (an
+:class:`~flowjax.objectives.Objective` subclass and ``register_objective``) and
+``tests/extensions/mean_distance.py`` (a :class:`~flowjax.types.Metric` subclass and
+``register_metric``) are written as a user would; importing them is all it takes for configs
+to name them.
 """
 
 import jax
@@ -12,9 +14,11 @@ import numpy as np
 import pytest
 
 from flowjax import objectives, solvers
+from flowjax.evaluation import METRICS, Evaluator
 from flowjax.time import grids
 from flowjax.training import Experiment, train_and_evaluate
-from tests.extensions import endpoint_regression, ralston  # noqa: F401  (they register)
+from flowjax.training.experiment import load_run
+from tests.extensions import endpoint_regression, mean_distance, ralston  # noqa: F401
 from tests.training.conftest import tiny_config
 
 
@@ -47,11 +51,28 @@ def test_registered_objective_and_solver_train_and_sample(tmp_path):
     assert np.isfinite(summary["final"]["sw_ralston_nfe2"])
 
 
+def test_registered_metric_scores_a_trained_run_through_the_config(tmp_path):
+    config = tiny_config(num_steps=10, checkpoint_every=10)
+    config.eval.metrics = ("sw", "mean_distance")
+    summary = train_and_evaluate(config, str(tmp_path))
+    assert set(summary["final"]) == {"sw_euler_nfe2", "mean_distance_euler_nfe2"}
+    # Sample the stored run again (its config names the metric) and score it.
+    config, exp, params, _ = load_run(str(tmp_path))
+    evaluator = Evaluator.for_experiment(config, exp, str(tmp_path))
+    metrics, samples = evaluator(params)
+    x, y = samples["euler_nfe2"].astype(np.float64), evaluator.reference.astype(np.float64)
+    expected = np.linalg.norm(x.mean(0) - y.mean(0))
+    assert metrics["mean_distance_euler_nfe2"] == pytest.approx(expected, rel=1e-12)
+    assert metrics == summary["final"]  # the EMA weights the run's final evaluation scored
+
+
 def test_unknown_names_list_the_registered_ones():
     with pytest.raises(ValueError, match="endpoint_regression"):
         objectives.make_objective({"name": "nope"})
     with pytest.raises(ValueError, match="ralston"):
         solvers.make_solver("nope")
+    with pytest.raises(ValueError, match="mean_distance"):
+        METRICS["nope"]
 
 
 def test_objective_hooks_have_typed_defaults():

@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "flowjax.data.pairs",
     "flowjax.score",
     "flowjax.evaluation.fid",
-    "flowjax.training.evaluate",
+    "flowjax.evaluation.evaluator",
 )
 HEAVY = (
     "tensorflow_datasets",

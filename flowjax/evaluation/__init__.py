@@ -1,9 +1,15 @@
-"""Evaluation: distances between sample sets, Fréchet distances and trajectory straightness.
+"""Evaluation: the evaluator, the metric registry, and the distances it is made of.
 
+- :class:`Evaluator`: samples a run under several sampler settings and scores the samples with
+  the metrics of ``config.eval.metrics`` (:class:`EvalSettings`, the ``eval`` section).
+- :data:`METRICS`, :func:`register_metric`: the registered :class:`flowjax.types.Metric`
+  classes by name (``sw``, ``mmd``, ``energy``, ``fid``, ``fd``, ``straightness``; see
+  :mod:`flowjax.evaluation.metrics`); a new metric is one subclass and one registration.
 - :func:`sliced_wasserstein`, :func:`mmd`, :func:`energy_distance`: two-sample distances for
   low-dimensional data (jax.numpy, jit-friendly, blocked pairwise sums).
 - :func:`feature_statistics`, :func:`frechet_distance`: the FID formula on any features.
-- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set;
+- :class:`DigitsFeatureExtractor`: a classifier-feature FID for the 8x8 digits data set (the
+  classifier is :mod:`flowjax.models.digits_classifier`);
   :class:`DigitsFrechetMetric`, its score, is the feature metric registered for
   ``sklearn_digits`` (importing this package registers it).
 - :func:`straightness`: the rectified-flow straightness of sampled trajectories.
@@ -11,13 +17,18 @@
   (:func:`convert_torch_weights` and :mod:`flowjax.evaluation.lpips` make the file).
 """
 
-from flowjax.evaluation.digits_features import (
-    DigitsClassifier,
-    DigitsFeatureExtractor,
-    DigitsFrechetMetric,
-)
+from flowjax.evaluation.digits_features import DigitsFeatureExtractor, DigitsFrechetMetric
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.evaluation.frechet import feature_statistics, frechet_distance, trace_sqrt_product
+from flowjax.evaluation.metrics import (
+    METRICS,
+    MetricContext,
+    MetricUnavailable,
+    metric_names,
+    register_metric,
+)
 from flowjax.evaluation.sample_metrics import energy_distance, mmd, sliced_wasserstein
+from flowjax.evaluation.settings import EvalSettings, eval_settings
 from flowjax.evaluation.straightness import straightness
 
 _LAZY = {"LPIPS", "convert_torch_weights"}  # imported on first use: keeps
@@ -33,7 +44,14 @@ def __getattr__(name):
 
 
 __all__ = [
-    "DigitsClassifier",
+    "METRICS",
+    "EvalSettings",
+    "Evaluator",
+    "MetricContext",
+    "MetricUnavailable",
+    "eval_settings",
+    "metric_names",
+    "register_metric",
     "DigitsFeatureExtractor",
     "DigitsFrechetMetric",
     "LPIPS",

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.evaluation.lpips import resize_bilinear
+from flowjax.models.resize import resize_bilinear
 from flowjax.types import Array
 from flowjax.weight_files import (
     WeightSpec,

@@ -389,11 +389,11 @@ class BlockwiseFlowMatching(Objective):
 
 def _encoder(name: str | None, cache_dir: str | None):
     """``(encoder, dim)`` from a config name: ``None``/``"none"``; ``"digits"`` (the digits
-    classifier of :mod:`flowjax.evaluation.digits_features`, trained here and cached);
+    classifier of :mod:`flowjax.models.digits_classifier`, trained here and cached);
     ``"digits:<file>"`` (its weights read from that msgpack file, never downloaded)."""
     if name in (None, "", "none"):
         return None, None
-    from flowjax.evaluation import digits_features
+    from flowjax.models import digits_classifier
 
     kind, _, path = str(name).partition(":")
     if kind != "digits":
@@ -405,11 +405,11 @@ def _encoder(name: str | None, cache_dir: str | None):
         path = os.path.expanduser(path)
         if not os.path.exists(path):
             raise ValueError(f"encoder weights {path} do not exist (they are never downloaded)")
-        params, _ = digits_features._load(path)
-        extractor = digits_features.DigitsFeatureExtractor(params)
+        params, _ = digits_classifier.load_weights(path)
+        classifier = digits_classifier.TrainedDigitsClassifier(params)
     else:
-        extractor = digits_features.DigitsFeatureExtractor.load_or_train(cache_dir=cache_dir)
-    return extractor.spatial_encoder(), digits_features.ARCHITECTURE["conv_features"][-1]
+        classifier = digits_classifier.TrainedDigitsClassifier.load_or_train(cache_dir=cache_dir)
+    return classifier.spatial_encoder(), digits_classifier.ARCHITECTURE["conv_features"][-1]
 
 
 # The config section's keys: the dataclass's hyperparameters in config form (K or explicit

@@ -11,7 +11,7 @@ Shipped rewards:
     (``mode=k``, ``c = 2 (cos(k pi/4), sin(k pi/4))``), or to a given point (``x=..,y=..``).
 ``digits_class`` (8x8 digits)
     ``R(x) = log p(class | x)`` under the small digits classifier of
-    :mod:`flowjax.evaluation.digits_features` (trained once and cached; images are clipped to
+    :mod:`flowjax.models.digits_classifier` (trained once and cached; images are clipped to
     ``[-1, 1]`` as the classifier expects).
 ``constant``
     ``R(x) = value``: no preference; every search method then reduces to plain sampling.
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from flowjax.config_files import load_module
 from flowjax.data.toy2d import eight_gaussians_centres
-from flowjax.evaluation import digits_features as df
+from flowjax.models import digits_classifier as dc
 from flowjax.registry import Registry
 from flowjax.spec import coerce, parse_spec
 
@@ -185,14 +185,14 @@ def digits_class(label: float = 0, cache_dir: str | None = None) -> Reward:
     (or ``[B, 64]``) in ``[-1, 1]``."""
 
     k = int(label)
-    if k != label or not 0 <= k < df.NUM_CLASSES:
-        raise ValueError(f"digits_class: label must be an integer 0..{df.NUM_CLASSES - 1}")
-    extractor = df.DigitsFeatureExtractor.load_or_train(cache_dir)
-    model = df.DigitsClassifier(**df.ARCHITECTURE)
+    if k != label or not 0 <= k < dc.NUM_CLASSES:
+        raise ValueError(f"digits_class: label must be an integer 0..{dc.NUM_CLASSES - 1}")
+    extractor = dc.TrainedDigitsClassifier.load_or_train(cache_dir)
+    model = dc.DigitsClassifier(**dc.ARCHITECTURE)
     params = jax.tree.map(jnp.asarray, extractor.params)
 
     def reward(x):
-        img = jnp.clip(x.reshape((x.shape[0],) + df.IMAGE_SHAPE), -1.0, 1.0).astype(jnp.float32)
+        img = jnp.clip(x.reshape((x.shape[0],) + dc.IMAGE_SHAPE), -1.0, 1.0).astype(jnp.float32)
         logits, _ = model.apply({"params": params}, img)
         return jax.nn.log_softmax(logits, axis=-1)[:, k]
 

@@ -51,12 +51,12 @@ import numpy as np
 
 from flowjax import console
 from flowjax import data as data_lib
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.parallel import multihost
 from flowjax.training import accounting
 from flowjax.training import checkpoint as ckpt_lib
 from flowjax.training import optim as optim_lib
 from flowjax.training import workdir as workdir_lib
-from flowjax.training.evaluate import Evaluator
 from flowjax.training.experiment import Experiment, pretrained_params
 from flowjax.training.faults import (
     ExitOnSignal,

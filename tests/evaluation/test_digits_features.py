@@ -13,7 +13,7 @@ import scipy.ndimage
 
 from flowjax.data.digits_arrays import load_digits_numpy
 from flowjax.evaluation import DigitsFeatureExtractor
-from flowjax.evaluation import digits_features as df
+from flowjax.models import digits_classifier as dc
 from tests.tolerance import assert_equal_up_to_rounding
 
 
@@ -48,7 +48,7 @@ def test_cache_round_trip_does_not_retrain(digits_extractor, tmp_path, monkeypat
     def must_not_train(*args, **kwargs):
         raise AssertionError("a valid cache file must not trigger training")
 
-    monkeypatch.setattr(df, "_train_params", must_not_train)
+    monkeypatch.setattr(dc, "_train_params", must_not_train)
     loaded = DigitsFeatureExtractor.load_or_train(tmp_path)
     assert loaded.from_cache
     assert os.stat(path).st_mtime_ns == mtime
@@ -62,8 +62,8 @@ def test_unusable_cache_retrains_with_warning(digits_extractor, tmp_path, monkey
     path = _copy_cache(cache_dir, tmp_path)
     if damage == "wrong_key":  # valid msgpack, but saved under other settings
         with monkeypatch.context() as m:
-            m.setattr(df, "cache_key", lambda: "an-older-version")
-            df._save(path, extractor.params, 0.9)
+            m.setattr(dc, "cache_key", lambda: "an-older-version")
+            dc.save_weights(path, extractor.params, 0.9)
     else:
         data = open(path, "rb").read()
         data = data[:1000] if damage == "truncated" else b"\x00not msgpack\xff" * 10
@@ -76,7 +76,7 @@ def test_unusable_cache_retrains_with_warning(digits_extractor, tmp_path, monkey
         calls.append(1)
         return extractor.params, 0.5
 
-    monkeypatch.setattr(df, "_train_params", fake_train)
+    monkeypatch.setattr(dc, "_train_params", fake_train)
     with pytest.warns(UserWarning, match="unusable"):
         retrained = DigitsFeatureExtractor.load_or_train(tmp_path)
     assert not retrained.from_cache and calls == [1]
@@ -88,11 +88,11 @@ def test_unusable_cache_retrains_with_warning(digits_extractor, tmp_path, monkey
 
 def test_cache_key_follows_the_settings(monkeypatch, tmp_path):
     before = DigitsFeatureExtractor.cache_path(tmp_path)
-    monkeypatch.setitem(df.TRAIN_SETTINGS, "epochs", df.TRAIN_SETTINGS["epochs"] + 1)
+    monkeypatch.setitem(dc.TRAIN_SETTINGS, "epochs", dc.TRAIN_SETTINGS["epochs"] + 1)
     assert DigitsFeatureExtractor.cache_path(tmp_path) != before
     monkeypatch.undo()
     monkeypatch.setenv("FLOWJAX_CACHE", str(tmp_path / "elsewhere"))
-    assert df.default_cache_dir() == str(tmp_path / "elsewhere")
+    assert dc.default_cache_dir() == str(tmp_path / "elsewhere")
     assert DigitsFeatureExtractor.cache_path().startswith(str(tmp_path / "elsewhere"))
 
 

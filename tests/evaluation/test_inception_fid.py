@@ -14,8 +14,8 @@ import scipy.special
 import tensorflow_datasets as tfds
 
 from flowjax.evaluation import fid as F
+from flowjax.evaluation.evaluator import to_pixels
 from flowjax.models import inception as I
-from flowjax.training.evaluate import to_pixels
 from tests.tolerance import assert_equal_up_to_rounding
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "inception_torch.npz")

@@ -18,7 +18,7 @@ import jax, numpy as np
 from tests.parallel.synthetic import SyntheticImages
 from flowjax.config_files import load_config
 from flowjax.training import Experiment
-from flowjax.training.evaluate import Evaluator
+from flowjax.evaluation.evaluator import Evaluator
 
 class Latents(SyntheticImages):
     element_shape, num_classes, name = (32, 32, 4), 1000, "latents"

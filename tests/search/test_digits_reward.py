@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from flowjax.data.digits_arrays import load_digits_numpy
-from flowjax.evaluation.digits_features import images_to_model_input
+from flowjax.models.digits_classifier import images_to_model_input
 from flowjax.search import make_reward
 from tests.evaluation.conftest import digits_extractor  # noqa: F401 - the shared fixture
 

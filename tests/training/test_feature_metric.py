@@ -10,7 +10,7 @@ from flowjax import data as data_lib
 from flowjax.data import ArrayFileSource, ArraySource, RecordedShapeSource, TfdsImageSource
 from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.evaluation import digits_features
-from flowjax.training.evaluate import Evaluator
+from flowjax.evaluation.evaluator import Evaluator
 
 
 class _MeanNorm:

@@ -153,8 +153,8 @@ def test_untrained_baseline_uses_the_cheapest_sampler_and_equals_the_reference(m
     # The summary's untrained baseline is scored with the fewest-NFE sampler: justified because
     # a freshly initialised network (zero output layer) leaves the noise unchanged under any
     # solver, so the cheap and the reference samplers give identical samples.
+    from flowjax.evaluation.evaluator import Evaluator
     from flowjax.training import Experiment
-    from flowjax.training.evaluate import Evaluator
 
     config = make_config()
     config.eval.samplers = ("heun:4", "euler:1", "rk4:8")
@@ -167,8 +167,8 @@ def test_untrained_baseline_uses_the_cheapest_sampler_and_equals_the_reference(m
 
 
 def test_per_segment_sampler_strings_need_an_objective_with_its_own_sampler(make_config):
+    from flowjax.evaluation.evaluator import Evaluator
     from flowjax.training import Experiment
-    from flowjax.training.evaluate import Evaluator
 
     config = make_config()
     exp = Experiment(config)

@@ -84,7 +84,6 @@ from flowjax.evaluation.lpips.network import (
     VGG16Features,
     load_weights,
     random_weights,
-    resize_bilinear,
     save_weights,
     weight_shapes,
 )
@@ -103,7 +102,6 @@ __all__ = [
     "load_weights",
     "main",
     "random_weights",
-    "resize_bilinear",
     "save_weights",
     "weight_shapes",
 ]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax.models.resize import resize_bilinear, size_pair
 from flowjax.types import Array
 from flowjax.weight_files import WeightSpec, he_normal
 
@@ -30,7 +31,6 @@ __all__ = [
     "VGG16_WIDTHS",
     "load_weights",
     "random_weights",
-    "resize_bilinear",
     "save_weights",
     "weight_shapes",
 ]
@@ -97,7 +97,7 @@ def _check_widths(widths) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The feature network and the resize
+# The feature network
 # ---------------------------------------------------------------------------------------------
 
 
@@ -135,53 +135,6 @@ class VGG16Features(nn.Module):
                     h = nn.relu(conv(h))
             taps.append(h)
         return tuple(taps)
-
-
-def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices ``i0, i1`` and weight ``w1`` of each output sample along one axis.
-
-    Half-pixel centres: output ``j`` reads source position ``s = (j + 1/2) n_in / n_out - 1/2``
-    clamped below at 0; ``out_j = (1 - w1) in[i0] + w1 in[i1]`` with ``i0 = floor(s)``,
-    ``i1 = min(i0 + 1, n_in - 1)``, ``w1 = s - i0`` (torch's ``align_corners=False`` rule,
-    without antialiasing).
-    """
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int32), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (src - i0).astype(np.float32)
-
-
-def _resize_axis(x: Array, axis: int, n_out: int) -> Array:
-    n_in = x.shape[axis]
-    if n_in == n_out:
-        return x
-    i0, i1, w1 = _bilinear_taps(n_in, n_out)
-    shape = [1] * x.ndim
-    shape[axis] = n_out
-    w1 = jnp.asarray(w1.reshape(shape), x.dtype)
-    return jnp.take(x, i0, axis=axis) * (1 - w1) + jnp.take(x, i1, axis=axis) * w1
-
-
-def _size_pair(size) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in pair):
-        raise ValueError(f"size must be a positive int or an (height, width) pair, got {size!r}.")
-    return int(pair[0]), int(pair[1])
-
-
-def resize_bilinear(x_bhwc: Array, size: int | tuple[int, int]) -> Array:
-    """Bilinear resize of ``[B, H, W, C]`` to ``[B, h, w, C]``, ``size = (h, w)`` (or ``h = w``).
-
-    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (no
-    antialiasing, also when shrinking), separably: rows, then columns. Exact gathers and
-    ``lerp``s, so the result does not depend on the backend's matmul precision.
-    """
-    h, w = _size_pair(size)
-    x_bhwc = jnp.asarray(x_bhwc)
-    if x_bhwc.ndim != 4:
-        raise ValueError(f"expected images [B, H, W, C], got shape {x_bhwc.shape}.")
-    return _resize_axis(_resize_axis(x_bhwc, 1, h), 2, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +210,7 @@ class LPIPS:
             raise ValueError(f"replace_pooling must be a bool, got {replace_pooling!r}.")
         size = None
         if resize_to is not None:
-            size = _size_pair(resize_to)
+            size = size_pair(resize_to)
             if min(size) < MIN_SIZE:
                 raise ValueError(
                     f"resize_to must be at least {MIN_SIZE}x{MIN_SIZE} (four 2x2 poolings), "

@@ -8,10 +8,12 @@ learned sampler; both are read from ``<workdir>/learned_schedules.json``, writte
 ``python -m flowjax.calibrate``); the last one is the *reference* setting (a
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
-Scores: for low-dimensional data, sliced-Wasserstein (``sw``), MMD and energy distance; for
-images, the pixel-space sliced-Wasserstein and the feature metric the data source declares,
-if any (:func:`flowjax.data.feature_metric`; the bundled digits declare ``fd``, the Fréchet
-distance on features of a digits classifier). Metric names are ``<metric>_<solver>_nfe<k>``
+Scores: the metrics of ``config.eval.metrics``, registered in
+:mod:`flowjax.evaluation.metrics` (default: those that apply to the data kind and whose
+inputs are configured: sliced-Wasserstein ``sw``; MMD and energy distance for points;
+Inception ``fid`` / ``is`` with ``eval.inception_weights``; the feature metric the data source
+declares, ``fd`` for the bundled digits). The evaluator names no metric: each declares what it
+needs (:class:`flowjax.types.Metric`). Metric names are ``<metric>_<solver>_nfe<k>``
 (``..._nfe<k>_<grid>`` for a non-uniform grid). Samples come from a fixed noise batch (and
 fixed labels), so numbers at different steps are comparable.
 """
@@ -25,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax import console, evaluation, plotting, solvers
+from flowjax import console, plotting, solvers
 from flowjax import data as data_lib
 from flowjax.evaluation import fid
+from flowjax.evaluation.metrics import MetricContext, build_metrics, select_metrics
+from flowjax.evaluation.settings import eval_settings
 from flowjax.parallel import multihost
 from flowjax.solvers.learned import bespoke
 from flowjax.solvers.spec import (
@@ -38,8 +42,6 @@ from flowjax.solvers.spec import (
 )
 from flowjax.time import grids
 from flowjax.velocity import make_velocity_fn
-
-IS_SPLITS = 10  # Inception Score splits of the evaluator (the papers' 10)
 
 
 def to_pixels(x, vae=None, *, batch_size: int = 64) -> np.ndarray:
@@ -67,13 +69,13 @@ class Evaluator:
         average_velocity: bool = False,
         objective: Any = None,
     ):
-        ecfg = config.eval
+        settings = eval_settings(config)
+        metric_names = select_metrics(settings.metrics, data.kind)  # names checked before work
         self.objective = objective
         self.workdir = workdir
         self.data = data
         self.kind = data.kind
-        n = int(ecfg.num_samples)
-        self.num_kernel_samples = int(ecfg.get("num_kernel_samples", 5000))
+        n = settings.num_samples
         key = jax.random.PRNGKey(int(config.seed) + 10_000)
         k_noise, k_label, self._k_metric = jax.random.split(key, 3)
         noise_shape = (
@@ -91,11 +93,11 @@ class Evaluator:
         self.velocity = make_velocity_fn(
             apply_fn,
             num_classes=num_classes,
-            cfg_scale=float(ecfg.get("cfg_scale", 1.0)),
-            cfg_interval=ecfg.get("cfg_interval", None),
+            cfg_scale=settings.cfg_scale,
+            cfg_interval=settings.cfg_interval,
             average_velocity=average_velocity,
         )
-        parsed = [parse_eval_spec(spec) for spec in ecfg.samplers]
+        parsed = [parse_eval_spec(spec) for spec in settings.samplers]
         if not parsed:
             raise ValueError("config.eval.samplers is empty; list at least one 'solver:nfe'")
         self.samplers = {}
@@ -104,37 +106,41 @@ class Evaluator:
         costs = [sum(piece[1] for piece in p[0]) for p in parsed]
         self.reference_label = labels[-1]
         self.baseline_label = labels[int(np.argmin(costs))]
-        self._setup_pixels(ecfg, has_data)
-        # A distance on learned features, if the data source declares one (e.g. the digits
-        # classifier's Fréchet distance `fd` for sklearn_digits); cached under the workdir.
-        cache = ecfg.get("feature_cache_dir", None) or os.path.join(workdir, "eval_cache")
-        self.feature_metric = data_lib.feature_metric(data, cache)
+        self._setup_pixels(settings)
+        # Each metric built once, with what it may read about the run (data sets' feature
+        # networks are cached under the workdir unless eval.feature_cache_dir says otherwise).
+        context = MetricContext(
+            settings=settings,
+            kind=self.kind,
+            data=data,
+            reference=self.reference,
+            reference_pixels=self.reference_pixels,
+            key=self._k_metric,
+            cache_dir=settings.feature_cache_dir or os.path.join(workdir, "eval_cache"),
+            velocity=self.velocity,
+            noise=self.x0,
+            labels=self.labels,
+        )
+        self.metrics = build_metrics(metric_names, context, explicit=settings.metrics is not None)
 
-    def _setup_pixels(self, ecfg, has_data: bool) -> None:
-        """Decoded pixels and Inception FID / IS, when ``eval.vae_weights`` /
-        ``eval.inception_weights`` are set: samples of a latent model (and the held-out latents)
-        are decoded by the VAE before scoring and plotting; FID is against ``eval.fid_stats`` (an
-        ``.npz`` with ``mu``, ``sigma``) or, without it, against the held-out data's own
-        Inception statistics."""
-        self._vae = self._inception = self._fid_ref = None
-        if ecfg.get("vae_weights", None):
+    def _setup_pixels(self, settings) -> None:
+        """Decoded pixels, when ``eval.vae_weights`` is set: samples of a latent model (and the
+        held-out latents) are decoded by the VAE before pixel metrics and plotting."""
+        self._vae = self._reference_pixels = None
+        if settings.vae_weights:
             from flowjax.models.vae import AutoencoderKL
 
-            self._vae = AutoencoderKL.from_file(os.path.expanduser(ecfg.vae_weights))
-        if ecfg.get("inception_weights", None):
-            from flowjax.models.inception import InceptionV3
-
-            self._inception = InceptionV3.from_file(os.path.expanduser(ecfg.inception_weights))
-            if ecfg.get("fid_stats", None):
-                dim = self._inception.feature_dim
-                self._fid_ref = fid.load_stats(os.path.expanduser(ecfg.fid_stats), dim)
-            elif has_data:
-                feats, _ = fid.inception_features(self._inception, self.pixels(self.reference))
-                self._fid_ref = fid.feature_statistics(feats)
+            self._vae = AutoencoderKL.from_file(os.path.expanduser(settings.vae_weights))
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
         """:func:`to_pixels` of ``x`` with the configured VAE, if any."""
         return to_pixels(x, self._vae)
+
+    def reference_pixels(self) -> np.ndarray | None:
+        """:meth:`pixels` of the held-out data (computed once), or ``None`` without any."""
+        if self._reference_pixels is None and self.reference is not None:
+            self._reference_pixels = self.pixels(self.reference)
+        return self._reference_pixels
 
     @classmethod
     def for_experiment(cls, config: Any, exp: Any, workdir: str) -> Evaluator:
@@ -219,28 +225,29 @@ class Evaluator:
         return out
 
     def score(self, samples: np.ndarray, label: str) -> dict[str, float]:
-        if self.reference is None:
-            return {}
-        x = jnp.asarray(samples.reshape(samples.shape[0], -1))
-        y = jnp.asarray(self.reference.reshape(self.reference.shape[0], -1))
-        metrics = {f"sw_{label}": float(evaluation.sliced_wasserstein(x, y, self._k_metric))}
-        if self.kind == "points":
-            # The kernel distances cost O(n^2): they use the first `num_kernel_samples` points.
-            k = self.num_kernel_samples
-            metrics[f"mmd_{label}"] = float(evaluation.mmd(x[:k], y[:k]))
-            metrics[f"energy_{label}"] = float(evaluation.energy_distance(x[:k], y[:k]))
-        if self._inception is not None and self._fid_ref is not None:
-            # IS over 10 splits (as many as there are samples below 10 samples).
-            scores = fid.score_images(
-                self._inception,
-                self.pixels(samples),
-                *self._fid_ref,
-                splits=min(IS_SPLITS, len(samples) * jax.process_count()),
-            )
-            metrics[f"fid_{label}"] = scores["fid"]
-            metrics[f"is_{label}"] = scores["is"]
-        if self.feature_metric is not None:
-            metrics[f"{self.feature_metric.name}_{label}"] = float(self.feature_metric(samples))
+        """Every metric of one setting's ``samples``, named ``<metric>_<label>``; each metric
+        gets what it declares (pixels, labels, the held-out data); metrics that need held-out
+        data are skipped without it."""
+        metrics: dict[str, float] = {}
+        pixels = None
+        for _, metric in self.metrics:
+            if metric.needs_velocity or (metric.needs_reference and self.reference is None):
+                continue
+            x, reference = samples, self.reference
+            if metric.needs_pixels:
+                pixels = self.pixels(samples) if pixels is None else pixels
+                x, reference = pixels, self.reference_pixels() if metric.needs_reference else None
+            needs = {"labels": self.labels} if metric.needs_labels else {}
+            for name, value in metric.score(x, reference, **needs).items():
+                metrics[f"{name}_{label}"] = value
+        return metrics
+
+    def score_flow(self, params) -> dict[str, float]:
+        """The metrics of the model's flow itself (``needs_velocity``), under their own names."""
+        metrics: dict[str, float] = {}
+        for _, metric in self.metrics:
+            if metric.needs_velocity:
+                metrics.update(metric.score(None, self.reference, params=params))
         return metrics
 
     def __call__(
@@ -259,6 +266,7 @@ class Evaluator:
                 samples.update(self.sample(params, [label]))
                 metrics.update(self.score(samples[label], label))
                 bar.update(1)
+        metrics.update(self.score_flow(params))
         return metrics, samples
 
     def plot(self, samples: dict[str, np.ndarray], path: str, title: str | None = None) -> str:
