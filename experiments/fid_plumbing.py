@@ -86,7 +86,7 @@ def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     """``n`` samples of the run in ``workdir`` with the sampler ``spec`` (``"heun:32"``) on the
     run's evaluation noise and labels, and what was used."""
     from flowjax import solvers
-    from flowjax.evaluation.evaluator import Evaluator, parse_sampler_spec, sampler_label
+    from flowjax.evaluation.evaluator import Evaluator
     from flowjax.sampling import load_run
     from flowjax.solvers.spec import parse_sampler_spec, sampler_label
     from flowjax.time import grids

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from flowjax import solvers
-from flowjax.evaluation.evaluator import parse_eval_spec
 from flowjax.models import BlockwiseFlowNet, init_params, make_apply_fn
 from flowjax.models.blockwise import FeatureNet
 from flowjax.objectives import FlowMatching
