@@ -44,7 +44,7 @@ package) with its ``config.json`` beside it: the config gives what the tensors c
 Convert once (a ``.bin`` needs torch for this step only; ``--config`` defaults to the
 ``config.json`` beside the weights)::
 
-    python -m flowjax.models.vae --weights=diffusion_pytorch_model.safetensors \
+    flowjax convert-vae --weights=diffusion_pytorch_model.safetensors \
         [--config=config.json] --out=sd_vae_ft_ema.npz
 
 Example::
@@ -62,7 +62,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,8 +76,6 @@ from flowjax.weight_files import (
     flatten,
     read_npz,
     read_safetensors,
-    read_state_dict,
-    run_converter,
     save_npz,
     to_numpy,
     unflatten,
@@ -686,46 +683,3 @@ def _encode(params, x, *, config):
 @jax.jit(static_argnames="config")
 def _decode(params, z, *, config):
     return VAENet(config).apply({"params": params}, z, method=VAENet.decode)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowjax.models.vae --weights=... [--config=...] --out=vae.npz``."""
-
-    def options(parser):
-        parser.add_argument(
-            "--config",
-            default=None,
-            help="the VAE's diffusers config.json (default: the config.json beside --weights)",
-        )
-        parser.add_argument("--scaling_factor", type=float, default=None)
-
-    def convert(args):
-        cfg_json = args.config or config_json_beside(args.weights)
-        config = config_from_json(cfg_json)
-        if args.scaling_factor is not None:
-            config = dataclasses.replace(config, scaling_factor=args.scaling_factor)
-        weights, config = convert_diffusers_state_dict(
-            read_state_dict(args.weights), config, config_source=cfg_json
-        )
-        path = save_weights(args.out, weights, config)
-        count = sum(int(a.size) for a in weights.values())
-        return f"wrote {path}: {config}, {count:,} parameters"
-
-    return run_converter(
-        argv,
-        prog="python -m flowjax.models.vae",
-        description="Convert a diffusers AutoencoderKL file (.safetensors or .bin) to a "
-        "flowjax VAE .npz (read by flowjax.models.vae.AutoencoderKL.from_file).",
-        inputs=[("weights", "diffusion_pytorch_model.safetensors/.bin")],
-        options=options,
-        convert=convert,
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
-"""``python -m flowjax.latents``: encode a prepared tfds image set, or a folder of images
-(:mod:`flowjax.data.image_folder`, split ``train`` / ``test``), into a tfds latent set.
+"""Encode a prepared tfds image set, or a folder of images (:mod:`flowjax.data.image_folder`,
+split ``train`` / ``test``), into a tfds latent set: the job behind ``flowjax latents``.
 
 Each image is preprocessed as in ADM / DiT (``center_crop_arr``): halved with a box filter
 while its short side is at least twice the target resolution ``R``, resized with bicubic
@@ -10,7 +10,7 @@ interpolation so the short side is ``R``, center-cropped to ``R x R``; scaled to
 latent per step) or one fixed draw ``latent`` (``--mode=sample``). See
 :mod:`flowjax.data.latents` for the layout, resumption and the multi-host split::
 
-    python -m flowjax.latents --vae=sd_vae_ft_ema.npz --tfds=imagenet2012 --split=train \
+    flowjax latents --vae=sd_vae_ft_ema.npz --tfds=imagenet2012 --split=train \
         --data_dir=$TFDS --resolution=256 --flip --out=$DATA/imagenet256_sdvae_latents
     # every host of a pod / cluster: add --distributed (each host writes shards s % P == i)
 
@@ -29,14 +29,10 @@ anything, and prints the throughput (images/s) at the end.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 import types
-from collections.abc import Sequence
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -278,75 +274,3 @@ def encode_image_set(
         "seconds": seconds,
         "images_per_s": (rows + eval_rows) / max(seconds, 1e-9),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m flowjax.latents", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--vae", required=True, help="VAE weights: flowjax .npz or diffusers .safetensors"
-    )
-    p.add_argument("--tfds", required=True, help="prepared tfds image set or an image folder")
-    p.add_argument("--split", default="train")
-    p.add_argument(
-        "--eval_split",
-        default="auto",
-        help="held-out split written to OUT/heldout (the evaluator's reference): 'auto' "
-        "(validation, else test), a tfds split or slice disjoint from --split, or 'none'",
-    )
-    p.add_argument("--num_eval_examples", type=int, default=None)
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--flip", action="store_true", help="also store horizontally flipped copies")
-    p.add_argument("--mode", choices=latent_data.MODES, default="posterior")
-    p.add_argument("--shard_size", type=int, default=1024)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--num_examples", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scaling_factor", type=float, default=None)
-    p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize()")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    barrier = None
-    if args.distributed:
-        from flowjax.parallel import multihost
-
-        jax.distributed.initialize()
-        barrier = multihost.barrier
-    overrides = {} if args.scaling_factor is None else {"scaling_factor": args.scaling_factor}
-    try:
-        vae = AutoencoderKL.from_file(args.vae, **overrides)
-        stats = encode_image_set(
-            vae,
-            args.tfds,
-            args.out,
-            split=args.split,
-            eval_split=args.eval_split,
-            data_dir=args.data_dir,
-            resolution=args.resolution,
-            flip=args.flip,
-            mode=args.mode,
-            shard_size=args.shard_size,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            num_examples=args.num_examples,
-            num_eval_examples=args.num_eval_examples,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            barrier_fn=barrier,
-            vae_path=args.vae,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"{args.out}: encoded {stats['rows']} images (+ {stats['eval_rows']} held out) in "
-        f"{stats['seconds']:.1f} s "
-        f"({stats['images_per_s']:.2f} images/s on {jax.devices()[0].platform})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,41 +1,43 @@
-"""Reflow pairs from a teacher: ``python -m flowjax.reflow --teacher=DIR --out=DIR --num_pairs=N``.
+"""Reflow pairs from a teacher run: the job behind ``flowjax reflow``.
 
-Restores the teacher's newest checkpoint (EMA weights; the model is rebuilt from
-``DIR/config.json``), draws noise ``z0 ~ N(0, I)`` (noise at t = 0) and, for class-conditional
-teachers, uniform labels, integrates the teacher's ODE to t = 1 with any flowjax solver (or the
-adaptive diffrax reference, ``--solver=tsit5``, rectified flow's RK45-style tolerance 1e-5),
-with the teacher config's CFG scale unless ``--cfg_scale`` is given, and writes the pairs
-``(x0 = z0, x1 = z1[, label])`` as a tfds array_record data set (:func:`flowjax.data.write_pairs`).
+:func:`generate_pairs` restores the teacher's newest checkpoint (EMA weights; the model is
+rebuilt from ``DIR/config.json``), draws noise ``z0 ~ N(0, I)`` (noise at t = 0) and, for
+class-conditional teachers, uniform labels, integrates the teacher's ODE to t = 1 with any
+flowjax solver (or the adaptive diffrax reference, ``solver="tsit5"``, rectified flow's
+RK45-style tolerance 1e-5), with the teacher config's CFG scale unless ``cfg_scale`` is given,
+and writes the pairs ``(x0 = z0, x1 = z1[, label])`` as a tfds array_record data set
+(:func:`flowjax.data.write_pairs`).
 
 Generation is sharded and resumable: shard ``s`` draws its noise from ``fold_in(seed, s)``, so
-re-running an interrupted command writes exactly the missing shards and the result is the same,
-byte for byte, as an uninterrupted run, whichever processes wrote which shards (each record's
-fields are serialised in sorted order; the solvers are deterministic on one backend). Several
-hosts can share the work without any collective:
-run the same command with ``--process_index=i --process_count=P`` on each (a shared POSIX
-directory), then once ``--finalize`` (or let process 0 finish last).
+re-running an interrupted generation writes exactly the missing shards and the result is the
+same, byte for byte, as an uninterrupted run, whichever processes wrote which shards (each
+record's fields are serialised in sorted order; the solvers are deterministic on one backend).
+Several hosts can share the work without any collective: each passes its ``process_index`` and
+the ``process_count``, then one finalises (:func:`flowjax.data.pairs.finalize_pairs`).
 
 Then train on the pairs, starting from the teacher (k-rectified flow; one round = 2-RF)::
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
-    python -m flowjax.reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=100000
-    python -m flowjax.main --config=configs/reflow_toy2d.py --workdir=/tmp/toy_2rf \\
+    flowjax train --config=toy2d_rf --workdir=/tmp/toy
+    flowjax reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=100000
+    flowjax train --config=reflow_toy2d --workdir=/tmp/toy_2rf \\
         --config.data.pairs_dir=/tmp/toy_pairs --config.init.workdir=/tmp/toy
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import time
 from typing import Any
 
-from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from flowjax import console
-
-log = logging.getLogger(__name__)
+from flowjax import solvers
+from flowjax.data import pairs
+from flowjax.time import grids
+from flowjax.training import load_run
+from flowjax.velocity import make_velocity_fn
 
 
 def make_pair_sampler(
@@ -50,18 +52,10 @@ def make_pair_sampler(
     atol: float = 1e-5,
 ):
     """``(run(params, x0, labels) -> x1, description)`` for the teacher of ``exp``."""
-    # Deferred to first use, as every import of jax in this command-line module: ``--help``
-    # and flag errors answer without loading jax.
-    import jax
-
-    from flowjax import solvers
-    from flowjax.time import grids
-    from flowjax.velocity import make_velocity_fn
-
     if exp.average_velocity:
         raise ValueError(
             "reflow integrates an instantaneous-velocity teacher; this run trains an "
-            "average-velocity model (sample it with flowjax.sample --solver=flowmap instead)"
+            "average-velocity model (sample it with flowjax sample --solver=flowmap instead)"
         )
     velocity = make_velocity_fn(
         exp.apply_fn, num_classes=exp.num_classes, cfg_scale=cfg_scale, cfg_interval=cfg_interval
@@ -105,13 +99,6 @@ def generate_pairs(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``num_pairs`` teacher pairs to ``out_dir`` (resumable); returns a report."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from flowjax.data import pairs
-    from flowjax.training import load_run
-
     teacher = os.path.abspath(os.path.expanduser(teacher))
     config, exp, params, step = load_run(teacher)
     scale = float(config.eval.get("cfg_scale", 1.0) if cfg_scale is None else cfg_scale)
@@ -182,83 +169,3 @@ def generate_pairs(
         "seconds": seconds,
         "metadata": metadata,
     }
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    """Define this command's flags (once). Called by :func:`run`, not at import, so that a
-    process importing several flowjax workflows (e.g. the tests) never defines a flag twice.
-    """
-    if "teacher" in FLAGS:
-        return
-    flags.DEFINE_string(
-        "teacher", None, "Training directory of the teacher (config.json, checkpoints/)."
-    )
-    flags.DEFINE_string("out", None, "Directory of the pair data set (created or resumed).")
-    flags.DEFINE_integer("num_pairs", None, "Number of (noise, sample) pairs.")
-    flags.DEFINE_string(
-        "solver", "rk4", "A flowjax solver name, or tsit5/dopri5/dopri8 (adaptive)."
-    )
-    flags.DEFINE_integer("nfe", 64, "Velocity evaluations per pair (fixed-grid solvers).")
-    flags.DEFINE_string("grid", "uniform", "Time grid spec of a fixed-grid solver.")
-    flags.DEFINE_float("rtol", 1e-5, "Relative tolerance of an adaptive solver.")
-    flags.DEFINE_float("atol", 1e-5, "Absolute tolerance of an adaptive solver.")
-    flags.DEFINE_float(
-        "cfg_scale", None, "CFG scale of a conditional teacher (default: its config)."
-    )
-    flags.DEFINE_integer(
-        "shard_size", 4096, "Pairs per array_record shard (the unit of resumption)."
-    )
-    flags.DEFINE_integer("chunk", 1024, "Pairs integrated per compiled call.")
-    flags.DEFINE_integer("seed", 0, "Seed of the noise and labels.")
-    flags.DEFINE_integer("process_index", 0, "This host's index when several hosts share the work.")
-    flags.DEFINE_integer("process_count", 1, "Number of hosts sharing the work.")
-    flags.DEFINE_bool("finalize", False, "Only write the tfds metadata of a finished shard set.")
-
-
-def main(argv):
-    del argv
-    console.setup_logging()  # WARNING unless -v, no backend-probe line
-    from flowjax.data import pairs
-
-    try:
-        if FLAGS.finalize:
-            if not FLAGS.out:
-                raise ValueError("--finalize needs --out")
-            print(f"finalized {pairs.finalize_pairs(FLAGS.out)}")
-            return
-        for name in ("teacher", "out", "num_pairs"):
-            if getattr(FLAGS, name) is None:
-                raise ValueError(f"--{name} is required")
-        report = generate_pairs(
-            FLAGS.teacher,
-            FLAGS.out,
-            num_pairs=FLAGS.num_pairs,
-            solver=FLAGS.solver,
-            nfe=FLAGS.nfe,
-            grid=FLAGS.grid,
-            cfg_scale=FLAGS.cfg_scale,
-            shard_size=FLAGS.shard_size,
-            chunk=FLAGS.chunk,
-            seed=FLAGS.seed,
-            rtol=FLAGS.rtol,
-            atol=FLAGS.atol,
-            process_index=FLAGS.process_index,
-            process_count=FLAGS.process_count,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        sys.exit(2)
-    state = "complete" if report["complete"] else "this host's shards written; not yet complete"
-    print(f"{report['out_dir']}: {state} ({report['seconds']:.1f} s)")
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

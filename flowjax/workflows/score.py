@@ -1,79 +1,49 @@
-"""Inception FID and IS of samples against reference statistics, after training.
+"""Inception FID and IS after training: the jobs behind ``flowjax score`` and ``flowjax fid-stats``.
 
-    python -m flowjax.score --samples=RUN/samples/euler_nfe8.npz \
-        --inception_weights=inception_fid.npz --fid_stats=cifar10_train_stats.npz
-    python -m flowjax.score --workdir=RUN --inception_weights=inception_fid.npz \
-        --fid_stats=VIRTUAL_imagenet256_stats.npz [--sampler=euler:8 --sampler=heun:16]
-
-``--samples``: an ``.npz`` of images ``[N, H, W, 1 or 3]``, floats in ``[-1, 1]`` (what
-``python -m flowjax.sample`` writes under ``x``) or ``uint8`` in ``[0, 255]`` (an ADM sample
-batch, ``arr_0``); ``--key`` names another array. Latents (a latent run's samples) are decoded
-by ``--vae_weights`` first. ``--workdir``: a trained run is sampled from its newest checkpoint
-(EMA weights, the evaluator's fixed noise) with each of ``--sampler`` (default: the run's
-``config.eval.samplers``) and scored as its training evaluation would have been with
-``eval.inception_weights`` / ``eval.fid_stats`` set (a latent run decodes with its
-``eval.vae_weights``, or ``--vae_weights``); without ``--fid_stats`` the reference is the run's
-held-out data, as in training. The samples of each setting are kept as
-``RUN/scores/<label>.npz`` (score them again with ``--samples``).
+- :func:`score_file`: the samples of an ``.npz`` (images ``[N, H, W, 1 or 3]``, floats in
+  ``[-1, 1]`` as ``flowjax sample`` writes them under ``x``, or ``uint8`` as an ADM sample
+  batch's ``arr_0``; latents decoded by a VAE first) against reference statistics.
+- :func:`score_run`: a trained run sampled from its newest checkpoint (EMA weights, the
+  evaluator's fixed noise) with each sampler string (default: the run's
+  ``config.eval.samplers``) and scored as its training evaluation would have been with
+  ``eval.inception_weights`` / ``eval.fid_stats`` set; without statistics the reference is the
+  run's held-out data, as in training. The samples of each setting are kept as
+  ``RUN/scores/<label>.npz`` (to score again with :func:`score_file`).
+- :func:`fid_reference_stats`: ``mu`` / ``sigma`` of a prepared tfds image split, saved as the
+  ``.npz`` the two above read.
 
 Every image is clipped and quantised to ``uint8`` levels before the network
 (:func:`flowjax.evaluation.fid.quantize_images`); FID is against ``mu`` / ``sigma`` of the
-statistics file, IS over ``--splits`` consecutive chunks (the evaluator's 10 in ``--workdir``
-mode). The report is printed and written as JSON (``--out``; default ``<samples>_scores.json``
-beside the samples, ``RUN/scores/scores.json``). Every input (files, keys, shapes, sizes) is
-checked before the network runs; a bad one is one ``ERROR:`` line and exit code 2.
+statistics file, IS over ``splits`` consecutive chunks (the evaluator's 10 for a run). Every
+input (files, keys, shapes, sizes) is checked before the network runs; a bad one raises a
+``ValueError`` with one line saying what to do. Reports are written as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import zipfile
 from typing import Any
 
 import numpy as np
-from absl import app, flags
 
-from flowjax import console, weight_files
+from flowjax import data as data_lib
+from flowjax import weight_files
+from flowjax.evaluation import fid
+from flowjax.models.inception import InceptionV3
+from flowjax.models.vae import AutoencoderKL
+from flowjax.training.evaluate import IS_SPLITS, Evaluator, parse_eval_spec, to_pixels
+from flowjax.training.experiment import load_run
 
-FLAGS = flags.FLAGS
-IMAGE_KEYS = ("x", "arr_0")  # flowjax.sample's samples, ADM's sample batches
-
-
-def define_flags() -> None:
-    """Define this command's flags (once; called by :func:`run`, not at import)."""
-    if "fid_stats" in FLAGS:
-        return
-    flags.DEFINE_string("samples", None, "Samples .npz (images, or latents with --vae_weights).")
-    flags.DEFINE_string(
-        "workdir", None, "A trained run to sample and score (instead of --samples)."
-    )
-    flags.DEFINE_string(
-        "inception_weights", None, "flowjax Inception .npz (flowjax.models.inception)."
-    )
-    flags.DEFINE_string(
-        "fid_stats", None, "Reference statistics .npz with mu [F] and sigma [F, F]."
-    )
-    flags.DEFINE_string("key", None, "Array of the samples .npz to score (default: x or arr_0).")
-    flags.DEFINE_string("vae_weights", None, "VAE weights: decode latent samples to pixels first.")
-    flags.DEFINE_multi_string("sampler", None, "--workdir: sampler string(s) (default: the run's).")
-    flags.DEFINE_integer(
-        "num_samples", None, "--workdir: samples per setting (default: the run's)."
-    )
-    flags.DEFINE_integer("splits", 10, "Inception Score splits.")
-    flags.DEFINE_integer("batch_size", 100, "Images per Inception batch.")
-    flags.DEFINE_string(
-        "out", None, "Report .json (default: <samples>_scores.json / RUN/scores/scores.json)."
-    )
-    flags.mark_flags_as_required(["inception_weights"])
+IMAGE_KEYS = ("x", "arr_0")  # flowjax sample's samples, ADM's sample batches
 
 
 def load_samples(path: str, key: str | None = None):
     """``(array, key)``: the samples array of an ``.npz`` (``key``, else ``x`` or ``arr_0``)."""
     if not os.path.isfile(path):
         raise ValueError(
-            f"samples file {path!r} does not exist; write one with `python -m flowjax.sample "
+            f"samples file {path!r} does not exist; write one with `flowjax sample "
             "--workdir=RUN ...` (RUN/samples/<label>.npz) or score a run with --workdir=RUN."
         )
     foreign = weight_files.numpy_file_error(path, "an .npz of samples", ".")
@@ -90,7 +60,7 @@ def load_samples(path: str, key: str | None = None):
         if found not in data.files:
             raise ValueError(
                 f"{path} has arrays {data.files}, not {found or 'x or arr_0'!r}; name the "
-                "samples' array with --key (flowjax.sample writes 'x', ADM sample batches "
+                "samples' array with --key (flowjax sample writes 'x', ADM sample batches "
                 "'arr_0')."
             )
         try:
@@ -109,9 +79,6 @@ def _check_scale(x, path: str) -> None:
 
 
 def _load_network_and_stats(inception_weights: str, fid_stats: str | None):
-    from flowjax.evaluation import fid  # deferred: --help and flag errors need no jax
-    from flowjax.models.inception import InceptionV3
-
     net = InceptionV3.from_file(os.path.expanduser(inception_weights))
     stats = None
     if fid_stats:
@@ -140,9 +107,6 @@ def score_file(
 ) -> dict[str, Any]:
     """FID and IS of the samples in an ``.npz``; every input is checked before the network
     runs. Returns the report written to ``out``."""
-    from flowjax.evaluation import fid  # deferred: --help and flag errors need no jax
-    from flowjax.training.evaluate import to_pixels
-
     if int(splits) < 1 or int(batch_size) < 1:
         raise ValueError(f"--splits={splits} and --batch_size={batch_size} must be >= 1.")
     if not fid_stats:
@@ -151,8 +115,6 @@ def score_file(
     x, found = load_samples(samples, key)
     vae = None
     if vae_weights:
-        from flowjax.models.vae import AutoencoderKL  # deferred, as above
-
         vae = AutoencoderKL.from_file(os.path.expanduser(vae_weights))
         if x.ndim != 4 or x.shape[-1] != vae.latent_channels or x.dtype.kind != "f":
             raise ValueError(
@@ -207,10 +169,6 @@ def score_run(
     """Sample a trained run with its evaluator (``samplers``, default the run's own) and score
     every setting with Inception FID (``fid_<label>``) and IS (``is_<label>``) as the training
     evaluation does when ``eval.inception_weights`` / ``eval.fid_stats`` are set."""
-    from flowjax import data as data_lib  # deferred: --help and flag errors need no jax
-    from flowjax.training.evaluate import IS_SPLITS, Evaluator, parse_eval_spec
-    from flowjax.training.experiment import load_run
-
     for spec in samplers or ():
         parse_eval_spec(spec)  # a clear error before anything loads
     workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -256,51 +214,29 @@ def score_run(
     return report
 
 
-def main(argv):
-    del argv
-    console.setup_logging()
-    if (FLAGS.samples is None) == (FLAGS.workdir is None):
-        print("ERROR: give one of --samples=S.npz or --workdir=RUN", file=sys.stderr)
-        sys.exit(2)
-    try:
-        if FLAGS.samples is not None:
-            report = score_file(
-                FLAGS.samples,
-                FLAGS.inception_weights,
-                FLAGS.fid_stats,
-                key=FLAGS.key,
-                vae_weights=FLAGS.vae_weights,
-                splits=FLAGS.splits,
-                batch_size=FLAGS.batch_size,
-                out=FLAGS.out,
-            )
-            print(
-                f"{report['samples']}[{report['key']}]: N={report['num_samples']} "
-                f"FID={report['fid']:.4f} IS={report['is']:.4f} (std {report['is_std']:.3g}, "
-                f"{report['splits']} splits)"
-            )
-        else:
-            report = score_run(
-                FLAGS.workdir,
-                FLAGS.inception_weights,
-                FLAGS.fid_stats,
-                vae_weights=FLAGS.vae_weights,
-                samplers=FLAGS.sampler,
-                num_samples=FLAGS.num_samples,
-                out=FLAGS.out,
-            )
-            for name, value in report["metrics"].items():
-                print(f"{name}={value:.4f}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {report['report']}")
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+def fid_reference_stats(
+    inception_weights: str,
+    name: str,
+    out: str,
+    *,
+    split: str = "train",
+    data_dir: str | None = None,
+    image_key: str = "image",
+    num_examples: int | None = None,
+    batch_size: int = 100,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Inception statistics ``mu [F]``, ``sigma [F, F]`` of a prepared tfds image split, saved
+    to ``out`` (:func:`flowjax.evaluation.fid.save_stats`); returns ``{"path", "dim"}``."""
+    net = InceptionV3.from_file(os.path.expanduser(inception_weights))
+    mu, sigma = fid.reference_stats_from_tfds(
+        net,
+        name,
+        split=split,
+        data_dir=data_dir,
+        image_key=image_key,
+        num_examples=num_examples,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return {"path": fid.save_stats(out, mu, sigma), "dim": int(mu.size)}
