@@ -1,4 +1,6 @@
-"""Sample from a trained run: ``python -m flowjax.sample --workdir=DIR --solver=NAME --nfe=K``.
+"""Sample a trained run with one sampler and score it.
+
+    flowjax sample --workdir=DIR --solver=NAME --nfe=K
 
 Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is rebuilt from
 ``DIR/config.json``), samples with the EMA parameters from the evaluator's fixed noise batch
@@ -17,32 +19,31 @@ Restores the newest readable checkpoint in ``DIR/checkpoints`` (the model is reb
 ``edm,rho=7``, ``shifted,alpha=3``, ``diffusers``, or a list of times ``0,0.5,1``) or
 ``boss``. ``--solver=boss`` means Euler on the BOSS grid. ``--grid=learned`` and
 ``--solver=bespoke-NAME`` use a learned grid / learned coefficients stored by
-``python -m flowjax.calibrate`` in ``DIR/learned_schedules.json``. A BOSS schedule is computed
+``flowjax calibrate`` in ``DIR/learned_schedules.json``. A BOSS schedule is computed
 from a calibration batch of the model's own trajectories (``--boss_calibration`` noises on a
 ``--boss_fine_steps`` fine grid) once, stored in ``DIR/boss_schedules.json`` keyed by (costed
 solver, K, N, M, reference integrator, checkpoint step) and reused afterwards.
 
-A blockwise run (``objective.name='blockwise'``) samples segment by segment: ``--solver`` and
-``--nfe`` split the total NFE evenly over its K segments (``--grid`` is mapped onto each
-segment); ``--sampler='euler:2|heun:4'`` gives every segment its own solver, NFE and grid, and
-``--sampler='euler:8@frn'`` uses the Feature Residual Approximation (after an FRN run). The
-report's ``inference_flops_per_sample`` counts the network evaluations actually made (x2 under
-CFG). A decomposable run (``objective.name='decomposable'``) uses its staged sampler; its
-thresholds and NFE split can be set here: ``--sampler='euler:40@tau=0.7,phases=1/1'``.
-Example::
+A run whose objective samples with its own sampler (blockwise, decomposable) takes the
+options that objective declares: ``--sampler`` is a full sampler string of
+``config.eval.samplers`` form, per-segment settings joined by ``|`` (``euler:2|heun:4``) and
+options after ``@`` (``euler:8@frn``, ``euler:40@tau=0.7,phases=1/1``); docs/cli.md lists
+each objective's options. The report's ``inference_flops_per_sample`` counts the network
+evaluations actually made (x2 under CFG). Example::
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
-    python -m flowjax.sample --workdir=/tmp/toy --solver=dpm++2m --nfe=8 --grid=logsnr
-    python -m flowjax.sample --workdir=/tmp/toy --solver=boss --nfe=4
+    flowjax train --config=toy2d_rf --workdir=/tmp/toy
+    flowjax sample --workdir=/tmp/toy --solver=dpm++2m --nfe=8 --grid=logsnr
+    flowjax sample --workdir=/tmp/toy --solver=boss --nfe=4
 """
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from flowjax import console
+from flowjax.cli import _command
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training directory (with config.json and checkpoints/).")
@@ -51,10 +52,10 @@ flags.DEFINE_string(
     "euler",
     "Solver name (euler, heun, midpoint, rk4, dpm++1, "
     "dpm++2m, dpm++3m), 'boss' (= euler on the BOSS grid) or 'bespoke-NAME' (learned "
-    "coefficients on NAME, stored by flowjax.calibrate).",
+    "coefficients on NAME, stored by flowjax calibrate).",
 )
 flags.DEFINE_integer("nfe", None, "Number of velocity evaluations per sample.")
-flags.DEFINE_string("grid", "uniform", "Time grid spec, 'boss', or 'learned' (flowjax.calibrate).")
+flags.DEFINE_string("grid", "uniform", "Time grid spec, 'boss', or 'learned' (flowjax calibrate).")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (default: config.eval.num_samples).")
 flags.DEFINE_integer("boss_fine_steps", 100, "BOSS fine grid size N.")
 flags.DEFINE_integer("boss_calibration", 256, "BOSS calibration batch size M.")
@@ -64,9 +65,8 @@ flags.DEFINE_string(
     "sampler",
     None,
     "A full sampler string as in config.eval.samplers (replaces --solver/--nfe/--grid): "
-    "per-segment settings of a blockwise model joined by '|' ('euler:2|heun:4') and options "
-    "after '@' ('euler:8@frn': Feature Residual Approximation; '@full': features at every step; "
-    "'euler:40@tau=0.7,phases=1/1': a decomposable model's stage thresholds and NFE split).",
+    "per-segment settings joined by '|' ('euler:2|heun:4') and the options the run's objective "
+    "declares after '@' ('euler:8@frn').",
 )
 flags.mark_flags_as_required(["workdir"])
 
@@ -74,7 +74,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     del argv
     console.setup_logging()  # WARNING unless -v, no backend-probe line
-    from flowjax.sampling import STAGES, run_sampling  # deferred: --help needs no jax
+    from flowjax.workflows.sample import STAGES, run_sampling  # deferred: --help needs no jax
 
     bar = console.progress_bar(len(STAGES), desc="sample", unit="stage")
     bar.set_postfix_str(STAGES[0])
@@ -126,9 +126,5 @@ def main(argv):
     print("wrote " + ", ".join(report["files"]))
 
 
-def run():
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+def run(argv=None):
+    _command.run(main, __name__, argv)

@@ -1,5 +1,6 @@
-"""Particle search on a trained run: ``python -m flowjax.search --workdir=DIR --method=rbf
---budget=NFE --reward=SPEC``.
+"""Reward-guided particle search on a trained run.
+
+    flowjax search --workdir=DIR --method=rbf --budget=NFE --reward=SPEC
 
 Restores the newest checkpoint of ``DIR`` (EMA weights), samples ``--num_samples`` independent
 problems with ``--method`` (``bon``, ``smc``, ``sop``, ``rbf``) and the ``--proposal``
@@ -11,17 +12,18 @@ each spending at most ``--budget`` NFE, and writes into ``DIR/search/`` (or ``--
 for other data than the run's is refused. For class-conditional runs the model samples
 unconditionally (null label) unless ``--label`` is given. Example::
 
-    python -m flowjax.main --config=configs/toy2d_rf.py:8gaussians --workdir=/tmp/toy
-    python -m flowjax.search --workdir=/tmp/toy --method=rbf --budget=100 --reward=toy_mode,mode=0
+    flowjax train --config=toy2d_rf:8gaussians --workdir=/tmp/toy
+    flowjax search --workdir=/tmp/toy --method=rbf --budget=100 --reward=toy_mode,mode=0
 """
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from flowjax import console
+from flowjax.cli import _command
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training directory (config.json and checkpoints/).")
@@ -56,7 +58,7 @@ flags.mark_flags_as_required(["workdir", "budget", "reward"])
 def main(argv):
     del argv
     console.setup_logging()  # WARNING unless -v, no backend-probe line
-    from flowjax.search.run import run_search  # deferred: --help without loading jax
+    from flowjax.workflows.search import run_search  # deferred: --help without loading jax
 
     options = {
         "smc": {"temperature": FLAGS.temperature},
@@ -90,5 +92,5 @@ def main(argv):
     print("wrote " + ", ".join(report["files"]) + f" in {report['out_dir']}")
 
 
-if __name__ == "__main__":
-    app.run(main)
+def run(argv=None):
+    _command.run(main, __name__, argv)

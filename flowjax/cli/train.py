@@ -1,4 +1,6 @@
-"""Train a flow model: ``python -m flowjax.main --config=toy2d_rf --workdir=DIR``.
+"""Train (or resume) a run described by a config; evaluate it.
+
+    flowjax train --config=toy2d_rf --workdir=DIR
 
 ``--config`` takes a bundled config by name (``toy2d_rf``, ``reflow_toy2d:2rf``) or a config
 file by path (``configs/toy2d_rf.py``, ``my_config.py:variant``); see
@@ -31,10 +33,11 @@ import logging
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from flowjax import config_files, console
+from flowjax.cli import _command
 
 _DEFAULT_CONFIG = os.path.join(config_files.CONFIG_DIR, "toy2d_rf.py")
 
@@ -197,9 +200,5 @@ def _retired_override(argv: list[str]) -> str | None:
     return None
 
 
-def run():
-    app.run(main, flags_parser=_parse_flags)
-
-
-if __name__ == "__main__":
-    run()
+def run(argv=None):
+    _command.run(main, __name__, argv, flags_parser=_parse_flags)
