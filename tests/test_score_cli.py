@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from flowjax import score
 from flowjax.evaluation import fid as F
 from flowjax.models import inception as I
 from flowjax.models import vae as V
 from flowjax.training.evaluate import to_pixels
+from flowjax.workflows import score
 
 TINY_VAE = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
 

@@ -182,7 +182,7 @@ def load_stats(path: str | os.PathLike, feature_dim: int | None = None):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"FID reference statistics {path!r} do not exist; compute them from a prepared tfds "
-            "split with `python -m flowjax.evaluation.fid --inception=W.npz --tfds=NAME "
+            "split with `flowjax fid-stats --inception=W.npz --tfds=NAME "
             f"--split=train --out={path}`, or use a published .npz with mu and sigma."
         )
     foreign = numpy_file_error(path, "an .npz of FID reference statistics (mu, sigma)", ".")

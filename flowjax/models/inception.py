@@ -72,7 +72,7 @@ BN_EPS = 1e-3
 NUM_CLASSES = 1008
 INPUT_SIZE = 299
 _CONVERT_COMMAND = (
-    "python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth --out={out}"
+    "flowjax convert-inception --weights=pt_inception-2015-12-05-6726825d.pth --out={out}"
 )
 
 

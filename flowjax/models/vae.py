@@ -98,7 +98,7 @@ Array = jax.Array
 GN_EPS = 1e-6
 LOGVAR_RANGE = (-30.0, 20.0)
 _CONVERT_COMMAND = (
-    "python -m flowjax.models.vae --weights=diffusion_pytorch_model.safetensors "
+    "flowjax convert-vae --weights=diffusion_pytorch_model.safetensors "
     "[--config=config.json] --out={out}"
 )
 
