@@ -86,8 +86,8 @@ def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     """``n`` samples of the run in ``workdir`` with the sampler ``spec`` (``"heun:32"``) on the
     run's evaluation noise and labels, and what was used."""
     from flowjax import solvers
-    from flowjax.sampling import load_run
     from flowjax.time import grids
+    from flowjax.training import load_run
     from flowjax.training.evaluate import Evaluator, parse_sampler_spec, sampler_label
 
     config, exp, params, step = load_run(workdir, num_samples=n)

@@ -56,11 +56,10 @@ import stages  # experiments/stages.py: the script's directory is on the path
 import flowjax
 from flowjax import evaluation, solvers
 from flowjax.config_files import load_config
-from flowjax.reflow import generate_pairs
-from flowjax.sampling import load_run
 from flowjax.time import grids
-from flowjax.training import train_and_evaluate
+from flowjax.training import load_run, train_and_evaluate
 from flowjax.training.evaluate import Evaluator
+from flowjax.workflows.reflow import generate_pairs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
