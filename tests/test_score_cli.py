@@ -71,7 +71,7 @@ def test_samples_file_scores_as_the_library_and_uint8_batches_agree(files):
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("missing", "does not exist; write one with `python -m flowjax.sample"),
+        ("missing", "does not exist; write one with `flowjax sample"),
         ("no_key", r"has arrays \['y'\], not 'x or arr_0'; name the samples' array with --key"),
         ("npy", "holds one .npy array"),
         ("corrupt", "is not a readable .npz of samples"),
