@@ -145,3 +145,33 @@ def test_python_m_shim_runs_the_command(helps):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == helps["commands"]["sample"]["text"]
+
+
+_OVERRIDES = """
+import contextlib, io, json, sys
+sys.argv = ["flowjax", "train", "--config.nope=1"]  # what ml_collections would read at import
+from flowjax.cli import train
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    try:
+        train._parse_flags(["flowjax train", "--config.nope=1", "--workdir=w"])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+train._parse_flags(["flowjax train", "--config.train.num_steps=7", "--workdir=w"])
+config = train.FLAGS.config
+print(json.dumps([status, err.getvalue(), config.train.num_steps, config.data.name]))
+"""
+
+
+def test_config_overrides_without_config_use_the_default_config_or_fail_in_one_line():
+    # --config.FIELD=VALUE without --config: applied to the default config (toy2d_rf); a field
+    # that does not exist is one ERROR line and exit 2 (it was a traceback at import).
+    result = subprocess.run(
+        [sys.executable, "-c", _OVERRIDES], cwd=REPO, env=ENV, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    status, err, num_steps, data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status == 2 and err.startswith("ERROR: bad command-line flag: nope")
+    assert err.count("\n") == 1
+    assert (num_steps, data) == (7, "checkerboard")

@@ -41,12 +41,19 @@ from flowjax.cli import _command
 
 _DEFAULT_CONFIG = os.path.join(config_files.CONFIG_DIR, "toy2d_rf.py")
 
+# The arguments the config's ``--config.FIELD=VALUE`` overrides are read from: the argv being
+# parsed (set by _parse_config), not sys.argv when this module is imported (ml_collections
+# would otherwise load the default config with sys.argv's overrides at import, and a bad
+# override would be a traceback there).
+_ARGV: list[str] = [""]
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config",
     _DEFAULT_CONFIG,
     "A bundled config name (toy2d_rf, reflow_toy2d:2rf) or a path to a config file.",
     lock_config=True,
+    sys_argv=_ARGV,
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
@@ -133,8 +140,11 @@ def main(argv):
 
 
 def _resolve_config_arg(argv: list[str]) -> list[str]:
-    """``--config=NAME[:arg]`` -> ``--config=<bundled file>[:arg]``; paths pass unchanged."""
+    """``--config=NAME[:arg]`` -> ``--config=<bundled file>[:arg]``; paths pass unchanged.
+    Without ``--config``, the default config is named first (its overrides follow it)."""
     out = list(argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in out[1:]):
+        out.insert(1, "--config=" + _DEFAULT_CONFIG)
     for i, a in enumerate(out):
         if a.startswith("--config="):
             out[i] = "--config=" + config_files.resolve(a[len("--config=") :])
@@ -169,6 +179,7 @@ def _parse_config(argv: list[str]) -> list[str]:
     """``FLAGS(argv)`` and the config loaded; an error raised by the config file's own code (a
     syntax error, a ``get_config`` that fails) is one line naming its file and line, exit 2."""
     try:
+        _ARGV[:] = argv
         remaining = FLAGS(argv)
         FLAGS.config.keys()  # a config file that fails to load is reported here, not mid-run
         return remaining
