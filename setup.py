@@ -67,5 +67,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     include_package_data=True,
+    # `flowjax train --config=...`, `flowjax sample ...`: flowjax.cli lists the commands.
+    entry_points={"console_scripts": ["flowjax = flowjax.cli:run"]},
     license="Apache-2.0",
 )

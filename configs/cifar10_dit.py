@@ -10,7 +10,7 @@ Prepare the data set once (on a machine with internet access) with ``tfds build 
 AdamW 1e-4 constant, EMA 0.9999, class dropout 0.1, horizontal flips); DiT-S/2 (33M parameters),
 global batch 128. With ``eval.inception_weights`` set, evaluation reports Inception FID
 (``fid_<sampler>``, :mod:`flowjax.evaluation.fid`) against ``eval.fid_stats`` (make it with
-``python -m flowjax.evaluation.fid --inception=inception_fid.npz --tfds=cifar10 --split=train
+``flowjax fid-stats --inception=inception_fid.npz --tfds=cifar10 --split=train
 --out=cifar10_train_stats.npz``) or, without it, the held-out test images' statistics.
 """
 

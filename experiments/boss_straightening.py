@@ -6,7 +6,7 @@
 For K in {2, 4}: compute the BOSS schedule of the trained model (Euler cost, fine grid
 N = 100, 256 calibration noises, RK4 calibration trajectories), build ``K x 8192`` tuples
 ``(x_a, x_b, a, b)`` from the model's own RK4 trajectories on the fine grid, and fine-tune the
-EMA weights with :func:`flowjax.training.straighten.straighten` (the ordinary training loop,
+EMA weights with :func:`flowjax.workflows.boss.straighten` (the ordinary training loop,
 2000 steps of batch 512, AdamW lr 5e-4 cosine, grad clip 1). Then, from 4096 fresh noises:
 
 - ``error``: RMS distance of K-step Euler samples to the ORIGINAL model's Tsit5 solution from
@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax import evaluation, plotting, solvers
-from flowjax.sampling import load_run
 from flowjax.solvers import boss
 from flowjax.time import grids
-from flowjax.training.straighten import straighten
+from flowjax.training import load_run
+from flowjax.workflows.boss import straighten
 
 RESULTS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "experiments"

@@ -87,9 +87,9 @@ def model_samples(workdir: str, n: int, spec: str) -> tuple[np.ndarray, dict]:
     run's evaluation noise and labels, and what was used."""
     from flowjax import solvers
     from flowjax.evaluation.evaluator import Evaluator
-    from flowjax.sampling import load_run
     from flowjax.solvers.spec import parse_sampler_spec, sampler_label
     from flowjax.time import grids
+    from flowjax.training import load_run
 
     config, exp, params, step = load_run(workdir, num_samples=n)
     # Keep the run directory read-only: the digits classifier comes from the shared cache.

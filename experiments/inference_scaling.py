@@ -41,7 +41,7 @@ import numpy as np
 
 from flowjax import plotting
 from flowjax.search import make_reward, search
-from flowjax.search.run import load_search_setup
+from flowjax.workflows.search import load_search_setup
 
 # Search variants: name -> (method, options); SMC's temperature comes from the task.
 VARIANTS = {

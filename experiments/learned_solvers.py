@@ -274,7 +274,7 @@ class DigitsProblem:
     """
 
     def __init__(self, workdir: str, n: int, reference: str):
-        from flowjax.sampling import load_run
+        from flowjax.training import load_run
         from flowjax.velocity import make_velocity_fn
 
         config, exp, params, step = load_run(workdir)

@@ -58,10 +58,9 @@ import flowjax
 from flowjax import evaluation, solvers
 from flowjax.config_files import load_config
 from flowjax.evaluation.evaluator import Evaluator
-from flowjax.reflow import generate_pairs
-from flowjax.sampling import load_run
 from flowjax.time import grids
-from flowjax.training import train_and_evaluate
+from flowjax.training import load_run, train_and_evaluate
+from flowjax.workflows.reflow import generate_pairs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -102,7 +102,7 @@ def gmm_problem(name: str, dim: int, cfg_scale: float, n: int) -> Problem:
 
 
 def model_problem(workdir: str, n: int) -> Problem:
-    from flowjax.sampling import load_run
+    from flowjax.training import load_run
     from flowjax.velocity import make_velocity_fn
 
     _, exp, params, step = load_run(workdir)

@@ -1,4 +1,4 @@
-"""Weight files of pretrained networks: flat ``.npz`` trees, foreign state dicts, converter CLIs.
+"""Weight files of pretrained networks: flat ``.npz`` trees and foreign state dicts.
 
 Every pretrained network in flowjax (the VAE, FID's InceptionV3, LPIPS' VGG16) stores its
 parameters as one uncompressed ``.npz`` whose keys are the flax parameter paths joined by
@@ -14,24 +14,22 @@ parameters as one uncompressed ``.npz`` whose keys are the flax parameter paths 
   (``.pth``, ``.bin``) with ``torch.load`` on the CPU. torch is imported inside that call
   only; flowjax never depends on it and importing this module never imports it.
 - :func:`to_numpy`: a torch tensor or array as a numpy array, without importing torch.
-- :func:`run_converter`: the command-line plumbing of the ``python -m ...`` converters (input
-  files must exist, a ``ValueError`` from the conversion becomes ``ERROR: ...`` and exit
-  status 2).
 - :class:`WeightSpec`: one network's weight file as a value (its name, the command that makes
   the file, how its random test weights are drawn) with what every network does with it
   written once: a missing file's error, reading, the key / shape / value checks, the atomic
   write, random weights. Each network supplies only its expected shapes (which it infers from
   the keys it is given: widths, channel layout) and its own extra checks.
+
+The converter command lines (``flowjax convert-vae``, ``convert-inception``, ``convert-lpips``)
+live in :mod:`flowjax.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import struct
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -323,50 +321,6 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     return obj
-
-
-def run_converter(
-    argv: Sequence[str] | None,
-    *,
-    prog: str,
-    description: str,
-    inputs: Sequence[tuple[str, str]],
-    convert: Callable[[argparse.Namespace], str],
-    options: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> int:
-    """The command line of a weight converter: parse, check the inputs exist, convert.
-
-    Args:
-      argv: the arguments (``None``: ``sys.argv[1:]``).
-      prog, description: for ``--help``.
-      inputs: ``(flag, help)`` of each required input file flag (``("weights", "x.pth")``);
-        ``--out`` (the output ``.npz``) is always added.
-      convert: ``convert(args) -> message``: reads the inputs, writes ``args.out`` and returns
-        the line to print (``"wrote <path>: ..."``). A ``ValueError`` it raises is printed as
-        ``ERROR: ...`` and gives exit status 2.
-      options: adds further optional flags to the parser.
-
-    Returns:
-      0 on success, 2 on a conversion error; a missing input file exits through
-      ``parser.error`` (status 2, with usage).
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    for flag, help_text in inputs:
-        parser.add_argument(f"--{flag}", required=True, help=help_text)
-    if options is not None:
-        options(parser)
-    parser.add_argument("--out", required=True, help="output .npz path")
-    args = parser.parse_args(argv)
-    for flag, _ in inputs:
-        if not os.path.isfile(getattr(args, flag)):
-            parser.error(f"--{flag}: no file {getattr(args, flag)!r}")
-    try:
-        message = convert(args)
-    except ValueError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    print(message)
-    return 0
 
 
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

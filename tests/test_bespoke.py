@@ -109,9 +109,9 @@ def test_bad_input():
 def test_calibrate_store_and_eval_specs(tmp_path, monkeypatch):
     """flowjax.calibrate stores a learned grid and bespoke coefficients for a (tiny, randomly
     perturbed) model; config.eval.samplers specs load them; nothing stored errors clearly."""
-    from flowjax import calibrate
     from flowjax.evaluation.evaluator import Evaluator
     from flowjax.training import Experiment
+    from flowjax.workflows import calibrate
 
     with jax.enable_x64(False):
         config = load_config("toy2d_rf")

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from flowjax import calibrate
-from flowjax import sampling as sample_cli
 from flowjax.solvers import learned
 from flowjax.training import train_and_evaluate
+from flowjax.workflows import calibrate
+from flowjax.workflows import sample as sample_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--calibration=16", "--reference=rk4:16", "--iters=10"]
@@ -96,7 +96,7 @@ def test_missing_setting_is_a_one_line_error_then_bespoke_samples(trained):
     made = calibrate.calibrate_run(workdir, "bespoke-unipc2", 4, **kw)
     assert not made["reused"] and made["schedule"]["kind"] == "bespoke"
     before = stored(workdir)
-    report = sample_cli.run_sampling(workdir, "bespoke-unipc2", 4, num_samples=128)
+    report = sample_job.run_sampling(workdir, "bespoke-unipc2", 4, num_samples=128)
     assert report["label"] == "unipc2_nfe4_bespoke" and report["nfe"] == 4
     assert report["learned"]["weights"] == made["schedule"]["weights"]
     for path in report["files"]:

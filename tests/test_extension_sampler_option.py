@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from flowjax import sampling
+from flowjax.evaluation.evaluator import Evaluator
 from flowjax.training import Experiment, train_and_evaluate
-from flowjax.training.evaluate import Evaluator
 from tests.extensions import noise_temperature  # noqa: F401  (it registers)
 from tests.training.conftest import tiny_config
 

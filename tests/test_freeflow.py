@@ -220,8 +220,7 @@ def teacher_run(tmp_path_factory):
 
 
 def test_freeflow_starts_from_the_teacher_and_keeps_it_frozen(teacher_run, tmp_path):
-    from flowjax.sampling import load_run
-    from flowjax.training import Experiment, train_and_evaluate
+    from flowjax.training import Experiment, load_run, train_and_evaluate
 
     workdir, config = teacher_run
     _, _, teacher_params, _ = load_run(workdir)

@@ -182,8 +182,8 @@ def _files(path):
 
 
 def test_interrupted_pair_generation_resumes_to_the_same_data_set(teacher, tmp_path, monkeypatch):
-    from flowjax import reflow
     from flowjax.data import pairs, shards
+    from flowjax.workflows import reflow
 
     kwargs = dict(num_pairs=50, solver="heun", nfe=4, shard_size=16, chunk=8, progress=False)
     full = reflow.generate_pairs(teacher, str(tmp_path / "full"), **kwargs)

@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from flowjax import score
 from flowjax.evaluation import fid as F
 from flowjax.evaluation.evaluator import to_pixels
 from flowjax.models import inception as I
 from flowjax.models import vae as V
+from flowjax.workflows import score
 
 TINY_VAE = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
 
@@ -71,7 +71,7 @@ def test_samples_file_scores_as_the_library_and_uint8_batches_agree(files):
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("missing", "does not exist; write one with `python -m flowjax.sample"),
+        ("missing", "does not exist; write one with `flowjax sample"),
         ("no_key", r"has arrays \['y'\], not 'x or arr_0'; name the samples' array with --key"),
         ("npy", "holds one .npy array"),
         ("corrupt", "is not a readable .npz of samples"),

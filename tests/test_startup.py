@@ -11,21 +11,26 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: What the command lines import to work: flowjax.main -> flowjax.training; flowjax.sample ->
-#: flowjax.sampling; flowjax.search -> flowjax.search.run; calibrate, reflow and score.
+#: What the command lines import to work: each command module of flowjax.cli, and the job it
+#: runs (flowjax.training for train, flowjax.workflows.* for the others).
 COMMAND_MODULES = (
-    "flowjax.main",
+    "flowjax.cli",
+    "flowjax.cli.train",
     "flowjax.training",
-    "flowjax.sample",
-    "flowjax.sampling",
-    "flowjax.search.__main__",
-    "flowjax.search.run",
-    "flowjax.calibrate",
+    "flowjax.cli.sample",
+    "flowjax.workflows.sample",
+    "flowjax.workflows.boss",
+    "flowjax.cli.search",
+    "flowjax.workflows.search",
+    "flowjax.cli.calibrate",
+    "flowjax.workflows.calibrate",
     "flowjax.solvers.learned",
     "flowjax.solvers.learned.bespoke",
-    "flowjax.reflow",
+    "flowjax.cli.reflow",
+    "flowjax.workflows.reflow",
     "flowjax.data.pairs",
-    "flowjax.score",
+    "flowjax.cli.score",
+    "flowjax.workflows.score",
     "flowjax.evaluation.fid",
     "flowjax.evaluation.evaluator",
 )

@@ -30,10 +30,10 @@ pytorch-fid's ``--save-stats`` and the ADM / guided-diffusion reference batches 
 were made with TensorFlow's resize to 299 and so differ slightly from statistics made here), or
 computed here from any prepared tfds split (:func:`reference_stats_from_tfds`) and saved::
 
-    python -m flowjax.evaluation.fid --inception=inception_fid.npz --tfds=cifar10 \
+    flowjax fid-stats --inception=inception_fid.npz --tfds=cifar10 \
         --split=train --out=cifar10_train_stats.npz [--data_dir=...] [--num_examples=50000]
 
-Samples are scored against such a file by ``python -m flowjax.score`` (:func:`score_images`).
+Samples are scored against such a file by ``flowjax score`` (:func:`score_images`).
 
 Across hosts: each process passes its own images; :func:`inception_features` gathers the
 features of all processes (in process order) before the statistics are taken.
@@ -41,11 +41,8 @@ features of all processes (in process order) before the statistics are taken.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import zipfile
-from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -185,7 +182,7 @@ def load_stats(path: str | os.PathLike, feature_dim: int | None = None):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"FID reference statistics {path!r} do not exist; compute them from a prepared tfds "
-            "split with `python -m flowjax.evaluation.fid --inception=W.npz --tfds=NAME "
+            "split with `flowjax fid-stats --inception=W.npz --tfds=NAME "
             f"--split=train --out={path}`, or use a published .npz with mu and sigma."
         )
     foreign = numpy_file_error(path, "an .npz of FID reference statistics (mu, sigma)", ".")
@@ -286,37 +283,3 @@ def reference_stats_from_tfds(
         x = np.stack([np.asarray(r[image_key]) for r in rows]).astype(np.float32) / half - 1
         feats.append(inception_features(net, x.reshape(*x.shape[:3], -1), gather=False)[0])
     return feature_statistics(np.concatenate(feats))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flowjax.evaluation.fid",
-        description="Inception reference statistics (mu, sigma) of a prepared tfds image split.",
-    )
-    parser.add_argument("--inception", required=True, help="flowjax Inception .npz weights")
-    parser.add_argument("--tfds", required=True, help="tfds name, e.g. cifar10")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--image_key", default="image")
-    parser.add_argument("--num_examples", type=int, default=None)
-    parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    net = InceptionV3.from_file(args.inception)
-    mu, sigma = reference_stats_from_tfds(
-        net,
-        args.tfds,
-        split=args.split,
-        data_dir=args.data_dir,
-        image_key=args.image_key,
-        num_examples=args.num_examples,
-        batch_size=args.batch_size,
-        progress=True,
-    )
-    path = save_stats(args.out, mu, sigma)
-    print(f"wrote {path}: {mu.size}-d statistics")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ Weights: a flowjax ``.npz`` with flat keys ``Mixed_5b_branch1x1/conv/kernel`` (H
 ``[2048, 1008]``, ``fc/bias``; made once
 from pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (torch needed for this step only)::
 
-    python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth \
+    flowjax convert-inception --weights=pt_inception-2015-12-05-6726825d.pth \
         --out=inception_fid.npz
 
 Example::
@@ -38,8 +38,7 @@ Example::
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -53,8 +52,6 @@ from flowjax.types import Array
 from flowjax.weight_files import (
     WeightSpec,
     he_normal,
-    read_state_dict,
-    run_converter,
     to_numpy,
     tree_shapes,
     unflatten,
@@ -77,10 +74,7 @@ INPUT_SIZE = 299
 SPEC = WeightSpec(
     what="Inception",
     prefix="inception",
-    convert=(
-        "python -m flowjax.models.inception --weights=pt_inception-2015-12-05-6726825d.pth "
-        "--out={out}"
-    ),
+    convert="flowjax convert-inception --weights=pt_inception-2015-12-05-6726825d.pth --out={out}",
     example_out="inception_fid.npz",
     make_file=(
         "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth once (needs torch) with\n"
@@ -363,23 +357,3 @@ class InceptionV3:
 def _apply(params, x, width_div, num_classes, resize_to):
     net = InceptionNet(width_div=width_div, num_classes=num_classes, resize_to=resize_to)
     return net.apply({"params": params}, x)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowjax.models.inception --weights=pt_inception-...pth --out=x.npz``."""
-
-    def convert(args):
-        state = read_state_dict(args.weights)
-        return f"wrote {save_weights(args.out, convert_torch_state_dict(state))}"
-
-    return run_converter(
-        argv,
-        prog="python -m flowjax.models.inception",
-        description="Convert pytorch-fid's FID InceptionV3 weights (.pth) to a flowjax .npz.",
-        inputs=[("weights", "pt_inception-2015-12-05-6726825d.pth")],
-        convert=convert,
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

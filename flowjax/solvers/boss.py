@@ -23,7 +23,7 @@ Time convention: noise at t = 0, data at t = 1 (the BOSS code uses the same).
 The result is a :class:`BossSchedule`: a small value holding the ``K + 1`` times (a grid any
 solver can use), its cost and how it was made, saved as JSON next to a checkpoint with
 :class:`ScheduleStore` and reused. The straightening fine-tune (§8.3) lives in
-:mod:`flowjax.objectives.straightening` and :func:`flowjax.training.straighten.straighten`.
+:mod:`flowjax.objectives.straightening` and :func:`flowjax.workflows.boss.straighten`.
 """
 
 from __future__ import annotations

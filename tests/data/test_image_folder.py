@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowjax import latents as L
 from flowjax.data import (
     ImageDataset,
     ImageFolder,
@@ -27,6 +26,7 @@ from flowjax.data import (
 )
 from flowjax.data import latents as LD
 from flowjax.models import vae as V
+from flowjax.workflows import latents as L
 
 # (class folder, file, height, width, Pillow mode): sizes, formats and modes differ.
 IMAGES = [

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flowjax import latents as L
 from flowjax.data import latents as LD
 from flowjax.models import vae as V
-from flowjax.weight_files import flatten
+from flowjax.workflows import latents as L
 
 TINY = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
 N_IMAGES = 10  # flipped copies: 20 rows; shard_size 6: 4 shards (the last of 2 rows)
@@ -157,7 +156,8 @@ def test_bad_input_is_refused_before_any_work(vae, tmp_path):
         with pytest.raises(ValueError, match="cannot be downsampled by this VAE's factor 4"):
             L.encode_image_set(vae, "cifar10", str(out), data_dir=str(tmp_path), resolution=30)
     assert not out.exists()
-    assert L.main([f"--vae={tmp_path / 'missing.npz'}", "--tfds=cifar10", f"--out={out}"]) == 2
+    with pytest.raises(FileNotFoundError, match="flowjax convert-vae"):
+        V.AutoencoderKL.from_file(tmp_path / "missing.npz")  # what `flowjax latents` loads first
     with pytest.raises(FileNotFoundError, match="python -m flowjax.latents"):
         LD.LatentSource(out, batch_size=2, seed=0)
 
@@ -272,18 +272,17 @@ def test_wrong_files_empty_split_and_damaged_shard_get_one_line_errors(
         ("torch_vae.bin", "a diffusers AutoencoderKL (VAE)"),
         ("torch_inception.pth", "an InceptionV3 (the FID network)"),
     ):
-        argv = [f"--vae={os.path.join(FIXTURES, name)}", "--tfds=cifar10", f"--out={out}"]
-        assert L.main(argv) == 2
-        err = capsys.readouterr().err
+        with pytest.raises(ValueError) as info:
+            V.AutoencoderKL.from_file(os.path.join(FIXTURES, name))
+        err = str(info.value)
         assert f"it is a PyTorch checkpoint (torch.save) of {kind}" in err
-        assert "python -m flowjax.models.vae" in err and err.count("\n") == 1
-    vae_file = V.save_weights(tmp_path / "vae.npz", flatten(jax.device_get(vae.params)), TINY)
-    argv = [f"--vae={vae_file}", "--tfds=cifar10", f"--data_dir={tmp_path}", "--resolution=32"]
+        assert "flowjax convert-vae" in err and "\n" not in err
+    kw = dict(data_dir=str(tmp_path), resolution=32)
     with tfds.testing.mock_data(num_examples=N_IMAGES):
-        assert L.main([*argv, "--split=train[:0]", "--eval_split=none", f"--out={out}"]) == 2
-        assert "'cifar10' has no images in this split" in capsys.readouterr().err
-        assert L.main([*argv, "--eval_split=train[5:5]", f"--out={out}"]) == 2
-        assert "no images" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="'cifar10' has no images in this split"):
+            L.encode_image_set(vae, "cifar10", str(out), split="train[:0]", eval_split="none", **kw)
+        with pytest.raises(ValueError, match="no images"):
+            L.encode_image_set(vae, "cifar10", str(out), eval_split="train[5:5]", **kw)
         assert not out.exists()
         _encode(vae, tmp_path, tmp_path / "lat", split="train[:8]", eval_split="train[8:]")
     shutil.copytree(tmp_path / "lat", tmp_path / "damaged")

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from flowjax.evaluation import fid as F
 from flowjax.evaluation.evaluator import to_pixels
 from flowjax.models import inception as I
+from flowjax.workflows.convert import convert_inception
 from tests.tolerance import assert_equal_up_to_rounding
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "inception_torch.npz")
@@ -73,9 +74,11 @@ def test_converter_layout_and_wrong_network(state_dict, weights, tmp_path):
         I.convert_torch_state_dict(vae_sd)
     path = tmp_path / "vae.npz"
     np.savez(path, **{k.replace(".", "/"): v for k, v in vae_sd.items()})
-    with pytest.raises(ValueError, match="flowjax.models.inception --weights"):
+    with pytest.raises(ValueError, match="flowjax convert-inception --weights"):
         I.InceptionV3.from_file(path)
-    assert I.main([f"--weights={path}", f"--out={tmp_path / 'x.npz'}"]) == 2
+    with pytest.raises(ValueError, match="not FID InceptionV3"):
+        convert_inception(str(path), str(tmp_path / "x.npz"))
+    assert not (tmp_path / "x.npz").exists()
     with pytest.raises(ValueError, match="NHWC"):
         I.InceptionV3.from_weights(weights)(np.zeros((2, 32, 32, 4), np.float32))
 
@@ -225,7 +228,7 @@ def test_stats_files_and_tfds_reference(small_net, tmp_path):
     np.savez(tmp_path / "bad.npz", mean=np.zeros(3))
     with pytest.raises(ValueError, match="'mu'"):
         F.load_stats(tmp_path / "bad.npz")
-    with pytest.raises(FileNotFoundError, match="python -m flowjax.evaluation.fid"):
+    with pytest.raises(FileNotFoundError, match="flowjax fid-stats"):
         F.load_stats(tmp_path / "missing.npz")
     net = I.InceptionV3.from_weights(I.random_weights(0, 16, 63))  # resizes 32 -> 299
     with tfds.testing.mock_data(num_examples=12):

@@ -20,6 +20,7 @@ import pytest
 from flowjax.evaluation import LPIPS, convert_torch_weights
 from flowjax.evaluation import lpips as lp
 from flowjax.models.resize import resize_bilinear
+from flowjax.workflows import convert
 from tests.tolerance import assert_equal_up_to_rounding
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "lpips_torch.npz")
@@ -188,26 +189,27 @@ def test_command_line_converts_torch_files(reference, images, tmp_path, monkeypa
     for name in files:
         open(name, "wb").close()
     # no torch here: the converter reads the (empty) .pth files through this function
-    monkeypatch.setattr(lp.convert, "read_state_dict", lambda path: files[path])
+    monkeypatch.setattr(convert, "read_state_dict", lambda path: files[path])
     out = tmp_path / "lpips.npz"
-    args = [f"--vgg={tmp_path / 'vgg16.pth'}", f"--lin={tmp_path / 'vgg.pth'}", f"--out={out}"]
-    assert lp.main(args) == 0
+    assert convert.convert_lpips(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"), str(out))
     x, y = images
     from_cli = LPIPS.from_file(out, resize_to=None)
     direct = LPIPS.from_weights(convert_torch_weights(vgg, lin), resize_to=None)
     np.testing.assert_array_equal(np.asarray(from_cli(x, y)), np.asarray(direct(x, y)))
-    with pytest.raises(SystemExit):
-        lp.main([f"--vgg={tmp_path / 'absent.pth'}", f"--lin={tmp_path / 'vgg.pth'}", "--out=o"])
 
 
-def test_module_runs_as_a_command_without_importing_torch():
+def test_module_runs_as_a_command_without_importing_torch(tmp_path):
+    # `python -m flowjax.evaluation.lpips` is the `flowjax convert-lpips` command: its help,
+    # and a missing input refused in one line (exit 2), without importing torch.
     code = (
-        "import sys\n"
-        "from flowjax.evaluation import lpips\n"
-        "try:\n"
-        "    lpips.main(['--help'])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code == 0\n"
+        "import runpy, sys\n"
+        f"for argv, status in ((['p', '--help'], 0), (['p', '--vgg={tmp_path}/absent.pth', "
+        f"'--lin={tmp_path}/absent.pth', '--out=o.npz'], 2)):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        runpy.run_module('flowjax.evaluation.lpips', run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == status, (argv, e.code)\n"
         "assert 'torch' not in sys.modules\n"
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -216,6 +218,7 @@ def test_module_runs_as_a_command_without_importing_torch():
     )
     assert result.returncode == 0, result.stderr
     assert "--vgg" in result.stdout and "--lin" in result.stdout
+    assert result.stderr.strip() == f"ERROR: --vgg: no file '{tmp_path}/absent.pth'"
 
 
 # --- errors at the public boundary -------------------------------------------------------------

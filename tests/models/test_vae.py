@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from flowjax.models import vae as V
+from flowjax.workflows.convert import convert_vae
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 WEIGHTS = os.path.join(FIXTURES, "vae_diffusers.safetensors")
@@ -105,7 +106,7 @@ def test_old_attention_names_and_conv_attention_weights_convert_alike(state_dict
 def test_npz_round_trip_and_command_line(state_dict, reference, tmp_path, model):
     cfg_json = _diffusers_json(tmp_path / "config.json", SMALL, scaling_factor=0.5)
     out = tmp_path / "vae.npz"
-    assert V.main([f"--weights={WEIGHTS}", f"--config={cfg_json}", f"--out={out}"]) == 0
+    assert convert_vae(str(WEIGHTS), str(out), config=str(cfg_json)).startswith("wrote")
     loaded = V.AutoencoderKL.from_file(out)
     assert loaded.config == dataclasses.replace(SMALL, scaling_factor=0.5)
     _close(loaded.decode(loaded.scale(reference["z"])), reference["decoded"])
@@ -126,12 +127,14 @@ def test_wrong_network_is_refused_naming_the_expected_keys(tmp_path):
         V.convert_diffusers_state_dict(not_a_vae, SMALL)
     path = tmp_path / "lpips.npz"
     np.savez(path, **lpips.random_weights(0, (4,) * 5))
-    with pytest.raises(ValueError, match=r"missing keys .*encoder/conv_in/kernel.*flowjax\.models"):
+    with pytest.raises(
+        ValueError, match=r"missing keys .*encoder/conv_in/kernel.*flowjax convert-vae"
+    ):
         V.AutoencoderKL.from_file(path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable VAE"):
         V.AutoencoderKL.from_file(tmp_path / "junk.npz")
-    with pytest.raises(FileNotFoundError, match="python -m flowjax.models.vae"):
+    with pytest.raises(FileNotFoundError, match="flowjax convert-vae"):
         V.AutoencoderKL.from_file(tmp_path / "missing.npz")
 
 
@@ -182,7 +185,7 @@ def test_sd3_style_vae_matches_diffusers_and_converts(sd3_reference, tmp_path):
     _close(vae.decode((ref["z"] - 0.0609) * 1.5305), ref["decoded"])
     # The converter without --config reads the config.json beside the weights.
     out = tmp_path / "sd3.npz"
-    assert V.main([f"--weights={SD3_WEIGHTS}", f"--out={out}"]) == 0
+    convert_vae(str(SD3_WEIGHTS), str(out))
     converted = V.AutoencoderKL.from_file(out)
     assert converted.config == cfg and converted.fingerprint() == vae.fingerprint()
 
@@ -195,7 +198,7 @@ def test_config_json_beside_the_weights_is_read_or_its_absence_refused(tmp_path,
     weights = folder / "diffusion_pytorch_model.safetensors"
     _diffusers_json(folder / "config.json", SMALL, scaling_factor=0.25, shift_factor=0.125)
     out = tmp_path / "vae.npz"
-    assert V.main([f"--weights={weights}", f"--out={out}"]) == 0
+    convert_vae(str(weights), str(out))
     want = dataclasses.replace(SMALL, scaling_factor=0.25, shift_factor=0.125)
     assert V.AutoencoderKL.from_file(out).config == want
     assert V.AutoencoderKL.from_file(weights).config == want
@@ -212,9 +215,8 @@ def test_config_json_beside_the_weights_is_read_or_its_absence_refused(tmp_path,
         V.AutoencoderKL.from_file(weights)
     # No config.json and no --config: refused, not read with the SD-VAE's settings.
     os.remove(folder / "config.json")
-    assert V.main([f"--weights={weights}", f"--out={tmp_path / 'never.npz'}"]) == 2
-    err = capsys.readouterr().err
-    assert "no config.json beside" in err and "--config=config.json" in err
+    with pytest.raises(ValueError, match=r"no config.json beside.*--config=config.json"):
+        convert_vae(str(weights), str(tmp_path / "never.npz"))
     assert not (tmp_path / "never.npz").exists()
     with pytest.raises(ValueError, match="no config.json beside"):
         V.AutoencoderKL.from_file(weights)

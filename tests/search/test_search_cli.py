@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from flowjax.search import make_reward
-from flowjax.search.run import run_search
 from flowjax.training import load_run, train_and_evaluate
+from flowjax.workflows.search import run_search
 
 ABSL_INFO = re.compile(r"^I\d{4} ", re.M)  # absl's INFO line prefix, e.g. "I1207 17:22:40"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from flowjax import sampling as sample_cli
 from flowjax.config_files import load_config
 from flowjax.training import load_run, train_and_evaluate
+from flowjax.workflows import sample as sample_job
 
 
 def _config(tmp_path, **blockwise):
@@ -31,19 +31,19 @@ def test_digits_bfm_trains_samples_and_runs_the_frn_stage(tmp_path):
     summary = train_and_evaluate(_config(tmp_path), stage1)
     assert {"fd_euler_nfe2", "fd_euler_nfe1+heun_nfe2"} <= set(summary["final"])
 
-    out = sample_cli.run_sampling(stage1, "euler", 4, num_samples=16)
+    out = sample_job.run_sampling(stage1, "euler", 4, num_samples=16)
     assert out["label"] == "euler_nfe4" and out["network_calls"] == {"full": 4}
     _, exp, _, _ = load_run(stage1)
     per_eval = exp.model.forward_flops((8, 8, 1))
     cfg = 2.0 if exp.config.eval.cfg_scale != 1.0 else 1.0
     assert out["inference_flops_per_sample"] == pytest.approx(4 * per_eval * cfg)
     assert out["grid"] == [[0.0, 0.25, 0.5], [0.5, 0.75, 1.0]]
-    spec = sample_cli.run_sampling(stage1, None, None, spec="euler:1|heun:2", num_samples=16)
+    spec = sample_job.run_sampling(stage1, None, None, spec="euler:1|heun:2", num_samples=16)
     assert spec["label"] == "euler_nfe1+heun_nfe2" and spec["nfe"] == 3
     with pytest.raises(ValueError, match="does not split evenly over K=2"):
-        sample_cli.run_sampling(stage1, "euler", 3, num_samples=16)
+        sample_job.run_sampling(stage1, "euler", 3, num_samples=16)
     with pytest.raises(ValueError, match="BOSS and learned grids are for single-network"):
-        sample_cli.run_sampling(stage1, "boss", 4, num_samples=16)
+        sample_job.run_sampling(stage1, "boss", 4, num_samples=16)
 
     stage2 = str(tmp_path / "stage2")
     c2 = _config(tmp_path, frn=True)
@@ -58,7 +58,7 @@ def test_digits_bfm_trains_samples_and_runs_the_frn_stage(tmp_path):
             for a, b in zip(jax.tree.leaves(p1[name]), jax.tree.leaves(p2[name]))
         )
         assert (diff > 1e-4) if name == "frn" else (diff < 1e-6), (name, diff)
-    frn = sample_cli.run_sampling(stage2, None, None, spec="euler:4@frn", num_samples=16)
+    frn = sample_job.run_sampling(stage2, None, None, spec="euler:4@frn", num_samples=16)
     assert frn["network_calls"] == {"features": 2, "frn": 4}
-    full = sample_cli.run_sampling(stage2, None, None, spec="euler:4@full", num_samples=16)
+    full = sample_job.run_sampling(stage2, None, None, spec="euler:4@full", num_samples=16)
     assert frn["inference_flops_per_sample"] != full["inference_flops_per_sample"]

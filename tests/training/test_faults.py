@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax.sampling import load_run
 from flowjax.training import (
     Checkpointer,
     CheckpointMismatchError,
@@ -26,6 +25,7 @@ from flowjax.training import (
     NoUsableCheckpointError,
     SetupError,
     WorkdirLockedError,
+    load_run,
     read_metrics,
     train_and_evaluate,
 )

@@ -11,11 +11,11 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from flowjax import latents as L
 from flowjax.config_files import load_config
 from flowjax.models import inception as I
 from flowjax.models import vae as V
 from flowjax.training import train_and_evaluate
+from flowjax.workflows import latents as L
 
 TINY_VAE = dataclasses.replace(V.SD_VAE_CONFIG, block_out_channels=(8, 16, 16), norm_num_groups=4)
 

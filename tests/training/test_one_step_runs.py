@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from flowjax import sampling
 from flowjax.config_files import load_config
 from flowjax.data import is_complete, load_pairs
-from flowjax.reflow import generate_pairs
-from flowjax.training import Experiment, train_and_evaluate
+from flowjax.training import Experiment, load_run, train_and_evaluate
+from flowjax.workflows import sample as sample_job
+from flowjax.workflows.reflow import generate_pairs
 from tests.training.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,16 +42,16 @@ def test_meanflow_trains_and_samples_with_the_flow_map(meanflow_run):
     workdir, summary = meanflow_run
     assert summary["step"] == 10
     assert {"sw_flowmap_nfe1", "sw_flowmap_nfe2"} <= set(summary["final"])
-    out = sampling.run_sampling(workdir, "flowmap", 4, num_samples=64)
+    out = sample_job.run_sampling(workdir, "flowmap", 4, num_samples=64)
     assert out["label"] == "flowmap_nfe4" and out["recompiled_for_new_noise"] is False
 
 
 def test_sampler_of_the_wrong_kind_is_refused(meanflow_run, rf_run):
     workdir, _ = meanflow_run
     with pytest.raises(ValueError, match="average-velocity model .* solver 'flowmap'"):
-        sampling.run_sampling(workdir, "euler", 2, num_samples=64)
+        sample_job.run_sampling(workdir, "euler", 2, num_samples=64)
     with pytest.raises(ValueError, match="integrates an average-velocity model"):
-        sampling.run_sampling(rf_run, "flowmap", 2, num_samples=64)
+        sample_job.run_sampling(rf_run, "flowmap", 2, num_samples=64)
 
 
 def test_reflow_from_teacher_pairs(rf_run, tmp_path):
@@ -62,7 +62,7 @@ def test_reflow_from_teacher_pairs(rf_run, tmp_path):
     assert is_complete(pairs_dir)
     data = load_pairs(pairs_dir)
     # x1 is the teacher's RK4 solution from x0: re-solving reproduces it.
-    config, exp, params, _ = sampling.load_run(rf_run)
+    config, exp, params, _ = load_run(rf_run)
     from flowjax import solvers
     from flowjax.time import grids
 

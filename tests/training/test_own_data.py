@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from flowjax import plotting
-from flowjax import sampling as sample_cli
 from flowjax.config_files import config_names
 from flowjax.data import ToySource, sample_toy
 from flowjax.training import train_and_evaluate
+from flowjax.workflows import sample as sample_job
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_array_data_run_records_its_data_and_is_sampled_against_it(tmp_path, mak
 
     # The CLI rebuilds the run's own data: the same noise, weights and held-out rows give the
     # training evaluator's final numbers.
-    out = sample_cli.run_sampling(workdir, "euler", 2, num_samples=128)
+    out = sample_job.run_sampling(workdir, "euler", 2, num_samples=128)
     assert "metrics_skipped" not in out
     for key in ("sw_euler_nfe2", "mmd_euler_nfe2", "energy_euler_nfe2"):
         np.testing.assert_allclose(out["metrics"][key], summary["final"][key], rtol=1e-5)
@@ -57,11 +57,11 @@ def test_array_data_run_records_its_data_and_is_sampled_against_it(tmp_path, mak
     x = np.load(path)["x"]
     x[0] += 0.5
     np.savez(path, x=x)
-    changed = sample_cli.run_sampling(workdir, "euler", 2, num_samples=128)
+    changed = sample_job.run_sampling(workdir, "euler", 2, num_samples=128)
     assert changed["metrics"] == {} and "has changed since training" in changed["metrics_skipped"]
     assert all(os.path.getsize(f) > 0 for f in changed["files"])
     os.remove(path)
-    gone = sample_cli.run_sampling(workdir, "euler", 2, num_samples=128)
+    gone = sample_job.run_sampling(workdir, "euler", 2, num_samples=128)
     assert gone["metrics"] == {} and "cannot be rebuilt" in gone["metrics_skipped"]
     assert "does not exist" in gone["metrics_skipped"]
 
@@ -79,7 +79,7 @@ def test_data_passed_in_code_is_named_and_not_scored_against_the_config_data(
     assert summary["dataset"]["name"] == "moons"
     assert titles[-1].startswith("moons: EMA weights")
 
-    out = sample_cli.run_sampling(workdir, "euler", 2, num_samples=128)
+    out = sample_job.run_sampling(workdir, "euler", 2, num_samples=128)
     assert out["metrics"] == {}
     assert "data-based metrics skipped" in out["metrics_skipped"]
     assert "passed in code ('moons' (2,))" in out["metrics_skipped"]

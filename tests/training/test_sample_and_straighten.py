@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from flowjax import sampling as sample_cli
 from flowjax.solvers import boss
-from flowjax.training import train_and_evaluate
-from flowjax.training.straighten import straighten
+from flowjax.training import load_run, train_and_evaluate
+from flowjax.workflows import sample as sample_job
+from flowjax.workflows.boss import straighten
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,10 +31,10 @@ def trained(tmp_path_factory):
 def test_sampling_writes_outputs_and_reuses_the_boss_schedule(trained):
     workdir, _ = trained
     stages = []
-    out = sample_cli.run_sampling(
+    out = sample_job.run_sampling(
         workdir, "dpm++2m", 3, "logsnr", num_samples=256, on_stage=stages.append
     )
-    assert stages == list(sample_cli.STAGES)  # what the CLI's progress bar follows
+    assert stages == list(sample_job.STAGES)  # what the CLI's progress bar follows
     assert out["label"] == "dpm++2m_nfe3_logsnr" and out["nfe"] == 3
     assert len(out["grid"]) == 4 and out["checkpoint_step"] == 20
     assert out["recompiled_for_new_noise"] is False
@@ -45,14 +45,14 @@ def test_sampling_writes_outputs_and_reuses_the_boss_schedule(trained):
     assert np.load(out["files"][1])["x"].shape == (256, 2)
 
     kwargs = dict(num_samples=256, boss_fine_steps=20, boss_calibration=64)
-    first = sample_cli.run_sampling(workdir, "boss", 4, **kwargs)
-    again = sample_cli.run_sampling(workdir, "boss", 4, **kwargs)
+    first = sample_job.run_sampling(workdir, "boss", 4, **kwargs)
+    again = sample_job.run_sampling(workdir, "boss", 4, **kwargs)
     assert first["label"] == "euler_nfe4_boss"
     assert (first["boss"]["reused"], again["boss"]["reused"]) == (False, True)
     assert first["grid"] == again["grid"] and len(first["grid"]) == 5
     stored = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json")).load_all()
     assert list(stored) == [boss.schedule_key("euler", 4, 20, 64, "euler", 20)]
-    heun = sample_cli.run_sampling(workdir, "heun", 4, "boss", **kwargs)  # 2 Heun steps
+    heun = sample_job.run_sampling(workdir, "heun", 4, "boss", **kwargs)  # 2 Heun steps
     assert (
         len(heun["grid"]) == 3
         and len(boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json")).load_all()) == 2
@@ -62,18 +62,18 @@ def test_sampling_writes_outputs_and_reuses_the_boss_schedule(trained):
 def test_sampling_errors(trained, tmp_path):
     workdir, _ = trained
     with pytest.raises(ValueError, match="needs at least 5"):
-        sample_cli.run_sampling(workdir, "dpm++3m", 4)
+        sample_job.run_sampling(workdir, "dpm++3m", 4)
     with pytest.raises(ValueError, match="unknown solver"):
-        sample_cli.run_sampling(workdir, "dpm++4m", 4)
+        sample_job.run_sampling(workdir, "dpm++4m", 4)
     with pytest.raises(ValueError, match="no config.json"):
-        sample_cli.run_sampling(str(tmp_path), "euler", 4)
+        sample_job.run_sampling(str(tmp_path), "euler", 4)
     with pytest.raises(ValueError, match="K=4 steps from a fine grid of N=2"):
-        sample_cli.run_sampling(workdir, "boss", 4, boss_fine_steps=2, num_samples=64)
+        sample_job.run_sampling(workdir, "boss", 4, boss_fine_steps=2, num_samples=64)
 
 
 def test_straightening_fine_tune_starts_from_the_given_weights(trained, tmp_path):
     workdir, config = trained
-    _, exp, params, step = sample_cli.load_run(workdir)
+    _, exp, params, step = load_run(workdir)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (64, 2))
 
     def velocity(x, t, c):
@@ -84,7 +84,7 @@ def test_straightening_fine_tune_starts_from_the_given_weights(trained, tmp_path
     frozen.train.num_steps = 4
     frozen.optim.lr = 0.0  # no update: the run must end exactly where it started
     summary = straighten(frozen, str(tmp_path / "frozen"), params, schedule, num_trajectories=64)
-    _, _, same, _ = sample_cli.load_run(str(tmp_path / "frozen"))
+    _, _, same, _ = load_run(str(tmp_path / "frozen"))
     # The debiased EMA of a constant sequence is that constant up to float32 rounding of the
     # bias correction 1 - decay^n (flowjax.training.ema).
     for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)):

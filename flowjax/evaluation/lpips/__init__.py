@@ -48,7 +48,7 @@ with ``C = (C_0, ..., C_4)`` the stage widths, ``(64, 128, 256, 512, 512)`` for 
 
 with (torch is needed for this step only; flowjax never imports it otherwise)::
 
-    python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz
+    flowjax convert-lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz
 
 Mapping from torch: torchvision ``features.{i}.weight`` ``[C_out, C_in, 3, 3]`` is transposed to
 HWIO, with ``i`` = 0, 2 (stage 1), 5, 7 (stage 2), 10, 12, 14 (stage 3), 17, 19, 21 (stage 4),
@@ -58,7 +58,8 @@ HWIO, with ``i`` = 0, 2 (stage 1), 5, 7 (stage 2), 10, 12, 14 (stage 3), 17, 19,
 v0.1 values); such a list is accepted too.
 
 The package is the network and its files (:mod:`~flowjax.evaluation.lpips.network`) and the
-torch-checkpoint converter (:mod:`~flowjax.evaluation.lpips.convert`, run as the command above).
+torch-checkpoint converter (:mod:`~flowjax.evaluation.lpips.convert`, which the command above
+runs; ``python -m flowjax.evaluation.lpips`` is the same command).
 
 Example::
 
@@ -71,7 +72,7 @@ Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018; K. Simonyan, 
 Z. Lin, G. Fanti, "Improving the Training of Rectified Flows", NeurIPS 2024.
 """
 
-from flowjax.evaluation.lpips.convert import convert_torch_weights, main
+from flowjax.evaluation.lpips.convert import convert_torch_weights
 from flowjax.evaluation.lpips.network import (
     LPIPS,
     LPIPS_SCALE,
@@ -100,7 +101,6 @@ __all__ = [
     "VGG16_WIDTHS",
     "convert_torch_weights",
     "load_weights",
-    "main",
     "random_weights",
     "save_weights",
     "weight_shapes",

@@ -1,8 +1,7 @@
-"""``python -m flowjax.evaluation.lpips``: the LPIPS weight converter (see its ``--help``)."""
+"""``python -m flowjax.evaluation.lpips``: the ``flowjax convert-lpips`` command
+(:mod:`flowjax.cli.convert_lpips`)."""
 
-import sys
-
-from flowjax.evaluation.lpips.convert import main
+from flowjax.cli import convert_lpips
 
 if __name__ == "__main__":
-    sys.exit(main())
+    convert_lpips.run()

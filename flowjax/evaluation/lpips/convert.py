@@ -1,7 +1,8 @@
 """The LPIPS weight converter: torchvision VGG16 + lpips v0.1 checkpoints -> the flowjax ``.npz``.
 
-``python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz``
-runs :func:`main`. torch is imported only while reading a ``.pth``
+``flowjax convert-lpips --vgg=vgg16.pth --lin=vgg.pth --out=lpips_vgg16.npz`` (or
+``python -m flowjax.evaluation.lpips``) reads the two files and runs
+:func:`convert_torch_weights`. torch is imported only while reading a ``.pth``
 (:func:`flowjax.weight_files.read_state_dict`); the layout written is described in
 :mod:`flowjax.evaluation.lpips`.
 """
@@ -18,9 +19,8 @@ from flowjax.evaluation.lpips.network import (
     STAGE_DEPTHS,
     TORCHVISION_CONV_INDICES,
     _check_weights,
-    save_weights,
 )
-from flowjax.weight_files import read_state_dict, run_converter, to_numpy
+from flowjax.weight_files import to_numpy
 
 
 def convert_torch_weights(vgg_state_dict: Mapping[str, Any], lin_state_dict) -> dict:
@@ -89,32 +89,3 @@ def convert_torch_weights(vgg_state_dict: Mapping[str, Any], lin_state_dict) -> 
             raise ValueError(f"lin{k} weight must be [1, C, 1, 1] (or [C]), got {w.shape}.")
         out[f"lin{k}"] = w.reshape(-1).astype(np.float32)
     return _check_weights(out)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: torch checkpoints -> .npz
-# ---------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out=out.npz``."""
-
-    def convert(args):
-        vgg, lin = read_state_dict(args.vgg), read_state_dict(args.lin)
-        weights = convert_torch_weights(vgg, lin)
-        path = save_weights(args.out, weights)
-        widths = tuple(int(weights[f"lin{k}"].shape[0]) for k in range(len(STAGE_DEPTHS)))
-        count = sum(int(a.size) for a in weights.values())
-        return f"wrote {path}: stage widths {widths}, {count:,} parameters"
-
-    return run_converter(
-        argv,
-        prog="python -m flowjax.evaluation.lpips",
-        description="Convert torchvision VGG16 + lpips v0.1 'vgg' weights to a flowjax LPIPS "
-        ".npz (read by flowjax.evaluation.LPIPS.from_file).",
-        inputs=[
-            ("vgg", "torchvision vgg16 state dict (.pth)"),
-            ("lin", "lpips weights/v0.1/vgg.pth"),
-        ],
-        convert=convert,
-    )

@@ -321,7 +321,7 @@ _NOT_LPIPS = (
 SPEC = WeightSpec(
     what="LPIPS",
     prefix="lpips",
-    convert="python -m flowjax.evaluation.lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}",
+    convert="flowjax convert-lpips --vgg=vgg16.pth --lin=vgg.pth --out={out}",
     example_out="lpips_vgg16.npz",
     make_file=(
         "make the file once (needs torch, for this step only) with\n    {command}\n"

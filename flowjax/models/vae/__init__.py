@@ -23,7 +23,7 @@ use_post_quant_conv = False``) and other factors (SD3: ``scaling_factor = 1.5305
 The package: :mod:`~flowjax.models.vae.network` (:class:`VAEConfig` and the flax modules, the
 architecture), :mod:`~flowjax.models.vae.weights` (the weight layout and its checks, flowjax
 ``.npz`` files, diffusers ``.safetensors`` / ``.bin`` checkpoints and ``config.json``, random
-weights, the converter ``python -m flowjax.models.vae``) and
+weights, the converter ``flowjax convert-vae``) and
 :mod:`~flowjax.models.vae.autoencoder` (:class:`AutoencoderKL`, what users hold:
 :meth:`AutoencoderKL.from_file` reads a flowjax ``.npz`` or, directly, a diffusers
 ``.safetensors`` with its ``config.json`` beside it); this module re-exports their public
@@ -45,7 +45,6 @@ from flowjax.models.vae.weights import (
     config_json_beside,
     convert_diffusers_state_dict,
     load_weights,
-    main,
     random_weights,
     save_weights,
     weight_shapes,
@@ -62,7 +61,6 @@ __all__ = [
     "config_json_beside",
     "convert_diffusers_state_dict",
     "load_weights",
-    "main",
     "random_weights",
     "read_safetensors",
     "save_weights",

@@ -1,7 +1,7 @@
-"""``python -m flowjax.models.vae``: a diffusers AutoencoderKL file -> a flowjax ``.npz``."""
+"""``python -m flowjax.models.vae``: the ``flowjax convert-vae`` command
+(:mod:`flowjax.cli.convert_vae`)."""
 
-import sys
+from flowjax.cli import convert_vae
 
-from flowjax.models.vae.weights import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    convert_vae.run()

@@ -9,10 +9,10 @@ package) with its ``config.json`` beside it: the config gives what the tensors c
 Convert once (a ``.bin`` needs torch for this step only; ``--config`` defaults to the
 ``config.json`` beside the weights)::
 
-    python -m flowjax.models.vae --weights=diffusion_pytorch_model.safetensors \
+    flowjax convert-vae --weights=diffusion_pytorch_model.safetensors \
         [--config=config.json] --out=sd_vae_ft_ema.npz
 
-(:func:`main` is that command.) What is common to every pretrained network's file (the
+What is common to every pretrained network's file (the
 missing-file error, reading, the key / shape / value checks, the atomic write, random weights)
 is :data:`SPEC`, a :class:`flowjax.weight_files.WeightSpec`.
 """
@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -35,8 +35,6 @@ from flowjax.weight_files import (
     WeightSpec,
     flatten,
     read_safetensors,
-    read_state_dict,
-    run_converter,
     to_numpy,
     tree_shapes,
 )
@@ -48,7 +46,6 @@ __all__ = [
     "config_json_beside",
     "convert_diffusers_state_dict",
     "load_weights",
-    "main",
     "random_weights",
     "save_weights",
     "weight_shapes",
@@ -58,7 +55,7 @@ SPEC = WeightSpec(
     what="VAE",
     prefix="vae",
     convert=(
-        "python -m flowjax.models.vae --weights=diffusion_pytorch_model.safetensors "
+        "flowjax convert-vae --weights=diffusion_pytorch_model.safetensors "
         "[--config=config.json] --out={out}"
     ),
     example_out="vae.npz",
@@ -322,37 +319,3 @@ def random_weights(config: VAEConfig, seed: int = 0) -> dict[str, np.ndarray]:
     x = jnp.zeros((1, f, f, config.in_channels))
     params = jax.jit(VAENet(config).init)(jax.random.PRNGKey(seed), x)["params"]
     return SPEC.random(flatten(jax.device_get(params)), seed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowjax.models.vae --weights=... [--config=...] --out=vae.npz``."""
-
-    def options(parser):
-        parser.add_argument(
-            "--config",
-            default=None,
-            help="the VAE's diffusers config.json (default: the config.json beside --weights)",
-        )
-        parser.add_argument("--scaling_factor", type=float, default=None)
-
-    def convert(args):
-        cfg_json = args.config or config_json_beside(args.weights)
-        config = config_from_json(cfg_json)
-        if args.scaling_factor is not None:
-            config = dataclasses.replace(config, scaling_factor=args.scaling_factor)
-        weights, config = convert_diffusers_state_dict(
-            read_state_dict(args.weights), config, config_source=cfg_json
-        )
-        path = save_weights(args.out, weights, config)
-        count = sum(int(a.size) for a in weights.values())
-        return f"wrote {path}: {config}, {count:,} parameters"
-
-    return run_converter(
-        argv,
-        prog="python -m flowjax.models.vae",
-        description="Convert a diffusers AutoencoderKL file (.safetensors or .bin) to a "
-        "flowjax VAE .npz (read by flowjax.models.vae.AutoencoderKL.from_file).",
-        inputs=[("weights", "diffusion_pytorch_model.safetensors/.bin")],
-        options=options,
-        convert=convert,
-    )

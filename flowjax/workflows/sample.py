@@ -1,14 +1,12 @@
-"""Sampling from a trained run: the library behind ``python -m flowjax.sample``.
+"""Sample a trained run: the job behind ``flowjax sample``.
 
-:func:`run_sampling` restores the newest checkpoint of a training directory, samples with the
-EMA parameters (noise at t = 0 to data at t = 1) under one (solver, NFE, grid) setting, scores
-the samples with the training evaluator against the run's own held-out data (or skips the
-scores, saying why, where :func:`run_data` cannot rebuild that data) and writes
-``<label>.png/.npz/.json``; see
-:mod:`flowjax.sample` for the command line and the outputs. :func:`boss_grid` and
-:func:`flowjax.training.restore.load_run` (re-exported here) are its building blocks (kept
-importable here because the module name ``flowjax.sample`` is also the package's ``sample``
-function).
+:func:`run_sampling` restores the newest checkpoint of a training directory
+(:func:`flowjax.training.load_run`), samples with the EMA parameters (noise at t = 0 to data
+at t = 1) under one (solver, NFE, grid) setting or one sampler string, scores the samples with
+the training evaluator against the run's own held-out data (or skips the scores, saying why,
+where :func:`flowjax.training.run_data` cannot rebuild that data) and writes
+``<label>.png/.npz/.json``; :mod:`flowjax.cli.sample` is its command line and lists the
+outputs. BOSS grids come from :func:`flowjax.workflows.boss.boss_grid`.
 """
 
 from __future__ import annotations
@@ -25,67 +23,19 @@ import numpy as np
 from flowjax import data as data_lib
 from flowjax import solvers
 from flowjax.evaluation.evaluator import Evaluator
-from flowjax.solvers import boss
 from flowjax.solvers.learned import bespoke
 from flowjax.solvers.spec import eval_spec_label, parse_eval_spec, sampler_label
 from flowjax.time import grids
 from flowjax.training import accounting
 from flowjax.training.experiment import load_run
-from flowjax.training.restore import run_data
+from flowjax.workflows.boss import boss_grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "boss_grid", "load_run", "run_data", "run_sampling"]
+__all__ = ["STAGES", "run_sampling"]
 
 # What run_sampling does, in order (its on_stage hook names each as it ends).
 STAGES = ("load", "grid", "compile", "sample", "score", "write")
-
-
-def boss_grid(
-    workdir: str,
-    velocity,
-    solver,
-    num_steps: int,
-    *,
-    element_shape,
-    num_classes: int | None,
-    fine_steps: int,
-    calibration: int,
-    reference: str,
-    step: int,
-    seed: int = 0,
-):
-    """The BOSS schedule for ``solver`` with ``num_steps`` steps: stored, or computed and stored."""
-
-    store = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json"))
-    costed = solver if not boss.uses_euler_cost(solver) else None
-    key = boss.schedule_key(
-        "euler" if costed is None else solver.name,
-        num_steps,
-        fine_steps,
-        calibration,
-        reference,
-        step,
-    )
-
-    def compute():
-        k_noise, k_label = jax.random.split(jax.random.PRNGKey(seed + 20_000))
-        x0 = jax.random.normal(k_noise, (calibration, *element_shape))
-        labels = (
-            jax.random.randint(k_label, (calibration,), 0, num_classes) if num_classes else None
-        )
-        return boss.compute_schedule(
-            velocity,
-            x0,
-            num_steps,
-            fine_steps=fine_steps,
-            cond=labels,
-            solver=costed,
-            reference_solver=solvers.make_solver(reference),
-            step=step,
-        )
-
-    return store.get_or_compute(key, compute)
 
 
 def run_sampling(
@@ -102,7 +52,7 @@ def run_sampling(
     on_stage: Callable[[str], None] | None = None,
     spec: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the CLI does; returns the report written to ``<label>.json``.
+    """Everything ``flowjax sample`` does; returns the report written to ``<label>.json``.
 
     ``on_stage(name)`` is called as each of :data:`STAGES` ends (the CLI's progress bar).
     ``spec`` (optional) is a full sampler string of ``config.eval.samplers`` form, which

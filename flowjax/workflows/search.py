@@ -1,4 +1,4 @@
-"""Particle search on a trained run: the library behind ``python -m flowjax.search``.
+"""Particle search on a trained run: the job behind ``flowjax search``.
 
 :func:`load_search_setup` restores a training directory (EMA parameters of the newest
 checkpoint), adapts the network into a linear-path velocity and builds the :class:`Proposal`;
@@ -63,7 +63,7 @@ def run_search(
     method_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Everything the CLI does; returns the report written to ``<label>.json``."""
+    """Everything ``flowjax search`` does; returns the report written to ``<label>.json``."""
     from tqdm import tqdm
 
     METHODS[method]  # unknown search method 'x'; choose one of [...] (before loading the run)

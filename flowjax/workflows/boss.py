@@ -1,6 +1,11 @@
-"""BOSS straightening fine-tune through the ordinary training loop (docs/maths/boss.md).
+"""BOSS jobs on a trained run: its step schedule, stored, and the straightening fine-tune.
 
-``straighten(config, workdir, init_params, schedule)``:
+:func:`boss_grid`: the Bellman-optimal schedule of K steps for a solver, computed from a
+calibration batch of the model's own trajectories once and stored in
+``RUN/boss_schedules.json`` keyed by (costed solver, K, N, M, reference integrator, checkpoint
+step); ``flowjax sample --solver=boss`` uses it.
+
+:func:`straighten` (docs/maths/boss.md), ``straighten(config, workdir, init_params, schedule)``:
 
 1. integrates ``num_trajectories`` noises (t = 0) to data (t = 1) on the schedule's fine grid
    with the pretrained model (the schedule's reference integrator), in chunks;
@@ -17,6 +22,7 @@ One fine-tuned model serves one K (the paper's choice); sample it with Euler on 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -30,6 +36,53 @@ from flowjax.solvers import boss
 from flowjax.time import grids
 from flowjax.training.loop import Experiment, train_and_evaluate
 from flowjax.velocity import make_velocity_fn
+
+
+def boss_grid(
+    workdir: str,
+    velocity,
+    solver,
+    num_steps: int,
+    *,
+    element_shape,
+    num_classes: int | None,
+    fine_steps: int,
+    calibration: int,
+    reference: str,
+    step: int,
+    seed: int = 0,
+):
+    """The BOSS schedule for ``solver`` with ``num_steps`` steps: stored, or computed and stored."""
+
+    store = boss.ScheduleStore(os.path.join(workdir, "boss_schedules.json"))
+    costed = solver if not boss.uses_euler_cost(solver) else None
+    key = boss.schedule_key(
+        "euler" if costed is None else solver.name,
+        num_steps,
+        fine_steps,
+        calibration,
+        reference,
+        step,
+    )
+
+    def compute():
+        k_noise, k_label = jax.random.split(jax.random.PRNGKey(seed + 20_000))
+        x0 = jax.random.normal(k_noise, (calibration, *element_shape))
+        labels = (
+            jax.random.randint(k_label, (calibration,), 0, num_classes) if num_classes else None
+        )
+        return boss.compute_schedule(
+            velocity,
+            x0,
+            num_steps,
+            fine_steps=fine_steps,
+            cond=labels,
+            solver=costed,
+            reference_solver=solvers.make_solver(reference),
+            step=step,
+        )
+
+    return store.get_or_compute(key, compute)
 
 
 def make_straightening_data(
