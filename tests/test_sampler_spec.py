@@ -10,6 +10,7 @@ from flowjax.solvers.spec import (
     Piece,
     eval_spec_label,
     format_eval_spec,
+    objective_keywords,
     parse_eval_spec,
     parse_sampler_spec,
     sampler_keywords,
@@ -65,13 +66,13 @@ def test_pieces_and_options_as_written():
 
 def test_each_objective_turns_its_declared_options_into_sampler_keywords():
     blockwise, decomposable = BlockwiseFlowMatching(), DecomposableFlowMatching()
-    assert blockwise.sampler_keywords(*parse_eval_spec("euler:1|heun:2@frn")) == {"frn": True}
-    assert blockwise.sampler_keywords(*parse_eval_spec("euler:8@full")) == {"frn": False}
-    assert decomposable.sampler_keywords(*parse_eval_spec("euler:8@tau=0.6,phases=1/1")) == {
+    assert objective_keywords(blockwise, *parse_eval_spec("euler:1|heun:2@frn")) == {"frn": True}
+    assert objective_keywords(blockwise, *parse_eval_spec("euler:8@full")) == {"frn": False}
+    assert objective_keywords(decomposable, *parse_eval_spec("euler:8@tau=0.6,phases=1/1")) == {
         "thresholds": (0.6,),
         "phase_weights": (1.0, 1.0),
     }
-    assert FlowMatching().sampler_keywords(*parse_eval_spec("heun:8:logsnr")) == {}
+    assert objective_keywords(FlowMatching(), *parse_eval_spec("heun:8:logsnr")) == {}
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ def test_an_undeclared_or_misused_option_is_refused_naming_the_objectives_option
     objective, spec, message
 ):
     with pytest.raises(ValueError, match=re.escape(message)) as err:
-        objective.sampler_keywords(*parse_eval_spec(spec))
+        objective_keywords(objective, *parse_eval_spec(spec))
     assert "\n" not in str(err.value)
 
 

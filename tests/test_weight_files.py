@@ -68,37 +68,6 @@ def test_foreign_files_are_one_clear_error(tmp_path):
         W.read_npz(tmp_path / "one.npy", "LPIPS")
 
 
-def test_converter_command_line(tmp_path, capsys):
-    source = tmp_path / "in.pth"
-    source.write_bytes(b"")
-    seen = []
-
-    def convert(args):
-        seen.append((args.weights, args.scale, args.out))
-        if args.scale < 0:
-            raise ValueError("scale must be >= 0")
-        return f"wrote {args.out}"
-
-    def run(*argv):
-        return W.run_converter(
-            list(argv),
-            prog="convert",
-            description="test",
-            inputs=[("weights", "the checkpoint")],
-            options=lambda p: p.add_argument("--scale", type=float, default=1.0),
-            convert=convert,
-        )
-
-    assert run(f"--weights={source}", "--out=o.npz") == 0
-    assert seen == [(str(source), 1.0, "o.npz")] and "wrote o.npz" in capsys.readouterr().out
-    assert run(f"--weights={source}", "--scale=-1", "--out=o.npz") == 2
-    assert "ERROR: scale must be >= 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:  # a missing input stops before converting
-        run(f"--weights={tmp_path / 'absent.pth'}", "--out=o.npz")
-    assert info.value.code == 2 and len(seen) == 2
-    assert "--weights: no file" in capsys.readouterr().err
-
-
 def test_a_missing_weight_file_is_one_clear_error(tmp_path):
     """Not a raw FileNotFoundError from the foreign-file sniffing: the reader's own message."""
     missing = str(tmp_path / "absent.npz")

@@ -408,7 +408,7 @@ def test_bad_sampler_settings_fail_clearly():
     with pytest.raises(ValueError, match="not an instantaneous-velocity solver"):
         obj.make_sampler(v, solvers.make_solver("flowmap"), 3)
     with pytest.raises(ValueError, match="unknown sampler option 'bogus'"):
-        obj.sampler_keywords(*parse_eval_spec("euler:4@bogus"))
+        objective_keywords(obj, *parse_eval_spec("euler:4@bogus"))
     with pytest.raises(ValueError, match="must look like"):
         parse_eval_spec("euler:2|heun")
 
