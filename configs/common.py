@@ -6,7 +6,7 @@ so it is found next to them in a clone, an editable install and a wheel:
 - :func:`base_config`: the sections every job has (objective, optimiser, training loop and
   checkpoints, evaluation, initialisation, mesh and sharding), with the main job's values
   (``toy2d_rf``) as the defaults every config starts from and overrides;
-- :data:`DIT_RULES` and :func:`dit_recipe`: the logical-axis rule table of the sharded DiT
+- :func:`dit_rules` and :func:`dit_recipe`: the logical-axis rule table of the sharded DiT
   jobs and the SiT / DiT training recipe with its Inception-FID evaluation;
 - :func:`reflow_objective`, :func:`meanflow_objective`, :func:`freeflow_objective`: the
   objective sections of the one-step methods, shared by their toy and digits configs.
@@ -14,8 +14,6 @@ so it is found next to them in a clone, an editable install and a wheel:
 
 import ml_collections
 from ml_collections import config_dict
-
-from flowjax.parallel.rules import DEFAULT_RULES
 
 
 def base_config(
@@ -90,7 +88,7 @@ def base_config(
     c.init = dict(workdir=config_dict.placeholder(str))
 
     # Sharding is data: mesh axes (-1 = the remaining devices) and the logical-axis rules
-    # (None = flowjax.parallel.DEFAULT_RULES; DIT_RULES below is a sharded job's table).
+    # (None = flowjax.parallel.DEFAULT_RULES; dit_rules() below is a sharded job's table).
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding = dict(rules=config_dict.placeholder(tuple))
     return c
@@ -104,11 +102,16 @@ def finetune_optim(c: ml_collections.ConfigDict, lr: float, warmup_steps: int) -
 
 # ------------------------------------------------------------------ sharded DiT jobs
 
-#: Logical axis -> mesh axes of the sharded DiT jobs: the batch over ``data x fsdp``, weights
-#: FSDP over ``fsdp``, attention heads / MLP width / modulation over ``tensor``. It is the
-#: library's table (``flowjax.parallel.DEFAULT_RULES``), set in those configs so that the run's
-#: config shows it and a rule can be changed on the command line.
-DIT_RULES = DEFAULT_RULES
+
+def dit_rules() -> tuple:
+    """Logical axis -> mesh axes of the sharded DiT jobs: the batch over ``data x fsdp``,
+    weights FSDP over ``fsdp``, attention heads / MLP width / modulation over ``tensor``. It is
+    the library's table (``flowjax.parallel.DEFAULT_RULES``), set in those configs so that the
+    run's config shows it and a rule can be changed on the command line. Imported when a DiT
+    config is built, so that loading another config (``flowjax train --help``) needs no JAX."""
+    from flowjax.parallel.rules import DEFAULT_RULES
+
+    return DEFAULT_RULES
 
 
 def dit_recipe(

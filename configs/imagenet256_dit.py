@@ -33,7 +33,7 @@ Mixed precision (bf16 matmuls, f32 master weights) is on; per-block remat is off
 Sharding: the batch over ``data x fsdp``, weights FSDP over ``fsdp`` (the default mesh puts
 all devices there: ZeRO-3), attention heads / MLP width over ``tensor``
 (``--config.mesh.fsdp=8 --config.mesh.tensor=2`` etc.). The rule table is data:
-``DIT_RULES`` in ``configs/common.py``, with the recipe (``dit_recipe``).
+``dit_rules()`` in ``configs/common.py``, with the recipe (``dit_recipe``).
 Per-device bytes of parameters + optimizer state and the model FLOPs per step are logged at
 start; tokens/s and MFU every ``log_every`` steps.
 """
@@ -65,5 +65,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_eval_samples=1024,
     )
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
-    c.sharding.rules = common.DIT_RULES
+    c.sharding.rules = common.dit_rules()
     return c

@@ -74,8 +74,8 @@ for name, module in %r:
     out[name] = {"status": status, "text": buf.getvalue(), "flags": own}
     for flag in set(flags.FLAGS) - before:
         delattr(flags.FLAGS, flag)
-heavy = [m for m in ("flowjax.training", "flowjax.workflows", "tensorflow_datasets", "torch")
-         if m in sys.modules]
+heavy = [m for m in ("jax", "flax", "flowjax.training", "flowjax.workflows", "tensorflow_datasets",
+                   "torch") if m in sys.modules]
 print(json.dumps({"commands": out, "heavy": heavy}))
 """
 
@@ -96,7 +96,8 @@ def helps():
 
 
 def test_every_documented_command_answers_help_with_each_flag_explained(helps):
-    # --help loads neither a job nor training (the jobs are imported inside main).
+    # --help loads no JAX, no job and no training (the jobs are imported inside main; the
+    # default config of `train` is built without JAX).
     assert helps["heavy"] == []
     for name in sorted(documented_commands()):
         got = helps["commands"][name]
