@@ -19,8 +19,10 @@ Config sections
 ---------------
 :func:`from_section` builds a dataclass from a config section whose keys are the
 constructor's arguments: only the keys present are passed (so defaults live once, in the
-dataclass), an unknown key is an error naming the valid ones, and per-field conversions are
-declared by the caller (e.g. a list -> a tuple for an interval, a text spec -> a law).
+dataclass), an unknown key is an error naming the valid ones, a missing key without a default
+is an error naming it, and per-field conversions are declared by the caller (e.g. a list -> a
+tuple for an interval, a text spec -> a law). :func:`from_config` does the same for a named
+section of a whole config, which may leave the section out.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WORDS = {"true": True, "false": False, "none": None}
@@ -199,7 +201,60 @@ def from_section(
         # Dispersive(weight=0.5, <every other field at its default>)
     """
     kwargs = section_kwargs(cls, section, where=where, convert=convert, exclude=fixed)
+    missing = [f for f in required_fields(cls) if f not in kwargs and f not in fixed]
+    if missing:
+        raise ValueError(f"missing key(s) {missing} in {where}; set them in the config")
     return cls(**fixed, **kwargs)
+
+
+def required_fields(cls: type) -> list[str]:
+    """The constructor arguments of dataclass ``cls`` without a default, in order."""
+    no_default = dataclasses.MISSING
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is no_default and f.default_factory is no_default
+    ]
+
+
+class Section:
+    """Base of a dataclass that declares a config section: ``section`` is its name in the
+    config, ``convert`` its per-field conversions (see :func:`from_section`).
+
+    Example::
+
+        @dataclasses.dataclass(frozen=True)
+        class MeshSettings(Section):
+            section: ClassVar[str] = "mesh"
+            data: int = -1
+
+        MeshSettings.from_config(config)  # the defaults where config has no mesh section
+    """
+
+    section: ClassVar[str]
+    convert: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
+
+    @classmethod
+    def from_config(cls, config: Any):
+        """This section of a whole config (:func:`from_config`)."""
+        return from_config(cls, config, cls.section, convert=cls.convert)
+
+
+def from_config(
+    cls: type,
+    config: Any,
+    name: str,
+    *,
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+    **fixed: Any,
+):
+    """:func:`from_section` of the section ``name`` of ``config``.
+
+    A config without that section (or with it set to None) gets every default of ``cls``, so
+    a section's defaults are stated once, in its dataclass, whether or not a config has it.
+    """
+    section = config[name] if name in config else None
+    return from_section(cls, section, where=name, convert=convert, **fixed)
 
 
 def interval(value: Any) -> tuple[float, float] | None:

@@ -1,8 +1,15 @@
 """Meshes, logical-axis sharding rules and multi-host helpers."""
 
-from flowjax.parallel.mesh import DEFAULT_AXES, make_mesh, replicated, resolve_mesh_shape
+from flowjax.parallel.mesh import (
+    DEFAULT_AXES,
+    MeshSettings,
+    make_mesh,
+    replicated,
+    resolve_mesh_shape,
+)
 from flowjax.parallel.rules import (
     DEFAULT_RULES,
+    ShardingSettings,
     batch_parallel_size,
     batch_sharding,
     bytes_per_device,
@@ -15,6 +22,8 @@ from flowjax.parallel.rules import (
 __all__ = [
     "DEFAULT_AXES",
     "DEFAULT_RULES",
+    "MeshSettings",
+    "ShardingSettings",
     "make_mesh",
     "replicated",
     "resolve_mesh_shape",

@@ -1,11 +1,14 @@
 """Device meshes from config.
 
-The mesh is data: ``config.mesh`` maps axis names to sizes, e.g.
-``{"data": -1, "fsdp": 1, "tensor": 1}`` where ``-1`` means "all remaining devices". The
-standard axes ``data``, ``fsdp`` and ``tensor`` are always present (size 1 when the config
-leaves them out), so the default rule table of :mod:`flowjax.parallel.rules` is valid on any
-mesh; extra axes may be added. The batch is sharded over ``("data", "fsdp")`` (the ``batch``
-rule).
+The mesh is data: the ``config.mesh`` section (:class:`MeshSettings`) gives the size of each
+of the axes ``data``, ``fsdp`` and ``tensor``, e.g. ``{"data": -1, "fsdp": 1, "tensor": 1}``
+where ``-1`` means "all remaining devices"; an axis the section leaves out takes its default
+(``data=-1``, ``fsdp=1``, ``tensor=1``; no section at all: every device on ``data``), and an
+unknown axis name is refused (a misspelt axis would otherwise be an unused axis that silently
+replicates the work). The three axes are always present, so the default rule table of
+:mod:`flowjax.parallel.rules` is valid on any mesh. :func:`make_mesh` itself takes any axes
+(extra ones for a rule table that names them). The batch is sharded over
+``("data", "fsdp")`` (the ``batch`` rule).
 
 Axes are created with ``AxisType.Auto``: shardings of intermediate values are chosen by the
 compiler's propagation from the in/out shardings and the logical constraints the model sets,
@@ -16,14 +19,31 @@ Devices are laid out by ``jax.make_mesh``, which on TPU follows the physical top
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from flowjax.spec import Section
+
 DEFAULT_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSettings(Section):
+    """The ``mesh`` section: the size of each standard axis (``-1``: the remaining devices)."""
+
+    section: ClassVar[str] = "mesh"
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def axes(self) -> dict[str, int]:
+        """Axis name -> size, in the order ``data, fsdp, tensor`` (:func:`make_mesh`'s input)."""
+        return {name: int(getattr(self, name)) for name in DEFAULT_AXES}
 
 
 def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:

@@ -23,13 +23,16 @@ The optimizer state and the EMA copy of the parameters have the parameters' shar
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from flowjax.spec import Section
 
 Rules = tuple[tuple[str, Any], ...]
 
@@ -93,13 +96,23 @@ def validate_rules(rules: Rules, mesh: Mesh) -> Rules:
     return rules
 
 
+def _rules_or_default(rules: Sequence[Any] | None) -> Rules:
+    return DEFAULT_RULES if rules is None else normalize_rules(rules)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingSettings(Section):
+    """The ``sharding`` section: ``rules``, the logical-axis rule table (None or left out:
+    :data:`DEFAULT_RULES`)."""
+
+    section: ClassVar[str] = "sharding"
+    convert: ClassVar = {"rules": _rules_or_default}
+    rules: Rules = DEFAULT_RULES
+
+
 def rules_from_config(config: Any, mesh: Mesh) -> Rules:
     """``config.sharding.rules`` (or :data:`DEFAULT_RULES`), validated against ``mesh``."""
-    sharding = config.get("sharding", None) if hasattr(config, "get") else None
-    rules = DEFAULT_RULES
-    if sharding is not None and sharding.get("rules", None) is not None:
-        rules = normalize_rules(sharding["rules"])
-    return validate_rules(rules, mesh)
+    return validate_rules(ShardingSettings.from_config(config).rules, mesh)
 
 
 def mesh_axes_for(logical_name: str, rules: Rules) -> tuple[str, ...]:

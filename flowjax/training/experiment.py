@@ -10,10 +10,11 @@ The experiment reads only the declared contracts of what it builds:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -26,9 +27,10 @@ from flowjax import data as data_lib
 from flowjax import models, objectives, parallel
 from flowjax.objectives.registry import upgrade_time_sampler
 from flowjax.parallel import multihost
+from flowjax.spec import Section
 from flowjax.training import accounting
 from flowjax.training.checkpoint import Checkpointer
-from flowjax.training.optim import make_optimizer
+from flowjax.training.optim import OptimSettings, make_optimizer
 from flowjax.training.restore import run_data
 from flowjax.training.state import TrainState
 from flowjax.training.step import make_train_step
@@ -38,14 +40,66 @@ from flowjax.types import Model
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(Section):
+    """The ``train`` section; the first four fields have no default.
+
+    ``batch_size`` (global, over all processes), ``num_steps``, ``ema_decay`` (of the debiased
+    EMA weights) and ``log_every`` (steps between train-loss logs); ``eval_every`` and
+    ``checkpoint_every`` (steps between evaluations / checkpoints; 0: only at the end; every
+    evaluation step is also a checkpoint step), ``keep_checkpoints`` (the newest kept),
+    ``async_checkpoint`` (save in the background), ``tensorboard`` (event files beside
+    ``metrics.jsonl``), ``progress`` (a progress bar), ``grad_accum_steps`` (micro-batches per
+    step: the same gradient, 1/k of the activation memory), ``preemption_check_every``
+    (multi-host: steps between agreeing on a SIGTERM) and ``peak_flops_per_device`` (for the
+    MFU; None: looked up from the device kind).
+    """
+
+    section: ClassVar[str] = "train"
+    batch_size: int
+    num_steps: int
+    ema_decay: float
+    log_every: int
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    async_checkpoint: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+    grad_accum_steps: int = 1
+    preemption_check_every: int = 10
+    peak_flops_per_device: float | None = None
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between evaluations (``num_steps``: only the final one)."""
+        return int(self.eval_every) or int(self.num_steps)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """Steps between checkpoints (``num_steps``: only at the end)."""
+        return int(self.checkpoint_every) or int(self.num_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSettings(Section):
+    """The ``init`` section: ``workdir``, a run whose EMA weights start this one (None, or no
+    section: a random initialisation)."""
+
+    section: ClassVar[str] = "init"
+    workdir: str | None = None
+
+
 class Experiment:
     """Everything built from a config, before any training: usable from a notebook.
 
-    Attributes: ``data``, ``model``, ``apply_fn``, ``objective``, ``tx``, ``mesh``, ``rules``
-    (logical-axis rules), ``state_sharding`` (a :class:`TrainState` of ``NamedSharding``s, one
-    per leaf), ``batch_sharding``, ``num_classes``, ``grad_accum_steps``. ``data`` and
-    ``objective`` replace the ones the config would build; ``devices`` (default: all devices of
-    all processes) are the devices the mesh is laid over.
+    Attributes: ``train``, ``optim``, ``init`` (the sections ``config.train``, ``config.optim``,
+    ``config.init`` as :class:`TrainSettings`, :class:`~flowjax.training.optim.OptimSettings`,
+    :class:`InitSettings`), ``data``, ``model``, ``apply_fn``, ``objective``, ``tx``, ``mesh``,
+    ``rules`` (logical-axis rules), ``state_sharding`` (a :class:`TrainState` of
+    ``NamedSharding``s, one per leaf), ``batch_sharding``, ``num_classes``,
+    ``grad_accum_steps``. ``data`` and ``objective`` replace the ones the config would build;
+    ``devices`` (default: all devices of all processes) are the devices the mesh is laid over.
 
     Shardings are decided before anything is allocated: the state's shapes come from
     ``jax.eval_shape`` of the initialiser with the parameters still carrying their logical axis
@@ -60,11 +114,13 @@ class Experiment:
         self, config: Any, *, data: Any = None, objective: Any = None, devices: Any = None
     ):
         self.config = config
-        tcfg = config.train
-        self.mesh = parallel.make_mesh(dict(config.get("mesh", None) or {"data": -1}), devices)
+        self.train = tcfg = TrainSettings.from_config(config)
+        self.optim = OptimSettings.from_config(config)
+        self.init = InitSettings.from_config(config)
+        self.mesh = parallel.make_mesh(parallel.MeshSettings.from_config(config).axes(), devices)
         self.rules = parallel.rules_from_config(config, self.mesh)
         self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
-        self.grad_accum_steps = int(tcfg.get("grad_accum_steps", 1))
+        self.grad_accum_steps = int(tcfg.grad_accum_steps)
         dp = parallel.batch_parallel_size(self.mesh, self.rules)
         if self.grad_accum_steps < 1:
             raise ValueError(f"train.grad_accum_steps must be >= 1; got {self.grad_accum_steps}")
@@ -132,7 +188,7 @@ class Experiment:
             )
         self.apply_fn = models.make_apply_fn(self.model)
         self.frozen = tuple(self.objective.frozen)
-        self.tx = _freeze(make_optimizer(config.optim, int(tcfg.num_steps)), self.frozen)
+        self.tx = _freeze(make_optimizer(self.optim, int(tcfg.num_steps)), self.frozen)
         key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key; nothing is computed
         boxed = jax.eval_shape(self._init_boxed, key)
         self.state_sharding = parallel.state_shardings(boxed, self.mesh, self.rules)
@@ -202,7 +258,7 @@ class Experiment:
             self.objective,
             self.apply_fn,
             self.tx,
-            float(self.config.train.ema_decay),
+            float(self.train.ema_decay),
             grad_accum_steps=self.grad_accum_steps,
         )
         rules, abstract_mesh = self.rules, self.mesh.abstract_mesh
@@ -225,7 +281,7 @@ class Experiment:
     def step_cost(self) -> accounting.StepCost:
         """Model FLOPs, tokens and examples of one training step at the global batch size."""
         return accounting.step_cost(
-            self.model, tuple(self.data.element_shape), int(self.config.train.batch_size)
+            self.model, tuple(self.data.element_shape), int(self.train.batch_size)
         )
 
     @property
@@ -247,7 +303,7 @@ class Experiment:
             while True:
                 yield None
         if self.data_free:
-            local = int(self.config.train.batch_size) // jax.process_count()
+            local = int(self.train.batch_size) // jax.process_count()
             zeros = self.global_batch(
                 {"x1": np.zeros((local, *self.data.element_shape), np.float32)}
             )
@@ -338,7 +394,7 @@ def load_run(workdir: str, *, num_samples: int | None = None):
 
 def pretrained_params(config: Any) -> Any:
     """The EMA weights of the run named by ``config.init.workdir`` (None if unset)."""
-    workdir = (config.get("init", None) or {}).get("workdir", None)
+    workdir = InitSettings.from_config(config).workdir
     if not workdir:
         return None
     _, _, params, step = load_run(os.path.expanduser(workdir))

@@ -32,10 +32,19 @@ non-finite loss within :data:`SUSPECT_STEPS` steps of a restore makes the restor
 the suspect: it is moved aside and the run falls back once to the one before.
 Every evaluation step is also a checkpoint step, and SIGTERM during an evaluation or during
 the setup ends the process at once with exit code 0 (nothing is lost; single-process jobs).
+
+The job is three steps: :func:`_set_up` (everything before the first step; it returns a
+:class:`_Run`: the experiment, the state and its start step, the open checkpointer and
+writer, the evaluator, the jitted step), :func:`_loop` (the steps, their logs, checkpoints,
+evaluations, SIGTERM and non-finite losses; it returns a :class:`_LoopEnd`) and
+:func:`_finish` (the final evaluation and ``summary.json``). The config is read through its
+declared sections (:class:`~flowjax.training.experiment.TrainSettings` and the others that
+:class:`~flowjax.training.experiment.Experiment` holds).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -57,7 +66,7 @@ from flowjax.training import accounting
 from flowjax.training import checkpoint as ckpt_lib
 from flowjax.training import optim as optim_lib
 from flowjax.training import workdir as workdir_lib
-from flowjax.training.experiment import Experiment, pretrained_params
+from flowjax.training.experiment import Experiment, TrainSettings, pretrained_params
 from flowjax.training.faults import (
     ExitOnSignal,
     NonFiniteLossError,
@@ -270,7 +279,7 @@ def _baseline(exp: Experiment, evaluator: Evaluator, init_params: Any, progress:
     as ``init_params`` or read from ``config.init.workdir``: scored with every sampler, like
     ``final``), else ``{"untrained": ...}``. The untrained network (zero output layer) maps
     noise to itself under any solver, so it is scored with the cheapest sampler only."""
-    if init_params is None and not (exp.config.get("init", None) or {}).get("workdir", None):
+    if init_params is None and not exp.init.workdir:
         return {"untrained": evaluator(exp.init_state().ema_params, [evaluator.baseline_label])[0]}
     try:
         loaded = None if init_params is not None else pretrained_params(exp.config)
@@ -310,7 +319,7 @@ def _init_state(exp: Experiment, init_params: Any, loaded: Any) -> TrainState:
         source = (
             "the given init_params"
             if init_params is not None
-            else f"config.init.workdir={exp.config.init.workdir}"
+            else f"config.init.workdir={exp.init.workdir}"
         )
         raise SetupError(
             f"{source}: its weights do not fit this config's model ({'; '.join(diffs)}); start "
@@ -346,6 +355,68 @@ class _SuspectCheckpoint(Exception):
     """A non-finite loss right after a restore: the restored checkpoint is moved aside."""
 
 
+@dataclasses.dataclass
+class _Run:
+    """A training job set up by :func:`_set_up`: what the loop (:func:`_loop`) and the final
+    evaluation (:func:`_finish`) share.
+
+    ``state`` is the restored or the fresh state at ``start_step`` (``restored`` says which;
+    the loop takes it: the train step donates it); ``carried`` is the restored checkpoint's
+    part of the current log window (:class:`_Pending`); ``dataset`` is the data's record
+    (``config.json``, ``summary.json``); ``progress`` is the argument or, when that is None,
+    ``train.progress``. The checkpointer and the writer are open until :func:`_finish`.
+    """
+
+    exp: Experiment
+    workdir: str
+    lock: workdir_lib.WorkdirLock
+    checkpointer: ckpt_lib.Checkpointer
+    writer: MetricWriter
+    evaluator: Evaluator
+    train_step: Any
+    state: TrainState | None
+    start_step: int
+    restored: bool
+    carried: dict | None
+    dataset: dict
+    cost: accounting.StepCost
+    progress: bool
+    init_params: Any
+
+    @property
+    def settings(self) -> TrainSettings:
+        return self.exp.train
+
+    def title(self, step: int) -> str:
+        return _samples_title(self.dataset["name"], self.settings.ema_decay, step)
+
+    def abandon(self, where: str, step: int) -> ExitOnSignal:
+        """On SIGTERM during ``where`` (an evaluation), flush the metrics, release the lock
+        and end the process with exit code 0: the checkpoint at ``step`` is already saved."""
+
+        def cleanup():
+            self.writer.flush()
+            self.lock.release()
+
+        return ExitOnSignal(
+            f"SIGTERM during {where}: abandoned it; the checkpoint at step {step} is saved in "
+            f"{os.path.join(self.workdir, 'checkpoints')} (re-run the command to continue)",
+            cleanup=cleanup,
+            enabled=jax.process_count() == 1,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoopEnd:
+    """How :func:`_loop` ended: the last state, whether a SIGTERM stopped it, and the steps
+    and seconds of this session."""
+
+    state: TrainState
+    preempted: bool
+    steps_run: int
+    seconds: float
+
+
 def _train(
     config: Any,
     workdir: str,
@@ -359,14 +430,44 @@ def _train(
     init_params: Any,
     start_over: bool,
 ) -> dict:
-    tcfg = config.train
-    num_steps = int(tcfg.num_steps)
+    """Set up (or resume) the job, run its steps, then score and summarise it."""
+    run = _set_up(
+        config,
+        workdir,
+        lock,
+        allow_config_change,
+        data=data,
+        objective=objective,
+        progress=progress,
+        init_params=init_params,
+        start_over=start_over,
+    )
+    return _finish(run, _loop(run, retry=retry))
+
+
+def _set_up(
+    config: Any,
+    workdir: str,
+    lock: workdir_lib.WorkdirLock,
+    allow_config_change: Any,
+    *,
+    data: Any,
+    objective: Any,
+    progress: bool | None,
+    init_params: Any,
+    start_over: bool,
+) -> _Run:
+    """Everything before the first step, in order: partial checkpoints removed, a config
+    change checked against the stored run, the :class:`Experiment` built, the starting weights
+    of a fresh fine-tune read, the data's size checked, the newest verified checkpoint restored
+    (or the fresh state made, or the start refused), ``config.json`` written, the metric
+    writer opened and truncated to the restored step, the evaluator and the train step built.
+    A SIGTERM meanwhile ends the process at once (nothing to save)."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    single = jax.process_count() == 1
     setup = ExitOnSignal(
         "SIGTERM during the setup: stopped before training (nothing to save)",
         cleanup=lock.release,
-        enabled=single,
+        enabled=jax.process_count() == 1,
     )
     setup.__enter__()
     try:
@@ -393,6 +494,7 @@ def _train(
             exp = Experiment(config, data=data, objective=objective)
         except (ValueError, FileNotFoundError) as err:
             raise SetupError(f"cannot set up the job from its config: {err}") from err
+        settings = exp.train
         # A fresh fine-tune reads its starting weights now: a missing run is refused here,
         # before anything is written.
         fresh = init_params is None and not workdir_lib.saved_steps(ckpt_dir)
@@ -404,8 +506,8 @@ def _train(
 
         checkpointer = ckpt_lib.Checkpointer(
             ckpt_dir,
-            max_to_keep=int(tcfg.get("keep_checkpoints", 3)),
-            async_save=bool(tcfg.get("async_checkpoint", True)),
+            max_to_keep=int(settings.keep_checkpoints),
+            async_save=bool(settings.async_checkpoint),
         )
         try:
             restored = checkpointer.restore_latest(exp.abstract_state())
@@ -422,10 +524,9 @@ def _train(
                 state, restored_meta, start_step = restored
                 carried = restored_meta.get("pending_metrics")
                 log.info("resumed from the checkpoint at step %d", start_step)
-            last_saved = start_step if restored is not None else None
             teacher = None  # the starting weights are not kept on the devices while training
 
-            writer = MetricWriter(workdir, tensorboard=bool(tcfg.get("tensorboard", True)))
+            writer = MetricWriter(workdir, tensorboard=bool(settings.tensorboard))
             writer.truncate_after(start_step)
             writer.write_config(config, start_step)
             evaluator = Evaluator.for_experiment(config, exp, workdir)
@@ -435,50 +536,67 @@ def _train(
             raise
     finally:
         setup.__exit__(None, None, None)
-    log_every = int(tcfg.log_every)
-    eval_every = int(tcfg.get("eval_every", 0)) or num_steps
-    ckpt_every = int(tcfg.get("checkpoint_every", 0)) or num_steps
-    meta = {"config": config.to_dict()}
-    # The rate optax applied in update k (count k - 1 before it), logged as train/lr at step k.
-    lr_schedule = optim_lib.make_schedule(config.optim, num_steps)
+    return _Run(
+        exp=exp,
+        workdir=workdir,
+        lock=lock,
+        checkpointer=checkpointer,
+        writer=writer,
+        evaluator=evaluator,
+        train_step=train_step,
+        state=state,
+        start_step=start_step,
+        restored=restored is not None,
+        carried=carried,
+        dataset=dataset,
+        cost=cost,
+        progress=bool(settings.progress) if progress is None else progress,
+        init_params=init_params,
+    )
 
-    def title(step: int) -> str:
-        return _samples_title(dataset["name"], tcfg.ema_decay, step)
+
+def _loop(run: _Run, *, retry: bool) -> _LoopEnd:
+    """The steps from ``run.start_step`` to ``train.num_steps``.
+
+    Every ``log_every`` steps (and at the last) the losses are checked (a non-finite one
+    raises :class:`NonFiniteLossError`, or :class:`_SuspectCheckpoint` within
+    :data:`SUSPECT_STEPS` of a restore when ``retry``) and their means, the learning rate and
+    the throughput are written; a checkpoint every ``checkpoint_every`` steps, at every
+    evaluation step (before the evaluation) and at the last; an evaluation of the EMA weights
+    every ``eval_every`` steps; a SIGTERM (agreed by every process) saves a checkpoint and
+    stops. On an error the metrics are flushed and the checkpointer closed."""
+    exp, settings = run.exp, run.settings
+    checkpointer, writer, evaluator = run.checkpointer, run.writer, run.evaluator
+    state, run.state = run.state, None  # the train step donates it
+    start_step, num_steps = run.start_step, int(settings.num_steps)
+    log_every = int(settings.log_every)
+    eval_every, ckpt_every = settings.eval_interval, settings.checkpoint_interval
+    single = jax.process_count() == 1
+    meta = {"config": exp.config.to_dict()}
+    # The rate optax applied in update k (count k - 1 before it), logged as train/lr at step k.
+    lr_schedule = optim_lib.make_schedule(exp.optim, num_steps)
+    last_saved = start_step if run.restored else None
 
     def save(step: int, st: TrainState) -> None:
         nonlocal last_saved
         checkpointer.save(step, st, dict(meta, pending_metrics=pending.saved()))
         last_saved = step
 
-    def abandon(where: str, step: int) -> ExitOnSignal:
-        def cleanup():
-            writer.flush()
-            lock.release()
-
-        return ExitOnSignal(
-            f"SIGTERM during {where}: abandoned it; the checkpoint at step {step} is saved in "
-            f"{ckpt_dir} (re-run the command to continue)",
-            cleanup=cleanup,
-            enabled=single,
-        )
-
-    if progress is None:
-        progress = bool(tcfg.get("progress", True))
     # The ETA leaves out the first step of this session: it compiles the train step.
     bar = console.progress_bar(
         num_steps,
         initial=start_step,
-        enabled=progress,
+        enabled=run.progress,
         desc="train",
         unit="step",
         first_step_compiles=True,
     )
-    pending = _Pending(carried)
+    pending = _Pending(run.carried)
     preempted = False
     t_start = time.perf_counter()
     steps_run = 0
-    preemption = multihost.PreemptionSync(int(tcfg.get("preemption_check_every", 10)))
-    peak = tcfg.get("peak_flops_per_device", None) or accounting.peak_flops_per_device(
+    preemption = multihost.PreemptionSync(int(settings.preemption_check_every))
+    peak = settings.peak_flops_per_device or accounting.peak_flops_per_device(
         jax.devices()[0].device_kind
     )
     timer: tuple[int, float] | None = None  # (step, time) at the last log, after the first
@@ -487,7 +605,7 @@ def _train(
         bad = pending.first_nonfinite()
         if bad is not None:
             checkpointer.wait()
-            if retry and restored is not None and bad[0] - start_step <= SUSPECT_STEPS:
+            if retry and run.restored and bad[0] - start_step <= SUSPECT_STEPS:
                 aside = checkpointer.move_aside(start_step, "suspect")
                 previous = [s for s in checkpointer.steps() if s < start_step]
                 raise _SuspectCheckpoint(
@@ -504,7 +622,7 @@ def _train(
             step = start_step
             while step < num_steps:
                 batch = next(batches)
-                state, metrics = train_step(state, batch)
+                state, metrics = run.train_step(state, batch)
                 step += 1
                 steps_run += 1
                 pending.append(step, metrics)
@@ -513,7 +631,7 @@ def _train(
                     means = pending.means()  # waits for the step: timing is honest
                     now = time.perf_counter()
                     if timer is not None and step > timer[0]:
-                        rates = cost.rates(
+                        rates = run.cost.rates(
                             (now - timer[1]) / (step - timer[0]), exp.mesh.size, peak
                         )
                         means.update({f"perf/{k}": v for k, v in rates.items()})
@@ -531,11 +649,11 @@ def _train(
                 if evaluate and not (single and guard.requested):
                     checkpointer.wait()
                     log.info("evaluating at step %d", step)
-                    with abandon(f"the evaluation at step {step}", step):
+                    with run.abandon(f"the evaluation at step {step}", step):
                         metrics_eval, samples_eval = evaluator(state.ema_params)
                     writer.write(step, {f"eval/{k}": v for k, v in metrics_eval.items()})
                     if writer.tensorboard:
-                        _write_samples_image(writer, evaluator, samples_eval, step, title(step))
+                        _write_samples_image(writer, evaluator, samples_eval, step, run.title(step))
                 if preemption.should_stop(step, guard.requested):
                     check(pending)
                     log.warning(
@@ -556,23 +674,31 @@ def _train(
         bar.close()
     checkpointer.wait()
     writer.flush()
+    return _LoopEnd(state, preempted, steps_run, time.perf_counter() - t_start)
 
-    wall = time.perf_counter() - t_start
+
+def _finish(run: _Run, end: _LoopEnd) -> dict:
+    """The summary; unless the loop was preempted, the final evaluation first: the EMA and the
+    raw weights scored with every sampler, the baseline (:func:`_baseline`), the metrics
+    written at the last step, ``samples.png`` and ``summary.json``. Closes the writer and the
+    checkpointer."""
+    num_steps, wall = int(run.settings.num_steps), end.seconds
     summary: dict[str, Any] = {
-        "step": int(jax.device_get(state.step)),
+        "step": int(jax.device_get(end.state.step)),
         "num_steps": num_steps,
-        "preempted": preempted,
-        "steps_run_this_session": steps_run,
+        "preempted": end.preempted,
+        "steps_run_this_session": end.steps_run,
         "train_seconds_this_session": wall,
-        "steps_per_second": steps_run / wall if steps_run and wall > 0 else None,
+        "steps_per_second": end.steps_run / wall if end.steps_run and wall > 0 else None,
     }
-    if not preempted:
-        with abandon("the final evaluation", num_steps):
+    if not end.preempted:
+        evaluator, writer, progress = run.evaluator, run.writer, run.progress
+        with run.abandon("the final evaluation", num_steps):
             final_metrics, samples = evaluator(
-                state.ema_params, progress=progress, desc="final eval (EMA)"
+                end.state.ema_params, progress=progress, desc="final eval (EMA)"
             )
-            final_raw, _ = evaluator(state.params, progress=progress, desc="final eval (raw)")
-            baseline = _baseline(exp, evaluator, init_params, progress)
+            final_raw, _ = evaluator(end.state.params, progress=progress, desc="final eval (raw)")
+            baseline = _baseline(run.exp, evaluator, run.init_params, progress)
         writer.write(
             num_steps,
             {f"eval/{k}": v for k, v in final_metrics.items()}
@@ -581,12 +707,14 @@ def _train(
         summary.update(final=final_metrics, final_raw=final_raw, **baseline)
         for name, scores in baseline.items():
             writer.write_baseline(name, scores, num_steps)
-        summary["dataset"] = dataset
+        summary["dataset"] = run.dataset
         if jax.process_index() == 0:
-            png = evaluator.plot(samples, os.path.join(workdir, "samples.png"), title(num_steps))
-            writer.write_image("samples", png, num_steps)
-            summary["samples_png"] = os.path.join(workdir, "samples.png")
-        _write_json(os.path.join(workdir, "summary.json"), summary)
-    writer.close()
-    checkpointer.close()
+            png = os.path.join(run.workdir, "samples.png")
+            writer.write_image(
+                "samples", evaluator.plot(samples, png, run.title(num_steps)), num_steps
+            )
+            summary["samples_png"] = png
+        _write_json(os.path.join(run.workdir, "summary.json"), summary)
+    run.writer.close()
+    run.checkpointer.close()
     return summary

@@ -18,9 +18,10 @@ import os
 from typing import Any
 
 from flowjax import data as data_lib
-from flowjax import solvers
+from flowjax import parallel, solvers
 from flowjax.solvers.spec import parse_eval_spec
 from flowjax.training import optim as optim_lib
+from flowjax.training.experiment import InitSettings, TrainSettings
 from flowjax.training.faults import SetupError
 
 # (section, field, minimum, what it means); None values are allowed where the config says so.
@@ -75,13 +76,14 @@ def validate_config(config: Any) -> Any:
         value = _get(config, section, field)
         if value is not None:
             _int(value, f"{section}.{field}", minimum, meaning)
-    seed = config.get("seed", 0)
+    seed = config["seed"] if "seed" in config else None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SetupError(f"seed={seed!r}: expected an integer")
     decay = _get(config, "train", "ema_decay")
     if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
         raise SetupError(f"train.ema_decay={decay!r}: expected a number in [0, 1)")
-    _check_optim(config.get("optim", None) or {})
+    _check_sections(config)
+    _check_optim(optim_lib.OptimSettings.from_config(config))
     samplers = _get(config, "eval", "samplers")
     if samplers is not None:
         _check_samplers(samplers)
@@ -121,12 +123,25 @@ def _interval(lo: float, hi: float | None, lo_closed: bool, hi_closed: bool) -> 
     return f"in {'[' if lo_closed else '('}{lo:g}, {hi:g}{']' if hi_closed else ')'}"
 
 
-def _check_optim(optim: Any) -> None:
+def _check_sections(config: Any) -> None:
+    """Each declared section of the training job builds: no unknown key, no missing one."""
+    for settings in (
+        TrainSettings,
+        optim_lib.OptimSettings,
+        InitSettings,
+        parallel.MeshSettings,
+        parallel.ShardingSettings,
+    ):
+        try:
+            settings.from_config(config)
+        except ValueError as err:
+            raise SetupError(str(err)) from None
+
+
+def _check_optim(optim: optim_lib.OptimSettings) -> None:
     """The optimizer and schedule fields: each number in its range, each name a known one."""
     for field, lo, hi, lo_closed, hi_closed, meaning in _OPTIM_NUMBERS:
-        value = optim.get(field, None)
-        if value is None:
-            continue
+        value = getattr(optim, field)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         inside = (
             number
@@ -144,8 +159,8 @@ def _check_optim(optim: Any) -> None:
         ("schedule", optim_lib.SCHEDULES),
         ("mu_dtype", optim_lib.MU_DTYPES),
     ):
-        if field in optim and optim[field] not in choices:
-            raise SetupError(f"optim.{field}={optim[field]!r}: choose one of {choices}")
+        if getattr(optim, field) not in choices:
+            raise SetupError(f"optim.{field}={getattr(optim, field)!r}: choose one of {choices}")
 
 
 # The evaluation's two-sample estimators that need two examples of each side: the kernel
