@@ -1,6 +1,6 @@
 """DiT-S/2 on CIFAR-10 pixels (32x32x3, 256 tokens), any prepared tfds ``cifar10``.
 
-    python -m flowjax.main --config=configs/cifar10_dit.py --workdir=/tmp/cifar10_dit \
+    flowjax train --config=configs/cifar10_dit.py --workdir=/tmp/cifar10_dit \
         --config.data.data_dir=~/tensorflow_datasets \
         --config.eval.inception_weights=inception_fid.npz \
         [--config.eval.fid_stats=cifar10_train_stats.npz]

@@ -1,8 +1,8 @@
 """Blockwise Flow Matching on the 8x8 UCI digits (class-conditional; runs on a CPU).
 
-    python -m flowjax.main --config=configs/digits_bfm.py --workdir=/tmp/flowjax_digits_bfm
-    python -m flowjax.sample --workdir=/tmp/flowjax_digits_bfm --solver=euler --nfe=8
-    python -m flowjax.sample --workdir=/tmp/flowjax_digits_bfm --sampler='euler:2|heun:8'
+    flowjax train --config=configs/digits_bfm.py --workdir=/tmp/flowjax_digits_bfm
+    flowjax sample --workdir=/tmp/flowjax_digits_bfm --solver=euler --nfe=8
+    flowjax sample --workdir=/tmp/flowjax_digits_bfm --sampler='euler:2|heun:8'
 
 K = 2 equal segments by default; ``--config.objective.blockwise.num_segments=4`` for K = 4, or
 ``--config.objective.blockwise.boundaries='(0.0, 0.6, 1.0)'`` for given ones. The network
@@ -16,7 +16,7 @@ NFE 4 .. 64 (split evenly over the segments; multiples of K = 2 and 4).
 
 Stage 2, the Feature Residual Approximation (everything but G_psi frozen)::
 
-    python -m flowjax.main --config=configs/digits_bfm.py --workdir=/tmp/digits_bfm_frn \
+    flowjax train --config=configs/digits_bfm.py --workdir=/tmp/digits_bfm_frn \
         --config.objective.blockwise.frn=True --config.init.workdir=/tmp/flowjax_digits_bfm \
         --config.train.num_steps=1000 --config.eval.samplers='("euler:8@frn", "euler:8@full")'
 """

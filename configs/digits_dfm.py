@@ -1,6 +1,6 @@
 """Class-conditional Decomposable Flow Matching on the 8x8 UCI digits (runs on a CPU).
 
-    python -m flowjax.main --config=configs/digits_dfm.py --workdir=/tmp/flowjax_digits_dfm
+    flowjax train --config=configs/digits_dfm.py --workdir=/tmp/flowjax_digits_dfm
 
 Two pyramid stages (docs/maths/decomposable.md): a 4x4 coarse image and the 8x8 detail, one
 ``decomposable_dit`` with patch 1 on the 4x4 stage and patch 2 on the 8x8 stage, so both give

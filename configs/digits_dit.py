@@ -1,6 +1,6 @@
 """Class-conditional rectified flow with a small DiT on the 8x8 UCI digits (runs on a CPU).
 
-    python -m flowjax.main --config=configs/digits_dit.py --workdir=/tmp/flowjax_digits_dit
+    flowjax train --config=configs/digits_dit.py --workdir=/tmp/flowjax_digits_dit
 
 The same DiT code as the ImageNet config, at digits size: 8x8x1 images, patch 2 -> 16 tokens,
 width 128, depth 4, 4 heads (1.28M parameters); linear path, velocity prediction, AdamW at

@@ -1,7 +1,7 @@
 """FreeFlow on the digits: a class-conditional one-step student of the guided teacher, no data.
 
-    python -m flowjax.main --config=configs/digits_rf.py --workdir=/tmp/digits          # teacher
-    python -m flowjax.main --config=configs/digits_freeflow.py --workdir=/tmp/digits_ff \\
+    flowjax train --config=configs/digits_rf.py --workdir=/tmp/digits          # teacher
+    flowjax train --config=configs/digits_freeflow.py --workdir=/tmp/digits_ff \\
         --config.init.workdir=/tmp/digits
 
 The teacher is queried with CFG scale 2 (its sampling scale; only for r >= 0.3 in the

@@ -1,6 +1,6 @@
 """MeanFlow on the digits: class-conditional one-step generation with guidance in the target.
 
-    python -m flowjax.main --config=configs/digits_meanflow.py --workdir=/tmp/digits_mf
+    flowjax train --config=configs/digits_meanflow.py --workdir=/tmp/digits_mf
 
 The digits U-Net as an average-velocity network (raw time input: the objective differentiates
 the network in time), MeanFlow objective with 10% label dropout and CFG folded into the target

@@ -1,9 +1,9 @@
 """Reflow on the digits: 2-RF, 2-RF++ options and distillation from pairs, class-conditional.
 
-    python -m flowjax.main --config=configs/digits_rf.py --workdir=/tmp/digits       # teacher
-    python -m flowjax.reflow --teacher=/tmp/digits --out=/tmp/digits_pairs --num_pairs=20000 \\
+    flowjax train --config=configs/digits_rf.py --workdir=/tmp/digits       # teacher
+    flowjax reflow --teacher=/tmp/digits --out=/tmp/digits_pairs --num_pairs=20000 \\
         --nfe=32                                  # RK4, with the teacher's CFG scale 2 baked in
-    python -m flowjax.main --config=configs/digits_reflow.py:2rf --workdir=/tmp/digits_2rf \\
+    flowjax train --config=configs/digits_reflow.py:2rf --workdir=/tmp/digits_2rf \\
         --config.data.pairs_dir=/tmp/digits_pairs --config.init.workdir=/tmp/digits
 
 Variants as in ``configs/toy2d_reflow.py`` (``2rf``, ``rfpp``, ``distill1``, ``distill2``,

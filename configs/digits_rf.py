@@ -1,6 +1,6 @@
 """Class-conditional rectified flow on the UCI handwritten digits (8x8, bundled with scikit-learn).
 
-    python -m flowjax.main --config=configs/digits_rf.py --workdir=/tmp/flowjax_digits
+    flowjax train --config=configs/digits_rf.py --workdir=/tmp/flowjax_digits
 
 The data set is a real tfds builder (``sklearn_digits``, array_record, read with grain and no
 TensorFlow); it is prepared on first use under ``data.data_dir`` (default

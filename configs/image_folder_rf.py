@@ -1,6 +1,6 @@
 """Rectified flow on your own folder of PNG / JPEG images (any sizes), read with Pillow.
 
-    python -m flowjax.main --config=configs/image_folder_rf.py --workdir=/tmp/my_images \
+    flowjax train --config=configs/image_folder_rf.py --workdir=/tmp/my_images \
         --config.data.path=~/my_images --config.data.resolution=32
 
 Every image under ``data.path`` (at any depth) is center-cropped to ``resolution x resolution``

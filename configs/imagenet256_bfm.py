@@ -1,7 +1,7 @@
 """Blockwise Flow Matching (BFM-XL/2) on ImageNet 256 SD-VAE latents (32x32x4), sharded like
 ``configs/imagenet256_dit.py`` (same data, mesh, rule table and launch commands)::
 
-    python -m flowjax.main --config=configs/imagenet256_bfm.py --workdir=gs://BUCKET/bfm_xl2 \
+    flowjax train --config=configs/imagenet256_bfm.py --workdir=gs://BUCKET/bfm_xl2 \
         --distributed --config.data.path=gs://BUCKET/imagenet256_sdvae_latents
 
 The official XL setting, converted (docs/maths/blockwise.md): K = 6 equal segments, width 1152,

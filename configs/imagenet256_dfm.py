@@ -1,6 +1,6 @@
 """Decomposable Flow Matching on ImageNet 256 SD-VAE latents (32x32x4), sharded like DiT.
 
-    python -m flowjax.main --config=configs/imagenet256_dfm.py --workdir=gs://BUCKET/dfm_xl \
+    flowjax train --config=configs/imagenet256_dfm.py --workdir=gs://BUCKET/dfm_xl \
         --distributed --config.data.path=gs://BUCKET/imagenet256_sdvae_latents
 
 The data, evaluation (VAE decoding, Inception FID), mesh and logical-axis rules are those of

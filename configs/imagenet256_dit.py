@@ -1,7 +1,7 @@
 """DiT-XL/2 (SiT recipe) on ImageNet 256x256, sharded over a TPU pod slice or GPU hosts.
 
     # on every host of a TPU pod slice (jax.distributed finds the cluster by itself)
-    python -m flowjax.main --config=configs/imagenet256_dit.py --workdir=gs://BUCKET/dit_xl2 \
+    flowjax train --config=configs/imagenet256_dit.py --workdir=gs://BUCKET/dit_xl2 \
         --distributed --config.data.data_dir=gs://BUCKET/tfds
     # GPU hosts: --coordinator_address=HOST0:1234 --num_processes=N --process_id=i instead
 
@@ -10,11 +10,11 @@ SD-VAE latent space: ``data.path``, a latent set of 32x32x4 posteriors (mean, st
 multiplied by 0.18215; a fresh draw per step) of the center-cropped 256x256 images with
 ``label`` (1000 classes), made once (resumable, split across hosts) with
 
-    python -m flowjax.main ... --config.data.path=gs://BUCKET/imagenet256_sdvae_latents \
+    flowjax train ... --config.data.path=gs://BUCKET/imagenet256_sdvae_latents \
         --config.eval.vae_weights=sd_vae_ft_ema.npz \
         --config.eval.inception_weights=inception_fid.npz \
         --config.eval.fid_stats=VIRTUAL_imagenet256_stats.npz
-    python -m flowjax.latents --vae=sd_vae_ft_ema.npz --tfds=imagenet2012 --split=train \
+    flowjax latents --vae=sd_vae_ft_ema.npz --tfds=imagenet2012 --split=train \
         --data_dir=gs://BUCKET/tfds --resolution=256 --flip --out=gs://BUCKET/imagenet256_sdvae_latents
 
 (the first line is the training run, the second the one-off encoding; see

@@ -1,7 +1,7 @@
 """FreeFlow on the 2-D toy: a one-step flow map distilled from the main job's teacher, without data.
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy          # the teacher
-    python -m flowjax.main --config=configs/toy2d_freeflow.py --workdir=/tmp/toy_ff \\
+    flowjax train --config=configs/toy2d_rf.py --workdir=/tmp/toy          # the teacher
+    flowjax train --config=configs/toy2d_freeflow.py --workdir=/tmp/toy_ff \\
         --config.init.workdir=/tmp/toy
 
 Student ``f(z, delta) = z + delta F(z, delta)`` (the teacher's MLP with an extra embedding of

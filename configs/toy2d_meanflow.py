@@ -1,6 +1,6 @@
 """MeanFlow on a 2-D toy distribution: one-step generation by regressing average velocities.
 
-    python -m flowjax.main --config=configs/toy2d_meanflow.py --workdir=/tmp/flowjax_mf_toy
+    flowjax train --config=configs/toy2d_meanflow.py --workdir=/tmp/flowjax_mf_toy
 
 The main job's residual MLP, built as an average-velocity network ``u(x, s, e)`` (it embeds
 ``s`` and raw ``e - s``), trained with the MeanFlow objective for 8000 steps: (s, e) from two

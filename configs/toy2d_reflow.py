@@ -2,13 +2,13 @@
 
 First train the teacher (the main job) and write its pairs (RK4, 64 NFE, per noise z0 at t = 0)::
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/toy
-    python -m flowjax.reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=200000
+    flowjax train --config=configs/toy2d_rf.py --workdir=/tmp/toy
+    flowjax reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=200000
 
 then one of the variants (``configs/toy2d_reflow.py:<variant>``), each initialised from the
 teacher's EMA weights (``init.workdir``) and trained on the pairs (``data.pairs_dir``)::
 
-    python -m flowjax.main --config=configs/toy2d_reflow.py:2rf --workdir=/tmp/toy_2rf \\
+    flowjax train --config=configs/toy2d_reflow.py:2rf --workdir=/tmp/toy_2rf \\
         --config.data.pairs_dir=/tmp/toy_pairs --config.init.workdir=/tmp/toy
 
 - ``2rf`` (default): Liu et al.'s reflow, ``t ~ U(1e-3, 1)``, L2; sample with Euler.

@@ -1,6 +1,6 @@
 """Rectified flow on a 2-D toy distribution: the main job.
 
-    python -m flowjax.main --config=configs/toy2d_rf.py --workdir=/tmp/flowjax_toy
+    flowjax train --config=configs/toy2d_rf.py --workdir=/tmp/flowjax_toy
 
 Trains a 3-block residual MLP (0.53M parameters) with the flow-matching loss for 8000 steps
 of batch 512 on the checkerboard (57-77 steps/s on this machine's two CPU cores, under 3
@@ -22,7 +22,7 @@ common = sibling(__file__, "common")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The fields of every data kind (flowjax.config_files.DATA_FIELDS). pairs_dir: train on
-    # reflow pairs written by `python -m flowjax.reflow` (None = the data). Own data:
+    # reflow pairs written by `flowjax reflow` (None = the data). Own data:
     # kind="array", path=FILE.npz (x [n, 2], optional label [n]) or FILE.npy; held out:
     # eval_path, or else the fraction eval_fraction of the rows (flowjax.data.ArrayFileSource).
     data = data_section("toy2d", arg or "checkerboard", eval_fraction=0.1)

@@ -11,10 +11,12 @@ Subpackages: :mod:`flowjax.paths`, :mod:`flowjax.time` (training-time laws, grid
 :mod:`flowjax.solvers`, :mod:`flowjax.models`,
 :mod:`flowjax.data`, :mod:`flowjax.evaluation`, :mod:`flowjax.training`,
 :mod:`flowjax.parallel`, :mod:`flowjax.search` (inference-time particle search),
-:mod:`flowjax.convention` (the opposite time convention, at the edges). Command lines:
-``python -m flowjax.main`` (train), ``python -m flowjax.sample`` (sample a run),
-``python -m flowjax.reflow`` (teacher pairs for reflow and distillation),
-``python -m flowjax.search`` (reward-guided search on a trained run).
+:mod:`flowjax.convention` (the opposite time convention, at the edges),
+:mod:`flowjax.workflows` (the jobs as functions: sample a run, reflow pairs, BOSS, calibrate,
+latents, search, score). Command lines: the ``flowjax`` console script (:mod:`flowjax.cli`:
+``flowjax train``, ``flowjax sample``, ... ; ``flowjax --help`` lists them), also run as
+``python -m flowjax.<command>``. Importing ``flowjax`` imports no JAX: every name below is
+resolved on first use.
 
 :func:`integrate` is :func:`flowjax.solvers.sample` (integrate ``dx/dt = v(x, t, cond)`` over
 a time grid with a solver); it is not exported as ``flowjax.sample`` because that name is the

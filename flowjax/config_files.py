@@ -204,7 +204,7 @@ DATA_FIELDS = {
     "data_dir": str,  # tfds
     "split": str,  # tfds
     "eval_split": str,  # tfds
-    "pairs_dir": str,  # any kind: train on reflow pairs written by `python -m flowjax.reflow`
+    "pairs_dir": str,  # any kind: train on reflow pairs written by `flowjax reflow`
 }
 
 

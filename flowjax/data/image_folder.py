@@ -22,7 +22,7 @@ Preprocessing
 -------------
 Pillow decodes a file and converts it to RGB (``channels=3``; an alpha channel is dropped) or
 to 8-bit grey (``channels=1``). :func:`center_crop` (ADM's ``center_crop_arr``, also what
-``python -m flowjax.latents`` applies) makes it ``R x R``; a random horizontal flip (optional)
+``flowjax latents`` applies) makes it ``R x R``; a random horizontal flip (optional)
 is :meth:`BatchOrder.flips` of the stream position, as in the tfds pipeline; pixels are scaled
 as there, ``x / 127.5 - 1`` in ``[-1, 1]``.
 
@@ -261,7 +261,7 @@ class ImageFolder:
     ``len(folder)``; ``folder[i] -> {"image": uint8 [H, W, C], "label": int64 []}`` (the
     file's own size; ``label`` only with classes); ``folder.dataset_info.features`` gives the
     image feature (``shape (None, None, C)``, uint8) and the label's ``num_classes``. So the
-    latent builder (``python -m flowjax.latents``) reads a folder as it reads a tfds split.
+    latent builder (``flowjax latents``) reads a folder as it reads a tfds split.
 
     Args:
       root: the folder.

@@ -19,7 +19,7 @@ Row ``r`` is image ``r // 2`` of the source split, horizontally flipped when ``r
 ``flip``; otherwise image ``r``.
 
 The *held-out* set, ``<dir>/heldout``, is a latent set of its own (same layout) of images that
-are not training rows (``python -m flowjax.latents`` encodes the image set's validation or test
+are not training rows (``flowjax latents`` encodes the image set's validation or test
 split there, unflipped); :meth:`LatentSource.eval_array`, the evaluator's reference for FID and
 the other scores, reads it and nothing else. A latent set is opened only if every shard file
 is readable with the expected record count.
@@ -160,7 +160,7 @@ def finalize_latents(out_dir) -> str:
         shard_size=m["shard_size"],
         features=latent_features(m["latent_shape"], m["num_classes"], m["mode"]),
         description="VAE posteriors (model-space mean/std, or fixed samples) of an image set, "
-        "written by python -m flowjax.latents; settings in latents_manifest.json.",
+        "written by flowjax latents; settings in latents_manifest.json.",
         writer="write_latents",
     )
     return out_dir
@@ -184,7 +184,7 @@ def open_latents(data_dir) -> tuple[dict, Any]:
     if not is_complete(data_dir):
         raise DatasetNotFoundError(
             f"{data_dir} is not a finished latent set. Make it (it resumes) with\n"
-            f"    python -m flowjax.latents --vae=VAE_WEIGHTS --tfds=IMAGE_SET --split=train "
+            f"    flowjax latents --vae=VAE_WEIGHTS --tfds=IMAGE_SET --split=train "
             f"--resolution=RES --out={data_dir}"
         )
     manifest = read_manifest(data_dir)
@@ -201,7 +201,7 @@ def open_latents(data_dir) -> tuple[dict, Any]:
             found = "unreadable" if count is None else f"{count} records, expected {stop - start}"
             raise ValueError(
                 f"latent set {data_dir}: shard {os.path.basename(path)} is damaged ({found}); "
-                "run the python -m flowjax.latents command that made it again (same arguments): "
+                "run the flowjax latents command that made it again (same arguments): "
                 "it rewrites damaged shards."
             )
     return manifest, tfds.builder_from_directory(data_dir).as_data_source(SPLIT)
@@ -219,7 +219,7 @@ def read_row(source, index: int, data_dir: str, manifest: dict) -> dict:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
         raise ValueError(
             f"latent set {data_dir}: row {index} cannot be read, shard {os.path.basename(path)} "
-            f"is damaged ({reason}); delete that file and run the python -m flowjax.latents "
+            f"is damaged ({reason}); delete that file and run the flowjax latents "
             "command that made the set again (same arguments): it rewrites missing shards."
         ) from err
 
@@ -289,7 +289,7 @@ class LatentSource:
                 raise ValueError(
                     f"latent set {self.data_dir} has no held-out set {path}: the evaluation's "
                     "reference must not be training rows. Encode images that are not in the "
-                    f"training split there: `python -m flowjax.latents --vae=VAE "
+                    f"training split there: `flowjax latents --vae=VAE "
                     f"--tfds={meta.get('source', 'IMAGE_SET')} --split=validation "
                     f"--resolution={meta.get('resolution', 'RES')} --eval_split=none --out={path}`."
                 )

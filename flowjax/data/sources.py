@@ -23,7 +23,7 @@ Config fields:
   (a second folder) or else the ``eval_fraction`` of the files (default 0.1). Its name is the
   folder's.
 - ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
-  (written by ``python -m flowjax.reflow``; :class:`flowjax.data.PairSource`); the data set
+  (written by ``flowjax reflow``; :class:`flowjax.data.PairSource`); the data set
   described by the other fields is the one the pairs imitate, used for evaluation.
 
 Every run records :func:`describe_source` of its data (name, kind, element shape, classes, a
@@ -416,7 +416,7 @@ def _latent_source(cfg: Any, common: dict):
     if not cfg.get("path", None):
         raise ValueError(
             "data.kind='latents' needs data.path=DIR, a latent set made with "
-            "`python -m flowjax.latents --vae=W --tfds=NAME --resolution=R --out=DIR`"
+            "`flowjax latents --vae=W --tfds=NAME --resolution=R --out=DIR`"
         )
     return LatentSource(cfg.path, **_stated(cfg, "name"), **common)
 

@@ -5,7 +5,7 @@ settings and score the samples against held-out data.
 "dpm++2m:8:logsnr", "heun:8:shifted,alpha=3", "rk4:128")``; the grid defaults to uniform (any
 spec of :func:`flowjax.time.grids.grid_from_spec`, or ``learned``; ``bespoke-unipc2:4`` is a
 learned sampler; both are read from ``<workdir>/learned_schedules.json``, written by
-``python -m flowjax.calibrate``); the last one is the *reference* setting (a
+``flowjax calibrate``); the last one is the *reference* setting (a
 converged ODE solve). The untrained-model baseline is scored with the cheapest setting (fewest
 NFE; the networks start with a zero output layer, so every solver returns the noise itself).
 Scores: the metrics of ``config.eval.metrics``, registered in

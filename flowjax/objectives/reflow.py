@@ -2,7 +2,7 @@
 
 Training data are stored couplings ``(z0, z1[, label])``: ``z0 ~ N(0, I)`` and ``z1`` the
 teacher's ODE solution from ``z0`` (noise at t = 0, data at t = 1; written by
-``python -m flowjax.reflow``). The objective is flow matching on the *pairs*::
+``flowjax reflow``). The objective is flow matching on the *pairs*::
 
     x_t = t z1 + (1 - t) z0,        target = z1 - z0,        L = E D(v_theta(x_t, t, c), z1 - z0)
 
@@ -81,7 +81,7 @@ class Reflow(Objective):
         if "x0" not in batch:
             raise ValueError(
                 "reflow trains on (noise, sample) pairs: the batch needs 'x0' and 'x1'; point "
-                "config.data.pairs_dir at a pair data set written by `python -m flowjax.reflow`"
+                "config.data.pairs_dir at a pair data set written by `flowjax reflow`"
             )
         z0, z1 = batch["x0"], batch["x1"]
         if z0.shape != z1.shape:

@@ -337,7 +337,7 @@ def _check_batch_keys(objective: Any, source: Any, config: Any) -> None:
             f"data of config.data gives {list(given)}"
             + (
                 "; set config.data.pairs_dir to a pair data set written by "
-                "`python -m flowjax.reflow --teacher=RUN --out=DIR`"
+                "`flowjax reflow --teacher=RUN --out=DIR`"
                 if "x0" in missing
                 else ""
             )

@@ -1,4 +1,4 @@
-"""Latent sets: ``python -m flowjax.latents`` on a mock tfds image set with a tiny random VAE;
+"""Latent sets: ``flowjax latents`` on a mock tfds image set with a tiny random VAE;
 exact resume (byte-identical files), the multi-host split, the training source, the held-out
 set (the evaluator's reference), the VAE fingerprint on resume, bad input and files."""
 
@@ -158,7 +158,7 @@ def test_bad_input_is_refused_before_any_work(vae, tmp_path):
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match="flowjax convert-vae"):
         V.AutoencoderKL.from_file(tmp_path / "missing.npz")  # what `flowjax latents` loads first
-    with pytest.raises(FileNotFoundError, match="python -m flowjax.latents"):
+    with pytest.raises(FileNotFoundError, match="flowjax latents"):
         LD.LatentSource(out, batch_size=2, seed=0)
 
 
@@ -303,7 +303,7 @@ def test_wrong_files_empty_split_and_damaged_shard_get_one_line_errors(
     with pytest.raises(
         ValueError,
         match=r"shard latents-train.array_record-00001-of-00002 is "
-        r"damaged \(unreadable\); run the python -m flowjax.latents command",
+        r"damaged \(unreadable\); run the flowjax latents command",
     ):
         LD.LatentSource(tmp_path / "damaged", batch_size=2, seed=0)
     # A latent set without a held-out set gives no reference, and says how to make one.

@@ -77,10 +77,10 @@ def test_imagenet_latent_config_without_data_prints_the_command(tmp_path):
     from flowjax.data.sources import make_source
 
     c = load_config("imagenet256_dit")
-    with pytest.raises(ValueError, match="python -m flowjax.latents"):
+    with pytest.raises(ValueError, match="flowjax latents"):
         make_source(c.data, batch_size=4, seed=0)
     c.data.path = str(tmp_path / "nothing")
-    with pytest.raises(FileNotFoundError, match="python -m flowjax.latents --vae="):
+    with pytest.raises(FileNotFoundError, match="flowjax latents --vae="):
         make_source(c.data, batch_size=4, seed=0)
 
 

@@ -352,7 +352,7 @@ def stored_sampler(workdir: str, solver_name: str, nfe: int, velocity_fn: Callab
     if schedule is None:
         raise ValueError(
             f"no learned {kind} for {base} at NFE={nfe} in {store.path}; run "
-            f"python -m flowjax.calibrate --workdir={workdir} --solver={solver_name} --nfe={nfe}"
+            f"flowjax calibrate --workdir={workdir} --solver={solver_name} --nfe={nfe}"
         )
     if kind == "grid":
         return make_sampler(make_solver(base), velocity_fn, schedule.grid), schedule
