@@ -2,7 +2,7 @@
 
     flowjax train --config=toy2d_rf --workdir=DIR
 
-``--config`` takes a bundled config by name (``toy2d_rf``, ``reflow_toy2d:2rf``) or a config
+``--config`` takes a bundled config by name (``toy2d_rf``, ``toy2d_reflow:2rf``) or a config
 file by path (``configs/toy2d_rf.py``, ``my_config.py:variant``); see
 :mod:`flowjax.config_files`.
 
@@ -51,7 +51,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config",
     _DEFAULT_CONFIG,
-    "A bundled config name (toy2d_rf, reflow_toy2d:2rf) or a path to a config file.",
+    "A bundled config name (toy2d_rf, toy2d_reflow:2rf) or a path to a config file.",
     lock_config=True,
     sys_argv=_ARGV,
 )

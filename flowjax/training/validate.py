@@ -19,6 +19,7 @@ from typing import Any
 
 from flowjax import data as data_lib
 from flowjax import parallel, solvers
+from flowjax.evaluation.settings import EvalSettings, eval_settings
 from flowjax.solvers.spec import parse_eval_spec
 from flowjax.training import optim as optim_lib
 from flowjax.training.experiment import InitSettings, TrainSettings
@@ -136,6 +137,17 @@ def _check_sections(config: Any) -> None:
             settings.from_config(config)
         except ValueError as err:
             raise SetupError(str(err)) from None
+    if config.get("eval", None) is not None:
+        _eval_settings(config)
+
+
+def _eval_settings(config: Any) -> EvalSettings:
+    """The declared ``eval`` section (:class:`flowjax.evaluation.settings.EvalSettings`), or a
+    :class:`SetupError` naming the unknown / missing key."""
+    try:
+        return eval_settings(config)
+    except ValueError as err:
+        raise SetupError(str(err)) from None
 
 
 def _check_optim(optim: optim_lib.OptimSettings) -> None:
@@ -179,18 +191,18 @@ def check_data_size(data: Any, config: Any) -> None:
     train = getattr(data, "num_examples", None)
     if train is not None and int(train) < 1:
         raise SetupError(f"the data {name!r} has no training example; add examples")
-    ecfg = config.eval
-    fid = bool(ecfg.get("inception_weights", None))
+    settings = _eval_settings(config)
+    fid = bool(settings.inception_weights)
     points = getattr(data, "kind", None) == "points"
     needs = ["eval.num_samples"] * (points or fid) + ["eval.num_kernel_samples"] * points
     for field in needs:
-        value = int(ecfg.get(field.split(".")[1], MIN_EVAL_EXAMPLES))
+        value = int(getattr(settings, field.split(".")[1]))
         if value < MIN_EVAL_EXAMPLES:
             raise SetupError(
                 f"{field}={value}: must be >= {MIN_EVAL_EXAMPLES} for "
                 f"{'the kernel distances of points' if points else 'a covariance (FID)'}"
             )
-    if not (points or (fid and not ecfg.get("fid_stats", None))):
+    if not (points or (fid and not settings.fid_stats)):
         return
     if not data_lib.has_eval_data(data):
         return

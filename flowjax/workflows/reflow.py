@@ -19,7 +19,7 @@ Then train on the pairs, starting from the teacher (k-rectified flow; one round 
 
     flowjax train --config=toy2d_rf --workdir=/tmp/toy
     flowjax reflow --teacher=/tmp/toy --out=/tmp/toy_pairs --num_pairs=100000
-    flowjax train --config=reflow_toy2d --workdir=/tmp/toy_2rf \\
+    flowjax train --config=toy2d_reflow --workdir=/tmp/toy_2rf \\
         --config.data.pairs_dir=/tmp/toy_pairs --config.init.workdir=/tmp/toy
 """
 

@@ -13,6 +13,7 @@ import pytest
 import scipy.special
 import tensorflow_datasets as tfds
 
+from flowjax import weight_files
 from flowjax.evaluation import fid as F
 from flowjax.evaluation.evaluator import to_pixels
 from flowjax.models import inception as I
@@ -65,9 +66,7 @@ def test_converter_layout_and_wrong_network(state_dict, weights, tmp_path):
     np.testing.assert_array_equal(
         weights["Mixed_7c_branch_pool/var"], state_dict["Mixed_7c.branch_pool.bn.running_var"]
     )
-    from flowjax.models import vae
-
-    vae_sd = vae.read_safetensors(
+    vae_sd = weight_files.read_safetensors(
         os.path.join(os.path.dirname(FIXTURE), "vae_diffusers.safetensors")
     )
     with pytest.raises(ValueError, match=r"not FID InceptionV3.*Conv2d_1a_3x3/conv/kernel"):

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from flowjax import weight_files
 from flowjax.models import vae as V
 from flowjax.workflows.convert import convert_vae
 
@@ -47,7 +48,7 @@ def _diffusers_json(path, config, **changes):
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return V.read_safetensors(WEIGHTS)
+    return weight_files.read_safetensors(WEIGHTS)
 
 
 @pytest.fixture(scope="module")

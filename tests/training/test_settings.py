@@ -152,3 +152,15 @@ def test_a_missing_key_without_default_is_named(section, key):
         validate_config(config)
     assert str(err.value) == f"missing key(s) ['{key}'] in {section}; set them in the config"
     assert "\n" not in str(err.value)
+
+
+def test_an_unknown_eval_key_is_refused_before_any_work(tmp_path):
+    # The eval section is declared by the evaluator (flowjax.evaluation.settings); the
+    # training job builds it at validation, before the workdir exists.
+    config = tiny_config()
+    config.eval["samplrs"] = ("euler:2",)
+    with pytest.raises(SetupError, match=r"unknown key\(s\) \['samplrs'\] in config.eval"):
+        validate_config(config)
+    with pytest.raises(SetupError, match="samplrs"):
+        train_and_evaluate(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

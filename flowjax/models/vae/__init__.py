@@ -49,7 +49,6 @@ from flowjax.models.vae.weights import (
     save_weights,
     weight_shapes,
 )
-from flowjax.weight_files import read_safetensors
 
 __all__ = [
     "AutoencoderKL",
@@ -62,7 +61,6 @@ __all__ = [
     "convert_diffusers_state_dict",
     "load_weights",
     "random_weights",
-    "read_safetensors",
     "save_weights",
     "weight_shapes",
 ]
