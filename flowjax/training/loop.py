@@ -76,7 +76,11 @@ from flowjax.training.faults import (
     describe_error,
 )
 from flowjax.training.state import TrainState
-from flowjax.training.validate import check_data_size, validate_config
+from flowjax.training.validate import (
+    check_data_size,
+    check_sampler_options,
+    validate_config,
+)
 from flowjax.training.writers import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -494,6 +498,7 @@ def _set_up(
             exp = Experiment(config, data=data, objective=objective)
         except (ValueError, FileNotFoundError) as err:
             raise SetupError(f"cannot set up the job from its config: {err}") from err
+        check_sampler_options(config, exp.objective)
         settings = exp.train
         # A fresh fine-tune reads its starting weights now: a missing run is refused here,
         # before anything is written.

@@ -20,7 +20,7 @@ from typing import Any
 from flowjax import data as data_lib
 from flowjax import parallel, solvers
 from flowjax.evaluation.settings import EvalSettings, eval_settings
-from flowjax.solvers.spec import parse_eval_spec
+from flowjax.solvers.spec import objective_keywords, parse_eval_spec
 from flowjax.training import optim as optim_lib
 from flowjax.training.experiment import InitSettings, TrainSettings
 from flowjax.training.faults import SetupError
@@ -214,6 +214,18 @@ def check_data_size(data: Any, config: Any) -> None:
             f"example(s); the evaluation needs at least {MIN_EVAL_EXAMPLES}: add examples, "
             f"raise data.eval_fraction or give data.eval_path"
         )
+
+
+def check_sampler_options(config: Any, objective: Any) -> None:
+    """Refuse (:class:`SetupError`) an ``eval.samplers`` string whose ``@`` options or ``a|b``
+    segments the run's objective does not declare (:attr:`flowjax.types.Objective.
+    sampler_options`). Called at set-up once the objective is built, before anything is
+    written: the grammar itself is checked earlier, by :func:`validate_config`."""
+    for spec in _eval_settings(config).samplers:
+        try:
+            objective_keywords(objective, *parse_eval_spec(spec))
+        except ValueError as err:
+            raise SetupError(f"eval.samplers: {err}") from None
 
 
 def _absolute(path: str) -> str:
