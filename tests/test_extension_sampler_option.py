@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from flowjax import sampling
 from flowjax.evaluation.evaluator import Evaluator
-from flowjax.training import Experiment, train_and_evaluate
+from flowjax.training import Experiment, load_run, train_and_evaluate
+from flowjax.workflows import sample as sample_job
 from tests.extensions import noise_temperature  # noqa: F401  (it registers)
 from tests.training.conftest import tiny_config
 
@@ -42,7 +42,7 @@ def test_trained_sampled_with_its_option_and_scored(trained):
             assert np.isfinite(summary["final"][f"{metric}_{label}"]), (metric, label)
     # What the option does, against the standard sampler of the same run: temperature s
     # samples are the standard sampler's from s * x0; at s = 0 every sample is the same point.
-    config, exp, params, _ = sampling.load_run(workdir)
+    config, exp, params, _ = load_run(workdir)
     ev = Evaluator.for_experiment(config, exp, workdir)
     assert isinstance(exp.objective, noise_temperature.TemperatureFlowMatching)
     zero = np.asarray(ev.samplers["euler_nfe4_temperature0"](params, ev.x0, ev.labels))
@@ -57,7 +57,7 @@ def test_trained_sampled_with_its_option_and_scored(trained):
 
 def test_the_sample_command_takes_the_option(trained):
     workdir, _ = trained
-    report = sampling.run_sampling(
+    report = sample_job.run_sampling(
         workdir, None, None, spec="euler:4@temperature=0.5", num_samples=64
     )
     assert report["label"] == "euler_nfe4_temperature0.5"

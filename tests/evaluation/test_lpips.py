@@ -228,7 +228,7 @@ def test_missing_file_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         LPIPS.from_file(tmp_path / "nowhere.npz")
     message = str(info.value)
-    assert "python -m flowjax.evaluation.lpips --vgg=" in message
+    assert "flowjax convert-lpips --vgg=" in message
     assert "torchvision" in message and "weights/v0.1/vgg.pth" in message
 
 
@@ -244,7 +244,7 @@ def test_unreadable_or_foreign_files_are_value_errors(weights, tmp_path):
     # A torch-layout dict saved as .npz: every key is wrong; the message points to the converter.
     torch_like = tmp_path / "torch_like.npz"
     np.savez(torch_like, **{"features.0.weight": np.zeros((4, 3, 3, 3), np.float32)})
-    with pytest.raises(ValueError, match=r"missing keys.*unexpected keys.*flowjax.evaluation"):
+    with pytest.raises(ValueError, match=r"missing keys.*unexpected keys.*flowjax convert-lpips"):
         LPIPS.from_file(torch_like)
 
 
