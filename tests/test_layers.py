@@ -80,6 +80,7 @@ PLACES: dict[str, tuple[str, ...]] = {
         "flowjax.data.shards",
         "flowjax.data.sources",
         "flowjax.data.tfds_pipeline",
+        "flowjax.data.tokens",
         "flowjax.data.toy2d",
     ),
     "models": (

@@ -1,5 +1,5 @@
-"""Data for flowjax: 2-D toy distributions, the bundled digits tfds set, a tfds image pipeline
-and image folders.
+"""Data for flowjax: 2-D toy distributions, the bundled digits tfds set, a tfds image pipeline,
+image folders, and images of mixed sizes as padded patch tokens (:mod:`flowjax.data.tokens`).
 
 Importing this package registers how to prepare ``sklearn_digits`` (offline), so
 ``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run
@@ -54,6 +54,15 @@ from flowjax.data.tfds_pipeline import (
     load_split_array,
     open_source,
     register_local_builder,
+)
+from flowjax.data.tokens import (
+    TokenBatch,
+    area_size,
+    fit_versions,
+    masked_token_mean,
+    pack_images,
+    resize_to_area,
+    unpack_tokens,
 )
 from flowjax.data.toy2d import TOY_DISTRIBUTIONS, eight_gaussians_centres, sample_toy
 from flowjax.types import DataSource
@@ -113,4 +122,11 @@ __all__ = [
     "open_source",
     "prepare_digits",
     "sample_toy",
+    "TokenBatch",
+    "area_size",
+    "fit_versions",
+    "masked_token_mean",
+    "pack_images",
+    "resize_to_area",
+    "unpack_tokens",
 ]
