@@ -277,7 +277,8 @@ def masked_token_mean(per_token: Array, mask: Array) -> Array:
     ``loss = (1 / B') sum_i [ sum_{n valid} mean_f per_token[i, n, f] / #valid_i ]``, with the
     trailing dimensions averaged per token and ``B'`` the images with at least one valid token
     (an all-padding row adds nothing). Padding values never enter the value (they are
-    selected away, not multiplied by 0, so even non-finite padding leaves it unchanged).
+    selected away, not multiplied by 0, so even non-finite padding leaves it unchanged), and
+    the gradient at finite padding is exactly 0.
     Shapes are checked when traced: ``mask`` must be ``[B, N]`` (bool or integer, nonzero =
     valid) matching ``per_token``'s first two dimensions.
     """

@@ -113,6 +113,9 @@ def test_padding_of_any_value_and_any_length_leaves_the_loss_unchanged():
     for fill in (rng.normal(size=tokens.shape) * 1e3, np.full(tokens.shape, np.nan)):
         noisy = np.where(mask[..., None], tokens, fill).astype(np.float32)
         assert float(_masked_loss(noisy, mask)) == reference
+        # Eagerly too: under jit XLA may turn a product with the mask into a selection.
+        eager = T.masked_token_mean(jnp.asarray(noisy) ** 2, jnp.asarray(mask))
+        assert float(eager) == float(T.masked_token_mean(jnp.asarray(tokens) ** 2, mask))
     # Eight more padding tokens, of large values, per image.
     longer = np.concatenate([tokens, np.full((len(SIZES), 8, tokens.shape[-1]), 50.0)], axis=1)
     longer_mask = np.concatenate([mask, np.zeros((len(SIZES), 8), bool)], axis=1)
@@ -137,6 +140,17 @@ def test_the_loss_averages_each_image_then_the_images():
     assert float(T.masked_token_mean(per_token, mask)) == pytest.approx(4.5)
 
 
+def test_a_mixed_size_batch_scores_the_mean_of_each_image_scored_alone():
+    images = _images()
+    alone = [float(_masked_loss(*_tokens_and_mask(T.pack_images([im], P)))) for im in images]
+    together = float(_masked_loss(*_tokens_and_mask(T.pack_images(images, P))))
+    assert together == pytest.approx(np.mean(alone), rel=1e-6)
+
+
+def _tokens_and_mask(batch):
+    return batch.tokens, batch.mask
+
+
 def test_the_gradient_never_reaches_padding_and_spreads_over_valid_tokens():
     batch = _batch()
     grad = np.asarray(jax.grad(lambda tok: T.masked_token_mean(tok**2, batch.mask))(batch.tokens))
@@ -151,9 +165,9 @@ def test_the_gradient_never_reaches_padding_and_spreads_over_valid_tokens():
 # ---------------------------------------------------------------------------------------------
 
 
-def _published_size(h, w, side, m):
-    """FiTv2's size rule as published (width-first upsampling), in float64; a side within
-    1e-9 of a multiple of ``m`` counts as that multiple (exact arithmetic's answer)."""
+def _published_size(h, w, side, m, snap=True):
+    """FiTv2's size rule as published (width-first upsampling), in float64; with ``snap``, a
+    side within 1e-9 of a multiple of ``m`` counts as that multiple (exact arithmetic)."""
     if w * h >= side**2:
         new_w = math.sqrt(w / h) * side
         new_h = new_w * h / w
@@ -163,10 +177,8 @@ def _published_size(h, w, side, m):
         new_w, new_h = m * w / h, m
     else:
         new_w, new_h = w, h
-    return tuple(
-        (round(v / m) if abs(v / m - round(v / m)) < 1e-9 else int(v / m)) * m
-        for v in (new_h, new_w)
-    )
+    near = lambda v: snap and abs(v / m - round(v / m)) < 1e-9
+    return tuple((round(v / m) if near(v) else int(v / m)) * m for v in (new_h, new_w))
 
 
 @pytest.mark.parametrize(
@@ -190,16 +202,21 @@ def test_area_size_at_hand_computed_cases(h, w, side, m, expected):
 
 def test_area_size_agrees_with_the_published_rule_wherever_that_gives_an_image():
     side, m = 24, 4
+    float_floors_low = []
     for h in range(1, 90):
         for w in range(1, 90):
             ph, pw = _published_size(h, w, side, m)
             if ph and pw:
                 assert T.area_size(h, w, side, m) == (ph, pw), (h, w)
+                if _published_size(h, w, side, m, snap=False) != (ph, pw):
+                    float_floors_low.append((h, w))
             elif h * w >= side**2:  # resized to the area: a side too thin to keep
                 with pytest.raises(ValueError, match="empty side"):
                     T.area_size(h, w, side, m)
             else:  # the published width-first upsampling empties a side; the short side -> m
                 assert min(T.area_size(h, w, side, m)) == m, (h, w)
+    # Where the published floating-point route loses a step (docs/maths/any_resolution.md).
+    assert float_floors_low == [(25, 36), (50, 18), (50, 72)]
 
 
 def test_resize_to_area_reaches_the_size_and_keeps_a_constant_image_constant():
