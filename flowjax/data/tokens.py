@@ -20,8 +20,8 @@ tokens the DiT sees. The batch holds
 FiTv2's released records hold the same information with other conventions: token features in
 (channel, row, column) order and the grid as ``(col, row)``; a loader of its files converts.
 
-Preprocessing (FiTv2's rules, flowjax/docs/maths/any_resolution.md)
---------------------------------------------------------------------
+Preprocessing (FiTv2's rules, docs/maths/any_resolution.md)
+-----------------------------------------------------------
 :func:`area_size` is the size rule for a target side ``S`` (a token budget of ``(S/m)^2``)
 and a multiple ``m`` (the patch in pixels; 16 for an SD-VAE latent with patch 2):
 an image with ``H W >= S^2`` is resized keeping its aspect ratio to area ``S^2``; an image
@@ -203,8 +203,8 @@ def pack_images(
         max_tokens = _check_positive_int(max_tokens, "max_tokens")
     if pad_to_max and max_tokens is None:
         raise ValueError("pad_to_max=True needs max_tokens; pass the length to pad to")
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)  # a fixed-size batch [B, H, W, C]
+    if getattr(images, "ndim", None) == 4:
+        images = list(np.asarray(images))  # a fixed-size batch [B, H, W, C], numpy or jax
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("images must be a non-empty list of [H, W, C] arrays")
     images = [_check_image(im, f"image {i}") for i, im in enumerate(images)]

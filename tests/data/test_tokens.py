@@ -83,6 +83,7 @@ def test_a_fixed_size_batch_packs_to_the_dit_tokens_with_a_full_mask():
     x = np.random.default_rng(1).normal(size=(3, 6, 4, 2)).astype(np.float32)
     batch = T.pack_images(x, P)
     np.testing.assert_array_equal(batch.tokens, np.asarray(patchify(jnp.asarray(x), P)))
+    np.testing.assert_array_equal(T.pack_images(jnp.asarray(x), P).tokens, batch.tokens)
     assert batch.mask.all() and batch.mask.shape == (3, 6)
     per_token = jnp.asarray(batch.tokens) ** 2
     assert float(T.masked_token_mean(per_token, batch.mask)) == pytest.approx(
