@@ -75,6 +75,7 @@ __all__ = [
     "VisionNTK",
     "VisionYaRN",
     "YaRN",
+    "grid_positions",
     "make_position",
     "position_from_spec",
     "register_position",
