@@ -183,6 +183,7 @@ class RoPE(PositionEncoding):
     """
 
     name: ClassVar[str] = "rope"
+    _uses_time: ClassVar[bool] = False  # True: the frequencies follow the sampling time t
     theta: float = 10000.0
     layout: str = "fit"
     train_size: int = 16
@@ -279,8 +280,6 @@ class RoPE(PositionEncoding):
         even, odd = pairs[..., 0], pairs[..., 1]
         out = jnp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
         return out.reshape(x.shape).astype(x.dtype)
-
-    _uses_time: ClassVar[bool] = False
 
     def _grid(self, grid) -> tuple[int, ...]:
         if grid is None:
@@ -385,6 +384,7 @@ class VisionYaRN(YaRN):
 class _NextDiTRule(RoPE):
     """The Next-DiT rules: one scale ``max(sqrt(h w) / train_size, 1)`` for both axes."""
 
+    _uses_time: ClassVar[bool] = True
     layout: str = "nextdit"
 
     def axis_scales(self, grid):
@@ -398,8 +398,6 @@ class _NextDiTRule(RoPE):
                 "data 1) to rotate"
             )
         return jnp.asarray(t)
-
-    _uses_time: ClassVar[bool] = True
 
 
 @dataclasses.dataclass(frozen=True)
