@@ -19,7 +19,8 @@ from flowjax.models import (
     patchify,
     unpatchify,
 )
-from flowjax.models.dit import DiTBlock, sincos_pos_embed_2d
+from flowjax.models.dit import DiTBlock
+from flowjax.models.positions import SinCos2D
 from flowjax.objectives import FlowMatching
 from flowjax.objectives.guidance import cfg_velocity
 from flowjax.training import TrainState, make_train_step
@@ -157,7 +158,7 @@ def test_einops_patchify_equals_the_reshape_form(shape, p):
 
 def test_position_embedding_layout():
     d, gh, gw = 16, 3, 4
-    pos = sincos_pos_embed_2d(d, gh, gw)
+    pos = SinCos2D().table(d, gh, gw)
     assert pos.shape == (gh * gw, d)
     omega = 1.0 / 10000 ** (np.arange(4) / 4.0)
     row, col = 2, 3

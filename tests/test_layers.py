@@ -93,6 +93,7 @@ PLACES: dict[str, tuple[str, ...]] = {
         "flowjax.models.inception",
         "flowjax.models.layers",
         "flowjax.models.mlp",
+        "flowjax.models.positions",
         "flowjax.models.registry",
         "flowjax.models.resize",
         "flowjax.models.unet",

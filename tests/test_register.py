@@ -28,6 +28,7 @@ from tests.training.conftest import tiny_config
 #: (public register function, its table); the function is reached by its public path.
 TABLES = [
     (flowjax.models.register_model, _MODELS),
+    (flowjax.models.register_position, flowjax.models.POSITIONS),
     (flowjax.data.register_source, SOURCES),
     (flowjax.objectives.register_loss, LOSSES),
     (flowjax.search.register_search_method, flowjax.search.METHODS),

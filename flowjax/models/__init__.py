@@ -1,5 +1,6 @@
 """Velocity networks: toy MLPs, a small U-Net, DiT and the multi-stage DiT of Decomposable
-Flow Matching (sharded with logical axis names)."""
+Flow Matching (sharded with logical axis names), and the position encodings transformers use
+(sin-cos tables, RoPE and its extrapolation rules, :mod:`flowjax.models.positions`)."""
 
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
@@ -14,6 +15,13 @@ from flowjax.models.dit import (
 )
 from flowjax.models.layers import ConditioningEmbedding, TimeEmbedding, sinusoidal_embedding
 from flowjax.models.mlp import MLPVelocity, num_params
+from flowjax.models.positions import (
+    POSITIONS,
+    PositionEncoding,
+    make_position,
+    position_from_spec,
+    register_position,
+)
 from flowjax.models.registry import init_params, make_apply_fn, make_model, register_model
 from flowjax.models.unet import UNetVelocity
 
@@ -32,6 +40,11 @@ __all__ = [
     "sinusoidal_embedding",
     "MLPVelocity",
     "UNetVelocity",
+    "PositionEncoding",
+    "POSITIONS",
+    "make_position",
+    "position_from_spec",
+    "register_position",
     "make_model",
     "register_model",
     "make_apply_fn",

@@ -54,10 +54,10 @@ from flowjax.models.dit import (
     _modulate,
     check_flop_part,
     patchify,
-    sincos_pos_embed_2d,
     unpatchify,
 )
 from flowjax.models.layers import ConditioningEmbedding, logical
+from flowjax.models.positions import SinCos2D
 from flowjax.types import Array, Model
 
 _xavier = nn.initializers.xavier_uniform()
@@ -84,7 +84,7 @@ class PatchEmbed(nn.Module):
             param_dtype=self.param_dtype,
             name="proj",
         )(patchify(x, p).astype(self.dtype))
-        tokens = tokens.astype(jnp.float32) + jnp.asarray(sincos_pos_embed_2d(d, h // p, w // p))
+        tokens = tokens.astype(jnp.float32) + jnp.asarray(SinCos2D().table(d, h // p, w // p))
         return nn.with_logical_constraint(tokens, ("batch", "length", "act_embed"))
 
 

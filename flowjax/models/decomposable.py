@@ -47,10 +47,10 @@ from flowjax.models.dit import (
     check_flop_part,
     dit_forward_flops,
     patchify,
-    sincos_pos_embed_2d,
     unpatchify,
 )
 from flowjax.models.layers import TimeEmbedding, check_conditioning, logical
+from flowjax.models.positions import SinCos2D
 from flowjax.types import Model
 
 _xavier = nn.initializers.xavier_uniform()
@@ -160,7 +160,7 @@ class DecomposableDiT(nn.Module, Model):
             tokens = tokens + nn.Dense(
                 d, kernel_init=logical(_xavier, ("patch", "embed")), name=f"x_embed_{s}", **kw
             )(patchify(masked, p_s).astype(dtype)).astype(jnp.float32)
-        tokens = tokens + jnp.asarray(sincos_pos_embed_2d(d, grid_h, grid_w))[None]
+        tokens = tokens + jnp.asarray(SinCos2D().table(d, grid_h, grid_w))[None]
         tokens = nn.with_logical_constraint(tokens, ("batch", "length", "act_embed"))
 
         times = jnp.where(mask > 0, stage_times.astype(jnp.float32), 0.0)

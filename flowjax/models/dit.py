@@ -39,18 +39,17 @@ L (24, 1024, 16), XL (28, 1152, 16) as (depth, width, heads), with patch 2, 4 or
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flowjax.models.attention import attention as fused_attention
 from flowjax.models.attention import check_implementation
 from flowjax.models.layers import ConditioningEmbedding, logical
+from flowjax.models.positions import SinCos2D
 from flowjax.types import Array, Model
 
 DIT_PRESETS: dict[str, dict[str, int]] = {
@@ -90,21 +89,6 @@ def unpatchify(tokens_btf: Array, p: int, h: int, w: int) -> Array:
     return einops.rearrange(
         tokens_btf, "b (gh gw) (ph pw c) -> b (gh ph) (gw pw) c", gh=h // p, ph=p, pw=p
     )
-
-
-@functools.lru_cache(maxsize=32)
-def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
-    """The fixed MAE 2-D position embedding ``[grid_h * grid_w, dim]`` (float32, row-major)."""
-    if dim % 4:
-        raise ValueError(f"the 2-D sin-cos position embedding needs width % 4 == 0; got {dim}")
-    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
-
-    def axis(pos):
-        args = pos.reshape(-1)[:, None] * omega[None, :]
-        return np.concatenate([np.sin(args), np.cos(args)], axis=1)
-
-    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
-    return np.concatenate([axis(cols), axis(rows)], axis=1).astype(np.float32)
 
 
 def _per_token(a: Array) -> Array:
@@ -309,7 +293,7 @@ class DiT(nn.Module, Model):
         tokens = nn.Dense(
             d, kernel_init=logical(_xavier, ("patch", "embed")), name="x_embed", **kw
         )(patchify(x, p).astype(dtype))
-        pos = sincos_pos_embed_2d(d, h // p, w // p)
+        pos = SinCos2D().table(d, h // p, w // p)
         tokens = tokens.astype(jnp.float32) + jnp.asarray(pos)[None]
         tokens = nn.with_logical_constraint(tokens, ("batch", "length", "act_embed"))
 
