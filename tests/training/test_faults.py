@@ -170,7 +170,8 @@ def test_bit_flip_in_a_checkpoint_falls_back_to_the_previous_one(run_copy, caplo
     with caplog.at_level(logging.WARNING):
         _, _, _, step = load_run(str(run_copy))
     assert step == 10 and sorted(os.listdir(run_copy / "checkpoints")) == ["10", "20"]
-    assert "step 20" in caplog.text and "checksum mismatch" in caplog.text
+    assert "step 20" in caplog.text  # a checksum mismatch, or unreadable where the flip hit
+    assert "checksum mismatch" in caplog.text or "unreadable" in caplog.text  # compressed data
     assert "the checkpoint at step 10" in caplog.text and "bound method" not in caplog.text
 
     caplog.clear()
