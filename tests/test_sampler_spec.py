@@ -124,7 +124,7 @@ def test_malformed_strings_fail_before_any_objective_is_asked(spec, message):
 
 
 def test_a_declaration_is_all_a_new_option_needs():
-    from flowjax.solvers.spec import SamplerOption
+    from flowjax.types import SamplerOption
 
     declared = {"scale": SamplerOption("noise_scale", help="scale of the starting noise")}
     pieces, options = parse_eval_spec("euler:4@scale=0.5")

@@ -51,9 +51,8 @@ from flowjax import spec
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.objectives import guidance, losses
 from flowjax.objectives.flow_matching import binned_means
-from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids
-from flowjax.types import ApplyFn, Array, Metrics, Objective, check_same_structure
+from flowjax.types import ApplyFn, Array, Metrics, Objective, SamplerOption, check_same_structure
 
 STAGES = ("velocity", "frn")
 

@@ -48,9 +48,8 @@ import numpy as np
 from flowjax import pyramid, solvers, spec
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.objectives import guidance
-from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids, laws
-from flowjax.types import ApplyFn, Array, Metrics, Objective
+from flowjax.types import ApplyFn, Array, Metrics, Objective, SamplerOption
 
 # Solvers whose step uses the velocity only as the right-hand side of an ODE, so they can
 # integrate a phase over its own clock u (DPM-Solver++ and the SDE, learned and flow-map

@@ -16,8 +16,8 @@ import jax
 
 from flowjax import solvers
 from flowjax.objectives import FlowMatching, register_objective
-from flowjax.solvers.spec import SamplerOption
 from flowjax.time import grids
+from flowjax.types import SamplerOption
 
 
 @dataclasses.dataclass(frozen=True)
