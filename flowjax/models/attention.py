@@ -1,9 +1,16 @@
 """Multi-head attention through a fused kernel, with a forward-mode (JVP) rule.
 
-    O = attention(Q, K, V)      Q, K, V, O: [B, T, H, Dh]  (batch, tokens, heads, head width)
+    O = attention(Q, K, V, key_mask=M, scale=s)
+    Q, O: [B, T, H, Dh]   K, V: [B, S, G, Dh]   M: [B, S] bool   (G divides H)
 
-per head ``O = softmax(S) V`` with logits ``S = s Q K^T``, ``s = 1 / sqrt(Dh)``, the softmax
-over the key axis. The primal is :func:`jax.nn.dot_product_attention` with the requested
+per head ``O = softmax(S) V`` with logits ``S = s Q K^T`` (``s = 1 / sqrt(Dh)`` unless given),
+the softmax over the key axis. Keys with ``M = False`` (padding of a mixed-size batch) take no
+part: their logits are ``-inf`` before the softmax, so a query's output is the same whatever
+the padded keys hold and however many there are (every row must keep one valid key). With
+fewer key/value heads than query heads (grouped-query attention, ``G < H``), query head ``h``
+reads key/value head ``h // (H / G)``, JAX's grouping.
+
+The primal is :func:`jax.nn.dot_product_attention` with the requested
 ``implementation`` (``"xla"``: plain XLA ops, any backend; ``"cudnn"``: cuDNN's fused
 flash-attention kernel on NVIDIA GPUs, float16/bfloat16 only; ``None``: JAX's choice).
 
@@ -59,25 +66,42 @@ def check_implementation(implementation) -> None:
         )
 
 
-def _probs(q: Array, k: Array) -> Array:
-    """``P = softmax(s Q K^T)`` in float32: ``[B, T, H, Dh] x2 -> [B, H, T, S]``."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
+def _scale(q: Array, scale: float | None) -> float:
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+
+
+def _expand_heads(q: Array, *kv: Array) -> tuple[Array, ...]:
+    """Key/value arrays ``[B, S, G, Dh]`` repeated to the ``H`` query heads (each ``H/G``
+    times, consecutively: query head ``h`` reads ``h // (H/G)``)."""
+    reps = q.shape[2] // kv[0].shape[2]
+    return tuple(jnp.repeat(a, reps, axis=2) if reps > 1 else a for a in kv)
+
+
+def _probs(q: Array, k: Array, key_mask: Array | None = None, scale=None) -> Array:
+    """``P = softmax(s Q K^T)`` in float32 over the unmasked keys: ``-> [B, H, T, S]``."""
+    (k,) = _expand_heads(q, k)
     logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
-    return jax.nn.softmax(scale * logits, axis=-1)
+    logits = _scale(q, scale) * logits
+    if key_mask is not None:
+        logits = jnp.where(key_mask[:, None, None, :], logits, -jnp.inf)
+    return jax.nn.softmax(logits, axis=-1)
 
 
-def reference_attention(q: Array, k: Array, v: Array) -> Array:
+def reference_attention(
+    q: Array, k: Array, v: Array, *, key_mask: Array | None = None, scale=None
+) -> Array:
     """Plain attention ``softmax(s Q K^T) V`` in float32 (the definition; any transformation)."""
-    p = _probs(q, k)
+    p = _probs(q, k, key_mask, scale)
+    (v,) = _expand_heads(q, v)
     return jnp.einsum("bhts,bshd->bthd", p, v.astype(jnp.float32)).astype(v.dtype)
 
 
-def attention_tangent(q, k, v, o, dq, dk, dv) -> Array:
+def attention_tangent(q, k, v, o, dq, dk, dv, key_mask=None, scale=None) -> Array:
     """``dO = (P * dS) V - c O + P dV`` (module docstring) for primal ``O`` and tangents."""
     f32 = jnp.float32
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    p = _probs(q, k)
-    ds = scale * (
+    p = _probs(q, k, key_mask, scale)
+    k, v, dk, dv = _expand_heads(q, k, v, dk, dv)
+    ds = _scale(q, scale) * (
         jnp.einsum("bthd,bshd->bhts", dq, k, preferred_element_type=f32)
         + jnp.einsum("bthd,bshd->bhts", q, dk, preferred_element_type=f32)
     )
@@ -94,32 +118,64 @@ def attention_tangent(q, k, v, o, dq, dk, dv) -> Array:
     return out.astype(o.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _attention_with_rule(q, k, v, implementation):
-    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+def _fused(q, k, v, key_mask, implementation, scale):
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, scale=scale, implementation=implementation
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _attention_with_rule(q, k, v, key_mask, implementation, scale):
+    return _fused(q, k, v, key_mask, implementation, scale)
 
 
 @_attention_with_rule.defjvp
-def _attention_jvp(implementation, primals, tangents):
-    q, k, v = primals
-    dq, dk, dv = tangents  # zeros are instantiated (symbolic_zeros=False)
-    o = _attention_with_rule(q, k, v, implementation)
-    return o, attention_tangent(q, k, v, o, dq, dk, dv)
+def _attention_jvp(implementation, scale, primals, tangents):
+    q, k, v, key_mask = primals
+    dq, dk, dv, _ = tangents  # zeros are instantiated (symbolic_zeros=False); the mask is bool
+    o = _attention_with_rule(q, k, v, key_mask, implementation, scale)
+    return o, attention_tangent(q, k, v, o, dq, dk, dv, key_mask, scale)
 
 
-def attention(q: Array, k: Array, v: Array, *, implementation=None, jvp_rule: bool = False):
-    """``softmax(Q K^T / sqrt(Dh)) V`` for ``[B, T, H, Dh]`` inputs (module docstring).
+def attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    *,
+    key_mask: Array | None = None,
+    scale: float | None = None,
+    implementation=None,
+    jvp_rule: bool = False,
+):
+    """``softmax(s Q K^T) V`` (module docstring): ``q [B, T, H, Dh]``, ``k, v [B, S, G, Dh]``.
 
+    ``key_mask [B, S]`` (bool) hides padded keys; ``scale`` is the logit scale (default
+    ``1/sqrt(Dh)``); ``G`` key/value heads serve ``H`` query heads when ``G`` divides ``H``.
     ``implementation`` is passed to :func:`jax.nn.dot_product_attention`; ``jvp_rule=True``
     wraps it in the ``custom_jvp`` rule so forward-mode differentiation works (and keeps the
     fused forward) for every implementation.
     """
     check_implementation(implementation)
-    if q.ndim != 4 or q.shape != k.shape or k.shape != v.shape:
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4:
         raise ValueError(
-            f"attention takes q, k, v of one shape [B, T, heads, head_dim]; got "
-            f"{q.shape}, {k.shape}, {v.shape}"
+            f"attention takes q [B, T, heads, head_dim] and k, v of one shape [B, S, kv_heads, "
+            f"head_dim]; got {q.shape}, {k.shape}, {v.shape}"
         )
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.shape[2] % k.shape[2]:
+        raise ValueError(
+            f"q {q.shape} and k, v {k.shape} must share batch and head_dim, and the key/value "
+            f"heads must divide the query heads"
+        )
+    if key_mask is not None:
+        key_mask = jnp.asarray(key_mask)
+        if key_mask.shape != k.shape[:2] or key_mask.dtype != jnp.bool_:
+            raise ValueError(
+                f"key_mask must be bool [B, S] = {k.shape[:2]} (True at valid keys); got "
+                f"{key_mask.dtype} {key_mask.shape}"
+            )
+    if scale is not None:
+        scale = float(scale)
     if jvp_rule:
-        return _attention_with_rule(q, k, v, implementation)
-    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        return _attention_with_rule(q, k, v, key_mask, implementation, scale)
+    return _fused(q, k, v, key_mask, implementation, scale)
