@@ -85,6 +85,7 @@ PLACES: dict[str, tuple[str, ...]] = {
     ),
     "models": (
         "flowjax.models",
+        "flowjax.models.anyres",
         "flowjax.models.attention",
         "flowjax.models.blockwise",
         "flowjax.models.decomposable",
