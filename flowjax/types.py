@@ -157,6 +157,9 @@ class Model:
       forward pass on one example, or ``None`` when unknown (no MFU is then reported).
       ``part`` names a sub-network for models that hold several (blockwise features).
     - ``num_tokens(element_shape)``: tokens one example becomes (transformers), or ``None``.
+
+    Optional: ``variant_fields(variant) -> dict`` (a static method) makes config
+    ``model.variant="XL/2"`` fill the fields of a published size (absent: no variants).
     """
 
     def check_input(self, shape: tuple[int, ...]) -> None:

@@ -285,7 +285,7 @@ def test_make_model_builds_dit_variants_and_rejects_bad_input():
     assert (model.depth, model.hidden_size, model.num_heads, model.patch_size) == (3, 768, 12, 4)
     with pytest.raises(ValueError, match="unknown DiT variant"):
         make_model(ml_collections.ConfigDict(dict(name="dit", variant="XXL/2")))
-    with pytest.raises(ValueError, match="'variant' is a DiT option"):
+    with pytest.raises(ValueError, match="model 'mlp' has no variants"):
         make_model(ml_collections.ConfigDict(dict(name="mlp", variant="S/2")))
     with pytest.raises(ValueError, match="not divisible by patch_size=4"):
         DiT(**dict(TINY, patch_size=4)).init(KEY, jnp.zeros((1, 6, 6, 1)), jnp.zeros((1,)))

@@ -243,6 +243,8 @@ class DiT(nn.Module, Model):
     attention: str | None = "xla"
     attention_jvp_rule: bool | None = None
 
+    variant_fields = staticmethod(dit_variant)  # config ``model.variant="XL/2"``
+
     def forward_flops(self, element_shape: tuple[int, ...], part: str = "full") -> float:
         """:func:`dit_forward_flops` of this network for one image of ``element_shape``."""
         check_flop_part(part, ("full",))

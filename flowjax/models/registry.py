@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
-from flowjax.models.dit import DiT, dit_variant
+from flowjax.models.dit import DiT
 from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
 from flowjax.registry import Registry
@@ -52,8 +52,9 @@ def make_model(
     ``num_classes`` (from the data set, when ``cfg.conditional``) and ``use_end_time`` (from
     the objective) are decided by the caller, not the config, so they cannot disagree.
 
-    ``name="dit"`` also takes ``variant`` (``"S/2"`` ... ``"XL/8"``), which fills depth,
-    width, heads and patch size; fields given next to it override the preset.
+    ``variant`` (``"XL/2"``) fills the fields of a published size for a network that declares
+    ``variant_fields(variant) -> dict`` (the DiT: depth, width, heads and patch size); fields
+    given next to it override the preset.
     """
     cfg = dict(cfg)
     name = cfg.pop("name")
@@ -61,9 +62,10 @@ def make_model(
     cls = _MODELS[name]
     variant = cfg.pop("variant", None)
     if variant is not None:
-        if name != "dit":
-            raise ValueError(f"model {name!r} has no variants; 'variant' is a DiT option")
-        cfg = {**dit_variant(variant), **cfg}
+        fields_of = getattr(cls, "variant_fields", None)
+        if fields_of is None:
+            raise ValueError(f"model {name!r} has no variants; drop model.variant")
+        cfg = {**fields_of(variant), **cfg}
     if conditional and num_classes is None:
         raise ValueError(
             "model.conditional=True needs a data set with class labels (label in the array "
