@@ -186,7 +186,7 @@ def test_each_image_of_a_mixed_batch_gets_its_output_alone(params):
         assert_equal_up_to_rounding(np.asarray(out[i, :n]), alone_tokens)
 
 
-def test_zero_init_gives_exactly_zero_output(ref):
+def test_zero_init_gives_exactly_zero_output_and_identity_blocks(ref):
     x, t, y, kw = _mixed(ref)
     model = _net()
     params = nn.meta.unbox(jax.jit(functools.partial(model.init, **kw))(KEY, x, t, y))["params"]
@@ -194,6 +194,13 @@ def test_zero_init_gives_exactly_zero_output(ref):
     assert float(jnp.max(jnp.abs(out))) == 0.0
     images = jnp.ones((2, 6, 4, C))
     assert float(jnp.max(jnp.abs(_apply()(params, images, t[:2], y[:2])))) == 0.0
+    # Every block is the identity: the tokens after each block are the embedded tokens.
+    _, feats = jax.jit(functools.partial(make_apply_fn(model), capture=("feature_0", "feature_1")))(
+        params, x, t, y, **kw
+    )
+    embed = params["x_embed"]
+    np.testing.assert_array_equal(feats["feature_0"], feats["feature_1"])
+    assert_equal_up_to_rounding(feats["feature_0"], x @ embed["kernel"] + embed["bias"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,27 +275,28 @@ def _xla_flops(fn, *args, **kw):
 
 
 def test_flops_count_the_valid_tokens_of_each_image():
-    """The closed form against XLA's count for image batches of two sizes; a padded mixed
-    batch costs XLA its padded length, while the closed form counts each image's own tokens."""
-    model = FiTv2(patch_size=2, hidden_size=128, depth=1, num_heads=2, lora_rank=32)
+    """The closed form against XLA's count for image batches of two sizes (at this width the
+    attention's ``T^2`` term is 10-14% of the total, the element-wise work XLA also counts
+    about 5%); a padded mixed batch costs XLA its padded length, while the closed form counts
+    each image's own tokens."""
+    model = FiTv2(patch_size=2, hidden_size=64, depth=1, num_heads=2, lora_rank=16)
     apply = make_apply_fn(model)
     t = jnp.zeros((1,))
-    shapes = [(8, 8, C), (4, 12, C)]
+    shapes = [(16, 16, C), (8, 24, C)]
     for shape in shapes:
         x = jnp.zeros((1, *shape))
         params = nn.meta.unbox(jax.eval_shape(model.init, KEY, x, t))["params"]
         ratio = _xla_flops(apply, params, x, t) / model.forward_flops(shape)
-        assert 1.0 <= ratio < 1.05, (shape, ratio)
-    # Two images packed to the longer one's 16 tokens: XLA's count is that of two 16-token
+        assert 1.0 <= ratio < 1.08, (shape, ratio)
+    # Two images packed to the longer one's 64 tokens: XLA's count is that of two 64-token
     # images; the closed form (the useful work) is the sum of the images' own counts.
     batch = pack_images([np.zeros(s, np.float32) for s in shapes], P)
     kw = dict(mask=jnp.asarray(batch.mask), positions=jnp.asarray(batch.positions))
     x2, t2 = jnp.asarray(batch.tokens), jnp.zeros((2,))
     padded = _xla_flops(apply, params, x2, t2, **kw)
     useful = sum(model.forward_flops(s) for s in shapes)
-    assert 1.0 <= padded / (2 * model.forward_flops(shapes[0])) < 1.05
-    assert model.forward_flops(shapes[1]) < model.forward_flops(shapes[0])
-    assert padded > useful and model.num_tokens(shapes[1]) == 12
+    assert 1.0 <= padded / (2 * model.forward_flops(shapes[0])) < 1.08
+    assert padded > useful and model.num_tokens(shapes[1]) == 48
 
 
 # ---------------------------------------------------------------------------------------------
