@@ -169,6 +169,8 @@ class Experiment:
             )
         if data is None and not self.objective.data_free:
             _check_batch_keys(self.objective, self.data, config)
+        if not self.objective.data_free:
+            _check_token_batches(self.objective, self.data, config)
         self.average_velocity = bool(self.objective.average_velocity)
 
         def make(use_end_time: bool):
@@ -295,10 +297,16 @@ class Experiment:
         a pure function of the step, e.g. the 2-D toys), saving a dispatch and a transfer."""
         return not self.data_free and data_lib.device_batch_fn(self.data) is not None
 
-    def batches(self, start_step: int):
+    @property
+    def token_batches(self) -> bool:
+        """The data gives mixed-size token batches (``"mask"``, ``"positions"``)."""
+        return not self.data_free and "mask" in data_lib.batch_keys_of(self.data)
+
+    def batches(self, start_step: int, on_local=None):
         """Global batches ``start_step, start_step + 1, ...`` for :meth:`jit_train_step`'s step
         (``None`` placeholders when the step generates its own data; one device batch of
-        zeros, reused, for data-free objectives)."""
+        zeros, reused, for data-free objectives). ``on_local(batch)`` (optional) sees each
+        process-local numpy batch first (the training loop counts token batches' FLOPs)."""
         if self.fuse_data:
             while True:
                 yield None
@@ -310,6 +318,8 @@ class Experiment:
             while True:
                 yield zeros
         for local in self.data.iterator(start_step):
+            if on_local is not None:
+                on_local(local)
             yield self.global_batch(local)
 
     def global_batch(self, local_batch: dict) -> dict:
@@ -344,6 +354,19 @@ def _check_batch_keys(objective: Any, source: Any, config: Any) -> None:
         )
 
 
+def _check_token_batches(objective: Any, source: Any, config: Any) -> None:
+    """Refuse, before compiling, an objective that does not declare mixed-size token batches
+    (``optional_batch_keys``) for a source whose batches carry a ``"mask"``."""
+    given = data_lib.batch_keys_of(source)
+    if "mask" in given and "mask" not in (*objective.batch_keys, *objective.optional_batch_keys):
+        name = config.objective.get("name", type(objective).__name__)
+        raise ValueError(
+            f"objective {name!r} does not train on mixed-size token batches (the data gives "
+            f"{list(given)}); use objective.name='flow_matching', which does, or data of one "
+            "fixed size"
+        )
+
+
 def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
     """``tx`` for every top-level parameter group except ``frozen`` ones, which never change
     and keep no optimizer state."""
@@ -359,12 +382,22 @@ def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def load_run(workdir: str, *, num_samples: int | None = None):
+def load_run(
+    workdir: str,
+    *,
+    num_samples: int | None = None,
+    model_fields: dict[str, Any] | None = None,
+    eval_fields: dict[str, Any] | None = None,
+):
     """``(config, experiment, ema_params, step)`` of the newest verified checkpoint in
     ``workdir`` (read only: a checkpoint that fails is skipped with a warning, never moved).
 
     The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
     stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
+    ``model_fields`` / ``eval_fields`` replace fields of the stored ``model`` / ``eval``
+    sections for this load only (sampling a trained network with another rotary rule,
+    ``{"rope": "visionyarn"}``, or guiding other channels); a model field the run's network
+    does not have is refused, naming it. The weights are the trained ones either way.
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     path = os.path.join(workdir, "config.json")
@@ -374,6 +407,23 @@ def load_run(workdir: str, *, num_samples: int | None = None):
     if isinstance(stored.get("objective", None), dict):  # a run trained with the retired form
         stored["objective"] = upgrade_time_sampler(stored["objective"])
     config = ml_collections.ConfigDict(stored)
+    for key in model_fields or {}:
+        name = config.model.get("name")
+        if key not in models.model_class(name).__dataclass_fields__:
+            raise ValueError(
+                f"the network of this run (model {name!r}) has no field {key!r}; "
+                + (
+                    "a rotary spec is for any-resolution transformers (fitv2, nextdit)"
+                    if key == "rope"
+                    else "drop the override"
+                )
+            )
+    # Whole sections replaced: a stored field of another type (a list given as text) is no
+    # obstacle to the override.
+    if model_fields:
+        config.model = ml_collections.ConfigDict({**config.model.to_dict(), **model_fields})
+    if eval_fields:
+        config.eval = ml_collections.ConfigDict({**config.eval.to_dict(), **eval_fields})
     if num_samples is not None:
         if int(num_samples) < 1:
             raise ValueError(f"num_samples={num_samples}: must be >= 1")
