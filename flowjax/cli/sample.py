@@ -88,6 +88,12 @@ flags.DEFINE_string(
     "Rotary spec replacing the network's model.rope for this sampling, e.g. 'visionyarn' or "
     "'ntk,theta=1e4' (any-resolution transformers only; no retraining).",
 )
+flags.DEFINE_integer(
+    "max_tokens",
+    None,
+    "Replace the network's model.max_tokens for this sampling (needed to sample a token grid "
+    "larger than the training cap, e.g. twice the trained side).",
+)
 flags.DEFINE_string(
     "guidance_channels",
     None,
@@ -129,6 +135,7 @@ def main(argv):
             height=FLAGS.height,
             width=FLAGS.width,
             rope=FLAGS.rope,
+            max_tokens=FLAGS.max_tokens,
             guidance_channels=FLAGS.guidance_channels,
         )
     except ValueError as err:

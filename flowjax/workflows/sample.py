@@ -60,6 +60,7 @@ def run_sampling(
     width: int | None = None,
     rope: str | None = None,
     guidance_channels: Any = None,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Everything ``flowjax sample`` does; returns the report written to ``<label>.json``.
 
@@ -72,12 +73,14 @@ def run_sampling(
     network that takes it (an any-resolution transformer at any multiple of its patch; a
     network whose weights fix the size is refused); the data-based scores are then skipped.
     ``rope`` replaces the network's ``model.rope`` spec (its rotary extrapolation rule) for this
-    sampling only, and ``guidance_channels`` the ``eval.guidance_channels`` of the run.
+    sampling only, ``max_tokens`` its ``model.max_tokens`` (the longest token sequence it
+    accepts: raise it to sample a grid larger than the training cap), and ``guidance_channels``
+    the ``eval.guidance_channels`` of the run.
     """
     stage_done = on_stage or (lambda name: None)
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    options = SampleOptions(height, width, rope, guidance_channels)
+    options = SampleOptions(height, width, rope, guidance_channels, max_tokens)
     if spec is not None:
         return _run_spec(
             workdir,
@@ -173,6 +176,7 @@ class SampleOptions:
     width: int | None = None
     rope: str | None = None
     guidance_channels: Any = None
+    max_tokens: int | None = None
 
     def __post_init__(self):
         if (self.height is None) != (self.width is None):
@@ -182,6 +186,10 @@ class SampleOptions:
                 raise ValueError(f"--height and --width must be positive ints; got {side!r}")
         if self.rope is not None:
             parse_spec(self.rope, kind="rotary position encoding", example="visionyarn")
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or self.max_tokens < 1
+        ):
+            raise ValueError(f"--max_tokens must be a positive int; got {self.max_tokens!r}")
         if self.guidance_channels is not None:
             object.__setattr__(self, "guidance_channels", validate_channels(self.guidance_channels))
 
@@ -201,8 +209,14 @@ class SampleOptions:
         parts += [] if self.rope is None else [f"rope={self.rope}"]
         return "".join(f", {p}" for p in parts)
 
+    @property
+    def model_fields(self) -> dict[str, Any] | None:
+        """The ``model`` fields this sampling replaces (None: none)."""
+        fields = {"rope": self.rope, "max_tokens": self.max_tokens}
+        return {k: v for k, v in fields.items() if v is not None} or None
+
     def report(self) -> dict[str, Any]:
-        out = {} if self.rope is None else {"rope": self.rope}
+        out = self.model_fields or {}
         if self.guidance_channels is not None:
             out["guidance_channels"] = list(self.guidance_channels)
         return out
@@ -212,7 +226,7 @@ class SampleOptions:
         config, exp, params, step = load_run(
             workdir,
             num_samples=num_samples,
-            model_fields=None if self.rope is None else {"rope": self.rope},
+            model_fields=self.model_fields,
             eval_fields=(
                 None
                 if self.guidance_channels is None

@@ -152,6 +152,9 @@ def test_a_token_run_samples_any_size_and_any_rotary_rule(token_run):
     np.testing.assert_allclose(
         np.load(same["files"][1])["x"], np.load(trained["files"][1])["x"], atol=1e-4
     )
+    # Beyond the run's cap of 64 tokens only when asked; the override is reported.
+    big = _sample(workdir, height=18, width=18, max_tokens=81)
+    assert big["max_tokens"] == 81 and np.load(big["files"][1])["x"].shape == (4, 18, 18, 1)
     plain = np.load(_sample(workdir, height=16, width=16)["files"][1])["x"]
     ntk = np.load(_sample(workdir, height=16, width=16, rope="ntk")["files"][1])["x"]
     assert np.abs(ntk - plain).max() > 1e-2
@@ -168,6 +171,8 @@ def test_sampling_options_are_checked_before_any_work(token_run, tmp_path):
         _sample(workdir, height=9, width=8)
     with pytest.raises(ValueError, match="more than max_tokens=64"):
         _sample(workdir, height=18, width=18)
+    with pytest.raises(ValueError, match="max_tokens must be a positive int"):
+        _sample(workdir, height=18, width=18, max_tokens=0)
     with pytest.raises(ValueError, match="unknown"):
         _sample(workdir, rope="nope")
     # A network without a rope field: refused from its config.json, before anything is loaded.
