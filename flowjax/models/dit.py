@@ -169,16 +169,61 @@ class DiTBlock(nn.Module):
 
 
 class _ScanBody(nn.Module):
-    """:class:`DiTBlock` as a scan body: ``(x, c) -> (x', x' or None)``."""
+    """A transformer block as a scan body: ``(x, *rest) -> (x', x' or None)``."""
 
     block: Any  # the (possibly rematerialised) block class
     kwargs: Any
     collect: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, c: Array):
-        x = self.block(**dict(self.kwargs), name="block")(x, c)
+    def __call__(self, x: Array, *rest):
+        x = self.block(**dict(self.kwargs), name="block")(x, *rest)
         return x, (x if self.collect else None)
+
+
+def run_blocks(
+    parent: nn.Module,
+    block_cls: type,
+    block_kw: dict,
+    tokens: Array,
+    *rest,
+    depth: int,
+    remat: bool,
+    remat_policy: str,
+    scan_blocks: bool,
+) -> Array:
+    """``depth`` blocks ``block_cls(**block_kw)(tokens, *rest)`` in sequence, called from the
+    compact ``__call__`` of ``parent``; the output of block ``i`` is sown as ``feature_{i}``.
+
+    ``remat`` rematerialises each block (``remat_policy`` a ``jax.checkpoint_policies``
+    name). ``scan_blocks`` compiles one block and scans it over depth: parameters stacked on a
+    leading ``"layers"`` axis under ``blocks/block`` (else ``block_{i}``), ``rest`` broadcast
+    to every block; features are collected as the scan's outputs only when intermediates are
+    being captured.
+    """
+    block = block_cls
+    if remat:
+        policy = getattr(jax.checkpoint_policies, remat_policy)
+        block = nn.remat(block_cls, policy=policy, prevent_cse=not scan_blocks)
+    if not scan_blocks:
+        for i in range(depth):
+            tokens = block(name=f"block_{i}", **block_kw)(tokens, *rest)
+            parent.sow("intermediates", f"feature_{i}", tokens)
+        return tokens
+    collect = parent.is_mutable_collection("intermediates")
+    blocks = nn.scan(
+        _ScanBody,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast,) * len(rest),
+        length=depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(block, tuple(block_kw.items()), collect, name="blocks")
+    tokens, features = blocks(tokens, *rest)
+    if collect:
+        for i in range(depth):
+            parent.sow("intermediates", f"feature_{i}", features[i])
+    return tokens
 
 
 REMAT_POLICIES = (
@@ -322,31 +367,17 @@ class DiT(nn.Module, Model):
             attention_jvp_rule=jvp_rule,
             **kw,
         )
-        block = DiTBlock
-        if self.remat:
-            policy = getattr(jax.checkpoint_policies, self.remat_policy)
-            block = nn.remat(DiTBlock, policy=policy, prevent_cse=not self.scan_blocks)
-        if self.scan_blocks:
-            # One block body, scanned over depth: parameters stacked on a leading "layers"
-            # axis, one compiled block whatever the depth. Features are collected as the scan's
-            # outputs only when intermediates are being captured.
-            collect = self.is_mutable_collection("intermediates")
-            blocks = nn.scan(
-                _ScanBody,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
-                in_axes=(nn.broadcast,),
-                length=self.depth,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(block, tuple(block_kw.items()), collect, name="blocks")
-            tokens, features = blocks(tokens, cond_emb)
-            if collect:
-                for i in range(self.depth):
-                    self.sow("intermediates", f"feature_{i}", features[i])
-        else:
-            for i in range(self.depth):
-                tokens = block(name=f"block_{i}", **block_kw)(tokens, cond_emb)
-                self.sow("intermediates", f"feature_{i}", tokens)
+        tokens = run_blocks(
+            self,
+            DiTBlock,
+            block_kw,
+            tokens,
+            cond_emb,
+            depth=self.depth,
+            remat=self.remat,
+            remat_policy=self.remat_policy,
+            scan_blocks=self.scan_blocks,
+        )
 
         c_out = 2 * c if self.learn_sigma else c
         mod = nn.Dense(

@@ -11,6 +11,7 @@ from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import DiT
 from flowjax.models.mlp import MLPVelocity
+from flowjax.models.nextdit import NextDiT
 from flowjax.models.unet import UNetVelocity
 from flowjax.registry import Registry
 from flowjax.spec import check_keys
@@ -42,6 +43,7 @@ register_model("unet", UNetVelocity)
 register_model("dit", DiT)
 register_model("decomposable_dit", DecomposableDiT)
 register_model("blockwise", BlockwiseFlowNet)
+register_model("nextdit", NextDiT)
 
 
 def make_model(
