@@ -215,16 +215,28 @@ def test_each_image_of_a_mixed_batch_gets_the_output_it_gets_alone():
 
 
 def test_grouped_query_attention_equals_multi_head_with_repeated_key_value_weights():
+    """4 query heads on 2 key/value heads (query head h reads head h // 2) = 4 heads whose
+    key/value weights repeat each group's twice, consecutively."""
+    gqa = NET.clone(hidden_size=32, num_heads=4, num_kv_heads=2)
+    key = jax.random.key(2, impl="unsafe_rbg")
+    params = flax.linen.unbox(jax.jit(gqa.init)(key, X, T, **CONTEXT))["params"]
+    rng = np.random.default_rng(3)  # every weight moved, so gates and zero layers matter
+    params = jax.tree_util.tree_map(
+        lambda a: np.float32(a + 0.3 * rng.normal(size=a.shape)), params
+    )
+
     def repeat(blk):
         blk = dict(blk)
         for name in ("k", "v", "ky", "vy"):
-            blk[name] = {"kernel": np.repeat(blk[name]["kernel"], 3, axis=1)}
+            blk[name] = {"kernel": np.repeat(blk[name]["kernel"], 2, axis=1)}
         for name in ("k_norm", "ky_norm"):
-            blk[name] = {k: np.repeat(v, 3, axis=0) for k, v in blk[name].items()}
+            blk[name] = {k: np.repeat(v, 2, axis=0) for k, v in blk[name].items()}
         return blk
 
-    out = _apply(_with(PARAMS, repeat), X, T, net=NET.clone(num_kv_heads=3), **CONTEXT)
-    np.testing.assert_allclose(out, FIXTURE["out_plain"], **TOL)
+    grouped = _apply(params, X, T, net=gqa, **CONTEXT)
+    full = _apply(_with(params, repeat), X, T, net=gqa.clone(num_kv_heads=4), **CONTEXT)
+    assert np.abs(grouped).max() > 0.1
+    np.testing.assert_allclose(grouped, full, **TOL)
 
 
 def test_proportional_attention_is_the_plain_scale_at_the_training_size():
