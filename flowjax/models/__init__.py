@@ -1,5 +1,5 @@
 """Velocity networks: toy MLPs, a small U-Net, DiT, the multi-stage DiT of Decomposable
-Flow Matching and the any-resolution FiTv2 (sharded with logical axis names), and the position
+Flow Matching and the any-resolution FiTv2 and Next-DiT (sharded with logical axis names), and the position
 encodings transformers use (sin-cos tables, RoPE and its extrapolation rules,
 :mod:`flowjax.models.positions`)."""
 
@@ -17,6 +17,7 @@ from flowjax.models.dit import (
 from flowjax.models.fitv2 import FiTv2, fitv2_forward_flops, fitv2_variant
 from flowjax.models.layers import ConditioningEmbedding, TimeEmbedding, sinusoidal_embedding
 from flowjax.models.mlp import MLPVelocity, num_params
+from flowjax.models.nextdit import NextDiT, nextdit_variant
 from flowjax.models.positions import (
     POSITIONS,
     PositionEncoding,
@@ -46,6 +47,8 @@ __all__ = [
     "FiTv2",
     "fitv2_variant",
     "fitv2_forward_flops",
+    "NextDiT",
+    "nextdit_variant",
     "ConditioningEmbedding",
     "TimeEmbedding",
     "sinusoidal_embedding",
