@@ -1,7 +1,7 @@
 """Velocity networks: toy MLPs, a small U-Net, DiT, the multi-stage DiT of Decomposable
-Flow Matching and the any-resolution FiTv2 and Next-DiT (sharded with logical axis names), and the position
-encodings transformers use (sin-cos tables, RoPE and its extrapolation rules,
-:mod:`flowjax.models.positions`)."""
+Flow Matching and the any-resolution FiTv2 and Next-DiT (sharded with logical axis names),
+and the position encodings transformers use (sin-cos tables, RoPE and its extrapolation
+rules, :mod:`flowjax.models.positions`)."""
 
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
