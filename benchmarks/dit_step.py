@@ -51,7 +51,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _child(devices: int, steps: int, batch: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from flowjax.config_files import load_config
@@ -88,16 +87,7 @@ def _child(devices: int, steps: int, batch: int) -> dict:
     steady = float(np.median(times[1:]))
 
     # This CPU's dense float32 matmul throughput, measured the same way (jit, steady calls).
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(mm(a))
-    best = float("inf")
-    for _ in range(10):  # best of 10: the least disturbed call on a shared machine
-        t0 = time.perf_counter()
-        jax.block_until_ready(mm(a))
-        best = min(best, time.perf_counter() - t0)
-    matmul_flops = 2 * n**3 / best
+    matmul_flops = measured_matmul_flops()
 
     cost = exp.step_cost()
     rates = cost.rates(steady, jax.device_count(), matmul_flops / jax.device_count())
@@ -112,6 +102,23 @@ def _child(devices: int, steps: int, batch: int) -> dict:
         measured_matmul_flops=matmul_flops,
         **rates,
     )
+
+
+def measured_matmul_flops(n: int = 2048, calls: int = 10) -> float:
+    """This device's dense float32 matmul rate: the best of ``calls`` jitted ``n^3`` matmuls
+    (the least disturbed call on a shared machine)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(mm(a))
+    best = float("inf")
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 def _estimates() -> dict:
