@@ -192,7 +192,7 @@ def load_config(name_or_path: str, arg: str | None = None, config_dir: str = CON
 #: :mod:`flowjax.data.sources` for what each kind reads); unstated ones are ``None``, which
 #: leaves the source's own default.
 DATA_FIELDS = {
-    "kind": str,  # toy2d, tfds, array, image_folder, latents
+    "kind": str,  # toy2d, tfds, array, image_folder, latents, digits_mixed, photos_mixed
     "name": str,  # toy2d / tfds / latents; array and image_folder runs record the file's name
     "path": str,  # array: FILE.npz / FILE.npy; image_folder, latents: DIR
     "eval_path": str,  # array / image_folder: held-out data (else eval_fraction of the rows)
@@ -205,6 +205,14 @@ DATA_FIELDS = {
     "split": str,  # tfds
     "eval_split": str,  # tfds
     "pairs_dir": str,  # any kind: train on reflow pairs written by `flowjax reflow`
+    # digits_mixed / photos_mixed (images of mixed sizes as token batches):
+    "sizes": tuple,  # digits_mixed: training sizes ((H, W), ...), multiples of patch_size
+    "crop_sizes": tuple,  # photos_mixed: crop sizes ((H, W), ...) before the area rule
+    "side": int,  # photos_mixed: the area rule's side (at most (side / patch_size)^2 tokens)
+    "patch_size": int,  # the model's patch (tokens of patch_size^2 C features)
+    "max_tokens": int,  # the longest token sequence allowed
+    "eval_size": tuple,  # (H, W) the run evaluates and samples at
+    "bucket_padding": float,  # the largest padded fraction of a row in a size bucket
 }
 
 

@@ -1,5 +1,6 @@
 """Data for flowjax: 2-D toy distributions, the bundled digits tfds set, a tfds image pipeline,
-image folders, and images of mixed sizes as padded patch tokens (:mod:`flowjax.data.tokens`).
+image folders, and images of mixed sizes as padded patch tokens (:mod:`flowjax.data.tokens`)
+with the mixed-size sources that make them (:mod:`flowjax.data.mixed_sizes`).
 
 Importing this package registers how to prepare ``sklearn_digits`` (offline), so
 ``tfds.data_source("sklearn_digits", data_dir=...)`` works once :func:`prepare_digits` has run
@@ -25,6 +26,14 @@ from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
 from flowjax.data.feature_metrics import register_feature_metric
 from flowjax.data.image_folder import ImageFolder, ImageFolderSource, center_crop, open_images
+from flowjax.data.mixed_sizes import (
+    DigitsMixedSource,
+    PhotosMixedSource,
+    batch_grids,
+    expected_padding,
+    padding_fraction,
+    size_buckets,
+)
 from flowjax.data.pairs import (
     PairSource,
     finalize_pairs,
@@ -61,6 +70,7 @@ from flowjax.data.tokens import (
     fit_versions,
     masked_token_mean,
     pack_images,
+    resize_bicubic,
     resize_to_area,
     unpack_tokens,
 )
@@ -127,6 +137,13 @@ __all__ = [
     "fit_versions",
     "masked_token_mean",
     "pack_images",
+    "resize_bicubic",
     "resize_to_area",
     "unpack_tokens",
+    "DigitsMixedSource",
+    "PhotosMixedSource",
+    "batch_grids",
+    "expected_padding",
+    "padding_fraction",
+    "size_buckets",
 ]

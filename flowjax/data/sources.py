@@ -22,6 +22,10 @@ Config fields:
   (top-level subfolders are classes), ``random_flip``, and held-out images from ``eval_path``
   (a second folder) or else the ``eval_fraction`` of the files (default 0.1). Its name is the
   folder's.
+- ``kind="digits_mixed"`` / ``kind="photos_mixed"``: images of mixed sizes as padded token
+  batches, bucketed by token count (:mod:`flowjax.data.mixed_sizes`): ``sizes`` (digits) or
+  ``crop_sizes`` and ``side`` (photos), ``patch_size`` (the model's), ``max_tokens``,
+  ``eval_size`` (the size evaluated and sampled at) and ``bucket_padding``.
 - ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
   (written by ``flowjax reflow``; :class:`flowjax.data.PairSource`); the data set
   described by the other fields is the one the pairs imitate, used for evaluation.
@@ -52,6 +56,7 @@ from flowjax.data.base import (
 )
 from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.data.image_folder import ImageFolderSource, folder_name
+from flowjax.data.mixed_sizes import DigitsMixedSource, PhotosMixedSource
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
 from flowjax.registry import Registry, registrar
@@ -433,6 +438,17 @@ def _image_folder_source(cfg: Any, common: dict):
     return ImageFolderSource(cfg.path, resolution=cfg.resolution, **options, **common)
 
 
+_MIXED_FIELDS = ("patch_size", "max_tokens", "eval_size", "bucket_padding")
+
+
+def _digits_mixed_source(cfg: Any, common: dict):
+    return DigitsMixedSource(**_stated(cfg, "sizes", *_MIXED_FIELDS), **common)
+
+
+def _photos_mixed_source(cfg: Any, common: dict):
+    return PhotosMixedSource(**_stated(cfg, "crop_sizes", "side", *_MIXED_FIELDS), **common)
+
+
 def _tfds_source(cfg: Any, common: dict):
     options = _stated(cfg, "data_dir", "split", "eval_split", "random_flip")
     return TfdsImageSource(cfg.name, **options, **common)
@@ -448,6 +464,8 @@ SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
         "latents": _latent_source,
         "tfds": _tfds_source,
         "image_folder": _image_folder_source,
+        "digits_mixed": _digits_mixed_source,
+        "photos_mixed": _photos_mixed_source,
     },
 )
 register_source = registrar(

@@ -57,6 +57,7 @@ __all__ = [
     "fit_versions",
     "masked_token_mean",
     "pack_images",
+    "resize_bicubic",
     "resize_to_area",
     "unpack_tokens",
 ]
@@ -131,7 +132,15 @@ def resize_to_area(image, side: int, multiple: int) -> np.ndarray:
     An image already at its target size is returned unchanged.
     """
     image = _check_image(image)
-    h, w = area_size(image.shape[0], image.shape[1], side, multiple)
+    return resize_bicubic(image, *area_size(image.shape[0], image.shape[1], side, multiple))
+
+
+def resize_bicubic(image, height: int, width: int) -> np.ndarray:
+    """``image [H, W, C]`` (uint8 or float) resized to ``[height, width, C]`` with Pillow's
+    bicubic filter, channel by channel, in the image's dtype (uint8 results are clipped to
+    0..255 by Pillow). An image already at that size is returned unchanged."""
+    image = _check_image(image)
+    h, w = _check_positive_int(height, "height"), _check_positive_int(width, "width")
     if (h, w) == image.shape[:2]:
         return image
 
