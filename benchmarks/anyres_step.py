@@ -25,9 +25,13 @@ makes it more than the fraction of padded slots, which is also reported), for
   on ImageNet), every image larger than 256^2 px, preprocessed with FiTv2's rule (resize to
   area 256^2 or the 256x256 centre crop, at random; :func:`flowjax.data.tokens.area_size`),
   latent stride 8, patch 2, global batch 256: padded to ``L_max = 256`` as released; trimmed
-  to the batch's longest; and bucketed by token count (:func:`bucketed_batches`);
-- the ``digits_mixed`` source's own batches with and without its size buckets (when the source
-  is installed).
+  to the batch's longest; and in the size buckets of
+  :func:`flowjax.data.mixed_sizes.size_buckets` (no size wastes more than 10% of its bucket's
+  length; a batch is drawn from one bucket). Two streams: large images (short side 256-500
+  px: nearly all at the full 256 tokens) and mixed resolutions (short side 96-500 px: the
+  smaller images keep their size);
+- the ``digits_mixed`` sizes (every size equally likely) padded to the longest or in the
+  source's default buckets.
 
 Goal: under 10% of the token FLOPs wasted with bucketing. Results go to
 ``results/benchmarks/anyres_step.json`` (``--out``).
@@ -51,7 +55,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from dit_step import measured_matmul_flops  # noqa: E402  (the sibling script)
+from dit_step import compile_and_time, measured_matmul_flops  # noqa: E402  (sibling script)
 
 PATCH, CHANNELS, STRIDE, SIDE, L_MAX = 2, 4, 8, 256, 256
 #: Aspect ratios (width : height) of the ImageNet-like mix and their weights: a stated
@@ -92,29 +96,6 @@ def imagenet_like_grids(count: int, seed: int = 0, short: tuple[int, int] = (256
     return np.asarray(grids, np.int64)
 
 
-def bucketed_batches(tokens: np.ndarray, batch: int, num_buckets: int, seed: int = 0):
-    """Batches of image indices, each drawn from one bucket, and the length it is padded to.
-
-    Buckets: the token counts cut at their ``1/k, 2/k, ...`` quantiles (``k = num_buckets``);
-    each bucket's length is its longest image, so a jitted step sees ``k`` static shapes.
-    The images of a bucket are shuffled and cut into batches of ``batch`` (a short last batch
-    is dropped, as a training stream draws full batches only).
-    """
-    rng = np.random.RandomState(seed)
-    edges = np.quantile(tokens, np.linspace(0, 1, num_buckets + 1)[1:-1], method="lower")
-    bucket_of = np.searchsorted(edges, tokens, side="left")
-    batches, lengths = [], []
-    for k in range(num_buckets):
-        members = rng.permutation(np.flatnonzero(bucket_of == k))
-        if len(members) == 0:
-            continue
-        length = int(tokens[members].max())
-        for i in range(0, len(members) - batch + 1, batch):
-            batches.append(members[i : i + batch])
-            lengths.append(length)
-    return batches, lengths
-
-
 def padding_overhead(tokens_per_batch, padded_lengths, flops_of_tokens) -> dict:
     """Wasted fraction of the token slots and of the forward FLOPs of some padded batches.
 
@@ -145,28 +126,54 @@ def token_flops_fn(model):
     return lambda n: float(model.forward_flops((p, p * n, CHANNELS)))
 
 
+def bucket_lengths(grids: np.ndarray, bucket_padding: float) -> np.ndarray:
+    """Each image's padded length when batches are drawn from the size buckets of
+    :func:`flowjax.data.mixed_sizes.size_buckets` (the ``digits_mixed`` / ``photos_mixed``
+    rule: no size wastes more than ``bucket_padding`` of its bucket's length)."""
+    from flowjax.data.mixed_sizes import size_buckets
+
+    sizes = [tuple(int(v) for v in g) for g in grids]
+    length = {s: b.length for b in size_buckets(sizes, 1, bucket_padding) for s in b.sizes}
+    return np.asarray([length[s] for s in sizes])
+
+
 def imagenet_like_overhead(model, short, *, batch: int = 256, images: int = 256 * 64) -> dict:
     """:func:`padding_overhead` of an ImageNet-like stream (short sides in ``short`` px) padded
-    to ``L_max`` as released, trimmed to each batch's longest, and in 2, 4 or 8 size buckets."""
+    to ``L_max`` as released, trimmed to each batch's longest, and bucketed by size (10%)."""
     grids = imagenet_like_grids(images, short=short)
     tokens = grids[:, 0] * grids[:, 1]
     flops = token_flops_fn(model)
     rows = np.arange(images).reshape(-1, batch)
-    out = dict(
+    lengths = bucket_lengths(grids, 0.1)
+    return dict(
         short_side_px=list(short),
         images=images,
         batch=batch,
         mean_tokens=float(tokens.mean()),
         min_tokens=int(tokens.min()),
+        buckets=len(set(lengths.tolist())),
         pad_to_l_max=padding_overhead([tokens[r] for r in rows], [L_MAX] * len(rows), flops),
         trim_to_batch_max=padding_overhead(
             [tokens[r] for r in rows], [int(tokens[r].max()) for r in rows], flops
         ),
+        # a batch drawn from one bucket is padded to the bucket's length: per image, the same
+        bucketed=padding_overhead([[n] for n in tokens], lengths.tolist(), flops),
     )
-    for k in (2, 4, 8):
-        batches, lengths = bucketed_batches(tokens, batch, k)
-        out[f"{k}_buckets"] = padding_overhead([tokens[b] for b in batches], lengths, flops)
-    return out
+
+
+def digits_mixed_overhead(model) -> dict:
+    """The same for the default ``digits_mixed`` sizes (every size equally likely), padded to
+    the longest (``bucket_padding=1``) or in its default buckets (0.1)."""
+    from flowjax.data.mixed_sizes import DIGITS_MIXED_SIZES
+
+    grids = np.asarray(DIGITS_MIXED_SIZES) // model.patch_size
+    tokens = grids[:, 0] * grids[:, 1]
+    flops = token_flops_fn(model)
+    return dict(
+        sizes=[list(s) for s in DIGITS_MIXED_SIZES],
+        no_buckets=padding_overhead([tokens], [int(tokens.max())], flops),
+        bucketed=padding_overhead([[n] for n in tokens], bucket_lengths(grids, 0.1), flops),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,18 +264,7 @@ def step_entry(config, data: _Batches, steps: int, peak: float | None) -> dict:
     state = exp.init_state()
     step = exp.jit_train_step()
     b = exp.global_batch(next(data.iterator(0)))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, b).compile()
-    compile_s = time.perf_counter() - t0
-    state, metrics = compiled(state, b)
-    jax.block_until_ready(metrics["loss"])
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, b)
-        jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - t0)
-    step_s = float(np.median(times))
+    _, compile_s, step_s, state, metrics = compile_and_time(step, state, b, steps)
     shapes = (
         [data.element_shape] * data.batch
         if data.grids is None
@@ -340,19 +336,20 @@ def print_row(row: dict, rows: list) -> None:
 
 
 def padding_section() -> dict:
-    """The padding overhead of the ImageNet-like stream (FiTv2-XL/2's FLOPs counter) and of
-    the digits_mixed source."""
-    config = model_config("fitv2", dict(variant="XL/2"), "bfloat16")
-    model = build_model(config)
+    """The padding overhead of the ImageNet-like streams (FiTv2-XL/2's FLOPs counter) and of
+    the ``digits_mixed`` sizes (the digits FiTv2 of the experiment, 128 wide)."""
     res = {}
+    xl = build_model(model_config("fitv2", dict(variant="XL/2"), "bfloat16"))
     for name, short in (("large images", (256, 500)), ("mixed resolutions", (96, 500))):
-        res[name] = row = imagenet_like_overhead(model, short)
+        res[f"imagenet_like {name}"] = imagenet_like_overhead(xl, short)
+    small = build_model(model_config("fitv2", CPU_ARCH, "float32"))
+    res["digits_mixed"] = digits_mixed_overhead(small)
+    for name, row in res.items():
         for key, cell in row.items():
             if isinstance(cell, dict):
                 print(
-                    f"ImageNet-like latents ({name}, mean {row['mean_tokens']:.0f} tokens), "
-                    f"FiTv2-XL/2, {key:17s}: {cell['wasted_flop_fraction']:6.1%} of token "
-                    f"FLOPs wasted ({cell['wasted_slot_fraction']:.1%} of slots)",
+                    f"{name:32s} {key:17s}: {cell['wasted_flop_fraction']:6.1%} of token FLOPs "
+                    f"wasted ({cell['wasted_slot_fraction']:.1%} of slots)",
                     flush=True,
                 )
     return res

@@ -182,10 +182,29 @@ def _peak(device) -> float:
     return accounting.peak_flops_per_device(device.device_kind) or 989e12
 
 
+def compile_and_time(step, state, batch, steps: int):
+    """Lower and compile the jitted ``step`` for ``(state, batch)``, run it once, then time
+    ``steps`` calls: ``(compiled, compile seconds, median step seconds, state, metrics)``."""
+    import jax
+    import numpy as np
+
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics["loss"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics["loss"])
+        times.append(time.perf_counter() - t0)
+    return compiled, compile_s, float(np.median(times)), state, metrics
+
+
 def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False, all_rows=False) -> dict:
     """Compile and time flowjax's jitted, donated ``Experiment`` train step."""
     import jax
-    import numpy as np
 
     from flowjax.training import Experiment
 
@@ -196,20 +215,9 @@ def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False, all_ro
     state = exp.init_state()
     step = exp.jit_train_step()
     b = exp.global_batch(next(exp.data.iterator(0)))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, b).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s, step_s, state, metrics = compile_and_time(step, state, b, steps)
     mem = compiled.memory_analysis()
     temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
-    state, metrics = compiled(state, b)
-    jax.block_until_ready(metrics["loss"])
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, b)
-        jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - t0)
-    step_s = float(np.median(times))
     flops = exp.step_cost().model_flops
     peak = _peak(jax.devices()[0])
     return dict(
