@@ -20,11 +20,12 @@ time law (the FiTv2 config's) for all three, parameters matched within 10%:
 
 - ``fitv2``: ``configs/digits_fitv2.py`` (digits at mixed sizes and aspect ratios as token
   batches, the sizes of :data:`TRAIN_SIZES`);
-- ``nextdit``: ``configs/digits_nextdit.py`` on the same data, its width chosen so its
-  parameter count is closest to FiTv2's;
+- ``nextdit``: ``configs/digits_nextdit.py`` on the same data at FiTv2's width, depth and
+  heads, its SwiGLU multiplier chosen so its parameter count is closest to FiTv2's;
 - ``dit``: ``configs/digits_dit.py`` trained on the digits resized to one square,
-  :data:`DIT_SIZE` (the grid FiTv2's RoPE calls ``train_grid``), with the sin-cos table at the
-  sampled size; its MLP ratio chosen so its parameter count is closest to FiTv2's.
+  :data:`DIT_SIZE` (the flexible models' largest grid, ``train_grid``), with the sin-cos
+  table at the sampled size; at FiTv2's width, depth and heads, its MLP ratio chosen so its
+  parameter count is closest to FiTv2's.
 
 Scoring (the feature space, stated): every sample of a size ``H x W`` is resized to 8x8
 (Pillow bicubic, which low-passes when shrinking) and embedded by the digits classifier
@@ -55,12 +56,13 @@ import time
 import jax
 import numpy as np
 import stages  # experiments/stages.py: the script's directory is on the path
-from PIL import Image
 
 import flowjax
 from flowjax.config_files import data_section, load_config
 from flowjax.console import progress_bar
 from flowjax.data.digits_arrays import load_digits_numpy
+from flowjax.data.mixed_sizes import DigitsMixedSource
+from flowjax.data.tokens import resize_bicubic
 from flowjax.evaluation.digits_features import DigitsFeatureExtractor
 from flowjax.models import make_apply_fn
 from flowjax.solvers import make_sampler, make_solver
@@ -92,21 +94,15 @@ FIGURE_RULE = {"fitv2": "visionyarn", "nextdit": "time_aware", "dit": "sincos"} 
 
 
 def resize(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``images [N, h, w, 1]`` (uint8, or floats in [-1, 1]) -> ``[N, height, width, 1]``
-    float32 in [-1, 1], Pillow bicubic per image (low-passing when shrinking)."""
-    x = np.asarray(images)
-    x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    x = np.clip(x, -1.0, 1.0)
-    out = np.empty((x.shape[0], height, width, 1), np.float32)
-    for i, im in enumerate(x[..., 0]):
-        pil = Image.fromarray(im, mode="F").resize((width, height), resample=Image.BICUBIC)
-        out[i, ..., 0] = np.asarray(pil)
-    return np.clip(out, -1.0, 1.0)
+    """``images [N, h, w, 1]`` floats in [-1, 1] -> ``[N, height, width, 1]`` float32, Pillow
+    bicubic per image (:func:`flowjax.data.tokens.resize_bicubic`, low-passing when shrinking),
+    clipped to [-1, 1]."""
+    x = np.clip(np.asarray(images, np.float32), -1.0, 1.0)
+    return np.clip(np.stack([resize_bicubic(im, height, width) for im in x]), -1.0, 1.0)
 
 
-def round_trip(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """8x8 digits upsampled to ``size`` (as the training data) and back to 8x8."""
-    return resize(resize(images, *size), 8, 8)
+def to_unit(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 127.5 - 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,21 +142,33 @@ def dit_data(workdir: str) -> tuple[str, str]:
         path = os.path.join(workdir, f"digits_{DIT_SIZE[0]}x{DIT_SIZE[1]}_{split}.npz")
         if not os.path.exists(path):
             images, labels = load_digits_numpy(split)
-            np.savez(path, x=resize(images, *DIT_SIZE), label=labels.astype(np.int32))
+            x = np.stack([resize_bicubic(im, *DIT_SIZE) for im in images])  # as digits_mixed
+            np.savez(path, x=to_unit(x), label=labels.astype(np.int32))
         paths.append(path)
     return paths[0], paths[1]
 
 
+def flexible(name: str, **model):
+    """The digits config of a flexible model on :data:`TRAIN_SIZES` (sampling up to 2x)."""
+    c = load_config(f"digits_{name}")
+    c.data.update(sizes=TRAIN_SIZES, max_tokens=TRAIN_GRID**2, eval_size=DIT_SIZE)
+    c.model.update(train_grid=TRAIN_GRID, max_tokens=(2 * TRAIN_GRID) ** 2, **model)
+    return c
+
+
 def make_configs(steps: int, data_dir: str) -> dict:
     """The three runs' configs (FiTv2's sets the shared training settings)."""
-    fit = load_config("digits_fitv2")
+    fit = flexible("fitv2")
     fit.train.num_steps = steps
     target = count_params(fit)
-
+    width = dict(
+        hidden_size=int(fit.model.hidden_size),
+        depth=int(fit.model.depth),
+        num_heads=int(fit.model.num_heads),
+    )
     nexts = []
-    for width in (48, 56, 64, 72, 80, 96):
-        c = load_config("digits_nextdit")
-        c.model.hidden_size = width
+    for multiplier in np.arange(0.5, 3.01, 0.125):  # the SwiGLU width sets the parameters
+        c = flexible("nextdit", ffn_dim_multiplier=float(multiplier), **width)
         shared_training(c, fit)
         nexts.append(c)
     nextdit, _ = closest(nexts, target)
@@ -170,12 +178,7 @@ def make_configs(steps: int, data_dir: str) -> dict:
     for ratio in np.arange(1.0, 6.01, 0.25):
         c = load_config("digits_dit")
         c.data = data_section("array", "digits_square", path=train_path, eval_path=test_path)
-        c.model.update(
-            hidden_size=int(fit.model.hidden_size),
-            depth=int(fit.model.depth),
-            num_heads=int(fit.model.num_heads),
-            mlp_ratio=float(ratio),
-        )
+        c.model.update(mlp_ratio=float(ratio), **width)
         shared_training(c, fit)
         dits.append(c)
     dit, _ = closest(dits, target)
@@ -211,25 +214,32 @@ def beyond_grid(size: tuple[int, int]) -> bool:
 
 
 class Scorer:
-    """Samples a trained run at a size with a position rule and scores the samples."""
+    """Samples a trained run at a size with a position rule and scores the samples.
+
+    The reference at a size is the test digits upsampled to it exactly as ``digits_mixed``
+    makes its training images, then resized to 8x8 like the samples (the round trip)."""
 
     def __init__(self, num_samples: int, nfe: int, seed: int = 0):
         self.n, self.nfe, self.seed = num_samples, nfe, seed
         self.extractor = DigitsFeatureExtractor.load_or_train()
-        self.test, _ = load_digits_numpy("test")
-        self.train, _ = load_digits_numpy("train")
+        self.digits = DigitsMixedSource(batch_size=1, seed=0, sizes=TRAIN_SIZES, max_tokens=None)
         self.labels = np.arange(num_samples, dtype=np.int32) % 10
         self._reference = {}
 
+    def round_trip(self, split: str, size) -> np.ndarray:
+        """A split's digits upsampled to ``size`` (uint8, as the training data) and back to 8x8."""
+        return resize(to_unit(self.digits.upsampled(split, size)), 8, 8)
+
     def reference(self, size):
         if size not in self._reference:
-            self._reference[size] = self.extractor.statistics(round_trip(self.test, size))
+            self._reference[size] = self.extractor.statistics(self.round_trip("test", size))
         return self._reference[size]
 
     def real(self, size) -> float:
         """FD of ``n`` training digits through the round trip (the floor at ``n``)."""
-        rows = np.random.RandomState(self.seed).choice(len(self.train), self.n, replace=False)
-        return self.extractor.frechet(round_trip(self.train[rows], size), self.reference(size))
+        train = self.round_trip("train", size)
+        rows = np.random.RandomState(self.seed).choice(len(train), self.n, replace=False)
+        return self.extractor.frechet(train[rows], self.reference(size))
 
     def noise(self, size):
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), size[0] * 1000 + size[1])
