@@ -204,6 +204,10 @@ class Objective:
     - ``data_free`` (False): the batch only fixes the batch size and shapes; no data are read.
     - ``frozen`` (()): top-level parameter groups that are never updated (no optimizer state).
     - ``batch_keys`` (``("x1",)``): the batch entries ``loss_fn`` reads besides ``"label"``.
+    - ``optional_batch_keys`` (``()``): entries ``loss_fn`` also reads when a batch has them;
+      ``("mask", "positions", "context", "context_mask")`` declares that it trains on mixed-size
+      token batches (:class:`flowjax.data.tokens.TokenBatch`). A source that gives ``"mask"``
+      is refused before compiling for an objective that does not declare it.
     - ``build_model(make) -> nn.Module``: ``make(use_end_time)`` builds the config's network; an
       objective with several networks wraps them in one module (default:
       ``make(self.average_velocity)``).
@@ -239,6 +243,7 @@ class Objective:
     data_free: ClassVar[bool] = False
     frozen: ClassVar[tuple[str, ...]] = ()
     batch_keys: ClassVar[tuple[str, ...]] = ("x1",)
+    optional_batch_keys: ClassVar[tuple[str, ...]] = ()
     sampler_options: ClassVar[Mapping[str, SamplerOption]] = MappingProxyType({})
     segmented_sampler: ClassVar[bool] = False
 
@@ -379,7 +384,10 @@ class DataSource(Protocol):
     - ``base`` (None): the real data set a wrapping source imitates (reflow pairs, generated
       tuples); its feature metric is the one the wrapper reports.
     - ``batch_keys`` (``("x1",)``): the entries of each batch besides ``label`` (pair sources:
-      ``("x0", "x1")``), checked against the objective's ``batch_keys`` before training.
+      ``("x0", "x1")``; mixed-size token sources: ``("x1", "mask", "positions")``, ``x1``
+      then tokens ``[b, N, p^2 C]`` while ``element_shape`` stays the image shape the run is
+      evaluated at), checked against the objective's ``batch_keys`` and
+      ``optional_batch_keys`` before training.
     """
 
     kind: str

@@ -10,22 +10,36 @@ trained by replacing each label with the null label ``num_classes`` with probabi
 
 Besides the loss, the metrics report the loss in four equal bins of ``t`` (``loss_t0`` is
 the noisiest quarter), which is where time-sampler ablations show their effect.
+
+Token batches (images of mixed sizes, docs/maths/any_resolution.md): a batch that carries
+``"mask"`` holds ``x1`` as patch tokens ``[B, N, p^2 C]`` with ``mask [B, N]`` and
+``positions [B, N, 2]`` (:class:`flowjax.data.tokens.TokenBatch`). One time per image, the
+noise of token ``n`` drawn from the key folded with ``n`` (so a token's noise does not depend
+on how far the batch is padded), ``mask`` and ``positions`` (and ``context`` /
+``context_mask`` when present) passed to the network as keywords, and the per-token loss
+averaged over each image's valid tokens, then over the images
+(:func:`flowjax.data.tokens.masked_token_mean`); the binned metrics use the per-image losses.
+Padding never enters the loss or its gradient.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from flowjax import paths as paths_lib
+from flowjax.data.tokens import masked_token_mean
 from flowjax.objectives import guidance, losses
 from flowjax.time import laws
 from flowjax.types import ApplyFn, Array, Metrics, Objective
 
 NUM_TIME_BINS = 4
+
+#: Batch entries of a mixed-size token batch that the network receives as keywords when present.
+TOKEN_KEYS = ("mask", "positions", "context", "context_mask")
 
 
 def binned_means(values: Array, t: Array, num_bins: int = NUM_TIME_BINS) -> Metrics:
@@ -57,6 +71,8 @@ class FlowMatching(Objective):
     num_classes: int | None = None
     label_dropout: float = 0.0
 
+    optional_batch_keys: ClassVar[tuple[str, ...]] = TOKEN_KEYS
+
     def __post_init__(self):
         if self.label_dropout and self.num_classes is None:
             raise ValueError("label_dropout > 0 needs num_classes (a class-conditional model)")
@@ -73,6 +89,8 @@ class FlowMatching(Objective):
     def loss_fn(
         self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
     ) -> tuple[Array, Metrics]:
+        if "mask" in batch:
+            return self.token_loss_fn(params, apply_fn, batch, key)
         x1 = batch["x1"]
         key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
         t = self.time_sampler.sample(key_t, (x1.shape[0],)).astype(x1.dtype)
@@ -84,3 +102,41 @@ class FlowMatching(Objective):
         per_sample = self.loss(v, target)
         loss = jnp.mean(per_sample)
         return loss, {"loss": loss, **binned_means(per_sample, t)}
+
+    def token_loss_fn(
+        self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
+    ) -> tuple[Array, Metrics]:
+        """The loss of a token batch (module docstring): per token, over valid tokens only."""
+        x1, mask = batch["x1"], batch["mask"]
+        if x1.ndim != 3 or mask.shape != x1.shape[:2]:
+            raise ValueError(
+                f"a token batch needs x1 [B, N, p^2 C] and mask [B, N]; got {tuple(x1.shape)} "
+                f"and {tuple(mask.shape)} (flowjax.data.tokens.pack_images builds both)"
+            )
+        if not isinstance(self.loss, losses.L2):
+            name = getattr(self.loss, "name", type(self.loss).__name__)
+            raise ValueError(
+                f"objective.loss={name!r} spans a whole example; token batches train with the "
+                "per-token objective.loss='l2'"
+            )
+        key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
+        t = self.time_sampler.sample(key_t, (x1.shape[0],)).astype(x1.dtype)
+        x0 = token_noise(key_noise, x1.shape, x1.dtype)
+        x_t = self.path.interpolate(x0, x1, t)
+        target = self.path.target_velocity(x0, x1, t)
+        cond = self.conditioning(batch, key_drop)
+        extra = {k: batch[k] for k in TOKEN_KEYS if k in batch}
+        v = apply_fn(params, x_t, t, cond, train=True, rng=key_model, **extra)
+        per_token = jnp.mean(jnp.square(v - target), axis=-1)  # the L2 premetric per token
+        loss = masked_token_mean(per_token, mask)
+        valid = mask.astype(bool)
+        per_image = jnp.where(valid, per_token, 0.0).sum(1) / jnp.maximum(valid.sum(1), 1)
+        return loss, {"loss": loss, **binned_means(per_image, t)}
+
+
+def token_noise(key: Array, shape: tuple[int, int, int], dtype: Any) -> Array:
+    """Standard normal noise ``[B, N, F]`` whose token ``n`` is drawn with ``fold_in(key, n)``:
+    a token's noise is the same whatever the number ``N`` of (padded) tokens."""
+    b, n, f = shape
+    per_token = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (b, f), dtype))
+    return jnp.swapaxes(per_token(jnp.arange(n)), 0, 1)

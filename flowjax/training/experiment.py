@@ -169,6 +169,8 @@ class Experiment:
             )
         if data is None and not self.objective.data_free:
             _check_batch_keys(self.objective, self.data, config)
+        if not self.objective.data_free:
+            _check_token_batches(self.objective, self.data, config)
         self.average_velocity = bool(self.objective.average_velocity)
 
         def make(use_end_time: bool):
@@ -295,10 +297,16 @@ class Experiment:
         a pure function of the step, e.g. the 2-D toys), saving a dispatch and a transfer."""
         return not self.data_free and data_lib.device_batch_fn(self.data) is not None
 
-    def batches(self, start_step: int):
+    @property
+    def token_batches(self) -> bool:
+        """The data gives mixed-size token batches (``"mask"``, ``"positions"``)."""
+        return not self.data_free and "mask" in data_lib.batch_keys_of(self.data)
+
+    def batches(self, start_step: int, on_local=None):
         """Global batches ``start_step, start_step + 1, ...`` for :meth:`jit_train_step`'s step
         (``None`` placeholders when the step generates its own data; one device batch of
-        zeros, reused, for data-free objectives)."""
+        zeros, reused, for data-free objectives). ``on_local(batch)`` (optional) sees each
+        process-local numpy batch first (the training loop counts token batches' FLOPs)."""
         if self.fuse_data:
             while True:
                 yield None
@@ -310,6 +318,8 @@ class Experiment:
             while True:
                 yield zeros
         for local in self.data.iterator(start_step):
+            if on_local is not None:
+                on_local(local)
             yield self.global_batch(local)
 
     def global_batch(self, local_batch: dict) -> dict:
@@ -341,6 +351,19 @@ def _check_batch_keys(objective: Any, source: Any, config: Any) -> None:
                 if "x0" in missing
                 else ""
             )
+        )
+
+
+def _check_token_batches(objective: Any, source: Any, config: Any) -> None:
+    """Refuse, before compiling, an objective that does not declare mixed-size token batches
+    (``optional_batch_keys``) for a source whose batches carry a ``"mask"``."""
+    given = data_lib.batch_keys_of(source)
+    if "mask" in given and "mask" not in (*objective.batch_keys, *objective.optional_batch_keys):
+        name = config.objective.get("name", type(objective).__name__)
+        raise ValueError(
+            f"objective {name!r} does not train on mixed-size token batches (the data gives "
+            f"{list(given)}); use objective.name='flow_matching', which does, or data of one "
+            "fixed size"
         )
 
 
