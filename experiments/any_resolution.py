@@ -285,19 +285,18 @@ def score_run(scorer: Scorer, name: str, workdir: str, sizes, bar) -> tuple[dict
 
 
 def print_table(result: dict) -> None:
-    """One line per (run, size): FD under each rule; the real-data floor first."""
+    """One line per (size, run): the real-data floor, then FD under each rule."""
     print(
-        f"\nFréchet distance (digits classifier, 8x8 after resizing), {result['num_samples']} "
-        f"samples, Euler {result['nfe']}"
+        f"\nFréchet distance (digits classifier, samples resized to 8x8), "
+        f"{result['num_samples']} samples, Euler {result['nfe']}; 'real': training digits"
     )
-    print("size    group            real  " + "  ".join(f"{r:>16s}" for r in ("run: rule=FD",)))
+    print(f"{'size':7s} {'group':15s} {'real':>5s}  {'run':8s} FD per rule")
     for key, floor in result["real"].items():
         for name, run in result["runs"].items():
             row = run["sizes"].get(key)
-            if row is None:
-                continue
-            cells_ = "  ".join(f"{rule}={fd:.1f}" for rule, fd in row["fd"].items())
-            print(f"{key:7s} {row['group']:15s} {floor:5.1f}  {name:8s} {cells_}")
+            if row is not None:
+                fds = "  ".join(f"{rule}={fd:.1f}" for rule, fd in row["fd"].items())
+                print(f"{key:7s} {row['group']:15s} {floor:5.1f}  {name:8s} {fds}")
 
 
 def plot(result: dict, shown: dict, path: str) -> None:
@@ -322,10 +321,11 @@ def plot(result: dict, shown: dict, path: str) -> None:
             if rule is None:
                 ax.set_axis_off()
                 continue
-            ims = shown[name][(key, rule)][:4]
-            h, w = ims.shape[1:]
-            pad = np.ones((h, 1))
-            tile = np.concatenate([np.concatenate([im, pad], axis=1) for im in ims], axis=1)
+            ims = np.pad(shown[name][(key, rule)][:4], ((0, 0), (0, 1), (0, 1)), constant_values=1)
+            tile = np.concatenate(
+                [np.concatenate(list(pair), axis=1) for pair in ims.reshape(2, 2, *ims.shape[1:])],
+                axis=0,
+            )
             ax.imshow(tile, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             fd = result["runs"][name]["sizes"][key]["fd"][rule]
             ax.set_title(f"{name} {key}\n{rule}: FD {fd:.1f}", fontsize=7)
