@@ -8,9 +8,13 @@ so it is found next to them in a clone, an editable install and a wheel:
   (``toy2d_rf``) as the defaults every config starts from and overrides;
 - :func:`dit_rules` and :func:`dit_recipe`: the logical-axis rule table of the sharded DiT
   jobs and the SiT / DiT training recipe with its Inception-FID evaluation;
+- :func:`anyres_model`: the model section of the any-resolution transformers (``fitv2``,
+  ``nextdit``);
 - :func:`reflow_objective`, :func:`meanflow_objective`, :func:`freeflow_objective`: the
   objective sections of the one-step methods, shared by their toy and digits configs.
 """
+
+import math
 
 import ml_collections
 from ml_collections import config_dict
@@ -165,6 +169,42 @@ def dit_recipe(
     c.eval.vae_weights = config_dict.placeholder(str)  # decode latent samples (flowjax.models.vae)
     c.eval.inception_weights = config_dict.placeholder(str)  # Inception FID on decoded pixels
     c.eval.fid_stats = config_dict.placeholder(str)  # reference (mu, sigma) .npz
+
+
+# ------------------------------------------------------------------ any-resolution transformers
+
+
+def anyres_model(
+    name: str,
+    *,
+    patch_size: int,
+    hidden_size: int,
+    depth: int,
+    num_heads: int,
+    max_tokens: int,
+    dtype: str = "float32",
+    conditional: bool = True,
+) -> ml_collections.ConfigDict:
+    """The model section of ``fitv2`` / ``nextdit``: plain 2-D RoPE (``rope``, the one field a
+    sampling run overrides to pick an extrapolation rule), ``train_grid`` = FiTv2's
+    ``sqrt(max_tokens)`` tokens per side (what the extrapolation rules scale against),
+    ``max_tokens`` (longer inputs are refused), float32 parameters, no remat."""
+    return ml_collections.ConfigDict(
+        dict(
+            name=name,
+            conditional=conditional,
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            depth=depth,
+            num_heads=num_heads,
+            rope="rope",
+            train_grid=math.isqrt(max_tokens),
+            max_tokens=max_tokens,
+            dtype=dtype,
+            param_dtype="float32",
+            remat=False,
+        )
+    )
 
 
 # ------------------------------------------------------------------ one-step methods

@@ -16,6 +16,10 @@ the data prediction and the score are affine in ``v``, guiding ``v`` guides them
 With a guidance interval ``[t_lo, t_hi]`` the scale ``w`` applies only to rows whose time lies
 in the interval and ``w = 1`` elsewhere (REPA guides for noise level <= 0.7, i.e.
 ``t >= 0.3``).
+
+Guiding a subset of channels (FiT, Lumina-Next as released): with ``channels = (0, 1, 2)``
+only those channels (the last axis of ``x``) take ``v_w``; every other channel takes the
+conditional velocity ``v(x, t, c)``.
 """
 
 from __future__ import annotations
@@ -85,11 +89,30 @@ def validate_interval(interval: Sequence[float] | None) -> tuple[float, float] |
     return float(interval[0]), float(interval[1])
 
 
+def validate_channels(channels: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``channels`` as a sorted tuple of distinct non-negative ints (None: every channel)."""
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        channels = [c for c in channels.split(",") if c.strip()]
+    try:
+        out = tuple(sorted({int(c) for c in channels}))
+    except (TypeError, ValueError):
+        out = ()
+    if not out or min(out) < 0 or len(out) != len(tuple(channels)):
+        raise ValueError(
+            f"guidance channels must be distinct non-negative channel indices such as 0,1,2 "
+            f"(or None for every channel); got {channels!r}"
+        )
+    return out
+
+
 def cfg_velocity(
     velocity_fn: Callable[[Array, Array, Array], Array],
     scale: float,
     null_label: int,
     interval: Sequence[float] | None = None,
+    channels: Sequence[int] | None = None,
 ) -> Callable[[Array, Array, Array], Array]:
     """Wrap ``v(x, t, labels)`` into the guided ``v_w(x, t, labels)``.
 
@@ -97,9 +120,12 @@ def cfg_velocity(
     ``velocity_fn`` on ``2B`` rows (one network evaluation per NFE, at twice the batch).
     ``scale`` may be a Python float or a traced scalar (so a sweep over scales need not
     recompile). Extra per-row arguments (the end time of an average-velocity model,
-    ``u(x, t, labels, t_end)``) are passed through, duplicated like ``x``.
+    ``u(x, t, labels, t_end)``) are passed through, duplicated like ``x``. ``channels``
+    (indices on the last axis of ``x``) restricts the guidance to those channels; the others
+    take the conditional velocity (None: every channel is guided).
     """
     interval = validate_interval(interval)
+    channels = validate_channels(channels)
 
     def guided(x: Array, t: Array, labels: Array, *extra: Array) -> Array:
         if labels is None:
@@ -112,7 +138,16 @@ def cfg_velocity(
         v2 = velocity_fn(x2, t2, jnp.concatenate([labels, null], axis=0), *extra2)
         v_cond, v_uncond = v2[:batch], v2[batch:]
         w = guidance_weight(t, scale, interval).reshape((batch,) + (1,) * (x.ndim - 1))
-        return v_uncond + w * (v_cond - v_uncond)
+        guided_v = v_uncond + w * (v_cond - v_uncond)
+        if channels is None:
+            return guided_v
+        if channels[-1] >= x.shape[-1]:
+            raise ValueError(
+                f"guidance channels {list(channels)} name a channel beyond the {x.shape[-1]} "
+                "channels of x"
+            )
+        selected = jnp.isin(jnp.arange(x.shape[-1]), jnp.asarray(channels))
+        return jnp.where(selected, guided_v, v_cond)
 
     return guided
 
@@ -123,6 +158,7 @@ def make_velocity_fn(
     num_classes: int | None,
     cfg_scale: float = 1.0,
     cfg_interval=None,
+    cfg_channels=None,
     average_velocity: bool = False,
 ):
     """``v(params, x, t, cond, **extra)`` of the network, with classifier-free guidance if asked.
@@ -137,6 +173,7 @@ def make_velocity_fn(
     module, e.g. ``"features"``) is never guided: it returns that method's output for the rows
     given. ``velocity.guidance`` is ``(cfg_scale, null_label)`` when guidance is on, else
     ``None`` (samplers that evaluate parts of the network themselves read it).
+    ``cfg_channels`` guides only those channels of ``x`` (:func:`cfg_velocity`).
     """
     guided = num_classes is not None and cfg_scale != 1.0
 
@@ -153,7 +190,7 @@ def make_velocity_fn(
             return apply_fn(params, x_, t_, c_, **end, **static, **per_row)
 
         if guided:
-            v = cfg_velocity(v, cfg_scale, num_classes, cfg_interval)
+            v = cfg_velocity(v, cfg_scale, num_classes, cfg_interval, cfg_channels)
         return v(x, t, cond, *t_end, *(extra[k] for k in names))
 
     tagged = tag_velocity(velocity, "average" if average_velocity else "instantaneous")

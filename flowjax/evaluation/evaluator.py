@@ -84,6 +84,12 @@ class Evaluator:
             else tuple(objective.noise_shape(tuple(data.element_shape)))
         )
         self.x0 = jax.random.normal(k_noise, (n, *noise_shape), jnp.float32)
+        channels = settings.guidance_channels
+        if channels is not None and channels[-1] >= noise_shape[-1]:
+            raise ValueError(
+                f"eval.guidance_channels={list(channels)} names a channel beyond the "
+                f"{noise_shape[-1]} channels of the samples; use indices below {noise_shape[-1]}"
+            )
         self.labels = (
             jax.random.randint(k_label, (n,), 0, num_classes) if num_classes is not None else None
         )
@@ -95,6 +101,7 @@ class Evaluator:
             num_classes=num_classes,
             cfg_scale=settings.cfg_scale,
             cfg_interval=settings.cfg_interval,
+            cfg_channels=settings.guidance_channels,
             average_velocity=average_velocity,
         )
         parsed = [parse_eval_spec(spec) for spec in settings.samplers]

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from flowjax.spec import from_section, interval
+from flowjax.velocity import validate_channels
 
 __all__ = ["EvalSettings", "eval_settings"]
 
@@ -38,6 +39,9 @@ class EvalSettings:
         ``inception_weights``; the data set's feature metric, ``fd`` for the bundled digits).
       num_kernel_samples: points the O(n^2) kernel metrics (MMD, energy) use, the first ones.
       cfg_scale, cfg_interval: classifier-free guidance of the sampled velocity.
+      guidance_channels: guide only these channels (the last axis; ``"0,1,2"`` or a list), the
+        others take the conditional velocity, as FiT and Lumina-Next sample latents; None:
+        every channel.
       feature_cache_dir: where a data set's feature network is cached (default
         ``<workdir>/eval_cache``).
       vae_weights: a VAE ``.npz``: latent samples are decoded to pixels before pixel metrics
@@ -53,6 +57,7 @@ class EvalSettings:
     num_kernel_samples: int = 5000
     cfg_scale: float = 1.0
     cfg_interval: tuple[float, float] | None = None
+    guidance_channels: tuple[int, ...] | None = None
     feature_cache_dir: str | None = None
     vae_weights: str | None = None
     inception_weights: str | None = None
@@ -72,5 +77,6 @@ def eval_settings(config: Any) -> EvalSettings:
         "samplers": _names,
         "metrics": lambda v: None if v is None else _names(v),
         "cfg_interval": interval,
+        "guidance_channels": validate_channels,
     }
     return from_section(EvalSettings, section, where="config.eval", convert=convert)

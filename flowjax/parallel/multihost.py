@@ -62,6 +62,14 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(flags))
 
 
+def sum_over_processes(values: np.ndarray) -> np.ndarray:
+    """The sum of ``values`` (float64) over every process (a collective call)."""
+    values = np.asarray(values, np.float64)
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier called ``name``."""
     if jax.process_count() > 1:

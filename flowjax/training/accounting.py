@@ -14,14 +14,25 @@ analysis in the tests.
 dense bfloat16 throughput of the device from :data:`PEAK_BF16_FLOPS` (vendor figures per chip /
 GPU), or ``config.train.peak_flops_per_device`` when set. On an unknown device (the CPU) MFU is
 not reported; tokens/s and model TFLOP/s per device are.
+
+**Token batches** (images of mixed sizes as padded patch tokens, ``{"x1", "mask",
+"positions"}``): a step's model FLOPs count each image's own valid tokens only,
+``3 sum_i forward_flops((h_i p, w_i p, C))`` with the grid ``(h_i, w_i)`` read from the
+image's valid positions (:class:`TokenCost`). What the padding wastes is logged beside it:
+``padding_fraction = 1 - sum_i n_i / (B N)`` (token slots) and ``padding_flops_fraction =
+1 - sum_i F(n_i) / (B F(N))``, with ``F(N)`` the forward FLOPs of ``N`` tokens (a ``1 x N``
+grid: what the padded batch computes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from flowjax.parallel.rules import bytes_per_device
 from flowjax.types import Model
@@ -62,6 +73,30 @@ class StepCost:
     model_flops: float | None
     tokens: int
     examples: int
+    slots: int | None = None  # token batches: valid + padding tokens of the step
+    padded_flops: float | None = None  # token batches: 3 x forward FLOPs of the padded batch
+
+    @staticmethod
+    def mean(costs: Sequence[StepCost]) -> StepCost:
+        """The mean step of ``costs`` (steps of one logging window)."""
+        if not costs:
+            raise ValueError("StepCost.mean needs at least one step")
+        n = len(costs)
+
+        def avg(name):
+            values = [getattr(c, name) for c in costs]
+            return None if any(v is None for v in values) else sum(values) / n
+
+        return StepCost(**{f.name: avg(f.name) for f in dataclasses.fields(StepCost)})
+
+    def padding(self) -> dict[str, float]:
+        """``padding_fraction`` and ``padding_flops_fraction`` of a token batch (else {})."""
+        out = {}
+        if self.slots:
+            out["padding_fraction"] = 1.0 - self.tokens / self.slots
+        if self.padded_flops and self.model_flops is not None:
+            out["padding_flops_fraction"] = 1.0 - self.model_flops / self.padded_flops
+        return out
 
     def rates(
         self, seconds_per_step: float, num_devices: int, peak_per_device: float | None
@@ -76,7 +111,7 @@ class StepCost:
             out["model_tflops_per_device"] = achieved / 1e12
             if peak_per_device:
                 out["mfu"] = achieved / peak_per_device
-        return out
+        return out | self.padding()
 
 
 def forward_flops_per_example(model: Model, element_shape: tuple[int, ...]) -> float | None:
@@ -124,6 +159,59 @@ def step_cost(model: Model, element_shape: tuple[int, ...], global_batch: int) -
     tokens = (1 if per_example is None else int(per_example)) * global_batch
     flops = None if forward is None else 3.0 * forward * global_batch
     return StepCost(model_flops=flops, tokens=tokens, examples=global_batch)
+
+
+def token_grids(mask: Any, positions: Any) -> np.ndarray:
+    """Each image's grid ``(h_i, w_i)`` ``[B, 2]`` from a token batch's ``mask [B, N]`` and
+    ``positions [B, N, 2]``: one more than the largest valid row and column (``(0, 0)`` for
+    a row of padding only)."""
+    mask, positions = np.asarray(mask, bool), np.asarray(positions)
+    if positions.shape != mask.shape + (2,):
+        raise ValueError(
+            f"positions must be [B, N, 2] for mask {mask.shape}; got {positions.shape}"
+        )
+    largest = np.where(mask[..., None], positions, -1).max(axis=1, initial=-1)
+    return (largest + 1).astype(np.int64)
+
+
+class TokenCost:
+    """Model FLOPs of token batches (module docstring): ``cost(batch) -> StepCost`` of the
+    rows ``batch`` holds, ``batch`` a dict with ``"x1" [B, N, p^2 C]``, ``"mask"`` and
+    ``"positions"`` (numpy), for a model on images of ``channels`` channels. Each grid's count
+    is asked of the model once."""
+
+    def __init__(self, model: Model, channels: int):
+        self.model, self.channels = model, int(channels)
+        self._flops: dict[tuple[int, int, int], float | None] = {}
+
+    def forward(self, h: int, w: int, patch: int) -> float | None:
+        """Forward FLOPs of one ``(h p) x (w p)`` image (``h x w`` tokens)."""
+        key = (h, w, patch)
+        if key not in self._flops:
+            shape = (h * patch, w * patch, self.channels)
+            self._flops[key] = _flops(self.model, shape, "full")
+        return self._flops[key]
+
+    def __call__(self, batch: Mapping[str, Any]) -> StepCost:
+        features = int(np.shape(batch["x1"])[-1])
+        patch = math.isqrt(features // self.channels)
+        if patch * patch * self.channels != features:
+            raise ValueError(
+                f"{features} features per token is not p^2 C for C = {self.channels} channels"
+            )
+        grids = token_grids(batch["mask"], batch["positions"])
+        b, n = np.shape(batch["mask"])
+        valid = [(int(h), int(w)) for h, w in grids if h * w > 0]
+        per_image = [self.forward(h, w, patch) for h, w in valid]
+        padded = self.forward(1, n, patch)
+        known = None not in per_image and padded is not None
+        return StepCost(
+            model_flops=3.0 * sum(per_image) if known else None,
+            tokens=int(np.asarray(batch["mask"], bool).sum()),
+            examples=b,
+            slots=b * n,
+            padded_flops=3.0 * b * padded if known else None,
+        )
 
 
 def memory_report(abstract_state: Any) -> dict[str, int]:

@@ -605,6 +605,14 @@ def _loop(run: _Run, *, retry: bool) -> _LoopEnd:
         jax.devices()[0].device_kind
     )
     timer: tuple[int, float] | None = None  # (step, time) at the last log, after the first
+    # Token batches: each step's FLOPs from its own valid tokens (this process's rows).
+    token_cost = accounting.TokenCost(exp.model, exp.data.element_shape[-1])
+    window: list[accounting.StepCost] = []
+
+    def on_local(local: dict) -> None:
+        window.append(token_cost(local))
+
+    on_local = on_local if exp.token_batches else None
 
     def check(pending):
         bad = pending.first_nonfinite()
@@ -623,7 +631,7 @@ def _loop(run: _Run, *, retry: bool) -> _LoopEnd:
 
     try:
         with PreemptionGuard() as guard:
-            batches = exp.batches(start_step)
+            batches = exp.batches(start_step, on_local=on_local)
             step = start_step
             while step < num_steps:
                 batch = next(batches)
@@ -636,11 +644,13 @@ def _loop(run: _Run, *, retry: bool) -> _LoopEnd:
                     means = pending.means()  # waits for the step: timing is honest
                     now = time.perf_counter()
                     if timer is not None and step > timer[0]:
-                        rates = run.cost.rates(
+                        cost = _window_cost(window) if on_local else run.cost
+                        rates = cost.rates(
                             (now - timer[1]) / (step - timer[0]), exp.mesh.size, peak
                         )
                         means.update({f"perf/{k}": v for k, v in rates.items()})
                     timer = (step, now)  # the first interval (compilation) is not reported
+                    window.clear()
                     means["train/lr"] = float(lr_schedule(step - 1))
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
@@ -680,6 +690,19 @@ def _loop(run: _Run, *, retry: bool) -> _LoopEnd:
     checkpointer.wait()
     writer.flush()
     return _LoopEnd(state, preempted, steps_run, time.perf_counter() - t_start)
+
+
+def _window_cost(window: list[accounting.StepCost]) -> accounting.StepCost:
+    """The mean step of a logging window of token batches, summed over the processes (each
+    counted its own rows)."""
+    mean = accounting.StepCost.mean(window)
+    names = ("model_flops", "tokens", "examples", "slots", "padded_flops")
+    values = [getattr(mean, k) for k in names]
+    known = [v is not None for v in values]
+    summed = multihost.sum_over_processes(np.asarray([v or 0.0 for v in values]))
+    return accounting.StepCost(
+        **{k: float(v) if ok else None for k, v, ok in zip(names, summed, known)}
+    )
 
 
 def _finish(run: _Run, end: _LoopEnd) -> dict:
