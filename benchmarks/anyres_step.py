@@ -121,9 +121,12 @@ def padding_overhead(tokens_per_batch, padded_lengths, flops_of_tokens) -> dict:
 
 def token_flops_fn(model):
     """``n -> forward FLOPs`` of ``model`` for one image of ``n`` tokens (a 1 x n grid: the
-    any-resolution models' count depends on the number of tokens only)."""
-    p = model.patch_size
-    return lambda n: float(model.forward_flops((p, p * n, CHANNELS)))
+    any-resolution models' count depends on the number of tokens only), through the library's
+    token-batch counter (:class:`flowjax.training.accounting.TokenCost`, which caches)."""
+    from flowjax.training import accounting
+
+    cost = accounting.TokenCost(model, CHANNELS)
+    return lambda n: cost.forward(1, n, model.patch_size)
 
 
 def bucket_lengths(grids: np.ndarray, bucket_padding: float) -> np.ndarray:
@@ -257,7 +260,7 @@ def step_entry(config, data: _Batches, steps: int, peak: float | None) -> dict:
     """Compile and time the jitted, donated ``Experiment`` step; model FLOPs of valid tokens."""
     import jax
 
-    from flowjax.training import Experiment
+    from flowjax.training import Experiment, accounting
 
     config.train.batch_size = data.batch
     exp = Experiment(config, data=data)
@@ -265,21 +268,16 @@ def step_entry(config, data: _Batches, steps: int, peak: float | None) -> dict:
     step = exp.jit_train_step()
     b = exp.global_batch(next(data.iterator(0)))
     _, compile_s, step_s, state, metrics = compile_and_time(step, state, b, steps)
-    shapes = (
-        [data.element_shape] * data.batch
-        if data.grids is None
-        else [(h * PATCH, w * PATCH, CHANNELS) for h, w in data.grids]
-    )
-    flops = 3.0 * sum(exp.model.forward_flops(s) for s in shapes)
-    padded = 1.0
-    if data.grids is not None:
-        padded = float(token_flops_fn(exp.model)(L_MAX)) * data.batch * 3.0
-        padded = 1.0 - flops / padded
+    if data.grids is None:
+        flops, wasted = 3.0 * data.batch * exp.model.forward_flops(data.element_shape), 0.0
+    else:  # the library's count of a token batch: each image's valid tokens
+        cost = accounting.TokenCost(exp.model, CHANNELS)(next(data.iterator(0)))
+        flops, wasted = cost.model_flops, cost.padding()["padding_flops_fraction"]
     return dict(
         compile_seconds=compile_s,
         step_seconds=step_s,
         model_flops_per_step=flops,
-        wasted_flop_fraction=padded if data.grids is not None else 0.0,
+        wasted_flop_fraction=wasted,
         forward_flops_per_image=float(exp.model.forward_flops((32, 32, CHANNELS))),
         mfu=None if not peak else flops / (step_s * peak),
         params=int(sum(x.size for x in jax.tree.leaves(state.params))),
