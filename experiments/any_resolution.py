@@ -64,10 +64,10 @@ from flowjax.data.digits_arrays import load_digits_numpy
 from flowjax.data.mixed_sizes import DigitsMixedSource
 from flowjax.data.tokens import resize_bicubic
 from flowjax.evaluation.digits_features import DigitsFeatureExtractor
-from flowjax.models import make_apply_fn
+from flowjax.models import init_params, make_apply_fn, make_model
 from flowjax.solvers import make_sampler, make_solver
 from flowjax.training import train_and_evaluate
-from flowjax.training.experiment import Experiment, load_run
+from flowjax.training.experiment import load_run
 from flowjax.velocity import make_velocity_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,6 +76,7 @@ PATCH = 2
 TRAIN_GRID = 8  # tokens per side of the largest training size (16 px at patch 2)
 #: Training sizes (H, W) in pixels of the flexible models: sides 8, 12, 16 px, every pair.
 TRAIN_SIZES = tuple((h, w) for h in (8, 12, 16) for w in (8, 12, 16))
+WIDTH, DEPTH, HEADS = 64, 4, 4  # every model (the configs' 96 is too slow for this budget)
 DIT_SIZE = (16, 16)  # the DiT's one square (the flexible models' largest grid)
 IN_SIZES = ((16, 16), (12, 16), (16, 8))  # seen in training by the flexible models
 UNSEEN_ASPECT = ((8, 24), (24, 8))  # 1:3 and 3:1 (never seen; a side beyond the grid)
@@ -111,9 +112,12 @@ def to_unit(images: np.ndarray) -> np.ndarray:
 
 
 def count_params(config) -> int:
-    """Parameters of the config's model (from shapes only)."""
-    params = Experiment(config).abstract_state().params
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    """Parameters of the config's model (from shapes only: nothing is initialised)."""
+    model = make_model(config.model, num_classes=10)
+    shapes = jax.eval_shape(
+        lambda key: init_params(model, key, (*DIT_SIZE, 1), 10), jax.random.PRNGKey(0)
+    )
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
 
 def shared_training(config, reference) -> None:
@@ -152,7 +156,8 @@ def flexible(name: str, **model):
     """The digits config of a flexible model on :data:`TRAIN_SIZES` (sampling up to 2x)."""
     c = load_config(f"digits_{name}")
     c.data.update(sizes=TRAIN_SIZES, max_tokens=TRAIN_GRID**2, eval_size=DIT_SIZE)
-    c.model.update(train_grid=TRAIN_GRID, max_tokens=(2 * TRAIN_GRID) ** 2, **model)
+    c.model.update(hidden_size=WIDTH, depth=DEPTH, num_heads=HEADS, train_grid=TRAIN_GRID)
+    c.model.update(max_tokens=(2 * TRAIN_GRID) ** 2, **model)
     return c
 
 
@@ -161,14 +166,10 @@ def make_configs(steps: int, data_dir: str) -> dict:
     fit = flexible("fitv2")
     fit.train.num_steps = steps
     target = count_params(fit)
-    width = dict(
-        hidden_size=int(fit.model.hidden_size),
-        depth=int(fit.model.depth),
-        num_heads=int(fit.model.num_heads),
-    )
+    width = dict(hidden_size=WIDTH, depth=DEPTH, num_heads=HEADS)
     nexts = []
     for multiplier in np.arange(0.5, 3.01, 0.125):  # the SwiGLU width sets the parameters
-        c = flexible("nextdit", ffn_dim_multiplier=float(multiplier), **width)
+        c = flexible("nextdit", ffn_dim_multiplier=float(multiplier))
         shared_training(c, fit)
         nexts.append(c)
     nextdit, _ = closest(nexts, target)
