@@ -92,6 +92,7 @@ PLACES: dict[str, tuple[str, ...]] = {
         "flowjax.models.decomposable",
         "flowjax.models.digits_classifier",
         "flowjax.models.dit",
+        "flowjax.models.fitv2",
         "flowjax.models.inception",
         "flowjax.models.layers",
         "flowjax.models.mlp",

@@ -1,6 +1,7 @@
-"""Velocity networks: toy MLPs, a small U-Net, DiT and the multi-stage DiT of Decomposable
-Flow Matching (sharded with logical axis names), and the position encodings transformers use
-(sin-cos tables, RoPE and its extrapolation rules, :mod:`flowjax.models.positions`)."""
+"""Velocity networks: toy MLPs, a small U-Net, DiT, the multi-stage DiT of Decomposable
+Flow Matching and the any-resolution FiTv2 (sharded with logical axis names), and the position
+encodings transformers use (sin-cos tables, RoPE and its extrapolation rules,
+:mod:`flowjax.models.positions`)."""
 
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
@@ -13,6 +14,7 @@ from flowjax.models.dit import (
     patchify,
     unpatchify,
 )
+from flowjax.models.fitv2 import FiTv2, fitv2_forward_flops, fitv2_variant
 from flowjax.models.layers import ConditioningEmbedding, TimeEmbedding, sinusoidal_embedding
 from flowjax.models.mlp import MLPVelocity, num_params
 from flowjax.models.positions import (
@@ -35,6 +37,9 @@ __all__ = [
     "dit_num_tokens",
     "patchify",
     "unpatchify",
+    "FiTv2",
+    "fitv2_variant",
+    "fitv2_forward_flops",
     "ConditioningEmbedding",
     "TimeEmbedding",
     "sinusoidal_embedding",

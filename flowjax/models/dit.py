@@ -169,16 +169,81 @@ class DiTBlock(nn.Module):
 
 
 class _ScanBody(nn.Module):
-    """:class:`DiTBlock` as a scan body: ``(x, c) -> (x', x' or None)``."""
+    """A block as a scan body: ``(x, *broadcast) -> (x', x' or None)``."""
 
     block: Any  # the (possibly rematerialised) block class
     kwargs: Any
     collect: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, c: Array):
-        x = self.block(**dict(self.kwargs), name="block")(x, c)
+    def __call__(self, x: Array, *args):
+        x = self.block(**dict(self.kwargs), name="block")(x, *args)
         return x, (x if self.collect else None)
+
+
+def run_blocks(
+    module: nn.Module,
+    block_cls: type,
+    block_kw: dict,
+    x: Array,
+    *args,
+    depth: int,
+    remat: bool = False,
+    remat_policy: str = "nothing_saveable",
+    scan_blocks: bool = False,
+) -> Array:
+    """``depth`` blocks ``block_cls(**block_kw)(x, *args)`` in sequence, inside ``module``'s
+    compact ``__call__`` (the transformers' shared trunk: DiT, FiTv2).
+
+    ``remat`` rematerialises each block under ``jax.checkpoint_policies.<remat_policy>``;
+    ``scan_blocks`` compiles one block and scans it (parameters ``blocks/block/...`` stacked
+    on a leading ``"layers"`` axis, ``args`` broadcast), else a Python loop (``block_{i}``).
+    The tokens after block ``i`` are sown as ``feature_{i}``.
+    """
+    block = block_cls
+    if remat:
+        policy = getattr(jax.checkpoint_policies, remat_policy)
+        block = nn.remat(block_cls, policy=policy, prevent_cse=not scan_blocks)
+    if not scan_blocks:
+        for i in range(depth):
+            x = block(name=f"block_{i}", **block_kw)(x, *args)
+            module.sow("intermediates", f"feature_{i}", x)
+        return x
+    # One block body, scanned over depth. Features are collected as the scan's outputs only
+    # when intermediates are being captured.
+    collect = module.is_mutable_collection("intermediates")
+    blocks = nn.scan(
+        _ScanBody,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast,) * len(args),
+        length=depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(block, tuple(block_kw.items()), collect, name="blocks")
+    x, features = blocks(x, *args)
+    if collect:
+        for i in range(depth):
+            module.sow("intermediates", f"feature_{i}", features[i])
+    return x
+
+
+def final_layer(tokens: Array, c: Array, features: int, *, dtype, param_dtype) -> Array:
+    """The adaLN final layer, inside a compact ``__call__``: ``Linear_{D->features}(LN(x)(1 +
+    scale) + shift)`` with ``(shift, scale) = Linear_{D->2D}(SiLU(c))``, both maps
+    zero-initialised (parameters ``final_mod`` and ``final``); float32 out."""
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    mod = nn.Dense(
+        2 * tokens.shape[-1],
+        kernel_init=logical(_zeros, ("embed", "modulation")),
+        name="final_mod",
+        **kw,
+    )(nn.silu(c))
+    shift, scale = jnp.split(mod.astype(jnp.float32), 2, -1)
+    out = _modulate(_layer_norm(tokens), shift, scale).astype(dtype)
+    out = nn.Dense(features, kernel_init=logical(_zeros, ("embed", "patch")), name="final", **kw)(
+        out
+    )
+    return out.astype(jnp.float32)
 
 
 REMAT_POLICIES = (
@@ -322,42 +387,21 @@ class DiT(nn.Module, Model):
             attention_jvp_rule=jvp_rule,
             **kw,
         )
-        block = DiTBlock
-        if self.remat:
-            policy = getattr(jax.checkpoint_policies, self.remat_policy)
-            block = nn.remat(DiTBlock, policy=policy, prevent_cse=not self.scan_blocks)
-        if self.scan_blocks:
-            # One block body, scanned over depth: parameters stacked on a leading "layers"
-            # axis, one compiled block whatever the depth. Features are collected as the scan's
-            # outputs only when intermediates are being captured.
-            collect = self.is_mutable_collection("intermediates")
-            blocks = nn.scan(
-                _ScanBody,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
-                in_axes=(nn.broadcast,),
-                length=self.depth,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(block, tuple(block_kw.items()), collect, name="blocks")
-            tokens, features = blocks(tokens, cond_emb)
-            if collect:
-                for i in range(self.depth):
-                    self.sow("intermediates", f"feature_{i}", features[i])
-        else:
-            for i in range(self.depth):
-                tokens = block(name=f"block_{i}", **block_kw)(tokens, cond_emb)
-                self.sow("intermediates", f"feature_{i}", tokens)
+        tokens = run_blocks(
+            self,
+            DiTBlock,
+            block_kw,
+            tokens,
+            cond_emb,
+            depth=self.depth,
+            remat=self.remat,
+            remat_policy=self.remat_policy,
+            scan_blocks=self.scan_blocks,
+        )
 
         c_out = 2 * c if self.learn_sigma else c
-        mod = nn.Dense(
-            2 * d, kernel_init=logical(_zeros, ("embed", "modulation")), name="final_mod", **kw
-        )(nn.silu(cond_emb))
-        shift, scale = jnp.split(mod.astype(jnp.float32), 2, -1)
-        out = _modulate(_layer_norm(tokens), shift, scale).astype(dtype)
-        out = nn.Dense(
-            p * p * c_out, kernel_init=logical(_zeros, ("embed", "patch")), name="final", **kw
-        )(out)
-        out = unpatchify(out.astype(jnp.float32), p, h, w)
+        out = final_layer(tokens, cond_emb, p * p * c_out, **kw)
+        out = unpatchify(out, p, h, w)
         return out[..., :c].astype(x.dtype)
 
 

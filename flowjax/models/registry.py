@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flowjax.models.blockwise import BlockwiseFlowNet
 from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import DiT
+from flowjax.models.fitv2 import FiTv2
 from flowjax.models.mlp import MLPVelocity
 from flowjax.models.unet import UNetVelocity
 from flowjax.registry import Registry
@@ -42,6 +43,7 @@ register_model("unet", UNetVelocity)
 register_model("dit", DiT)
 register_model("decomposable_dit", DecomposableDiT)
 register_model("blockwise", BlockwiseFlowNet)
+register_model("fitv2", FiTv2)
 
 
 def make_model(
