@@ -96,6 +96,7 @@ PLACES: dict[str, tuple[str, ...]] = {
         "flowjax.models.inception",
         "flowjax.models.layers",
         "flowjax.models.mlp",
+        "flowjax.models.nextdit",
         "flowjax.models.positions",
         "flowjax.models.registry",
         "flowjax.models.resize",

@@ -12,6 +12,7 @@ from flowjax.models.decomposable import DecomposableDiT
 from flowjax.models.dit import DiT
 from flowjax.models.fitv2 import FiTv2
 from flowjax.models.mlp import MLPVelocity
+from flowjax.models.nextdit import NextDiT
 from flowjax.models.unet import UNetVelocity
 from flowjax.registry import Registry
 from flowjax.spec import check_keys
@@ -44,6 +45,7 @@ register_model("dit", DiT)
 register_model("decomposable_dit", DecomposableDiT)
 register_model("blockwise", BlockwiseFlowNet)
 register_model("fitv2", FiTv2)
+register_model("nextdit", NextDiT)
 
 
 def make_model(
