@@ -245,14 +245,16 @@ def matched_configs(arch: dict, dtype: str) -> dict:
     target = net.forward_flops(shape)
     same = {k: getattr(net, k) for k in ("patch_size", "hidden_size", "depth", "num_heads")}
 
-    def closest(name, field, values):
-        configs = [model_config(name, same, dtype, {field: float(v)}) for v in values]
+    def closest(name, field, values, **fixed):
+        configs = [model_config(name, same, dtype, {field: float(v), **fixed}) for v in values]
         return min(configs, key=lambda c: abs(build_model(c).forward_flops(shape) - target))
 
     return dict(
         dit=closest("dit", "mlp_ratio", np.arange(1.0, 8.01, 0.125)),
         fitv2=fit,
-        nextdit=closest("nextdit", "ffn_dim_multiplier", np.arange(0.25, 3.01, 0.0625)),
+        nextdit=closest(
+            "nextdit", "ffn_dim_multiplier", np.arange(0.25, 3.01, 0.0625), multiple_of=16
+        ),
     )
 
 

@@ -157,6 +157,8 @@ def flexible(name: str, **model):
     c = load_config(f"digits_{name}")
     c.data.update(sizes=TRAIN_SIZES, max_tokens=TRAIN_GRID**2, eval_size=DIT_SIZE)
     c.model.update(hidden_size=WIDTH, depth=DEPTH, num_heads=HEADS, train_grid=TRAIN_GRID)
+    if name == "fitv2":  # the published ratio: rank 288 at width 1152
+        c.model.lora_rank = WIDTH // 4
     c.model.update(max_tokens=(2 * TRAIN_GRID) ** 2, **model)
     return c
 
@@ -169,7 +171,7 @@ def make_configs(steps: int, data_dir: str) -> dict:
     width = dict(hidden_size=WIDTH, depth=DEPTH, num_heads=HEADS)
     nexts = []
     for multiplier in np.arange(0.5, 3.01, 0.125):  # the SwiGLU width sets the parameters
-        c = flexible("nextdit", ffn_dim_multiplier=float(multiplier))
+        c = flexible("nextdit", ffn_dim_multiplier=float(multiplier), multiple_of=8)
         shared_training(c, fit)
         nexts.append(c)
     nextdit, _ = closest(nexts, target)
