@@ -302,6 +302,29 @@ def print_table(result: dict) -> None:
                 print(f"{key:7s} {row['group']:15s} {floor:5.1f}  {name:8s} {fds}")
 
 
+def markdown_tables(result: dict) -> str:
+    """The results page's tables: every run at every size with plain RoPE (the DiT: its sin-cos
+    table), then each flexible run's rules at the sizes beyond its training grid."""
+    names = [n for n in ("fitv2", "nextdit", "dit") if n in result["runs"]]
+    runs = result["runs"]
+    lines = ["| size (H x W px) | group | real digits | " + " | ".join(names) + " |"]
+    lines.append("|---" * (3 + len(names)) + "|")
+    for key, floor in result["real"].items():
+        group = next(r["sizes"][key]["group"] for r in runs.values() if key in r["sizes"])
+        cells = [f"{next(iter(runs[n]['sizes'][key]['fd'].values())):.1f}" for n in names]
+        lines.append(f"| {key} | {group} | {floor:.1f} | " + " | ".join(cells) + " |")
+    for name in names[:2]:
+        rules = RULES[name]
+        lines += ["", f"| {name}: size | " + " | ".join(rules) + " |"]
+        lines.append("|---" * (1 + len(rules)) + "|")
+        for key, row in runs[name]["sizes"].items():
+            if len(row["fd"]) > 1:
+                lines.append(
+                    f"| {key} | " + " | ".join(f"{row['fd'][r]:.1f}" for r in rules) + " |"
+                )
+    return "\n".join(lines)
+
+
 def plot(result: dict, shown: dict, path: str) -> None:
     """Samples of each run (rows) at each size (columns) under the papers' preferred rule."""
     import matplotlib
@@ -359,9 +382,9 @@ def main():
     parser.add_argument(
         "--workdir", default=os.path.join(tempfile.gettempdir(), "flowjax_any_resolution")
     )
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--num_samples", type=int, default=250)
-    parser.add_argument("--nfe", type=int, default=10)
+    parser.add_argument("--nfe", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="tiny step counts (smoke run)")
     parser.add_argument("--retrain", action="store_true", help="train again even if done")
     parser.add_argument("--no_write", action="store_true", help="do not write results/")
@@ -379,6 +402,7 @@ def main():
         with open(json_path, encoding="utf-8") as f:
             result = json.load(f)
         print_table(result)
+        print("\n" + markdown_tables(result))
         plot(result, load_shown(shown_path), os.path.join(out_dir, "any_resolution.png"))
         return
     steps, n, nfe = (30, 40, 4) if args.quick else (args.steps, args.num_samples, args.nfe)
