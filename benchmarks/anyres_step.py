@@ -61,7 +61,7 @@ PATCH, CHANNELS, STRIDE, SIDE, L_MAX = 2, 4, 8, 256, 256
 #: Aspect ratios (width : height) of the ImageNet-like mix and their weights: a stated
 #: assumption (most photographs are 4:3 landscape), not a measurement of ImageNet.
 ASPECTS = ((4 / 3, 0.50), (3 / 4, 0.15), (1.0, 0.10), (3 / 2, 0.10), (2 / 3, 0.05), (16 / 9, 0.10))
-CPU_ARCH = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4)
+CPU_ARCH = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4)  # FiTv2's LoRA rank 32
 GPU_ARCH = dict(variant="XL/2")  # FiTv2-XL/2; the others at its width, depth and heads
 
 
@@ -226,6 +226,8 @@ def model_config(name: str, arch: dict, dtype: str, extra: dict | None = None):
     model = dict(name=name, conditional=True, dtype=dtype, param_dtype="float32", **arch)
     if name in ("fitv2", "nextdit"):
         model.update(rope="rope", train_grid=16, max_tokens=L_MAX)
+    if name == "fitv2" and "hidden_size" in arch:  # the published LoRA rank: width / 4
+        model.update(lora_rank=arch["hidden_size"] // 4)
     config.model = dict(model, **(extra or {}))
     return config
 
