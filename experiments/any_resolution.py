@@ -43,8 +43,8 @@ RoPE. Euler, uniform grid, ``--nfe`` steps, classifier-free guidance at the conf
 Writes ``results/experiments/any_resolution.json`` and ``any_resolution.png`` (samples at
 trained and unseen sizes).
 
-Measured (1500 steps each, 0.28M parameters, 250 samples, Euler 8, CFG 2; 29 min on this
-2-core CPU at a load average of ~5 from other jobs): claim 1 reproduced, claim 2 not. At the
+Measured (1500 steps each, 0.28M parameters, 250 samples, Euler 8, CFG 2; 16 min on this
+2-core CPU at a load average of ~2, 29 min at ~5): claim 1 reproduced, claim 2 not. At the
 non-square training sizes FiTv2 / Next-DiT reach FD 45.6 / 55.4 (12x16) and 73.9 / 79.9
 (16x8) against 98.0 and 342.9 for the DiT, at unseen 1:3 and 3:1 sizes 133-199 against
 405-427; on its own 16x16 square the DiT is better (37.8 vs 58.3 / 63.2). Beyond the grid PI
