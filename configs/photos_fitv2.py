@@ -3,7 +3,7 @@
     flowjax train --config=configs/photos_fitv2.py --workdir=/tmp/flowjax_photos_fitv2
 
 Data (``photos_mixed``, flowjax/data/mixed_sizes.py): crops of ``china.jpg`` and
-``flower.jpg`` (and scikit-image's bundled colour photographs when it is installed) of eight
+``flower.jpg`` (the photographs scikit-learn ships) of eight
 sizes from 16x32 to 320x160 px, at random places in the left three quarters of each
 photograph, flipped half of the time, brought to multiples of the patch by FiTv2's area rule
 with side 32 (at most 256 tokens: 32x32, 26x36, 22x44 and transposes, 24x24, 16x32, 32x16;

@@ -192,9 +192,10 @@ def load_config(name_or_path: str, arg: str | None = None, config_dir: str = CON
 #: :mod:`flowjax.data.sources` for what each kind reads); unstated ones are ``None``, which
 #: leaves the source's own default.
 DATA_FIELDS = {
-    "kind": str,  # toy2d, tfds, array, image_folder, latents, digits_mixed, photos_mixed
+    # toy2d, tfds, array, image_folder, latents, digits_mixed, photos_mixed, mixed_latents
+    "kind": str,
     "name": str,  # toy2d / tfds / latents; array and image_folder runs record the file's name
-    "path": str,  # array: FILE.npz / FILE.npy; image_folder, latents: DIR
+    "path": str,  # array: FILE.npz / FILE.npy; image_folder, latents, mixed_latents: DIR
     "eval_path": str,  # array / image_folder: held-out data (else eval_fraction of the rows)
     "eval_fraction": float,
     "resolution": int,  # image_folder: side of the square crops
@@ -205,7 +206,7 @@ DATA_FIELDS = {
     "split": str,  # tfds
     "eval_split": str,  # tfds
     "pairs_dir": str,  # any kind: train on reflow pairs written by `flowjax reflow`
-    # digits_mixed / photos_mixed (images of mixed sizes as token batches):
+    # digits_mixed / photos_mixed / mixed_latents (images of mixed sizes as token batches):
     "sizes": tuple,  # digits_mixed: training sizes ((H, W), ...), multiples of patch_size
     "crop_sizes": tuple,  # photos_mixed: crop sizes ((H, W), ...) before the area rule
     "side": int,  # photos_mixed: the area rule's side (at most (side / patch_size)^2 tokens)

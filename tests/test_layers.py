@@ -73,6 +73,7 @@ PLACES: dict[str, tuple[str, ...]] = {
         "flowjax.data.feature_metrics",
         "flowjax.data.image_folder",
         "flowjax.data.latents",
+        "flowjax.data.mixed_latents",
         "flowjax.data.mixed_sizes",
         "flowjax.data.pairs",
         "flowjax.data.pairs.manifest",

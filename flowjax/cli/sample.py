@@ -29,11 +29,21 @@ options that objective declares: ``--sampler`` is a full sampler string of
 ``config.eval.samplers`` form, per-segment settings joined by ``|`` (``euler:2|heun:4``) and
 options after ``@`` (``euler:8@frn``, ``euler:40@tau=0.7,phases=1/1``); docs/cli.md lists
 each objective's options. The report's ``inference_flops_per_sample`` counts the network
-evaluations actually made (x2 under CFG). Example::
+evaluations actually made (x2 under CFG).
+
+``--height=H --width=W`` samples images of that size from a run whose network takes it (an
+any-resolution transformer, at any multiple of its patch; a network whose weights fix the
+size, such as the MLP, is refused); the data-based scores are then skipped (the held-out data
+has the trained size) and the files are labelled ``<label>_HxW``. ``--rope=SPEC`` replaces the
+network's ``model.rope`` (its rotary extrapolation rule: ``visionyarn``, ``ntk``, ``pi``,
+``time_aware``, ...) for this sampling only, without retraining; a network without a ``rope``
+field is refused. ``--guidance_channels=0,1,2`` guides only those channels under CFG (FiT and
+Lumina-Next as released), the others taking the conditional velocity. Example::
 
     flowjax train --config=toy2d_rf --workdir=/tmp/toy
     flowjax sample --workdir=/tmp/toy --solver=dpm++2m --nfe=8 --grid=logsnr
     flowjax sample --workdir=/tmp/toy --solver=boss --nfe=4
+    flowjax sample --workdir=/tmp/fit --nfe=32 --height=32 --width=48 --rope=visionyarn
 """
 
 from __future__ import annotations
@@ -68,6 +78,22 @@ flags.DEFINE_string(
     "per-segment settings joined by '|' ('euler:2|heun:4') and the options the run's objective "
     "declares after '@' ('euler:8@frn').",
 )
+flags.DEFINE_integer(
+    "height", None, "Sample images of this height (with --width); default: the run's data size."
+)
+flags.DEFINE_integer("width", None, "Sample images of this width (with --height).")
+flags.DEFINE_string(
+    "rope",
+    None,
+    "Rotary spec replacing the network's model.rope for this sampling, e.g. 'visionyarn' or "
+    "'ntk,theta=1e4' (any-resolution transformers only; no retraining).",
+)
+flags.DEFINE_string(
+    "guidance_channels",
+    None,
+    "Guide only these channels under CFG, e.g. '0,1,2' (the others take the conditional "
+    "velocity); default: eval.guidance_channels of the run.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -100,6 +126,10 @@ def main(argv):
             out_dir=FLAGS.out,
             on_stage=on_stage,
             spec=FLAGS.sampler,
+            height=FLAGS.height,
+            width=FLAGS.width,
+            rope=FLAGS.rope,
+            guidance_channels=FLAGS.guidance_channels,
         )
     except ValueError as err:
         bar.close()

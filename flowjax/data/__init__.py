@@ -26,6 +26,12 @@ from flowjax.data.digits_arrays import NUM_CLASSES as DIGITS_NUM_CLASSES
 from flowjax.data.digits_arrays import load_digits_numpy
 from flowjax.data.feature_metrics import register_feature_metric
 from flowjax.data.image_folder import ImageFolder, ImageFolderSource, center_crop, open_images
+from flowjax.data.mixed_latents import (
+    MixedLatents,
+    MixedLatentSource,
+    read_mixed_latents,
+    write_mixed_latents,
+)
 from flowjax.data.mixed_sizes import (
     DigitsMixedSource,
     PhotosMixedSource,
@@ -146,4 +152,8 @@ __all__ = [
     "expected_padding",
     "padding_fraction",
     "size_buckets",
+    "MixedLatents",
+    "MixedLatentSource",
+    "read_mixed_latents",
+    "write_mixed_latents",
 ]

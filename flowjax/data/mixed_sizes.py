@@ -9,13 +9,12 @@ Two sources (``data.kind``), both in the token layout of :mod:`flowjax.data.toke
   of sizes ``(H, W)`` (multiples of the patch; a non-square size stretches the digit),
   labelled. Held out: the ``test`` split at ``eval_size``. Its feature metric is the digits
   classifier's Fréchet distance after resizing samples to 8x8 (bicubic).
-- ``photos_mixed`` (:class:`PhotosMixedSource`): crops of the photographs scikit-learn ships
-  (``load_sample_images``; and scikit-image's bundled colour photographs when it is installed)
-  of a declared list of crop sizes, at random places, flipped with probability 1/2, then
-  brought to a multiple of the patch by FiTv2's area rule
-  (:func:`~flowjax.data.tokens.resize_to_area` with side ``side``); unlabelled. Training crops
-  come from the left three quarters of each photograph, held-out crops (at ``eval_size``)
-  from the right quarter.
+- ``photos_mixed`` (:class:`PhotosMixedSource`): crops of the two photographs scikit-learn
+  ships (``load_sample_images``: ``china.jpg``, ``flower.jpg``) of a declared list of crop
+  sizes, at random places, flipped with probability 1/2, then brought to a multiple of the
+  patch by FiTv2's area rule (:func:`~flowjax.data.tokens.resize_to_area` with side
+  ``side``); unlabelled. Training crops come from the left three quarters of each
+  photograph, held-out crops (at ``eval_size``) from the right quarter.
 
 Buckets (:func:`size_buckets`)
 ------------------------------
@@ -57,8 +56,11 @@ __all__ = [
     "PHOTO_CROP_SIZES",
     "Bucket",
     "DigitsMixedSource",
+    "MixedSizeSource",
     "PhotosMixedSource",
     "batch_grids",
+    "check_sizes",
+    "check_token_settings",
     "expected_padding",
     "padding_fraction",
     "size_buckets",
@@ -83,8 +85,6 @@ PHOTO_CROP_SIZES: tuple[Size, ...] = (
     (256, 256), (192, 256), (256, 192), (160, 320), (320, 160), (24, 24), (16, 32), (32, 16),
 )  # fmt: skip
 
-# The bundled scikit-image colour photographs used when scikit-image is installed.
-_SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 _TRAIN_FRACTION = 0.75  # of each photograph's width; the rest is held out
 
 
@@ -192,13 +192,18 @@ def _to_unit(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def _check_patch_and_limits(patch_size, max_tokens, eval_size, bucket_padding):
+def check_token_settings(patch_size, max_tokens, eval_size, bucket_padding) -> Size | None:
+    """Refuse (one line) a patch that is not a positive int, a ``max_tokens`` that is not one
+    (or None), a ``bucket_padding`` outside ``[0, 1]`` or an ``eval_size`` (None: decided by
+    the data) that is not a multiple of the patch; returns ``eval_size`` as an int pair."""
     if not _is_positive_int(patch_size):
         raise ValueError(f"data.patch_size={patch_size!r} must be a positive int (the model's)")
     if max_tokens is not None and not _is_positive_int(max_tokens):
         raise ValueError(f"data.max_tokens={max_tokens!r} must be a positive int or None")
     if not 0.0 <= float(bucket_padding) <= 1.0:
         raise ValueError(f"data.bucket_padding={bucket_padding!r} must be in [0, 1] (0.1: 10%)")
+    if eval_size is None:
+        return None
     return check_sizes([eval_size], int(patch_size), None, "data.eval_size")[0]
 
 
@@ -207,44 +212,48 @@ def _check_patch_and_limits(patch_size, max_tokens, eval_size, bucket_padding):
 # ---------------------------------------------------------------------------------------------
 
 
-class _MixedSizeSource:
-    """Batch ``k``: one bucket, a recipe per row (a size to make), an example per row and
-    three uniforms per row (crop place, flip), all drawn from ``(seed, k)``; subclasses make
-    an example with :meth:`_example` and say which image size a recipe gives in ``out_size``.
+class MixedSizeSource:
+    """Batch ``k``: one bucket, a recipe per row, an example index per row and three uniforms
+    per row (crop place, flip), all drawn from ``(seed, k)``. A recipe is what a subclass
+    makes one training image from (a size, a crop size, a stored example), numbered ``0 ..
+    R - 1`` with the image size it gives in ``out_sizes``; :meth:`_example` makes it (float32,
+    in the model's range) with its label (or None).
     """
 
     kind = "images"
     batch_keys = ("x1", "mask", "positions")
 
-    def _setup(self, recipes, out_size, patch, bucket_padding, seed, layout, num_examples):
+    def _setup(self, out_sizes, patch, bucket_padding, seed, layout, num_examples):
         self.patch_size, self.layout, self.seed = int(patch), layout, int(seed)
-        self.recipes, self.num_examples = tuple(recipes), int(num_examples)
-        self.sizes = tuple(dict.fromkeys(out_size[r] for r in self.recipes))
+        self.num_examples = int(num_examples)
+        out = np.asarray(out_sizes, np.int64).reshape(-1, 2)
+        unique, first, inverse = np.unique(out, axis=0, return_index=True, return_inverse=True)
+        self.sizes = tuple(tuple(int(v) for v in unique[i]) for i in np.argsort(first))
         self.buckets = size_buckets(self.sizes, self.patch_size, bucket_padding)
-        self._bucket_recipes = [
-            tuple(r for r in self.recipes if out_size[r] in b.sizes) for b in self.buckets
-        ]
+        bucket_of = {s: i for i, b in enumerate(self.buckets) for s in b.sizes}
+        of_unique = np.asarray([bucket_of[tuple(int(v) for v in u)] for u in unique])
+        of_recipe = of_unique[inverse.reshape(-1)]
+        self._bucket_recipes = [np.flatnonzero(of_recipe == b) for b in range(len(self.buckets))]
         counts = np.asarray([len(r) for r in self._bucket_recipes], np.float64)
         self._bucket_p = counts / counts.sum()
 
-    def plan(self, step: int) -> tuple[Bucket, list, np.ndarray, np.ndarray]:
-        """Global batch ``step``: its bucket, each row's recipe, example index and uniforms."""
+    def plan(self, step: int) -> tuple[Bucket, np.ndarray, np.ndarray, np.ndarray]:
+        """Global batch ``step``: its bucket, each row's recipe and example index (``[B]``
+        ints) and three uniforms ``[B, 3]``."""
         rng = np.random.default_rng([self.seed, 0x6D69786564, int(step)])
         b = int(rng.choice(len(self.buckets), p=self._bucket_p))
         n = self.layout.global_batch_size
-        recipes = self._bucket_recipes[b]
-        which = rng.integers(len(recipes), size=n)
+        recipes = self._bucket_recipes[b][rng.integers(len(self._bucket_recipes[b]), size=n)]
         examples = rng.integers(self.num_examples, size=n)
-        uniforms = rng.random((n, 3))
-        return self.buckets[b], [recipes[i] for i in which], examples, uniforms
+        return self.buckets[b], recipes, examples, rng.random((n, 3))
 
     def get_batch(self, step: int) -> dict:
         """This process's rows of global batch ``step`` (numpy), padded to its bucket."""
         bucket, recipes, examples, uniforms = self.plan(step)
         images, labels = [], []
         for r in range(self.layout.offset, self.layout.offset + self.layout.local_batch_size):
-            image, label = self._example(recipes[r], int(examples[r]), uniforms[r])
-            images.append(_to_unit(image))
+            image, label = self._example(int(recipes[r]), int(examples[r]), uniforms[r])
+            images.append(image)
             labels.append(label)
         packed = pack_images(images, self.patch_size, max_tokens=bucket.length, pad_to_max=True)
         batch = {"x1": packed.tokens, "mask": packed.mask, "positions": packed.positions}
@@ -256,15 +265,15 @@ class _MixedSizeSource:
         return step_iterator(self.get_batch, start_step)
 
     def fingerprint(self) -> str:
-        """The generator's identity: its name, recipes, patch, buckets and photographs."""
-        text = repr((self.name, self.recipes, self.patch_size, self.buckets, self._identity()))
+        """The data's identity: name, patch, buckets and the subclass's :meth:`_identity`."""
+        text = repr((self.name, self.patch_size, self.buckets, self._identity()))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _identity(self) -> Any:
-        return None
+        raise NotImplementedError
 
 
-class DigitsMixedSource(_MixedSizeSource):
+class DigitsMixedSource(MixedSizeSource):
     """The 8x8 digits upsampled (bicubic) to mixed sizes, labelled (see the module docstring).
 
     Args:
@@ -293,14 +302,14 @@ class DigitsMixedSource(_MixedSizeSource):
         eval_size: Size = (16, 16),
         bucket_padding: float = 0.1,
     ):
-        eval_size = _check_patch_and_limits(patch_size, max_tokens, eval_size, bucket_padding)
+        eval_size = check_token_settings(patch_size, max_tokens, eval_size, bucket_padding)
         sizes = check_sizes(sizes, int(patch_size), max_tokens)
         layout = BatchLayout(batch_size, shard_index, shard_count, seed)
         self.element_shape = (*eval_size, 1)
         self._train, self._test = load_digits_numpy("train"), load_digits_numpy("test")
         self._cache: dict[tuple[str, Size], np.ndarray] = {}
-        n = len(self._train[1])
-        self._setup(sizes, {s: s for s in sizes}, patch_size, bucket_padding, seed, layout, n)
+        self.recipes = sizes
+        self._setup(sizes, patch_size, bucket_padding, seed, layout, len(self._train[1]))
 
     def upsampled(self, split: str, size: Size) -> np.ndarray:
         """Every digit of ``split`` resized bicubically to ``size``: uint8 ``[n, H, W, 1]``."""
@@ -309,8 +318,12 @@ class DigitsMixedSource(_MixedSizeSource):
             self._cache[split, size] = np.stack([resize_bicubic(im, *size) for im in images])
         return self._cache[split, size]
 
-    def _example(self, size: Size, index: int, uniforms) -> tuple[np.ndarray, int]:
-        return self.upsampled("train", size)[index], int(self._train[1][index])
+    def _example(self, recipe: int, index: int, uniforms) -> tuple[np.ndarray, int]:
+        image = self.upsampled("train", self.recipes[recipe])[index]
+        return _to_unit(image), int(self._train[1][index])
+
+    def _identity(self) -> Any:
+        return self.recipes
 
     def eval_array(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``min(n, 360)`` ``test`` digits at ``eval_size`` (in [-1, 1]) and labels."""
@@ -342,18 +355,10 @@ def _photographs() -> tuple[list[np.ndarray], tuple[str, ...]]:
     bunch = load_sample_images()
     photos = [np.asarray(im, np.uint8) for im in bunch.images]
     names = [f"sklearn:{name.rsplit('/', 1)[-1]}" for name in bunch.filenames]
-    try:
-        from skimage import data as skimage_data
-    except ImportError:
-        skimage_data = None
-    if skimage_data is not None:
-        for name in _SKIMAGE_PHOTOS:
-            photos.append(np.asarray(getattr(skimage_data, name)(), np.uint8)[..., :3])
-            names.append(f"skimage:{name}")
     return photos, tuple(names)
 
 
-class PhotosMixedSource(_MixedSizeSource):
+class PhotosMixedSource(MixedSizeSource):
     """Crops of the bundled photographs at mixed sizes, brought to multiples of the patch by
     FiTv2's area rule; unlabelled (see the module docstring).
 
@@ -383,7 +388,7 @@ class PhotosMixedSource(_MixedSizeSource):
         eval_size: Size = (32, 32),
         bucket_padding: float = 0.1,
     ):
-        eval_size = _check_patch_and_limits(patch_size, max_tokens, eval_size, bucket_padding)
+        eval_size = check_token_settings(patch_size, max_tokens, eval_size, bucket_padding)
         if not _is_positive_int(side):
             raise ValueError(f"data.side={side!r} must be a positive int (the area rule's side)")
         crops = check_sizes(crop_sizes, None, None, "data.crop_sizes")
@@ -402,16 +407,19 @@ class PhotosMixedSource(_MixedSizeSource):
                     f"data.crop_sizes holds {h}x{w}, larger than the training part of the "
                     f"smallest photograph ({room[0]}x{room[1]}); use smaller crops"
                 )
-        self._setup(crops, out_size, patch_size, bucket_padding, seed, layout, len(photos))
+        self.recipes = crops
+        out_sizes = [out_size[c] for c in crops]
+        self._setup(out_sizes, patch_size, bucket_padding, seed, layout, len(photos))
 
-    def _example(self, crop: Size, index: int, uniforms) -> tuple[np.ndarray, None]:
-        photo, (h, w) = self._train[index], crop
+    def _example(self, recipe: int, index: int, uniforms) -> tuple[np.ndarray, None]:
+        photo, (h, w) = self._train[index], self.recipes[recipe]
         top = int(uniforms[0] * (photo.shape[0] - h + 1))
         left = int(uniforms[1] * (photo.shape[1] - w + 1))
         image = photo[top : top + h, left : left + w]
         if uniforms[2] < 0.5:
             image = image[:, ::-1]
-        return resize_to_area(np.ascontiguousarray(image), self.side, self.patch_size), None
+        image = resize_to_area(np.ascontiguousarray(image), self.side, self.patch_size)
+        return _to_unit(image), None
 
     def eval_array(self, n: int) -> tuple[np.ndarray, None]:
         """``n`` held-out crops at ``eval_size`` (in [-1, 1]): from the right quarter of the
@@ -431,4 +439,4 @@ class PhotosMixedSource(_MixedSizeSource):
         return np.stack(images) if images else np.zeros((0, eh, ew, 3), np.float32), None
 
     def _identity(self) -> Any:
-        return (self.side, self._names)
+        return (self.recipes, self.side, self._names)

@@ -26,6 +26,9 @@ Config fields:
   batches, bucketed by token count (:mod:`flowjax.data.mixed_sizes`): ``sizes`` (digits) or
   ``crop_sizes`` and ``side`` (photos), ``patch_size`` (the model's), ``max_tokens``,
   ``eval_size`` (the size evaluated and sampled at) and ``bucket_padding``.
+- ``kind="mixed_latents"``: a latent set of mixed sizes in ``path``
+  (:class:`flowjax.data.MixedLatentSource`, written by :func:`flowjax.data.write_mixed_latents`),
+  with ``name``, ``patch_size``, ``max_tokens``, ``eval_size`` and ``bucket_padding``.
 - ``pairs_dir`` (any kind): train on the reflow pairs ``{"x0", "x1"[, "label"]}`` stored there
   (written by ``flowjax reflow``; :class:`flowjax.data.PairSource`); the data set
   described by the other fields is the one the pairs imitate, used for evaluation.
@@ -56,6 +59,7 @@ from flowjax.data.base import (
 )
 from flowjax.data.feature_metrics import feature_metric_for
 from flowjax.data.image_folder import ImageFolderSource, folder_name
+from flowjax.data.mixed_latents import MixedLatentSource
 from flowjax.data.mixed_sizes import DigitsMixedSource, PhotosMixedSource
 from flowjax.data.pairs import PairSource
 from flowjax.data.tfds_pipeline import ImageDataset, load_split_array
@@ -449,6 +453,15 @@ def _photos_mixed_source(cfg: Any, common: dict):
     return PhotosMixedSource(**_stated(cfg, "crop_sizes", "side", *_MIXED_FIELDS), **common)
 
 
+def _mixed_latent_source(cfg: Any, common: dict):
+    if not cfg.get("path", None):
+        raise ValueError(
+            "data.kind='mixed_latents' needs data.path=DIR, a mixed latent set written with "
+            "flowjax.data.write_mixed_latents (and its held-out set in DIR/heldout)"
+        )
+    return MixedLatentSource(cfg.path, **_stated(cfg, "name", *_MIXED_FIELDS), **common)
+
+
 def _tfds_source(cfg: Any, common: dict):
     options = _stated(cfg, "data_dir", "split", "eval_split", "random_flip")
     return TfdsImageSource(cfg.name, **options, **common)
@@ -466,6 +479,7 @@ SOURCES: Registry[Callable[[Any, dict], Any]] = Registry(
         "image_folder": _image_folder_source,
         "digits_mixed": _digits_mixed_source,
         "photos_mixed": _photos_mixed_source,
+        "mixed_latents": _mixed_latent_source,
     },
 )
 register_source = registrar(

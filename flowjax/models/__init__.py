@@ -24,7 +24,13 @@ from flowjax.models.positions import (
     position_from_spec,
     register_position,
 )
-from flowjax.models.registry import init_params, make_apply_fn, make_model, register_model
+from flowjax.models.registry import (
+    init_params,
+    make_apply_fn,
+    make_model,
+    model_class,
+    register_model,
+)
 from flowjax.models.unet import UNetVelocity
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
     "position_from_spec",
     "register_position",
     "make_model",
+    "model_class",
     "register_model",
     "make_apply_fn",
     "init_params",

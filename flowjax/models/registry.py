@@ -48,6 +48,11 @@ register_model("fitv2", FiTv2)
 register_model("nextdit", NextDiT)
 
 
+def model_class(name: str) -> type:
+    """The network registered as ``name`` (an unknown name is an error listing the known)."""
+    return _MODELS[name]
+
+
 def make_model(
     cfg: Any, *, num_classes: int | None = None, use_end_time: bool = False
 ) -> nn.Module:

@@ -382,12 +382,22 @@ def _freeze(tx: optax.GradientTransformation, frozen: tuple[str, ...]):
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def load_run(workdir: str, *, num_samples: int | None = None):
+def load_run(
+    workdir: str,
+    *,
+    num_samples: int | None = None,
+    model_fields: dict[str, Any] | None = None,
+    eval_fields: dict[str, Any] | None = None,
+):
     """``(config, experiment, ema_params, step)`` of the newest verified checkpoint in
     ``workdir`` (read only: a checkpoint that fails is skipped with a warning, never moved).
 
     The experiment's data is :func:`run_data`: where the run's data cannot be rebuilt it is a
     stand-in without examples (``exp.data.reason`` says why), enough to sample the model.
+    ``model_fields`` / ``eval_fields`` replace fields of the stored ``model`` / ``eval``
+    sections for this load only (sampling a trained network with another rotary rule,
+    ``{"rope": "visionyarn"}``, or guiding other channels); a model field the run's network
+    does not have is refused, naming it. The weights are the trained ones either way.
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     path = os.path.join(workdir, "config.json")
@@ -397,6 +407,23 @@ def load_run(workdir: str, *, num_samples: int | None = None):
     if isinstance(stored.get("objective", None), dict):  # a run trained with the retired form
         stored["objective"] = upgrade_time_sampler(stored["objective"])
     config = ml_collections.ConfigDict(stored)
+    for key in model_fields or {}:
+        name = config.model.get("name")
+        if key not in models.model_class(name).__dataclass_fields__:
+            raise ValueError(
+                f"the network of this run (model {name!r}) has no field {key!r}; "
+                + (
+                    "a rotary spec is for any-resolution transformers (fitv2, nextdit)"
+                    if key == "rope"
+                    else "drop the override"
+                )
+            )
+    # Whole sections replaced: a stored field of another type (a list given as text) is no
+    # obstacle to the override.
+    if model_fields:
+        config.model = ml_collections.ConfigDict({**config.model.to_dict(), **model_fields})
+    if eval_fields:
+        config.eval = ml_collections.ConfigDict({**config.eval.to_dict(), **eval_fields})
     if num_samples is not None:
         if int(num_samples) < 1:
             raise ValueError(f"num_samples={num_samples}: must be >= 1")

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from flowjax.data.tokens import pack_images
-from flowjax.training import accounting, train_and_evaluate
+from flowjax.evaluation.settings import eval_settings
+from flowjax.training import Experiment, accounting, train_and_evaluate
+from flowjax.workflows import sample as sample_job
 from tests.anyres_standin import TinyAnyRes, TokenSource, image, registered
 from tests.training.conftest import tiny_config
 
@@ -56,7 +58,7 @@ def _run_config(num_steps: int):
     config = tiny_config(
         num_steps=num_steps, batch_size=6, log_every=2, checkpoint_every=3, ema_decay=0.9
     )
-    config.model = {"name": "tiny_anyres", "patch_size": 2, "hidden_size": 8, "max_tokens": 16}
+    config.model = {"name": "tiny_anyres", "patch_size": 2, "hidden_size": 8, "max_tokens": 64}
     config.optim.lr, config.optim.warmup_steps = 3e-3, 1
     config.eval.num_samples = 6
     config.eval.metrics = ("sw",)
@@ -122,3 +124,77 @@ def test_a_token_run_resumes_exactly(token_run, tmp_path):
     second = {r["step"]: r["train/loss"] for r in _metrics(resumed) if "train/loss" in r}
     assert second == straight
     assert again["final"] == summary["final"]
+
+
+# -- sampling any size, another rotary rule ------------------------------------------------------
+
+
+def _sample(workdir, **options):
+    with registered():
+        return sample_job.run_sampling(workdir, "euler", 2, num_samples=4, **options)
+
+
+@pytest.mark.slow
+def test_a_token_run_samples_any_size_and_any_rotary_rule(token_run):
+    workdir, _ = token_run
+    trained = _sample(workdir)
+    wide = _sample(workdir, height=12, width=16)
+    x = np.load(wide["files"][1])["x"]
+    assert x.shape == (4, 12, 16, 1) and np.all(np.isfinite(x))
+    assert wide["label"] == trained["label"] + "_12x16"
+    assert wide["files"][0].endswith("euler_nfe2_12x16.png")
+    assert "sampled at 12x16, not the 8x8" in wide["metrics_skipped"]
+    # The rule replaces model.rope: at the trained grid (scale 1) NTK is plain RoPE; at twice
+    # the grid it changes the samples. (float32 programs compiled apart: rounding of the
+    # angles, far below the 0.01 the rules differ by.)
+    same = _sample(workdir, rope="ntk")
+    assert same["rope"] == "ntk" and same["files"][1].endswith("_rope-ntk.npz")
+    np.testing.assert_allclose(
+        np.load(same["files"][1])["x"], np.load(trained["files"][1])["x"], atol=1e-4
+    )
+    plain = np.load(_sample(workdir, height=16, width=16)["files"][1])["x"]
+    ntk = np.load(_sample(workdir, height=16, width=16, rope="ntk")["files"][1])["x"]
+    assert np.abs(ntk - plain).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_sampling_options_are_checked_before_any_work(token_run, tmp_path):
+    workdir, _ = token_run
+    with pytest.raises(ValueError, match="give both --height and --width"):
+        _sample(workdir, height=12)
+    with pytest.raises(ValueError, match="distinct non-negative channel indices"):
+        _sample(workdir, guidance_channels="0,0")
+    with pytest.raises(ValueError, match="not a multiple of the patch 2"):
+        _sample(workdir, height=9, width=8)
+    with pytest.raises(ValueError, match="more than max_tokens=64"):
+        _sample(workdir, height=18, width=18)
+    with pytest.raises(ValueError, match="unknown"):
+        _sample(workdir, rope="nope")
+    # A network without a rope field: refused from its config.json, before anything is loaded.
+    other = tmp_path / "mlp_run"
+    other.mkdir()
+    stored = json.loads(open(os.path.join(workdir, "config.json")).read())
+    stored["model"] = {"name": "mlp", "hidden": 8, "depth": 1}
+    (other / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="has no field 'rope'; a rotary spec is for any-res"):
+        _sample(str(other), rope="ntk")
+
+
+def test_a_network_whose_weights_fix_the_size_is_refused_another_size():
+    config = _run_config(1)
+    config.model = {"name": "mlp", "hidden": 8, "depth": 1}
+    exp = Experiment(config, data=TokenSource(6))
+    params = exp.init_state().params
+    with pytest.raises(ValueError, match="model 'mlp'.* cannot take 12x16 images: its weights"):
+        sample_job.SampleOptions(height=12, width=16)._sized(config, exp, params)
+    assert sample_job.SampleOptions(8, 8)._sized(config, exp, params) is exp.data
+
+
+def test_guidance_channels_are_an_eval_setting():
+    for given, parsed in (("2,0", (0, 2)), ((0, 1), (0, 1)), (None, None)):
+        config = _run_config(1)
+        config.eval.guidance_channels = given
+        assert eval_settings(config).guidance_channels == parsed
+    config.eval.guidance_channels = (1, 1)
+    with pytest.raises(ValueError, match="distinct non-negative channel indices"):
+        eval_settings(config)
