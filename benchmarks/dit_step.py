@@ -51,7 +51,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _child(devices: int, steps: int, batch: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from flowjax.config_files import load_config
@@ -88,16 +87,7 @@ def _child(devices: int, steps: int, batch: int) -> dict:
     steady = float(np.median(times[1:]))
 
     # This CPU's dense float32 matmul throughput, measured the same way (jit, steady calls).
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(mm(a))
-    best = float("inf")
-    for _ in range(10):  # best of 10: the least disturbed call on a shared machine
-        t0 = time.perf_counter()
-        jax.block_until_ready(mm(a))
-        best = min(best, time.perf_counter() - t0)
-    matmul_flops = 2 * n**3 / best
+    matmul_flops = measured_matmul_flops()
 
     cost = exp.step_cost()
     rates = cost.rates(steady, jax.device_count(), matmul_flops / jax.device_count())
@@ -112,6 +102,23 @@ def _child(devices: int, steps: int, batch: int) -> dict:
         measured_matmul_flops=matmul_flops,
         **rates,
     )
+
+
+def measured_matmul_flops(n: int = 2048, calls: int = 10) -> float:
+    """This device's dense float32 matmul rate: the best of ``calls`` jitted ``n^3`` matmuls
+    (the least disturbed call on a shared machine)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(mm(a))
+    best = float("inf")
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 def _estimates() -> dict:
@@ -175,10 +182,29 @@ def _peak(device) -> float:
     return accounting.peak_flops_per_device(device.device_kind) or 989e12
 
 
+def compile_and_time(step, state, batch, steps: int):
+    """Lower and compile the jitted ``step`` for ``(state, batch)``, run it once, then time
+    ``steps`` calls: ``(compiled, compile seconds, median step seconds, state, metrics)``."""
+    import jax
+    import numpy as np
+
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics["loss"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics["loss"])
+        times.append(time.perf_counter() - t0)
+    return compiled, compile_s, float(np.median(times)), state, metrics
+
+
 def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False, all_rows=False) -> dict:
     """Compile and time flowjax's jitted, donated ``Experiment`` train step."""
     import jax
-    import numpy as np
 
     from flowjax.training import Experiment
 
@@ -189,20 +215,9 @@ def flowjax_entry(variant, batch, objective, model_kw, steps, tiny=False, all_ro
     state = exp.init_state()
     step = exp.jit_train_step()
     b = exp.global_batch(next(exp.data.iterator(0)))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, b).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s, step_s, state, metrics = compile_and_time(step, state, b, steps)
     mem = compiled.memory_analysis()
     temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
-    state, metrics = compiled(state, b)
-    jax.block_until_ready(metrics["loss"])
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, b)
-        jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - t0)
-    step_s = float(np.median(times))
     flops = exp.step_cost().model_flops
     peak = _peak(jax.devices()[0])
     return dict(

@@ -193,7 +193,7 @@ def run_blocks(
     scan_blocks: bool = False,
 ) -> Array:
     """``depth`` blocks ``block_cls(**block_kw)(x, *args)`` in sequence, inside ``module``'s
-    compact ``__call__`` (the transformers' shared trunk: DiT, FiTv2).
+    compact ``__call__`` (the transformers' shared trunk: DiT, FiTv2, Next-DiT).
 
     ``remat`` rematerialises each block under ``jax.checkpoint_policies.<remat_policy>``;
     ``scan_blocks`` compiles one block and scans it (parameters ``blocks/block/...`` stacked
