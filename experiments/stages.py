@@ -1,11 +1,14 @@
 """Resumable stages of an experiment script: each stage runs once, in its own directory under
 the script's root, and its wall time is kept in ``<root>/times.json`` (a stage recorded there
-is skipped when the script runs again)."""
+is skipped when the script runs again). A stage whose training was stopped by SIGTERM (its
+summary says ``preempted``) is not recorded: the script exits, and running it again resumes
+that stage from its checkpoint."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Callable
 
@@ -30,7 +33,10 @@ class Stages:
             return workdir
         print(f"[{name}] ...")
         start = time.perf_counter()
-        fn(workdir)
+        out = fn(workdir)
+        if isinstance(out, dict) and out.get("preempted"):
+            print(f"[{name}] stopped by SIGTERM; run the same command again to resume it")
+            sys.exit(143)
         self.times[name] = time.perf_counter() - start  # the last session's time, if resumed
         with open(self.path, "w") as f:
             json.dump(self.times, f, indent=1)

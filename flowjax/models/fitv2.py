@@ -181,7 +181,8 @@ class FiTv2(nn.Module, Model):
 
     Attributes:
       patch_size, hidden_size, depth, num_heads, lora_rank: the architecture
-        (``variant="XL/2"`` in a config fills them).
+        (``variant="XL/2"`` in a config fills them); ``lora_rank=None`` is ``hidden_size // 4``,
+        the released ratio (288 at XL, 576 at 3B).
       mlp_ratio: SwiGLU hidden width ``floor(2 mlp_ratio D / 3)`` (3072 at D = 1152).
       rope: the rotary encoding as a ``name,k=v`` spec (:func:`flowjax.models.anyres.
         rotary_from_spec`, FiT layout): ``"rope"`` in training; ``"visionntk"``,
@@ -199,7 +200,7 @@ class FiTv2(nn.Module, Model):
     hidden_size: int = 1152
     depth: int = 36
     num_heads: int = 16
-    lora_rank: int = 288
+    lora_rank: int | None = None
     mlp_ratio: float = 4.0
     rope: str = "rope"
     train_grid: int = 16
@@ -219,6 +220,11 @@ class FiTv2(nn.Module, Model):
     variant_fields = staticmethod(fitv2_variant)  # config ``model.variant="XL/2"``
 
     @property
+    def rank(self) -> int:
+        """The AdaLN-LoRA rank: :attr:`lora_rank`, or ``hidden_size // 4`` when None."""
+        return self.hidden_size // 4 if self.lora_rank is None else self.lora_rank
+
+    @property
     def mlp_hidden(self) -> int:
         return swiglu_hidden(self.hidden_size, self.mlp_ratio)
 
@@ -235,7 +241,7 @@ class FiTv2(nn.Module, Model):
             patch_size=self.patch_size,
             hidden_size=self.hidden_size,
             depth=self.depth,
-            lora_rank=self.lora_rank,
+            lora_rank=self.rank,
             mlp_hidden=self.mlp_hidden,
             use_end_time=self.use_end_time,
         )
@@ -257,7 +263,7 @@ class FiTv2(nn.Module, Model):
                 f"fitv2: hidden_size={self.hidden_size} must be divisible by num_heads="
                 f"{self.num_heads}"
             )
-        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+        if not isinstance(self.rank, int) or self.rank < 1:
             raise ValueError(f"fitv2: lora_rank must be a positive integer; got {self.lora_rank!r}")
         self.rotary().check_head_dim(self.hidden_size // self.num_heads)
         if len(shape) == 4:  # the input contract's checks, on shapes only
@@ -320,7 +326,7 @@ class FiTv2(nn.Module, Model):
             hidden_size=d,
             num_heads=self.num_heads,
             mlp_hidden=self.mlp_hidden,
-            lora_rank=self.lora_rank,
+            lora_rank=self.rank,
             rope=rope,
             grid=inp.grid,
             attention=self.attention,
