@@ -66,6 +66,16 @@ def check_implementation(implementation) -> None:
         )
 
 
+def use_jvp_rule(jvp_rule: bool | None, implementation, forward_mode: bool) -> bool:
+    """A network's ``attention_jvp_rule`` setting resolved: ``None`` turns the rule on exactly
+    when the network is differentiated in forward mode (``forward_mode``: average-velocity
+    networks, which MeanFlow and FreeFlow push through ``jax.jvp``) with ``"cudnn"``, whose
+    kernel has no forward-mode rule of its own."""
+    if jvp_rule is None:
+        return bool(forward_mode and implementation == "cudnn")
+    return bool(jvp_rule)
+
+
 def _scale(q: Array, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax.models.attention import attention as fused_attention
-from flowjax.models.attention import check_implementation
+from flowjax.models.attention import check_implementation, use_jvp_rule
 from flowjax.models.layers import ConditioningEmbedding, logical
 from flowjax.models.positions import SinCos2D
 from flowjax.types import Array, Model
@@ -376,9 +376,7 @@ class DiT(nn.Module, Model):
         )(t, cond, t_end)
         cond_emb = nn.with_logical_constraint(cond_emb.astype(jnp.float32), ("batch", "act_embed"))
 
-        jvp_rule = self.attention_jvp_rule
-        if jvp_rule is None:  # cuDNN's kernel has no forward-mode rule of its own
-            jvp_rule = self.use_end_time and self.attention == "cudnn"
+        jvp_rule = use_jvp_rule(self.attention_jvp_rule, self.attention, self.use_end_time)
         block_kw = dict(
             hidden_size=d,
             num_heads=self.num_heads,

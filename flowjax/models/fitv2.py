@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from flowjax.models.anyres import SwiGLU, TokenInput, rotary_from_spec, swiglu_hidden, token_input
 from flowjax.models.attention import attention as fused_attention
-from flowjax.models.attention import check_implementation
+from flowjax.models.attention import check_implementation, use_jvp_rule
 from flowjax.models.dit import (
     DIT_PRESETS,
     PATCH_SIZES,
@@ -319,9 +319,7 @@ class FiTv2(nn.Module, Model):
             **kw,
         )(nn.silu(cond_emb)).astype(jnp.float32)
 
-        jvp_rule = self.attention_jvp_rule
-        if jvp_rule is None:  # cuDNN's kernel has no forward-mode rule of its own
-            jvp_rule = self.use_end_time and self.attention == "cudnn"
+        jvp_rule = use_jvp_rule(self.attention_jvp_rule, self.attention, self.use_end_time)
         block_kw = dict(
             hidden_size=d,
             num_heads=self.num_heads,

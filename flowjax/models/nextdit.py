@@ -57,7 +57,7 @@ import numpy as np
 
 from flowjax.models.anyres import SwiGLU, rotary_from_spec, token_input
 from flowjax.models.attention import attention as fused_attention
-from flowjax.models.attention import check_implementation
+from flowjax.models.attention import check_implementation, use_jvp_rule
 from flowjax.models.dit import REMAT_POLICIES, check_flop_part, run_blocks
 from flowjax.models.layers import TimeEmbedding, logical
 from flowjax.types import Array, Model
@@ -253,7 +253,7 @@ class NextDiT(nn.Module, Model):
     remat_policy: str = "nothing_saveable"
     scan_blocks: bool = False
     attention: str | None = "xla"
-    attention_jvp_rule: bool = False
+    attention_jvp_rule: bool | None = None
 
     variant_fields = staticmethod(nextdit_variant)  # config ``model.variant="2B"``
 
@@ -497,7 +497,9 @@ class NextDiT(nn.Module, Model):
             grid=inp.grid,
             norm_eps=self.norm_eps,
             attention=self.attention,
-            attention_jvp_rule=self.attention_jvp_rule,
+            attention_jvp_rule=use_jvp_rule(
+                self.attention_jvp_rule, self.attention, self.use_end_time
+            ),
             **kw,
         )
         tokens = run_blocks(
