@@ -57,6 +57,7 @@ __all__ = [
     "fit_versions",
     "masked_token_mean",
     "pack_images",
+    "per_image_token_mean",
     "resize_bicubic",
     "resize_to_area",
     "unpack_tokens",
@@ -298,9 +299,17 @@ def masked_token_mean(per_token: Array, mask: Array) -> Array:
         )
     if not (jnp.issubdtype(mask.dtype, jnp.bool_) or jnp.issubdtype(mask.dtype, jnp.integer)):
         raise ValueError(f"mask must be bool or integer (nonzero = valid), got {mask.dtype}")
+    per_image, count = per_image_token_mean(per_token, mask)
+    has_tokens = count > 0
+    return jnp.where(has_tokens, per_image, 0.0).sum() / jnp.maximum(has_tokens.sum(), 1)
+
+
+def per_image_token_mean(per_token: Array, mask: Array) -> tuple[Array, Array]:
+    """``(per_image [B], count [B])``: each image's mean of ``per_token [B, N, ...]`` over its
+    valid tokens (0 for an image without any) and its number of valid tokens; padding is
+    selected away (:func:`masked_token_mean` averages the images that have tokens)."""
     valid = mask.astype(bool)
     per_token = per_token.reshape(per_token.shape[:2] + (-1,)).mean(-1)
     count = valid.sum(axis=1)
     per_image = jnp.where(valid, per_token, 0.0).sum(axis=1) / jnp.maximum(count, 1)
-    has_tokens = count > 0
-    return jnp.where(has_tokens, per_image, 0.0).sum() / jnp.maximum(has_tokens.sum(), 1)
+    return per_image, count

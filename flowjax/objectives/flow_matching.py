@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax import paths as paths_lib
-from flowjax.data.tokens import masked_token_mean
+from flowjax.data.tokens import masked_token_mean, per_image_token_mean
 from flowjax.objectives import guidance, losses
 from flowjax.time import laws
 from flowjax.types import ApplyFn, Array, Metrics, Objective
@@ -89,25 +89,29 @@ class FlowMatching(Objective):
     def loss_fn(
         self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
     ) -> tuple[Array, Metrics]:
-        if "mask" in batch:
-            return self.token_loss_fn(params, apply_fn, batch, key)
         x1 = batch["x1"]
+        tokens = "mask" in batch  # a mixed-size token batch (module docstring)
+        if tokens:
+            self._check_token_batch(x1, batch["mask"])
         key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
         t = self.time_sampler.sample(key_t, (x1.shape[0],)).astype(x1.dtype)
-        x0 = jax.random.normal(key_noise, x1.shape, x1.dtype)
+        draw = token_noise if tokens else jax.random.normal
+        x0 = draw(key_noise, x1.shape, x1.dtype)
         x_t = self.path.interpolate(x0, x1, t)
         target = self.path.target_velocity(x0, x1, t)
         cond = self.conditioning(batch, key_drop)
-        v = apply_fn(params, x_t, t, cond, train=True, rng=key_model)
-        per_sample = self.loss(v, target)
-        loss = jnp.mean(per_sample)
+        extra = {k: batch[k] for k in TOKEN_KEYS if k in batch}
+        v = apply_fn(params, x_t, t, cond, train=True, rng=key_model, **extra)
+        if tokens:  # the L2 premetric per token, averaged over valid tokens per image
+            per_token = jnp.mean(jnp.square(v - target), axis=-1)
+            loss = masked_token_mean(per_token, batch["mask"])
+            per_sample, _ = per_image_token_mean(per_token, batch["mask"])
+        else:
+            per_sample = self.loss(v, target)
+            loss = jnp.mean(per_sample)
         return loss, {"loss": loss, **binned_means(per_sample, t)}
 
-    def token_loss_fn(
-        self, params: Any, apply_fn: ApplyFn, batch: dict[str, Array], key: Array
-    ) -> tuple[Array, Metrics]:
-        """The loss of a token batch (module docstring): per token, over valid tokens only."""
-        x1, mask = batch["x1"], batch["mask"]
+    def _check_token_batch(self, x1: Array, mask: Array) -> None:
         if x1.ndim != 3 or mask.shape != x1.shape[:2]:
             raise ValueError(
                 f"a token batch needs x1 [B, N, p^2 C] and mask [B, N]; got {tuple(x1.shape)} "
@@ -119,19 +123,6 @@ class FlowMatching(Objective):
                 f"objective.loss={name!r} spans a whole example; token batches train with the "
                 "per-token objective.loss='l2'"
             )
-        key_t, key_noise, key_drop, key_model = jax.random.split(key, 4)
-        t = self.time_sampler.sample(key_t, (x1.shape[0],)).astype(x1.dtype)
-        x0 = token_noise(key_noise, x1.shape, x1.dtype)
-        x_t = self.path.interpolate(x0, x1, t)
-        target = self.path.target_velocity(x0, x1, t)
-        cond = self.conditioning(batch, key_drop)
-        extra = {k: batch[k] for k in TOKEN_KEYS if k in batch}
-        v = apply_fn(params, x_t, t, cond, train=True, rng=key_model, **extra)
-        per_token = jnp.mean(jnp.square(v - target), axis=-1)  # the L2 premetric per token
-        loss = masked_token_mean(per_token, mask)
-        valid = mask.astype(bool)
-        per_image = jnp.where(valid, per_token, 0.0).sum(1) / jnp.maximum(valid.sum(1), 1)
-        return loss, {"loss": loss, **binned_means(per_image, t)}
 
 
 def token_noise(key: Array, shape: tuple[int, int, int], dtype: Any) -> Array:
